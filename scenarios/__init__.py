@@ -1,0 +1,1 @@
+"""The scenario library: one module per scenario, each defining ``scenario = Scenario(...)``."""

@@ -1,0 +1,47 @@
+"""sim: a scenario engine for inter-process communication.
+
+A TOML file describes a scenario; ``python -m sim run`` runs it as real OS processes that share
+multiprocessing primitives and stream structured events to a socket coordinator, which writes one
+log per run. This module is the public API for scenario authors and scripts.
+"""
+
+from __future__ import annotations
+
+from .analysis import Analysis, Report
+from .checks import Check, Verdict
+from .config import RunConfig, load_config
+from .durations import Duration
+from .errors import ActorCrashed, ConfigError, ProtocolError, ReplayError, ScenarioError, SimError
+from .primitives import BoundedSemaphore, Event, Lock, PrimSpec, RLock, Semaphore
+from .runtime.ctx import Ctx
+from .scenario import Actor, Metric, Scenario, actors
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActorCrashed",
+    "Actor",
+    "Analysis",
+    "BoundedSemaphore",
+    "Check",
+    "ConfigError",
+    "Ctx",
+    "Duration",
+    "Event",
+    "Lock",
+    "Metric",
+    "PrimSpec",
+    "ProtocolError",
+    "RLock",
+    "ReplayError",
+    "Report",
+    "RunConfig",
+    "Scenario",
+    "ScenarioError",
+    "Semaphore",
+    "SimError",
+    "Verdict",
+    "__version__",
+    "actors",
+    "load_config",
+]

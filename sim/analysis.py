@@ -1,0 +1,65 @@
+"""Turn a finished run's log into metrics and invariant verdicts.
+
+The engine calls this at the end of a run, and replay calls it again on the same file: both read
+the log, never the engine's memory, so what a run reports can always be recomputed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .checks import Check, Verdict, generic_checks
+from .events import Finding, read_events, sort_key
+
+__all__ = ["Analysis", "Report", "analyse"]
+
+
+class Analysis:
+    """A scenario's own reading of a run. Subclass it; the engine feeds events in time order."""
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        """See one event."""
+
+    def metrics(self) -> dict[str, Any]:
+        """The scenario's summary metrics, by the keys its ``Scenario.metrics`` declares."""
+        return {}
+
+    def checks(self) -> list[Check]:
+        """The scenario's own invariant checks; they are fed every event too."""
+        return []
+
+
+@dataclass
+class Report:
+    """Metrics and verdicts of one run, plus any problems with the file itself."""
+
+    metrics: dict[str, Any]
+    verdicts: list[Verdict]
+    findings: list[Finding] = field(default_factory=list)
+    events: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings and not any(v.failed for v in self.verdicts)
+
+
+def analyse(
+    events_path: Path,
+    analysis: Analysis,
+    primitives: Mapping[str, Mapping[str, Any]],
+    actors: Iterable[str],
+) -> Report:
+    """Read ``events_path`` and run the generic and the scenario's checks over it."""
+    findings: list[Finding] = []
+    events = sorted(read_events(events_path, findings), key=sort_key)
+    checks = generic_checks(primitives, actors) + analysis.checks()
+    for event in events:
+        for check in checks:
+            check.feed(event)
+        analysis.feed(event)
+    metrics = analysis.metrics()
+    metrics["events"] = len(events)
+    return Report(metrics, [c.verdict() for c in checks], findings, len(events))

@@ -1,0 +1,163 @@
+"""Invariant checks over a run's event history, fed in time order.
+
+Each check sees every event once and gives a :class:`Verdict`. A check that finds nothing to
+look at says ``skip``, never ``pass``: a check that cannot fail must not claim success.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["ActorsEnded", "Check", "SemaphoreBound", "SeqContiguous", "Verdict", "generic_checks"]
+
+_SHOW = 3  # violations spelled out per check; the rest are counted
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one invariant check, in words a student can read."""
+
+    name: str
+    status: Literal["pass", "fail", "skip"]
+    detail: str
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "fail"
+
+
+class Check:
+    """Base class: override ``feed`` and ``verdict``."""
+
+    name = "check"
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def verdict(self) -> Verdict:
+        raise NotImplementedError
+
+    def _result(self, problems: list[str], count: int, ok: str) -> Verdict:
+        if not problems:
+            return Verdict(self.name, "pass", ok)
+        more = f" (and {count - len(problems)} more)" if count > len(problems) else ""
+        return Verdict(self.name, "fail", "; ".join(problems) + more)
+
+
+class SeqContiguous(Check):
+    """Every actor's ``seq`` runs 0, 1, 2, ... with no gap: no line was lost on the way."""
+
+    name = "seq contiguous"
+
+    def __init__(self) -> None:
+        self._next: dict[str, int] = {}
+        self._problems: list[str] = []
+        self._count = 0
+        self._lines = 0
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        actor, seq = event["actor"], event["seq"]
+        expected = self._next.get(actor, 0)
+        self._lines += 1
+        if seq != expected:
+            self._count += 1
+            if len(self._problems) < _SHOW:
+                self._problems.append(
+                    f"{actor}: seq {seq} at ts {event['ts']:.6f} where {expected} was due "
+                    f"({seq - expected:+d})"
+                )
+        self._next[actor] = max(expected, seq + 1)
+
+    def verdict(self) -> Verdict:
+        if not self._lines:
+            return Verdict(self.name, "skip", "no events")
+        ok = f"{len(self._next)} actors, {self._lines} lines, no gaps"
+        return self._result(self._problems, self._count, ok)
+
+
+class SemaphoreBound(Check):
+    """Holders of a semaphore, counted over [acquire ok, release invoke], never exceed its value."""
+
+    def __init__(self, prim: str, value: int) -> None:
+        self.prim = prim
+        self.value = value
+        self.name = f"{prim}: at most {value} holders"
+        self._held = 0
+        self._max = 0
+        self._ops = 0
+        self._problems: list[str] = []
+        self._count = 0
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        if event.get("event") != "op" or event.get("prim") != self.prim:
+            return
+        op, phase = event.get("op"), event.get("phase")
+        if op == "acquire" and phase == "ok":
+            self._ops += 1
+            self._held += 1
+            self._max = max(self._max, self._held)
+            if self._held > self.value:
+                self._count += 1
+                if len(self._problems) < _SHOW:
+                    self._problems.append(
+                        f"{self._held} holders at ts {event['ts']:.6f} when {event['actor']} "
+                        f"acquired (seq {event['seq']})"
+                    )
+        elif op == "release" and phase == "invoke":
+            self._held -= 1
+
+    def verdict(self) -> Verdict:
+        if not self._ops:
+            return Verdict(self.name, "skip", "no acquire completed")
+        ok = f"{self._ops} acquires, at most {self._max} held at once"
+        return self._result(self._problems, self._count, ok)
+
+
+class ActorsEnded(Check):
+    """Every actor the engine started logged a clean end and exited with status 0."""
+
+    name = "every actor ended cleanly"
+
+    def __init__(self, actors: Iterable[str]) -> None:
+        self._actors = set(actors)
+        self._ends: dict[str, Mapping[str, Any]] = {}
+        self._exits: dict[str, int | None] = {}
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "actor_end":
+            self._ends[event["actor"]] = event
+        elif kind == "exit" and event.get("actor") == "engine":
+            self._exits[event.get("target", "")] = event.get("code")
+
+    def verdict(self) -> Verdict:
+        if not self._actors:
+            return Verdict(self.name, "skip", "no actors")
+        problems: list[str] = []
+        statuses: Counter[str] = Counter()
+        for actor in sorted(self._actors):
+            end = self._ends.get(actor)
+            status = end.get("status", "?") if end else "no end record"
+            statuses[status] += 1
+            code = self._exits.get(actor)
+            if status != "ok" or code != 0:
+                what = status
+                if end and end.get("error"):
+                    what += f" ({end['error']} at {end.get('where', '?')})"
+                problems.append(f"{actor}: {what}, exit code {code}")
+        return self._result(problems[:_SHOW], len(problems), f"{len(self._actors)} actors")
+
+
+def generic_checks(primitives: Mapping[str, Mapping[str, Any]], actors: Iterable[str]) -> list[Check]:
+    """The checks every run gets, whatever its scenario."""
+    checks: list[Check] = [SeqContiguous(), ActorsEnded(actors)]
+    for name, info in primitives.items():
+        kind = info.get("kind")
+        if kind in ("semaphore", "bounded_semaphore"):
+            checks.append(SemaphoreBound(name, int(info["value"])))
+        elif kind == "lock":
+            checks.append(SemaphoreBound(name, 1))
+    return checks

@@ -1,0 +1,124 @@
+"""The command line: ``python -m sim run|check|list``.
+
+Human output (progress, tables, errors) goes to stderr; what a script reads (the run directory,
+``--json`` summaries) goes to stdout. Exit codes: 0 done and every invariant held, 1 the run
+failed, 2 usage or configuration error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+from rich.console import Console
+
+from . import scenario as _scenario
+from .config import bundled_configs, load_config
+from .errors import ConfigError, ScenarioError, SimError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sim",
+        description="Run IPC scenarios as real OS processes and log every operation.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a scenario config", description="Run a scenario.")
+    run.add_argument("config", metavar="CONFIG", help="a TOML file, or a bundled name (carpark)")
+    run.add_argument(
+        "-s",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. -s params.cars=400 (repeatable)",
+    )
+    run.add_argument("--seed", type=int, help="seed for every actor's RNG (default: random)")
+    run.add_argument(
+        "--out", type=Path, default=Path("logs"), help="where run directories go (default: logs)"
+    )
+    run.add_argument("--quiet", action="store_true", help="no live view and no summary")
+    run.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
+
+    check = sub.add_parser("check", help="validate a config without running it")
+    check.add_argument("config", metavar="CONFIG")
+    check.add_argument("-s", "--set", dest="overrides", action="append", default=[])
+
+    sub.add_parser("list", help="list the scenarios and bundled configs")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m sim``; returns the exit code."""
+    args = _parser().parse_args(argv)
+    err = Console(stderr=True, highlight=False)
+    try:
+        if args.command == "run":
+            return _run(args, err)
+        if args.command == "check":
+            return _check(args, err)
+        return _list()
+    except (ConfigError, ScenarioError) as exc:
+        err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+        return EXIT_USAGE
+    except SimError as exc:
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace, err: Console) -> int:
+    from .run import run
+
+    if args.seed is not None and args.seed < 0:
+        raise ConfigError("must be >= 0", source="--seed")
+    config = load_config(args.config, args.overrides, seed=args.seed)
+    outcome = run(config, args.out, console=None if args.quiet else err)
+    if args.json:
+        sys.stdout.write((outcome.run_dir / "run.json").read_text(encoding="utf-8") + "\n")
+    else:
+        print(outcome.run_dir)
+    return outcome.exit_code
+
+
+def _check(args: argparse.Namespace, err: Console) -> int:
+    config = load_config(args.config, args.overrides)
+    spec = _scenario.load(config.scenario)
+    actors = spec.actors(config.params)
+    prims = spec.primitives(config.params)
+    err.print(
+        f"[green]ok[/] {config.source}: scenario {config.scenario}, {len(actors)} actors, "
+        f"primitives {', '.join(f'{n} ({p.kind})' for n, p in prims.items()) or 'none'}"
+    )
+    print(msgspec.json.encode(config.to_dict()).decode())
+    return EXIT_OK
+
+
+def _list() -> int:
+    for name in _scenario.available():
+        try:
+            spec = _scenario.load(name)
+        except ScenarioError as exc:
+            print(f"scenario  {name:<18} (broken: {exc})")
+            continue
+        print(f"scenario  {name:<18} {spec.description}")
+    folder = bundled_configs()
+    for path in sorted(folder.glob("*.toml")) if folder else []:
+        try:
+            config = load_config(path)
+            what = config.title or config.scenario
+        except ConfigError as exc:
+            what = f"(invalid: {exc.reason})"
+        print(f"config    {path.name:<18} {what}")
+    return EXIT_OK

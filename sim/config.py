@@ -1,0 +1,259 @@
+"""Read a scenario's TOML file, apply ``-s`` overrides and validate it into typed objects.
+
+Nothing is started and nothing is written until :func:`load_config` has returned: every error is a
+:class:`~sim.errors.ConfigError` naming the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from . import scenario as _scenario
+from .errors import ConfigError, ScenarioError
+
+__all__ = [
+    "ClockConfig",
+    "EngineConfig",
+    "RunConfig",
+    "bundled_configs",
+    "load_config",
+    "resolve_config_path",
+]
+
+StartMethod = Literal["fork", "forkserver", "spawn"]
+
+
+class ClockConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """How simulated minutes map to wall time: ``speedup`` simulated seconds per wall second."""
+
+    speedup: Annotated[float, msgspec.Meta(gt=0)] = 600.0
+
+
+class EngineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """How the engine runs the actors (defaults chosen by measurement, see docs/benchmarks.md)."""
+
+    start_method: StartMethod = "fork"
+    # Wall seconds before a run is stopped and reported as timed out.
+    timeout: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    # Worker-side batching: the longest an event may wait in an actor before it is sent.
+    flush_ms: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 5.0
+    transport: Literal["tcp", "unix"] = "tcp"
+    live: bool = True
+
+
+class _Top(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # The top level as written; ``params`` stays raw until the scenario is known.
+    scenario: str
+    title: str = ""
+    seed: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    clock: dict[str, Any] = msgspec.field(default_factory=dict)
+    engine: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A fully validated run: which scenario, its typed parameters, clock and engine settings."""
+
+    source: Path
+    scenario: str
+    title: str
+    seed: int | None
+    params: Any
+    clock: ClockConfig
+    engine: EngineConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (as run.json stores it)."""
+        return {
+            "scenario": self.scenario,
+            "title": self.title,
+            "seed": self.seed,
+            "params": msgspec.to_builtins(self.params),
+            "clock": msgspec.to_builtins(self.clock),
+            "engine": msgspec.to_builtins(self.engine),
+        }
+
+
+def _repo_configs() -> Path:
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def bundled_configs() -> Path | None:
+    """The folder of bundled configs: the checkout's ``configs/`` or the installed copy."""
+    for candidate in (_repo_configs(), Path(__file__).resolve().parent / "_bundled_configs"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A path as given, or else a bundled config of that name (``carpark`` or ``carpark.toml``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    folder = bundled_configs()
+    if folder is not None and path.parent == Path("."):
+        for candidate in (folder / path.name, folder / f"{path.name}.toml"):
+            if candidate.is_file():
+                return candidate
+    known = sorted(p.name for p in folder.glob("*.toml")) if folder else []
+    hint = _did_you_mean(path.name, known)
+    raise ConfigError(f"no such file{hint}", source=str(name))
+
+
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _parse_value(text: str) -> Any:
+    # A value is read as a TOML value, so numbers, booleans and lists get their types; anything
+    # that is not valid TOML (a bare word like `uniform`) is taken as a string.
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _apply_override(data: dict[str, Any], item: str) -> str:
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"expected KEY=VALUE with a dotted key, got {item!r}", source="-s")
+    node = data
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: i + 1])
+            raise ConfigError(f"{where} is a value, not a table", source="-s", key=key)
+        node = child
+    node[parts[-1]] = _parse_value(raw.strip())
+    return key
+
+
+def _struct_of(tp: Any) -> type[msgspec.Struct] | None:
+    """The Struct type inside ``tp`` (through Annotated and Optional), if there is one."""
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _struct_of(typing.get_args(tp)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        for arm in typing.get_args(tp):
+            found = _struct_of(arm)
+            if found is not None:
+                return found
+        return None
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return tp
+    return None
+
+
+def _check_keys(data: Any, struct: type[msgspec.Struct], prefix: str) -> tuple[str, str] | None:
+    """The first unknown key in ``data`` for ``struct``, as (dotted key, did-you-mean hint)."""
+    if not isinstance(data, dict):
+        return None
+    hints = typing.get_type_hints(struct, include_extras=True)
+    fields = {f.encode_name: f for f in msgspec.structs.fields(struct)}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            return dotted, _did_you_mean(str(key), list(fields))
+        inner = _struct_of(hints.get(fields[key].name))
+        if inner is not None:
+            found = _check_keys(value, inner, f"{dotted}.")
+            if found:
+                return found
+    return None
+
+
+_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def _convert(data: dict[str, Any], tp: type[Any], section: str) -> Any:
+    """Validate one section into ``tp``; errors name ``section.key``."""
+    unknown = _check_keys(data, tp, f"{section}." if section else "")
+    if unknown:
+        raise ConfigError(f"unknown key{unknown[1]}", key=unknown[0])
+    try:
+        return msgspec.convert(data, tp, strict=True)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _PATH.search(message)
+        path = match.group("path") if match else ""
+        if match:
+            message = message[: match.start()]
+        key = (section + path) if section else path.lstrip(".")
+        value = _lookup(data, path)
+        got = f", got {value!r}" if value is not _MISSING and "got" not in message else ""
+        message = message.replace("`", "").replace("Expected", "expected")
+        raise ConfigError(f"{message}{got}", key=key.lstrip(".") or None) from None
+
+
+_MISSING = object()
+
+
+def _lookup(data: Any, path: str) -> Any:
+    node = data
+    for part in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
+        name, index = part
+        try:
+            node = node[int(index)] if index else node[name]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return node
+
+
+def load_config(
+    name: str | Path, overrides: Sequence[str] = (), seed: int | None = None
+) -> RunConfig:
+    """Read, override and validate a config. Raises ConfigError naming the file and key."""
+    path = resolve_config_path(name)
+    source = path.name if Path(name).parent == Path(".") else str(name)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", source=source) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib reports "(at line L, column C)", which is what a user needs to find it.
+        raise ConfigError(f"TOML syntax error: {exc}", source=source) from None
+
+    overridden: set[str] = set()
+    for item in overrides:
+        overridden.add(_apply_override(data, item))
+
+    try:
+        top = _convert(data, _Top, "")
+        try:
+            spec = _scenario.load(top.scenario)
+        except ScenarioError as exc:
+            hint = _did_you_mean(top.scenario, _scenario.available())
+            raise ConfigError(f"{exc}{hint}", key="scenario") from None
+        params = _convert(top.params, spec.params, "params")
+        clock = _convert(top.clock, ClockConfig, "clock")
+        engine = _convert(top.engine, EngineConfig, "engine")
+    except ConfigError as exc:
+        via = " (set with -s)" if exc.key in overridden else ""
+        raise ConfigError(exc.reason + via, source=source, key=exc.key) from None
+
+    return RunConfig(
+        source=path,
+        scenario=top.scenario,
+        title=top.title,
+        seed=seed if seed is not None else top.seed,
+        params=params,
+        clock=clock,
+        engine=engine,
+    )

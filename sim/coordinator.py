@@ -1,0 +1,364 @@
+"""The coordinator: one asyncio (anyio) server per run that owns the run's events file.
+
+Actors connect, present the run's secret in their first line, then stream newline-delimited JSON
+events. Every line is checked (length, JSON, the contract's fields, the actor it claims) before it
+is written; a client that breaks the protocol is disconnected, counted and logged, and nothing
+it sent after the offending line is kept. Lines flow through a bounded stream into a single
+writer task, so a slow disk slows the actors down (TCP back-pressure) instead of losing events
+or growing memory. Nothing received is ever unpickled: lines are only ever parsed as JSON.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import os
+import socket
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, Literal
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import SocketListener, SocketStream, TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+__all__ = ["Coordinator", "LiveCounters"]
+
+# No event the engine writes comes near this; a longer line is a broken or hostile client.
+MAX_LINE = 64 * 1024
+_READ_SIZE = 256 * 1024
+
+
+class _Hello(msgspec.Struct):
+    hello: int
+    secret: str
+    actor: str
+    pid: int
+
+
+class _Line(msgspec.Struct):
+    # The contract's fields, plus what the live counters read. Other fields are kept verbatim.
+    ts: float
+    actor: str
+    pid: int
+    seq: int
+    event: str
+    prim: str | None = None
+    op: str | None = None
+    phase: str | None = None
+
+
+@dataclass
+class LiveCounters:
+    """What the progress view shows, updated as lines arrive."""
+
+    events: int = 0
+    actors_started: int = 0
+    actors_ended: int = 0
+    refused: int = 0
+    protocol_errors: int = 0
+    lines: Counter[str] = field(default_factory=Counter)
+    # Per primitive: units held (acquire ok .. release invoke) and acquirers still waiting.
+    held: Counter[str] = field(default_factory=Counter)
+    waiting: Counter[str] = field(default_factory=Counter)
+
+    def count(self, line: _Line) -> None:
+        self.events += 1
+        event = line.event
+        if event == "op" and line.prim is not None:
+            if line.op == "acquire":
+                if line.phase == "invoke":
+                    self.waiting[line.prim] += 1
+                else:
+                    self.waiting[line.prim] -= 1
+                    if line.phase == "ok":
+                        self.held[line.prim] += 1
+            elif line.op == "release" and line.phase == "invoke":
+                self.held[line.prim] -= 1
+        elif event == "actor_start":
+            self.actors_started += 1
+        elif event == "actor_end":
+            self.actors_ended += 1
+
+
+class _LocalSink:
+    """structlog logger for the engine's and the coordinator's own lines."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self._coordinator = coordinator
+
+    def msg(self, line: bytes) -> None:
+        self._coordinator._put_local(line)
+
+    info = warning = error = msg
+
+
+class Coordinator:
+    """Serve one run: ``async with Coordinator(path, secret=...) as c:`` then hand out
+    ``c.address``. Leaving the block waits for nothing: call :meth:`drain` first to let every
+    connection finish."""
+
+    def __init__(
+        self,
+        events_path: Path,
+        *,
+        secret: str,
+        t0_ns: int,
+        transport: Literal["tcp", "unix"] = "tcp",
+        max_line: int = MAX_LINE,
+        buffer: int = 64,
+        hello_timeout: float = 10.0,
+    ) -> None:
+        self.events_path = events_path
+        self.counters = LiveCounters()
+        self._secret = secret.encode()
+        self._t0_ns = t0_ns
+        self._transport = transport
+        self._max_line = max_line
+        self._hello_timeout = hello_timeout
+        send, receive = anyio.create_memory_object_stream[bytes](buffer)
+        self._send: MemoryObjectSendStream[bytes] = send
+        self._receive: MemoryObjectReceiveStream[bytes] = receive
+        self._overflow: list[bytes] = []
+        self._file: BinaryIO | None = None
+        self._listener: SocketListener | None = None
+        self._socket_dir: str | None = None
+        self._tg: TaskGroup | None = None
+        self._writer_done = anyio.Event()
+        self._open_connections = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._actors: set[str] = set()
+        self.address: tuple[str, int] | str = ""
+        self._loggers: dict[str, Any] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Coordinator:
+        self._file = open(self.events_path, "wb", buffering=1 << 20)  # noqa: SIM115
+        self._listener = await self._listen()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._writer)
+        self._tg.start_soon(self._listener.serve, self._handle)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._tg is not None and self._listener is not None
+        try:
+            # Stop accepting, then cut what is still connected: by now the engine has reaped
+            # every actor or given up on them.
+            self._tg.cancel_scope.cancel()
+            await self._tg.__aexit__(None, None, None)
+            await self._listener.aclose()
+        finally:
+            self._flush_remaining()
+            if self._socket_dir is not None:
+                sock_path = Path(self._socket_dir) / "coordinator.sock"
+                sock_path.unlink(missing_ok=True)
+                os.rmdir(self._socket_dir)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every connection has closed (True) or ``timeout`` passes (False)."""
+        with anyio.move_on_after(timeout):
+            await self._idle.wait()
+            return True
+        return False
+
+    async def _listen(self) -> SocketListener:
+        # The socket is made here rather than by anyio's helpers: those resolve the host name on
+        # a worker thread, and the engine must stay single-threaded to fork safely.
+        if self._transport == "unix":
+            # A private 0700 directory: only this user can even reach the socket.
+            self._socket_dir = tempfile.mkdtemp(prefix="sim-")
+            path = os.path.join(self._socket_dir, "coordinator.sock")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(path)
+            self.address = path
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            self.address = sock.getsockname()[:2]
+        sock.listen(min(4096, socket.SOMAXCONN * 32))
+        sock.setblocking(False)
+        return await SocketListener.from_socket(sock)
+
+    # -- the engine's own lines -------------------------------------------------------------
+
+    def logger(self, actor: str) -> Any:
+        """A structlog logger whose lines go straight into this run's events file."""
+        if actor not in self._loggers:
+            counter = itertools.count()
+            clock, t0 = time.monotonic_ns, self._t0_ns
+            pid = os.getpid()
+            encode = msgspec.json.Encoder(enc_hook=repr).encode
+
+            def stamp(_l: Any, _m: str, ed: Any) -> Any:
+                ts, seq = (clock() - t0) / 1e9, next(counter)
+                line = {"ts": ts, "actor": actor, "pid": pid, "seq": seq, **ed}
+                if len(line) != len(ed) + 4:
+                    line.update(ts=ts, actor=actor, pid=pid, seq=seq)
+                return line
+
+            def render(_l: Any, _m: str, ed: Any) -> bytes:
+                return encode(ed) + b"\n"
+
+            self._loggers[actor] = structlog.wrap_logger(
+                _LocalSink(self),
+                processors=[stamp, render],
+                wrapper_class=structlog.make_filtering_bound_logger(0),
+            )
+            self.counters.lines[actor] += 0
+        return self._loggers[actor]
+
+    def _put_local(self, line: bytes) -> None:
+        actor = msgspec.json.decode(line, type=_Line).actor
+        self.counters.lines[actor] += 1
+        self.counters.events += 1
+        try:
+            self._send.send_nowait(line)
+        except (anyio.WouldBlock, anyio.ClosedResourceError):
+            self._overflow.append(line)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        assert self._file is not None
+        file = self._file
+        async with self._receive:
+            async for chunk in self._receive:
+                file.write(chunk)
+                if self._overflow:
+                    file.writelines(self._overflow)
+                    self._overflow.clear()
+                if self._receive.statistics().current_buffer_used == 0:
+                    # Caught up: hand the bytes to the OS, so that even a SIGKILL of the engine
+                    # leaves every received line in the file.
+                    file.flush()
+
+    def _flush_remaining(self) -> None:
+        assert self._file is not None
+        while True:
+            try:
+                self._file.write(self._receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+        self._file.writelines(self._overflow)
+        self._overflow.clear()
+        self._file.close()
+
+    # -- connections --------------------------------------------------------------------------
+
+    async def _handle(self, stream: SocketStream) -> None:
+        self._open_connections += 1
+        self._idle = anyio.Event() if self._open_connections == 1 else self._idle
+        actor: str | None = None
+        try:
+            async with stream:
+                actor, rest = await self._hello(stream)
+                if actor is not None:
+                    await self._pump(stream, actor, rest)
+        finally:
+            if actor is not None:
+                self._actors.discard(actor)
+            self._open_connections -= 1
+            if self._open_connections == 0:
+                self._idle.set()
+
+    async def _hello(self, stream: SocketStream) -> tuple[str | None, bytearray]:
+        buf = bytearray()
+        reason = "closed before presenting the secret"
+        with anyio.move_on_after(self._hello_timeout) as scope:
+            try:
+                while b"\n" not in buf and len(buf) <= self._max_line:
+                    buf += await stream.receive(_READ_SIZE)
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                buf.clear()
+        if scope.cancelled_caught:
+            reason = f"no hello within {self._hello_timeout:g} s"
+        elif b"\n" in buf:
+            first, _, rest = bytes(buf).partition(b"\n")
+            try:
+                hello = msgspec.json.decode(first, type=_Hello)
+            except msgspec.DecodeError:
+                reason = "first line is not a valid hello"
+            else:
+                if not hmac.compare_digest(hello.secret.encode(), self._secret):
+                    reason = "wrong secret"
+                elif hello.actor in self._actors or hello.actor in ("engine", "coordinator"):
+                    reason = f"actor name {hello.actor!r} already connected"
+                else:
+                    self._actors.add(hello.actor)
+                    self.counters.lines[hello.actor] += 0
+                    return hello.actor, bytearray(rest)
+        elif buf:
+            reason = "first line too long"
+        self.counters.refused += 1
+        self.logger("coordinator").warning("refused", peer=_peer(stream), reason=reason)
+        return None, bytearray()
+
+    async def _pump(self, stream: SocketStream, actor: str, buf: bytearray) -> None:
+        decode = msgspec.json.Decoder(_Line).decode
+        counters = self.counters
+        max_line = self._max_line
+        while True:
+            cut = buf.rfind(b"\n")
+            if cut >= 0:
+                block = bytes(buf[: cut + 1])
+                del buf[: cut + 1]
+                good = 0
+                error: str | None = None
+                for line in block.split(b"\n")[:-1]:
+                    if len(line) > max_line:
+                        error = f"line longer than {max_line} bytes"
+                        break
+                    try:
+                        parsed = decode(line)
+                    except msgspec.DecodeError as exc:
+                        error = f"not a valid event line: {exc}"
+                        break
+                    if parsed.actor != actor:
+                        error = f"line claims actor {parsed.actor!r}"
+                        break
+                    counters.count(parsed)
+                    good += len(line) + 1
+                counters.lines[actor] += block.count(b"\n", 0, good)
+                if good:
+                    await self._send.send(block[:good] if error else block)
+                if error is not None:
+                    self._protocol_error(stream, actor, error)
+                    return
+            if len(buf) > max_line:
+                self._protocol_error(stream, actor, f"line longer than {max_line} bytes")
+                return
+            try:
+                buf += await stream.receive(_READ_SIZE)
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                if buf:
+                    self._protocol_error(stream, actor, "connection closed inside a line")
+                return
+
+    def _protocol_error(self, stream: SocketStream, actor: str, reason: str) -> None:
+        self.counters.protocol_errors += 1
+        self.logger("coordinator").warning(
+            "protocol_error", peer=_peer(stream), client=actor, reason=reason
+        )
+
+
+def _peer(stream: SocketStream) -> str:
+    try:
+        address = stream.extra(anyio.abc.SocketAttribute.remote_address)
+    except (anyio.TypedAttributeLookupError, OSError):
+        return "?"
+    return address if isinstance(address, str) else f"{address[0]}:{address[1]}"

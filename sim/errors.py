@@ -1,0 +1,56 @@
+"""The one exception hierarchy of sim.
+
+Every error a user can cause names the thing that is wrong (the file, the dotted key, the
+actor, the line), so that the CLI can print it as one line and exit without a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActorCrashed",
+    "ConfigError",
+    "ProtocolError",
+    "ReplayError",
+    "ScenarioError",
+    "SimError",
+]
+
+
+class SimError(Exception):
+    """Base class of every error sim raises on purpose."""
+
+
+class ConfigError(SimError):
+    """A config file, a ``-s`` override or a command-line value is invalid.
+
+    ``source`` is the file (or ``-s``) and ``key`` the dotted key, when known; the message
+    reads ``carpark.toml: params.capacity: must be > 0``.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None):
+        self.source = source
+        self.key = key
+        self.reason = message
+        parts = [p for p in (source, key, message) if p]
+        super().__init__(": ".join(parts))
+
+
+class ScenarioError(SimError):
+    """A scenario module is missing or does not describe a scenario correctly."""
+
+
+class ActorCrashed(SimError):
+    """An actor process raised an exception or died."""
+
+    def __init__(self, actor: str, detail: str):
+        self.actor = actor
+        self.detail = detail
+        super().__init__(f"{actor}: {detail}")
+
+
+class ProtocolError(SimError):
+    """A coordinator client broke the wire protocol (no secret, over-long line, not JSON)."""
+
+
+class ReplayError(SimError):
+    """A run directory or events file cannot be read back."""

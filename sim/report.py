@@ -1,0 +1,65 @@
+"""The end-of-run summary: the scenario's metrics, the invariant verdicts, where the log is."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .checks import Verdict
+from .scenario import Metric
+
+__all__ = ["format_value", "print_summary"]
+
+_STATUS = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skip": "[yellow]skip[/]"}
+
+
+def format_value(value: Any, unit: str = "") -> str:
+    """A metric as a person reads it: thousands separators, sensible decimals, percentages."""
+    if value is None:
+        return "–"
+    if unit == "%":
+        return f"{100 * value:.1f} %"
+    if isinstance(value, bool) or isinstance(value, int):
+        text = f"{value:,}"
+    elif isinstance(value, float):
+        text = f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+    else:
+        text = str(value)
+    return f"{text} {unit}".rstrip()
+
+
+def print_summary(
+    console: Console,
+    *,
+    title: str,
+    metrics: Mapping[str, Any],
+    declared: Sequence[Metric],
+    verdicts: Sequence[Verdict],
+    status: str,
+    reason: str,
+    wall_s: float,
+    run_dir: str,
+) -> None:
+    """Print the summary table and the verdicts to ``console``."""
+    table = Table(title=title, show_header=False, title_justify="left", box=None, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for metric in declared:
+        if metric.key in metrics:
+            table.add_row(metric.label, format_value(metrics[metric.key], metric.unit))
+    table.add_row("events logged", format_value(metrics.get("events", 0)))
+    table.add_row("wall time", f"{wall_s:.2f} s")
+    console.print(table)
+    checks = Table(show_header=False, box=None, padding=(0, 2))
+    checks.add_column()
+    checks.add_column(style="bold")
+    checks.add_column(style="dim")
+    for verdict in verdicts:
+        checks.add_row(_STATUS[verdict.status], verdict.name, verdict.detail)
+    console.print(checks)
+    style = {"ok": "green", "interrupted": "yellow"}.get(status, "bold red")
+    line = f"[{style}]{status}[/]" + (f": {reason}" if reason else "")
+    console.print(f"{line}   log: {run_dir}")

@@ -1,0 +1,110 @@
+"""One run, end to end: config → actors → log → analysis → run.json and a summary."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from . import scenario as _scenario
+from .analysis import Report, analyse
+from .config import RunConfig
+from .live import LiveView
+from .manifest import iso, versions, write_manifest
+from .report import print_summary
+from .runtime.engine import execute
+
+__all__ = ["RunOutcome", "new_run_id", "run"]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """Where a run's files are, how it ended, and the exit code the CLI returns."""
+
+    run_dir: Path
+    status: str
+    report: Report
+    exit_code: int
+
+
+def new_run_id(scenario: str) -> str:
+    """``carpark-20261128T101500-ab12``: scenario, UTC start time, a short random suffix."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{scenario}-{stamp}-{secrets.token_hex(2)}"
+
+
+def run(config: RunConfig, out: Path, *, console: Console | None = None) -> RunOutcome:
+    """Run ``config`` into a new directory under ``out``; print progress and a summary to
+    ``console`` (nothing when None)."""
+    spec = _scenario.load(config.scenario)
+    seed = config.seed if config.seed is not None else secrets.randbelow(2**32)
+    run_dir = out / new_run_id(spec.name)
+    display = None
+    prims = {name: p.describe() for name, p in spec.primitives(config.params).items()}
+    if console is not None and console.is_terminal and config.engine.live:
+        display = LiveView(console, f"{spec.name}: {spec.description}", prims)
+    resolved = config.to_dict() | {"seed": seed}
+    base: dict[str, Any] = {
+        "run_id": run_dir.name,
+        "status": "running",
+        "source": str(config.source),
+        "config": resolved,
+        "seed": seed,
+        "start_method": config.engine.start_method,
+        "versions": versions(),
+        "started_at": iso(time.time()),
+        "primitives": prims,
+    }
+    execution = execute(config, spec, run_dir, display, seed=seed, on_started=lambda: write_manifest(run_dir, base))
+    report = analyse(
+        execution.events_path, spec.analysis(config), execution.primitives, execution.actors
+    )
+    status = execution.status
+    if status == "ok" and not report.ok:
+        status = "failed"
+    manifest = base | {
+        "status": status,
+        "reason": execution.reason or _first_failure(report),
+        "started_at": iso(execution.started_at),
+        "ended_at": iso(execution.ended_at),
+        "wall_s": round(execution.wall_s, 6),
+        "actors": {name: asdict(rec) for name, rec in execution.actors.items()},
+        "coordinator": {
+            "refused": execution.counters.refused,
+            "protocol_errors": execution.counters.protocol_errors,
+            "lines": execution.extra_lines,
+        },
+        "events": report.events,
+        "metrics": report.metrics,
+        "invariants": [asdict(v) for v in report.verdicts],
+        "findings": [asdict(f) for f in report.findings],
+    }
+    write_manifest(run_dir, manifest)
+    if console is not None:
+        print_summary(
+            console,
+            title=f"{spec.name} · {run_dir.name}",
+            metrics=report.metrics,
+            declared=spec.metrics,
+            verdicts=report.verdicts,
+            status=status,
+            reason=manifest["reason"],
+            wall_s=execution.wall_s,
+            run_dir=str(run_dir),
+        )
+    code = {"ok": 0, "interrupted": 130}.get(status, 1)
+    return RunOutcome(run_dir, status, report, code)
+
+
+def _first_failure(report: Report) -> str:
+    for verdict in report.verdicts:
+        if verdict.failed:
+            return f"invariant violated: {verdict.name}: {verdict.detail}"
+    for finding in report.findings:
+        return f"events.jsonl line {finding.line}: {finding.problem}"
+    return ""

@@ -1,0 +1,292 @@
+"""The engine: start one OS process per actor, supervise them, stop them, leave nothing behind.
+
+The engine process stays single-threaded on purpose: it forks actors while its event loop runs,
+and forking a multi-threaded process can deadlock the child. So the coordinator binds its own
+socket (no resolver thread), the live view refreshes from the event loop (no refresh thread),
+and process exits are awaited on their sentinels rather than joined on threads.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import anyio
+
+from ..config import RunConfig
+from ..coordinator import Coordinator, LiveCounters
+from ..errors import ScenarioError
+from ..primitives import PrimSpec
+from ..scenario import Actor, Scenario, module_name
+from . import worker
+
+__all__ = ["ActorRecord", "Execution", "LiveDisplay", "execute"]
+
+Status = Literal["ok", "failed", "interrupted", "timeout"]
+
+# How long actors get to unwind after SIGTERM before they are killed.
+_GRACE_S = 3.0
+# Actors started between two turns of the event loop: the coordinator must keep accepting
+# their connections while a large run is still starting.
+_START_BATCH = 16
+
+
+class LiveDisplay(Protocol):
+    """What the engine drives while a run is in progress (see sim.live)."""
+
+    async def run(self, counters: LiveCounters, total: int) -> None: ...
+
+
+@dataclass
+class ActorRecord:
+    """One actor process as run.json reports it."""
+
+    name: str
+    pid: int | None = None
+    exitcode: int | None = None
+    lines: int = 0
+
+
+@dataclass
+class Execution:
+    """What happened while the actors ran (before the log is analysed)."""
+
+    run_dir: Path
+    events_path: Path
+    seed: int
+    start_method: str
+    status: Status
+    reason: str
+    started_at: float
+    ended_at: float
+    wall_s: float
+    actors: dict[str, ActorRecord]
+    primitives: dict[str, dict[str, Any]]
+    counters: LiveCounters
+    extra_lines: dict[str, int] = field(default_factory=dict)
+
+
+def _context(method: str, scenario_module: str) -> BaseContext:
+    mp = multiprocessing.get_context(method)
+    if method == "forkserver":
+        # Preloading makes each start a cheap fork of a warm server instead of fresh imports.
+        mp.set_forkserver_preload(["sim.runtime.worker", scenario_module])
+    return mp
+
+
+def _plan(config: RunConfig, scenario: Scenario[Any]) -> tuple[dict[str, PrimSpec], list[Actor]]:
+    prims = dict(scenario.primitives(config.params))
+    actors = list(scenario.actors(config.params))
+    seen: set[str] = set()
+    for actor in actors:
+        if actor.name in seen or actor.name in ("engine", "coordinator"):
+            raise ScenarioError(f"{config.scenario}: actor name {actor.name!r} is not unique")
+        seen.add(actor.name)
+    return prims, actors
+
+
+def execute(
+    config: RunConfig,
+    scenario: Scenario[Any],
+    run_dir: Path,
+    display: LiveDisplay | None,
+    *,
+    seed: int,
+    on_started: Callable[[], object] | None = None,
+) -> Execution:
+    """Run every actor of ``config`` to its end (or to a stop) and return what happened."""
+    prims, actors = _plan(config, scenario)
+    mp = _context(config.engine.start_method, module_name(config.scenario))
+    raw = {name: (spec.kind, spec.build(mp)) for name, spec in prims.items()}
+    run_dir.mkdir(parents=True, exist_ok=False)
+    if on_started is not None:
+        on_started()
+    supervisor = _Supervisor(config, actors, raw, mp, run_dir, display, seed)
+    execution = anyio.run(supervisor.run)
+    execution.primitives = {name: spec.describe() for name, spec in prims.items()}
+    return execution
+
+
+class _Supervisor:
+    def __init__(
+        self,
+        config: RunConfig,
+        actors: Sequence[Actor],
+        raw: dict[str, tuple[str, Any]],
+        mp: BaseContext,
+        run_dir: Path,
+        display: LiveDisplay | None,
+        seed: int,
+    ) -> None:
+        self.config = config
+        self.actors = actors
+        self.raw = raw
+        self.mp = mp
+        self.run_dir = run_dir
+        self.display = display
+        self.seed = seed
+        self.records = {a.name: ActorRecord(a.name) for a in actors}
+        self.procs: dict[str, BaseProcess] = {}
+        self.status: Status = "ok"
+        self.reason = ""
+        self.stop = anyio.Event()
+        self.all_reaped = anyio.Event()
+        self.live = 0
+
+    async def run(self) -> Execution:
+        t0_ns = time.monotonic_ns()
+        started_at = time.time()
+        events_path = self.run_dir / "events.jsonl"
+        secret = secrets.token_hex(16)
+        engine = self.config.engine
+        async with Coordinator(
+            events_path, secret=secret, t0_ns=t0_ns, transport=engine.transport
+        ) as coordinator:
+            log = coordinator.logger("engine")
+            log.info(
+                "run_start",
+                scenario=self.config.scenario,
+                run_id=self.run_dir.name,
+                seed=self.seed,
+                start_method=engine.start_method,
+                actors=len(self.actors),
+            )
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._watch_signals, signals)
+                    tg.start_soon(self._watchdog, engine.timeout, log)
+                    if self.display is not None:
+                        tg.start_soon(self.display.run, coordinator.counters, len(self.actors))
+                    await self._start_all(coordinator, secret, t0_ns, log, tg)
+                    await self.all_reaped.wait()
+                    tg.cancel_scope.cancel()
+            drained = await coordinator.drain(5.0)
+            log.info(
+                "run_end",
+                status=self.status,
+                reason=self.reason,
+                drained=drained,
+                wall_s=round((time.monotonic_ns() - t0_ns) / 1e9, 6),
+            )
+        wall_s = (time.monotonic_ns() - t0_ns) / 1e9
+        counters = coordinator.counters
+        for name, record in self.records.items():
+            record.lines = counters.lines.get(name, 0)
+        extra = {a: n for a, n in counters.lines.items() if a not in self.records}
+        return Execution(
+            run_dir=self.run_dir,
+            events_path=events_path,
+            seed=self.seed,
+            start_method=engine.start_method,
+            status=self.status,
+            reason=self.reason,
+            started_at=started_at,
+            ended_at=time.time(),
+            wall_s=wall_s,
+            actors=self.records,
+            primitives={},
+            counters=counters,
+            extra_lines=extra,
+        )
+
+    async def _start_all(
+        self, coordinator: Coordinator, secret: str, t0_ns: int, log: Any, tg: Any
+    ) -> None:
+        params, engine = self.config.params, self.config.engine
+        # Objects created before the first fork are never touched by the collector again, so
+        # children do not copy the pages that hold them (copy-on-write stays shared).
+        gc.freeze()
+        try:
+            for index, actor in enumerate(self.actors):
+                if self.stop.is_set():
+                    break
+                boot = worker.Boot(
+                    actor=actor.name,
+                    index=index,
+                    role=actor.role,
+                    params=params,
+                    prims=self.raw,
+                    address=coordinator.address,
+                    secret=secret,
+                    t0_ns=t0_ns,
+                    speedup=self.config.clock.speedup,
+                    seed=self.seed,
+                    flush_s=engine.flush_ms / 1000.0,
+                )
+                _assert_single_threaded(engine.start_method)
+                proc = self.mp.Process(  # type: ignore[attr-defined]
+                    target=worker.main, args=(boot,), name=actor.name, daemon=True
+                )
+                proc.start()
+                self.procs[actor.name] = proc
+                self.records[actor.name].pid = proc.pid
+                self.live += 1
+                log.info("spawn", target=actor.name, target_pid=proc.pid)
+                tg.start_soon(self._reap, actor.name, proc, log)
+                if index % _START_BATCH == _START_BATCH - 1:
+                    await anyio.sleep(0)
+        finally:
+            gc.unfreeze()
+        if self.live == 0:
+            self.all_reaped.set()
+
+    async def _reap(self, name: str, proc: BaseProcess, log: Any) -> None:
+        await anyio.wait_readable(proc.sentinel)
+        proc.join()
+        code = proc.exitcode
+        self.records[name].exitcode = code
+        log.info("exit", target=name, target_pid=proc.pid, code=code)
+        if code != 0 and self.status == "ok":
+            self.status = "failed"
+            self.reason = f"{name} exited with code {code}"
+        self.live -= 1
+        if self.live == 0 and (self.stop.is_set() or len(self.procs) == len(self.actors)):
+            self.all_reaped.set()
+
+    async def _watch_signals(self, signals: Any) -> None:
+        async for signum in signals:
+            if self.status in ("ok", "failed"):
+                self.status = "interrupted"
+                self.reason = f"stopped by {signal.Signals(signum).name}"
+            self.stop.set()
+
+    async def _watchdog(self, timeout: float, log: Any) -> None:
+        with anyio.move_on_after(timeout) as scope:
+            await self.stop.wait()
+        if scope.cancelled_caught:
+            self.status = "timeout"
+            self.reason = f"still running after {timeout:g} s (engine.timeout)"
+            self.stop.set()
+        log.info("stopping", reason=self.reason, live=self.live)
+        self._signal_all(lambda p: p.terminate())
+        await anyio.sleep(_GRACE_S)
+        self._signal_all(lambda p: p.kill())
+
+    def _signal_all(self, action: Callable[[BaseProcess], None]) -> None:
+        for name, proc in self.procs.items():
+            if self.records[name].exitcode is None:
+                try:
+                    action(proc)
+                except (ProcessLookupError, OSError):
+                    pass
+        if self.live == 0:
+            self.all_reaped.set()
+
+
+def _assert_single_threaded(method: str) -> None:
+    if method == "fork" and threading.active_count() > 1:
+        # A thread in the engine could hold a lock at the moment of fork and leave it held
+        # forever in the child; refuse rather than risk a hang.
+        names = ", ".join(t.name for t in threading.enumerate())
+        raise RuntimeError(f"engine is multi-threaded ({names}); cannot fork safely")
+

@@ -1,0 +1,160 @@
+"""What runs inside every actor process.
+
+``main`` is the process target. It is a module-level function so that spawn and forkserver can
+import it by name; everything it needs arrives in one picklable :class:`Boot`. The logging setup
+(structlog → batching sink → coordinator socket) is made here, inside the child, and never
+pickled.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import structlog
+
+from ._logged import wrap
+from ._sink import ORPHANED_EXIT, BatchingSink
+from .clock import Clock
+from .ctx import Ctx
+
+__all__ = ["Boot", "TERMINATED_EXIT", "main"]
+
+# Exit status of an actor stopped by the engine (SIGTERM), as a shell would report it.
+TERMINATED_EXIT = 143
+
+
+@dataclass(frozen=True)
+class Boot:
+    """Everything an actor process needs, handed over by the engine at start."""
+
+    actor: str
+    index: int
+    role: Callable[[Ctx[Any]], None]
+    params: Any
+    prims: dict[str, tuple[str, Any]]
+    address: tuple[str, int] | str
+    secret: str
+    t0_ns: int
+    speedup: float
+    seed: int
+    flush_s: float
+
+
+class _Terminated(BaseException):
+    """Raised in the main thread by SIGTERM, so that the role unwinds and logs its end."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def actor_rng(seed: int, actor: str) -> random.Random:
+    """The RNG of ``actor``: the same seed and name give the same draws in every run."""
+    return random.Random(f"{seed}/{actor}")
+
+
+def _connect(address: tuple[str, int] | str) -> socket.socket:
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.connect(address)
+    if family == socket.AF_INET:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _processors(actor: str, pid: int, t0_ns: int) -> list[Any]:
+    counter = itertools.count()
+    clock = time.monotonic_ns
+    encode = msgspec.json.Encoder(enc_hook=repr).encode
+
+    def stamp(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        # The contract's fields come first so that a line reads well in a terminal.
+        ts, seq = (clock() - t0_ns) / 1e9, next(counter)
+        line = {
+            "ts": ts,
+            "actor": actor,
+            "pid": pid,
+            "seq": seq,
+            **event_dict,
+        }
+        if len(line) != len(event_dict) + 4:
+            # A field of the contract passed as an event field must not overwrite it.
+            line.update(ts=ts, actor=actor, pid=pid, seq=seq)
+        return line
+
+    def render(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> bytes:
+        return encode(event_dict) + b"\n"
+
+    return [stamp, render]
+
+
+def main(boot: Boot) -> None:
+    """Process target of every actor: connect, configure logging, run the role, report."""
+    # Ctrl-C reaches the whole process group; the engine alone decides how to stop the run.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        # Under fork the engine's event-loop wake-up fd is inherited; it is not ours.
+        signal.set_wakeup_fd(-1)
+    except ValueError:
+        pass
+    pid = os.getpid()
+    parent = os.getppid()
+    try:
+        sock = _connect(boot.address)
+        hello = {"hello": 1, "secret": boot.secret, "actor": boot.actor, "pid": pid}
+        sock.sendall(msgspec.json.encode(hello) + b"\n")
+    except (OSError, _Terminated):
+        sys.exit(ORPHANED_EXIT)
+
+    sink = BatchingSink(sock, boot.flush_s, parent)
+    structlog.configure(
+        processors=_processors(boot.actor, pid, boot.t0_ns),
+        wrapper_class=structlog.make_filtering_bound_logger(0),
+        logger_factory=lambda *args: sink,
+        cache_logger_on_first_use=True,
+    )
+    log = structlog.get_logger()
+    clock = Clock(boot.speedup, boot.t0_ns)
+    prims = {name: wrap(name, kind, raw, log, clock) for name, (kind, raw) in boot.prims.items()}
+    ctx: Ctx[Any] = Ctx(
+        name=boot.actor,
+        index=boot.index,
+        params=boot.params,
+        prims=prims,
+        clock=clock,
+        rng=actor_rng(boot.seed, boot.actor),
+        log=log,
+    )
+    code = 0
+    try:
+        try:
+            log.info("actor_start", role=boot.role.__name__, ppid=parent)
+            boot.role(ctx)
+            log.info("actor_end", status="ok")
+        except _Terminated:
+            code = TERMINATED_EXIT
+            log.info("actor_end", status="terminated")
+        except Exception as exc:
+            code = 1
+            frames = traceback.extract_tb(exc.__traceback__)
+            where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+            log.info("actor_end", status="crashed", error=f"{type(exc).__name__}: {exc}", where=where)
+    except _Terminated:
+        # SIGTERM while logging the end: the record above may be missing, the exit code is not.
+        code = TERMINATED_EXIT
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sink.close()
+    sys.exit(code)
+

@@ -1,0 +1,56 @@
+"""Small statistics helpers shared by the run summary, replay and sweeps."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+__all__ = ["TimeWeighted", "describe", "percentile"]
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) of already sorted values, linearly interpolated."""
+    if not sorted_values:
+        return math.nan
+    pos = (len(sorted_values) - 1) * q / 100.0
+    low = math.floor(pos)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (pos - low)
+
+
+def describe(values: Sequence[float], prefix: str) -> dict[str, float | None]:
+    """Mean, p50, p95 and max of ``values`` as ``{prefix}_mean`` ... (None when empty)."""
+    if not values:
+        return {f"{prefix}_{k}": None for k in ("mean", "p50", "p95", "max")}
+    ordered = sorted(values)
+    return {
+        f"{prefix}_mean": sum(ordered) / len(ordered),
+        f"{prefix}_p50": percentile(ordered, 50),
+        f"{prefix}_p95": percentile(ordered, 95),
+        f"{prefix}_max": ordered[-1],
+    }
+
+
+class TimeWeighted:
+    """The time-weighted mean and the maximum of a level that changes at known instants."""
+
+    def __init__(self, start: float = 0.0, level: float = 0.0) -> None:
+        self._t = start
+        self._start = start
+        self.level = level
+        self.maximum = level
+        self._area = 0.0
+
+    def change(self, t: float, delta: float) -> None:
+        """At time ``t`` the level moves by ``delta``."""
+        self._area += self.level * (t - self._t)
+        self._t = t
+        self.level += delta
+        self.maximum = max(self.maximum, self.level)
+
+    def mean(self, end: float) -> float:
+        """Mean level over [start, end]."""
+        span = end - self._start
+        if span <= 0:
+            return self.level
+        return (self._area + self.level * (end - self._t)) / span
