@@ -19,8 +19,8 @@ from .scenario import Actor, Metric, Scenario, actors
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActorCrashed",
     "Actor",
+    "ActorCrashed",
     "Analysis",
     "BoundedSemaphore",
     "Check",

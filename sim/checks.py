@@ -151,7 +151,9 @@ class ActorsEnded(Check):
         return self._result(problems[:_SHOW], len(problems), f"{len(self._actors)} actors")
 
 
-def generic_checks(primitives: Mapping[str, Mapping[str, Any]], actors: Iterable[str]) -> list[Check]:
+def generic_checks(
+    primitives: Mapping[str, Mapping[str, Any]], actors: Iterable[str]
+) -> list[Check]:
     """The checks every run gets, whatever its scenario."""
     checks: list[Check] = [SeqContiguous(), ActorsEnded(actors)]
     for name, info in primitives.items():

@@ -155,7 +155,8 @@ class Coordinator:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._tg is not None and self._listener is not None
+        assert self._tg is not None
+        assert self._listener is not None
         try:
             # Stop accepting, then cut what is still connected: by now the engine has reaped
             # every actor or given up on them.

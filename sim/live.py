@@ -64,10 +64,11 @@ class LiveView:
                 ProgressBar(total=capacity, completed=min(held, capacity), width=32),
                 f"{held:>4}/{capacity} taken   {waiting:>4} waiting",
             )
+        running = counters.actors_started - counters.actors_ended
         grid.add_row(
             "actors",
             ProgressBar(total=max(total, 1), completed=counters.actors_ended, width=32),
-            f"{counters.actors_ended:>4}/{total} done   {counters.actors_started - counters.actors_ended:>4} running",
+            f"{counters.actors_ended:>4}/{total} done   {running:>4} running",
         )
         footer = Text(
             f"{counters.events:,} events   {self._rate:,.0f} events/s   {elapsed:5.1f} s",

@@ -36,6 +36,8 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> Path:
     """Write run.json atomically: a reader sees the old manifest or the new one, never half."""
     path = run_dir / "run.json"
     tmp = run_dir / ".run.json.tmp"
-    tmp.write_bytes(msgspec.json.format(msgspec.json.encode({"schema": SCHEMA_VERSION, **manifest})))
+    tmp.write_bytes(
+        msgspec.json.format(msgspec.json.encode({"schema": SCHEMA_VERSION, **manifest}))
+    )
     os.replace(tmp, path)
     return path

@@ -19,10 +19,10 @@ _STATUS = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skip": "[yell
 def format_value(value: Any, unit: str = "") -> str:
     """A metric as a person reads it: thousands separators, sensible decimals, percentages."""
     if value is None:
-        return "–"
+        return "-"
     if unit == "%":
         return f"{100 * value:.1f} %"
-    if isinstance(value, bool) or isinstance(value, int):
+    if isinstance(value, (bool, int)):
         text = f"{value:,}"
     elif isinstance(value, float):
         text = f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"

@@ -60,7 +60,9 @@ def run(config: RunConfig, out: Path, *, console: Console | None = None) -> RunO
         "started_at": iso(time.time()),
         "primitives": prims,
     }
-    execution = execute(config, spec, run_dir, display, seed=seed, on_started=lambda: write_manifest(run_dir, base))
+    execution = execute(
+        config, spec, run_dir, display, seed=seed, on_started=lambda: write_manifest(run_dir, base)
+    )
     report = analyse(
         execution.events_path, spec.analysis(config), execution.primitives, execution.actors
     )

@@ -8,6 +8,7 @@ handler in the main thread (SIGTERM) can then never interrupt a write half-way a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -61,10 +62,8 @@ class BatchingSink:
         self._closing = True
         self._pending.set()
         self._thread.join()
-        try:
+        with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
         self._sock.close()
 
     def _run(self) -> None:

@@ -7,8 +7,9 @@ import random
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
-from ..durations import Duration
-from ..errors import ScenarioError
+from sim.durations import Duration
+from sim.errors import ScenarioError
+
 from .clock import Clock
 
 __all__ = ["Ctx"]

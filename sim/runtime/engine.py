@@ -8,6 +8,7 @@ and process exits are awaited on their sentinels rather than joined on threads.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import secrets
@@ -23,11 +24,12 @@ from typing import Any, Literal, Protocol
 
 import anyio
 
-from ..config import RunConfig
-from ..coordinator import Coordinator, LiveCounters
-from ..errors import ScenarioError
-from ..primitives import PrimSpec
-from ..scenario import Actor, Scenario, module_name
+from sim.config import RunConfig
+from sim.coordinator import Coordinator, LiveCounters
+from sim.errors import ScenarioError
+from sim.primitives import PrimSpec
+from sim.scenario import Actor, Scenario, module_name
+
 from . import worker
 
 __all__ = ["ActorRecord", "Execution", "LiveDisplay", "execute"]
@@ -275,10 +277,8 @@ class _Supervisor:
     def _signal_all(self, action: Callable[[BaseProcess], None]) -> None:
         for name, proc in self.procs.items():
             if self.records[name].exitcode is None:
-                try:
+                with contextlib.suppress(ProcessLookupError, OSError):
                     action(proc)
-                except (ProcessLookupError, OSError):
-                    pass
         if self.live == 0:
             self.all_reaped.set()
 
@@ -289,4 +289,3 @@ def _assert_single_threaded(method: str) -> None:
         # forever in the child; refuse rather than risk a hang.
         names = ", ".join(t.name for t in threading.enumerate())
         raise RuntimeError(f"engine is multi-threaded ({names}); cannot fork safely")
-

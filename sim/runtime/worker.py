@@ -8,6 +8,7 @@ pickled.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -28,7 +29,7 @@ from ._sink import ORPHANED_EXIT, BatchingSink
 from .clock import Clock
 from .ctx import Ctx
 
-__all__ = ["Boot", "TERMINATED_EXIT", "main"]
+__all__ = ["TERMINATED_EXIT", "Boot", "main"]
 
 # Exit status of an actor stopped by the engine (SIGTERM), as a shell would report it.
 TERMINATED_EXIT = 143
@@ -104,11 +105,9 @@ def main(boot: Boot) -> None:
     # Ctrl-C reaches the whole process group; the engine alone decides how to stop the run.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
+    with contextlib.suppress(ValueError):
         # Under fork the engine's event-loop wake-up fd is inherited; it is not ours.
         signal.set_wakeup_fd(-1)
-    except ValueError:
-        pass
     pid = os.getpid()
     parent = os.getppid()
     try:
@@ -150,11 +149,12 @@ def main(boot: Boot) -> None:
             code = 1
             frames = traceback.extract_tb(exc.__traceback__)
             where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
-            log.info("actor_end", status="crashed", error=f"{type(exc).__name__}: {exc}", where=where)
+            log.info(
+                "actor_end", status="crashed", error=f"{type(exc).__name__}: {exc}", where=where
+            )
     except _Terminated:
         # SIGTERM while logging the end: the record above may be missing, the exit code is not.
         code = TERMINATED_EXIT
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sink.close()
     sys.exit(code)
-

@@ -1,0 +1,76 @@
+"""Shared helpers: run the real CLI in a subprocess, read a run back, find leftovers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sim(*args: str, timeout: float = 90, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sim ARGS`` to completion and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "sim", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200"},
+        check=False,
+    )
+
+
+def events_of(run_dir: Path) -> list[dict[str, Any]]:
+    """Every event line of a run, in file order."""
+    with open(run_dir / "events.jsonl", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def manifest_of(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+
+
+def only_run_dir(out: Path) -> Path:
+    runs = [p for p in out.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` is a live (not zombie) process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def socket_files(*folders: Path) -> list[Path]:
+    import stat
+
+    found = []
+    for folder in folders:
+        for path in folder.rglob("*"):
+            try:
+                if stat.S_ISSOCK(path.lstat().st_mode):
+                    found.append(path)
+            except FileNotFoundError:
+                pass
+    return found
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Iterator[Path]:
+    """A fresh folder for run directories."""
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    yield folder
