@@ -37,13 +37,16 @@ def car(ctx: Ctx[Params]) -> None:
     p = ctx.params
     spaces = ctx.prim("spaces")
     for visit in range(p.visits):
-        ctx.sleep(ctx.draw(p.drive))
-        ctx.log.info("arrive", visit=visit)
+        # Both draws come first, so a car's random numbers do not depend on whether it gave up:
+        # the same seed gives the same draws however the timing falls out.
+        drive, stay = ctx.draw(p.drive), ctx.draw(p.park)
+        ctx.sleep(drive)
+        ctx.log.info("arrive", visit=visit, drove=drive)
         if not spaces.acquire(timeout=p.patience):
             ctx.log.info("give_up", visit=visit)
             continue
-        ctx.log.info("park", visit=visit)
-        ctx.sleep(ctx.draw(p.park))
+        ctx.log.info("park", visit=visit, stay=stay)
+        ctx.sleep(stay)
         ctx.log.info("leave", visit=visit)
         spaces.release()
 

@@ -195,8 +195,10 @@ def _convert(data: dict[str, Any], tp: type[Any], section: str) -> Any:
             message = message[: match.start()]
         key = (section + path) if section else path.lstrip(".")
         value = _lookup(data, path)
-        got = f", got {value!r}" if value is not _MISSING and "got" not in message else ""
+        shown = "got" in message or "value" in message
+        got = f", got {value!r}" if value is not _MISSING and not shown else ""
         message = message.replace("`", "").replace("Expected", "expected")
+        message = message.replace("Invalid enum", "invalid")
         raise ConfigError(f"{message}{got}", key=key.lstrip(".") or None) from None
 
 

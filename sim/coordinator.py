@@ -130,6 +130,7 @@ class Coordinator:
         self._listener: SocketListener | None = None
         self._socket_dir: str | None = None
         self._tg: TaskGroup | None = None
+        self._serve_scope = anyio.CancelScope()
         self._writer_done = anyio.Event()
         self._open_connections = 0
         self._idle = anyio.Event()
@@ -146,8 +147,12 @@ class Coordinator:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._writer)
-        self._tg.start_soon(self._listener.serve, self._handle)
+        self._tg.start_soon(self._serve, self._listener)
         return self
+
+    async def _serve(self, listener: SocketListener) -> None:
+        with self._serve_scope:
+            await listener.serve(self._handle)
 
     async def __aexit__(
         self,
@@ -158,10 +163,11 @@ class Coordinator:
         assert self._tg is not None
         assert self._listener is not None
         try:
-            # Stop accepting, then cut what is still connected: by now the engine has reaped
-            # every actor or given up on them.
-            self._tg.cancel_scope.cancel()
-            await self._tg.__aexit__(None, None, None)
+            # Stop accepting and cut what is still connected (by now the engine has reaped every
+            # actor or given up on them), then let the writer drain what was received.
+            self._serve_scope.cancel()
+            self._send.close()
+            await self._tg.__aexit__(exc_type, exc, tb)
             await self._listener.aclose()
         finally:
             self._flush_remaining()
@@ -229,7 +235,7 @@ class Coordinator:
         self.counters.events += 1
         try:
             self._send.send_nowait(line)
-        except (anyio.WouldBlock, anyio.ClosedResourceError):
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._overflow.append(line)
 
     # -- writing ----------------------------------------------------------------------------
@@ -237,16 +243,16 @@ class Coordinator:
     async def _writer(self) -> None:
         assert self._file is not None
         file = self._file
-        async with self._receive:
-            async for chunk in self._receive:
-                file.write(chunk)
-                if self._overflow:
-                    file.writelines(self._overflow)
-                    self._overflow.clear()
-                if self._receive.statistics().current_buffer_used == 0:
-                    # Caught up: hand the bytes to the OS, so that even a SIGKILL of the engine
-                    # leaves every received line in the file.
-                    file.flush()
+        # Not `async with`: the stream must stay open until every received chunk is written.
+        async for chunk in self._receive:
+            file.write(chunk)
+            if self._overflow:
+                file.writelines(self._overflow)
+                self._overflow.clear()
+            if self._receive.statistics().current_buffer_used == 0:
+                # Caught up: hand the bytes to the OS, so that even a SIGKILL of the engine
+                # leaves every received line in the file.
+                file.flush()
 
     def _flush_remaining(self) -> None:
         assert self._file is not None

@@ -44,7 +44,8 @@ def print_summary(
     run_dir: str,
 ) -> None:
     """Print the summary table and the verdicts to ``console``."""
-    table = Table(title=title, show_header=False, title_justify="left", box=None, padding=(0, 2))
+    console.print(f"[bold]{title}[/]")
+    table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_column(style="bold")
     table.add_column(justify="right")
     for metric in declared:

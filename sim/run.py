@@ -90,7 +90,7 @@ def run(config: RunConfig, out: Path, *, console: Console | None = None) -> RunO
     if console is not None:
         print_summary(
             console,
-            title=f"{spec.name} · {run_dir.name}",
+            title=config.title or spec.name,
             metrics=report.metrics,
             declared=spec.metrics,
             verdicts=report.verdicts,

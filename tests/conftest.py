@@ -15,7 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def sim(*args: str, timeout: float = 90, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def sim(
+    *args: str, timeout: float = 90, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m sim ARGS`` to completion and capture its output."""
     return subprocess.run(
         [sys.executable, "-m", "sim", *args],
@@ -73,4 +75,4 @@ def out(tmp_path: Path) -> Iterator[Path]:
     """A fresh folder for run directories."""
     folder = tmp_path / "logs"
     folder.mkdir()
-    yield folder
+    return folder

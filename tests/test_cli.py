@@ -1,0 +1,69 @@
+"""The command line: exit codes, one-line errors, nothing created for a bad config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import sim
+
+BAD = {
+    "syntax": ('scenario = "carpark"\n[params\ncapacity = 1\n', "line 2, column"),
+    "unknown key": ('scenario = "carpark"\n[params]\ncapcity = 1\n', "params.capcity"),
+    "wrong type": ('scenario = "carpark"\n[params]\ncapacity = "lots"\n', "params.capacity"),
+    "capacity 0": ('scenario = "carpark"\n[params]\ncapacity = 0\n', "params.capacity"),
+    "cars -1": ('scenario = "carpark"\n[params]\ncars = -1\n', "params.cars"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+@pytest.mark.timeout(30)
+def test_bad_config_exits_2_with_one_line_and_no_run_dir(
+    tmp_path: Path, out: Path, case: str
+) -> None:
+    text, key = BAD[case]
+    config = tmp_path / "bad.toml"
+    config.write_text(text, encoding="utf-8")
+    for command in (["run", str(config), "--out", str(out)], ["check", str(config)]):
+        result = sim(*command, timeout=30)
+        assert result.returncode == 2, result
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert str(config) in lines[0]
+        assert key in lines[0]
+        assert "Traceback" not in result.stderr
+        assert result.stdout == ""
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.timeout(30)
+def test_bad_override_exits_2(out: Path) -> None:
+    result = sim("run", "carpark.toml", "-s", "params.cars=-1", "--out", str(out))
+    assert result.returncode == 2
+    assert "params.cars" in result.stderr
+    assert "-s" in result.stderr
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.timeout(30)
+def test_list_shows_scenarios_and_configs() -> None:
+    result = sim("list")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:2] == ["scenario", "carpark"] for line in lines)
+    assert any(line.split()[:2] == ["config", "carpark.toml"] for line in lines)
+
+
+@pytest.mark.timeout(30)
+def test_check_validates_without_running(out: Path) -> None:
+    result = sim("check", "configs/carpark.toml", cwd=Path(__file__).parent.parent)
+    assert result.returncode == 0, result.stderr
+    assert '"capacity":130' in result.stdout
+    assert "ok" in result.stderr
+
+
+@pytest.mark.timeout(30)
+def test_usage_error_exits_2() -> None:
+    assert sim("run").returncode == 2
+    assert sim("frobnicate").returncode == 2

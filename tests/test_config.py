@@ -1,0 +1,103 @@
+"""Config loading: TOML, overrides, validation errors that name the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sim import ConfigError, load_config
+from sim.config import resolve_config_path
+
+
+def write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_bundled_config_is_found_by_bare_name() -> None:
+    assert resolve_config_path("carpark.toml").name == "carpark.toml"
+    assert resolve_config_path("carpark") == resolve_config_path("carpark.toml")
+
+
+def test_bundled_carpark_validates_into_typed_params() -> None:
+    config = load_config("carpark.toml")
+    assert config.scenario == "carpark"
+    assert config.params.capacity == 130
+    assert config.params.drive.dist == "exponential"
+    assert config.engine.start_method in ("fork", "forkserver", "spawn")
+
+
+def test_overrides_convert_types_and_reach_nested_tables() -> None:
+    config = load_config(
+        "carpark.toml",
+        [
+            "params.cars=400",
+            "clock.speedup=120",
+            "params.drive.dist=uniform",
+            "params.patience=2.5",
+        ],
+        seed=7,
+    )
+    assert config.params.cars == 400
+    assert config.clock.speedup == 120.0
+    assert config.params.drive.dist == "uniform"
+    assert config.params.patience == 2.5
+    assert config.seed == 7
+
+
+def test_integer_is_accepted_where_a_float_is_expected(tmp_path: Path) -> None:
+    path = write(tmp_path, 'scenario = "carpark"\n[params.drive]\nmean = 3\n')
+    assert load_config(path).params.drive.mean == 3.0
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        (
+            'scenario = "carpark"\n[params]\ncapcity = 1\n',
+            "params.capcity",
+            "did you mean 'capacity'",
+        ),
+        ('scenario = "carpark"\n[params]\ncapacity = "lots"\n', "params.capacity", "got str"),
+        ('scenario = "carpark"\n[params]\ncapacity = 0\n', "params.capacity", "got 0"),
+        ('scenario = "carpark"\n[params]\ncars = -1\n', "params.cars", "got -1"),
+        ('scenario = "carpark"\n[params.drive]\ndist = "weird"\n', "params.drive.dist", "weird"),
+        ('scenario = "carpark"\n[clock]\nspeedup = 0\n', "clock.speedup", "> 0"),
+        (
+            'scenario = "carpark"\n[engine]\nstart_methd = "fork"\n',
+            "engine.start_methd",
+            "did you mean",
+        ),
+        ('scenario = "carpak"\n', "scenario", "did you mean 'carpark'"),
+        ('scenerio = "carpark"\n', "scenerio", "did you mean 'scenario'"),
+    ],
+)
+def test_invalid_value_names_file_and_key(tmp_path: Path, text: str, key: str, words: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert words in message
+
+
+def test_syntax_error_names_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, 'scenario = "carpark"\n[params\ncapacity = 1\n')
+    with pytest.raises(ConfigError, match=r"line 2, column \d+"):
+        load_config(path)
+
+
+def test_bad_override_says_it_came_from_dash_s() -> None:
+    with pytest.raises(ConfigError, match=r"params\.carz: unknown key .*'cars'.*set with -s"):
+        load_config("carpark.toml", ["params.carz=1"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config("carpark.toml", ["params.cars"])
+    with pytest.raises(ConfigError, match=r"params\.cars: expected int >= 0, got -1"):
+        load_config("carpark.toml", ["params.cars=-1"])
+
+
+def test_missing_file_suggests_a_bundled_name() -> None:
+    with pytest.raises(ConfigError, match=r"no such file.*carpark\.toml"):
+        load_config("carpak.toml")

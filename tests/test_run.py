@@ -1,0 +1,126 @@
+"""The run path end to end: the real CLI, real processes, the real coordinator and log."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files
+
+# A quick car park: 30 cars on 10 spaces, short stays, some impatient drivers give up.
+QUICK = [
+    "-s", "params.cars=30",
+    "-s", "params.capacity=10",
+    "-s", "params.visits=3",
+    "-s", "params.drive.mean=5",
+    "-s", "params.park.mean=15",
+    "-s", "params.patience=8",
+    "-s", "clock.speedup=12000",
+]  # fmt: skip
+
+
+def holders_over_time(events: list[dict[str, Any]], prim: str) -> list[int]:
+    """Cars holding a space after each op, counted over [acquire ok, release invoke]."""
+    ops = sorted(
+        (e for e in events if e["event"] == "op" and e["prim"] == prim),
+        key=lambda e: (e["ts"], e["actor"], e["seq"]),
+    )
+    level, levels = 0, []
+    for e in ops:
+        if e["op"] == "acquire" and e["phase"] == "ok":
+            level += 1
+        elif e["op"] == "release" and e["phase"] == "invoke":
+            level -= 1
+        levels.append(level)
+    return levels
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+@pytest.mark.timeout(120)
+def test_quick_carpark_runs_and_holds_its_invariants(out: Path, method: str) -> None:
+    result = sim("run", "carpark.toml", *QUICK, "-s", f"engine.start_method={method}",
+                 "--seed", "11", "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run_dir = only_run_dir(out)
+    assert result.stdout.strip() == str(run_dir)
+    events = events_of(run_dir)
+    cars = [e["actor"] for e in events if e["event"] == "actor_start"]
+    assert len(cars) == 30
+
+    # Never more cars parked than spaces, and the car park did fill up.
+    levels = holders_over_time(events, "spaces")
+    assert max(levels) <= 10
+    assert max(levels) == 10
+    assert levels[-1] == 0
+
+    # Per-actor seq runs 0..n-1 with no gap, and each line claims its own pid.
+    by_actor: dict[str, list[int]] = defaultdict(list)
+    pids: dict[str, set[int]] = defaultdict(set)
+    for e in events:
+        by_actor[e["actor"]].append(e["seq"])
+        pids[e["actor"]].add(e["pid"])
+    for actor, seqs in by_actor.items():
+        assert sorted(seqs) == list(range(len(seqs))), actor
+        assert len(pids[actor]) == 1, actor
+
+    # Every visit is accounted for: it parked or gave up, exactly once.
+    outcomes = Counter(
+        (e["actor"], e["visit"]) for e in events if e["event"] in ("park", "give_up")
+    )
+    assert set(outcomes) == {(car, v) for car in cars for v in range(3)}
+    assert set(outcomes.values()) == {1}
+    completions = [e for e in events if e["event"] == "op" and e["op"] == "acquire"
+                   and e["phase"] != "invoke"]  # fmt: skip
+    assert len(completions) == 30 * 3
+
+    manifest = manifest_of(run_dir)
+    assert manifest["status"] == "ok"
+    assert manifest["start_method"] == method
+    assert manifest["seed"] == 11
+    assert manifest["config"]["params"]["capacity"] == 10
+    assert {v["status"] for v in manifest["invariants"]} == {"pass"}
+    assert manifest["metrics"]["served"] + manifest["metrics"]["gave_up"] == 90
+    assert manifest["metrics"]["occupancy_max"] == 10
+    for name, record in manifest["actors"].items():
+        assert record["exitcode"] == 0
+        assert record["lines"] == len(by_actor[name])
+        assert not alive(record["pid"])
+    assert not socket_files(out)
+
+
+@pytest.mark.timeout(120)
+def test_same_seed_gives_same_draws(out: Path) -> None:
+    def draws(seed: str) -> dict[str, list[float]]:
+        folder = out / seed / str(len(list(out.glob(f"{seed}/*"))))
+        result = sim("run", "carpark.toml", *QUICK, "--seed", seed, "--quiet", "--out", str(folder))
+        assert result.returncode == 0, result.stderr
+        found: dict[str, list[float]] = defaultdict(list)
+        for e in events_of(only_run_dir(folder)):
+            if e["event"] == "arrive":
+                found[e["actor"]].append(e["drove"])
+        return found
+
+    first, second, other = draws("5"), draws("5"), draws("6")
+    assert first == second
+    assert first != other
+
+
+@pytest.mark.timeout(60)
+def test_crashing_actor_fails_the_run(out: Path, tmp_path: Path) -> None:
+    # A scenario (tests/scenario_crash.py) whose one actor raises ZeroDivisionError.
+    config = tmp_path / "broken.toml"
+    config.write_text(
+        'scenario = "tests.scenario_crash"\n[clock]\nspeedup = 6000\n', encoding="utf-8"
+    )
+    result = sim("run", str(config), "--out", str(out))
+    assert result.returncode == 1, result.stderr
+    manifest = manifest_of(only_run_dir(out))
+    assert manifest["status"] == "failed"
+    failed = {v["name"]: v for v in manifest["invariants"] if v["status"] == "fail"}
+    assert "every actor ended cleanly" in failed
+    assert "ZeroDivisionError" in failed["every actor ended cleanly"]["detail"]
+    assert manifest["actors"]["crasher-000"]["exitcode"] == 1
+    assert manifest["actors"]["steady-000"]["exitcode"] == 0

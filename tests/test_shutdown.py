@@ -1,0 +1,107 @@
+"""Stopping a run: Ctrl-C, SIGTERM and SIGKILL of the engine leave no process and no socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import alive, manifest_of, socket_files
+
+CARS = 12
+# Long stays, so the run is surely in progress when the signal arrives.
+LONG = [
+    "-s", f"params.cars={CARS}",
+    "-s", "params.capacity=4",
+    "-s", "params.drive.mean=1",
+    "-s", "params.park.mean=100000",
+    "-s", "clock.speedup=600",
+]  # fmt: skip
+
+
+def start(out: Path) -> subprocess.Popen[str]:
+    # A session of its own: signalling its process group is what Ctrl-C in a terminal does.
+    return subprocess.Popen(
+        [sys.executable, "-m", "sim", "run", "carpark.toml", *LONG, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for_actors(out: Path, count: int, timeout: float = 30) -> tuple[Path, list[int]]:
+    """Poll the events file until ``count`` actors have started; return their pids."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for events in out.glob("*/events.jsonl"):
+            pids = []
+            for line in events.read_text(encoding="utf-8").splitlines():
+                event = json.loads(line)
+                if event["event"] == "actor_start":
+                    pids.append(event["pid"])
+            if len(pids) == count:
+                return events.parent, pids
+        time.sleep(0.05)
+    raise AssertionError(f"{count} actors did not start within {timeout} s")
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [p for p in pids if alive(p)]
+        if not left:
+            return []
+        time.sleep(0.05)
+    return [p for p in pids if alive(p)]
+
+
+@pytest.fixture
+def engine(out: Path):  # type: ignore[no-untyped-def]
+    proc = start(out)
+    yield proc
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=10)
+
+
+@pytest.mark.parametrize(("how", "sig"), [("ctrl-c", signal.SIGINT), ("sigterm", signal.SIGTERM)])
+@pytest.mark.timeout(60)
+def test_interrupt_stops_every_actor_and_marks_the_manifest(
+    engine: subprocess.Popen[str], out: Path, how: str, sig: signal.Signals
+) -> None:
+    run_dir, pids = wait_for_actors(out, CARS)
+    if how == "ctrl-c":
+        os.killpg(engine.pid, sig)  # the whole group, as a terminal does
+    else:
+        os.kill(engine.pid, sig)
+    _stdout, stderr = engine.communicate(timeout=30)
+    assert engine.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert wait_gone(pids, 5) == []
+    manifest = manifest_of(run_dir)
+    assert manifest["status"] == "interrupted"
+    assert manifest["reason"].startswith("stopped by SIG")
+    # The log was flushed and closed: every line is whole, and every actor's end is recorded.
+    lines = (run_dir / "events.jsonl").read_bytes()
+    assert lines.endswith(b"\n")
+    ends = [json.loads(x) for x in lines.splitlines() if b'"actor_end"' in x]
+    assert len(ends) == CARS
+    assert {e["status"] for e in ends} == {"terminated"}
+    assert not socket_files(out)
+
+
+@pytest.mark.timeout(60)
+def test_sigkill_of_engine_leaves_no_orphans(engine: subprocess.Popen[str], out: Path) -> None:
+    _, pids = wait_for_actors(out, CARS)
+    os.kill(engine.pid, signal.SIGKILL)
+    engine.wait(timeout=10)
+    # Actors notice that their engine has gone and exit within a few seconds.
+    assert wait_gone(pids, 5) == []
+    assert not socket_files(out)
