@@ -27,8 +27,15 @@ _REFRESH_S = 0.1
 class LiveView:
     """Draws :class:`~sim.coordinator.LiveCounters` on ``console`` until cancelled."""
 
-    def __init__(self, console: Console, title: str, primitives: Mapping[str, Mapping[str, Any]]):
+    def __init__(
+        self,
+        console: Console,
+        title: str,
+        primitives: Mapping[str, Mapping[str, Any]],
+        speedup: float,
+    ) -> None:
         self._console = console
+        self._speedup = speedup
         self._title = title
         # Gauges for what has a capacity to fill (the car park's spaces).
         self._gauges = {
@@ -70,8 +77,10 @@ class LiveView:
             ProgressBar(total=max(total, 1), completed=counters.actors_ended, width=32),
             f"{counters.actors_ended:>4}/{total} done   {running:>4} running",
         )
+        minutes = int(elapsed * self._speedup / 60)
         footer = Text(
-            f"{counters.events:,} events   {self._rate:,.0f} events/s   {elapsed:5.1f} s",
+            f"{counters.events:,} events   {self._rate:,.0f} events/s   "
+            f"wall {elapsed:5.1f} s   simulated {minutes // 60:d} h {minutes % 60:02d} min",
             style="dim",
         )
         return Group(Text(self._title, style="bold cyan"), grid, footer)

@@ -47,7 +47,7 @@ def run(config: RunConfig, out: Path, *, console: Console | None = None) -> RunO
     display = None
     prims = {name: p.describe() for name, p in spec.primitives(config.params).items()}
     if console is not None and console.is_terminal and config.engine.live:
-        display = LiveView(console, f"{spec.name}: {spec.description}", prims)
+        display = LiveView(console, f"{spec.name}: {spec.description}", prims, config.clock.speedup)
     resolved = config.to_dict() | {"seed": seed}
     base: dict[str, Any] = {
         "run_id": run_dir.name,
