@@ -10,6 +10,7 @@ or growing memory. Nothing received is ever unpickled: lines are only ever parse
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import itertools
 import os
@@ -276,6 +277,10 @@ class Coordinator:
                 actor, rest = await self._hello(stream)
                 if actor is not None:
                     await self._pump(stream, actor, rest)
+                # Shut the connection down, not just this fd: under fork, later actors inherit
+                # copies of it, and a plain close would leave the client talking to nobody.
+                with contextlib.suppress(OSError):
+                    stream.extra(anyio.abc.SocketAttribute.raw_socket).shutdown(socket.SHUT_RDWR)
         finally:
             if actor is not None:
                 self._actors.discard(actor)

@@ -60,9 +60,15 @@ def run(config: RunConfig, out: Path, *, console: Console | None = None) -> RunO
         "started_at": iso(time.time()),
         "primitives": prims,
     }
-    execution = execute(
-        config, spec, run_dir, display, seed=seed, on_started=lambda: write_manifest(run_dir, base)
-    )
+    listening: dict[str, Any] = {}
+
+    def started(info: dict[str, Any]) -> None:
+        # The manifest exists from the moment actors may start: a run whose engine is killed
+        # stays marked "running", never passes for complete.
+        listening.update(info)
+        write_manifest(run_dir, base | {"coordinator": info})
+
+    execution = execute(config, spec, run_dir, display, seed=seed, on_started=started)
     report = analyse(
         execution.events_path, spec.analysis(config), execution.primitives, execution.actors
     )
@@ -76,7 +82,8 @@ def run(config: RunConfig, out: Path, *, console: Console | None = None) -> RunO
         "ended_at": iso(execution.ended_at),
         "wall_s": round(execution.wall_s, 6),
         "actors": {name: asdict(rec) for name, rec in execution.actors.items()},
-        "coordinator": {
+        "coordinator": listening
+        | {
             "refused": execution.counters.refused,
             "protocol_errors": execution.counters.protocol_errors,
             "lines": execution.extra_lines,

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -124,3 +130,61 @@ def test_crashing_actor_fails_the_run(out: Path, tmp_path: Path) -> None:
     assert "ZeroDivisionError" in failed["every actor ended cleanly"]["detail"]
     assert manifest["actors"]["crasher-000"]["exitcode"] == 1
     assert manifest["actors"]["steady-000"]["exitcode"] == 0
+
+
+def _wait_for_address(out: Path, timeout: float = 30) -> tuple[str, int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in out.glob("*/run.json"):
+            address = json.loads(path.read_text(encoding="utf-8")).get("coordinator", {})
+            if "address" in address:
+                host, port = address["address"]
+                return host, port
+        time.sleep(0.02)
+    raise AssertionError("the run never published its coordinator address")
+
+
+def _intrude(address: tuple[str, int], payload: bytes) -> bytes:
+    """Send ``payload`` and read until the coordinator closes the connection."""
+    with socket.create_connection(address, timeout=10) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(payload)
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(4096):
+                received += chunk
+        return received
+
+
+@pytest.mark.timeout(120)
+def test_intruders_are_refused_and_the_log_is_unaffected(out: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sim", "run", "carpark.toml", *QUICK, "-s", "clock.speedup=3000",
+         "--quiet", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        address = _wait_for_address(out)
+        intruders = [
+            b'{"hello":1,"secret":"guess","actor":"car-000","pid":1}\n',  # wrong secret
+            b'{"ts":0.1,"actor":"car-001","pid":1,"seq":0,"event":"park"}\n',  # no hello
+            bytes(range(256)) * 4 + b"\n",  # garbage bytes
+            b"{" + b"x" * (200 * 1024),  # an over-long line
+        ]
+        for payload in intruders:
+            assert _intrude(address, payload) == b""  # closed without a word
+        _, stderr = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    run_dir = only_run_dir(out)
+    manifest = manifest_of(run_dir)
+    assert manifest["coordinator"]["refused"] == len(intruders)
+    assert manifest["status"] == "ok"
+    assert {v["status"] for v in manifest["invariants"]} == {"pass"}
+    events = events_of(run_dir)
+    refusals = [e for e in events if e["actor"] == "coordinator" and e["event"] == "refused"]
+    assert len(refusals) == len(intruders)
+    assert not any(e["actor"] == "car-001" and e["pid"] == 1 for e in events)

@@ -104,16 +104,14 @@ def execute(
     display: LiveDisplay | None,
     *,
     seed: int,
-    on_started: Callable[[], object] | None = None,
+    on_started: Callable[[dict[str, Any]], object] | None = None,
 ) -> Execution:
     """Run every actor of ``config`` to its end (or to a stop) and return what happened."""
     prims, actors = _plan(config, scenario)
     mp = _context(config.engine.start_method, module_name(config.scenario))
     raw = {name: (spec.kind, spec.build(mp)) for name, spec in prims.items()}
     run_dir.mkdir(parents=True, exist_ok=False)
-    if on_started is not None:
-        on_started()
-    supervisor = _Supervisor(config, actors, raw, mp, run_dir, display, seed)
+    supervisor = _Supervisor(config, actors, raw, mp, run_dir, display, seed, on_started)
     execution = anyio.run(supervisor.run)
     execution.primitives = {name: spec.describe() for name, spec in prims.items()}
     return execution
@@ -129,8 +127,10 @@ class _Supervisor:
         run_dir: Path,
         display: LiveDisplay | None,
         seed: int,
+        on_started: Callable[[dict[str, Any]], object] | None,
     ) -> None:
         self.config = config
+        self.on_started = on_started
         self.actors = actors
         self.raw = raw
         self.mp = mp
@@ -155,6 +155,9 @@ class _Supervisor:
             events_path, secret=secret, t0_ns=t0_ns, transport=engine.transport
         ) as coordinator:
             log = coordinator.logger("engine")
+            if self.on_started is not None:
+                address = coordinator.address
+                self.on_started({"address": address if isinstance(address, str) else list(address)})
             log.info(
                 "run_start",
                 scenario=self.config.scenario,
