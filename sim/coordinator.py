@@ -14,6 +14,7 @@ import contextlib
 import hmac
 import itertools
 import os
+import select
 import socket
 import tempfile
 import time
@@ -153,7 +154,18 @@ class Coordinator:
 
     async def _serve(self, listener: SocketListener) -> None:
         with self._serve_scope:
-            await listener.serve(self._handle)
+            async with anyio.create_task_group() as tg:
+                while True:
+                    stream = await listener.accept()
+                    # Counted before the handler is even scheduled, so that drain() can never
+                    # see "idle" while a connection is accepted but not yet handled.
+                    self._opened()
+                    tg.start_soon(self._handle, stream)
+
+    def _opened(self) -> None:
+        self._open_connections += 1
+        if self._open_connections == 1:
+            self._idle = anyio.Event()
 
     async def __aexit__(
         self,
@@ -169,8 +181,9 @@ class Coordinator:
             self._serve_scope.cancel()
             self._send.close()
             await self._tg.__aexit__(exc_type, exc, tb)
-            await self._listener.aclose()
         finally:
+            with anyio.CancelScope(shield=True):
+                await self._listener.aclose()
             self._flush_remaining()
             if self._socket_dir is not None:
                 sock_path = Path(self._socket_dir) / "coordinator.sock"
@@ -178,10 +191,19 @@ class Coordinator:
                 os.rmdir(self._socket_dir)
 
     async def drain(self, timeout: float) -> bool:
-        """Wait until every connection has closed (True) or ``timeout`` passes (False)."""
+        """Wait until every connection has closed (True) or ``timeout`` passes (False).
+
+        A connection still waiting in the listen backlog counts as open: an actor may connect,
+        write and exit before the accept loop has had a turn.
+        """
+        assert self._listener is not None
+        raw = self._listener.extra(anyio.abc.SocketAttribute.raw_socket)
         with anyio.move_on_after(timeout):
-            await self._idle.wait()
-            return True
+            while True:
+                await self._idle.wait()
+                if not select.select([raw], [], [], 0)[0]:
+                    return True
+                await anyio.sleep(0.005)  # the accept loop takes it on its next turn
         return False
 
     async def _listen(self) -> SocketListener:
@@ -234,6 +256,10 @@ class Coordinator:
         actor = msgspec.json.decode(line, type=_Line).actor
         self.counters.lines[actor] += 1
         self.counters.events += 1
+        if self._overflow:
+            # Lines already waiting must go first: this actor's lines stay in seq order.
+            self._overflow.append(line)
+            return
         try:
             self._send.send_nowait(line)
         except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -247,10 +273,11 @@ class Coordinator:
         # Not `async with`: the stream must stay open until every received chunk is written.
         async for chunk in self._receive:
             file.write(chunk)
-            if self._overflow:
-                file.writelines(self._overflow)
-                self._overflow.clear()
             if self._receive.statistics().current_buffer_used == 0:
+                if self._overflow:
+                    # Only now: everything sent before the overflow began has been written.
+                    file.writelines(self._overflow)
+                    self._overflow.clear()
                 # Caught up: hand the bytes to the OS, so that even a SIGKILL of the engine
                 # leaves every received line in the file.
                 file.flush()
@@ -262,6 +289,7 @@ class Coordinator:
                 self._file.write(self._receive.receive_nowait())
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
+        self._receive.close()
         self._file.writelines(self._overflow)
         self._overflow.clear()
         self._file.close()
@@ -269,8 +297,6 @@ class Coordinator:
     # -- connections --------------------------------------------------------------------------
 
     async def _handle(self, stream: SocketStream) -> None:
-        self._open_connections += 1
-        self._idle = anyio.Event() if self._open_connections == 1 else self._idle
         actor: str | None = None
         try:
             async with stream:
@@ -308,7 +334,9 @@ class Coordinator:
             else:
                 if not hmac.compare_digest(hello.secret.encode(), self._secret):
                     reason = "wrong secret"
-                elif hello.actor in self._actors or hello.actor in ("engine", "coordinator"):
+                elif hello.actor in ("engine", "coordinator"):
+                    reason = f"actor name {hello.actor!r} is reserved"
+                elif hello.actor in self._actors:
                     reason = f"actor name {hello.actor!r} already connected"
                 else:
                     self._actors.add(hello.actor)

@@ -16,7 +16,7 @@ import socket
 import stat
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,23 +31,6 @@ SECRET = "s3cret"
 # Upper bound for any single wait on the coordinator; generous, but far below the global timeout.
 WAIT = 10.0
 PID = 4242
-
-# Known coordinator bug (see test_leaving_the_block_releases_the_writers_stream): the receive end
-# of the writer's memory stream is never closed, so every Coordinator warns when it is garbage
-# collected, at an arbitrary later moment. That warning is silenced for the other tests of this
-# module, so that they fail only for what they test; the dedicated test still catches it.
-_RECEIVE_LEAK = "Unclosed <MemoryObjectReceiveStream"
-pytestmark = pytest.mark.filterwarnings(f"ignore:{_RECEIVE_LEAK}:ResourceWarning")
-
-
-@pytest.fixture(autouse=True)
-def _collect_coordinators() -> Iterator[None]:
-    """Collect this test's coordinators now, so that nothing of them leaks into later tests."""
-    yield
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_RECEIVE_LEAK, category=ResourceWarning)
-        gc.collect()
-
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -567,9 +550,7 @@ async def test_drain_waits_for_a_connection_not_yet_accepted(tmp_path: Path) -> 
 
 
 async def test_leaving_the_block_releases_the_writers_stream(tmp_path: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_RECEIVE_LEAK, category=ResourceWarning)
-        gc.collect()  # earlier tests' leftovers are not this test's business
+    gc.collect()  # earlier tests' leftovers are not this test's business
     async with serve(tmp_path) as coord:
         client = await connect(coord)
         await client.send(hello("alice") + event("alice", 0))
