@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checks import Check, Verdict, generic_checks
+from .checks import Check, Verdict, generic_checks, settle
 from .events import Finding, read_events, sort_key
 
 __all__ = ["Analysis", "Report", "analyse"]
@@ -51,8 +51,15 @@ def analyse(
     analysis: Analysis,
     primitives: Mapping[str, Mapping[str, Any]],
     actors: Iterable[str],
+    *,
+    expected: Iterable[str] = (),
+    stopped: bool = False,
 ) -> Report:
-    """Read ``events_path`` and run the generic and the scenario's checks over it."""
+    """Read ``events_path`` and run the generic and the scenario's checks over it.
+
+    ``expected`` names the phenomena the config declares (their checks failing is the demo
+    working); ``stopped`` says the engine ended the run early, so completion checks are skipped.
+    """
     findings: list[Finding] = []
     events = sorted(read_events(events_path, findings), key=sort_key)
     checks = generic_checks(primitives, actors) + analysis.checks()
@@ -62,4 +69,6 @@ def analyse(
         analysis.feed(event)
     metrics = analysis.metrics()
     metrics["events"] = len(events)
-    return Report(metrics, [c.verdict() for c in checks], findings, len(events))
+    declared = frozenset(expected)
+    verdicts = [settle(c, c.verdict(), expected=declared, stopped=stopped) for c in checks]
+    return Report(metrics, verdicts, findings, len(events))

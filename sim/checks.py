@@ -11,7 +11,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["ActorsEnded", "Check", "SemaphoreBound", "SeqContiguous", "Verdict", "generic_checks"]
+from . import invariants
+
+__all__ = [
+    "ActorsEnded",
+    "Check",
+    "NoDeadlock",
+    "SemaphoreBound",
+    "SeqContiguous",
+    "Verdict",
+    "generic_checks",
+    "settle",
+]
 
 _SHOW = 3  # violations spelled out per check; the rest are counted
 
@@ -21,8 +32,10 @@ class Verdict:
     """The outcome of one invariant check, in words a student can read."""
 
     name: str
-    status: Literal["pass", "fail", "skip"]
+    status: Literal["pass", "fail", "skip", "expected"]
     detail: str
+    # The phenomenon a failure of this check demonstrates (a deadlock, lost updates), if any.
+    phenomenon: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -30,9 +43,16 @@ class Verdict:
 
 
 class Check:
-    """Base class: override ``feed`` and ``verdict``."""
+    """Base class: override ``feed`` and ``verdict``.
+
+    ``phenomenon`` names what a failure of this check shows, so that a demo config can declare
+    it as expected (``expect = ["lost_updates"]``). ``needs_completion`` marks checks that only
+    make sense for a run that went to its end; they are skipped when the run was stopped.
+    """
 
     name = "check"
+    phenomenon: str | None = None
+    needs_completion = False
 
     def feed(self, event: Mapping[str, Any]) -> None:
         raise NotImplementedError
@@ -42,9 +62,9 @@ class Check:
 
     def _result(self, problems: list[str], count: int, ok: str) -> Verdict:
         if not problems:
-            return Verdict(self.name, "pass", ok)
+            return Verdict(self.name, "pass", ok, self.phenomenon)
         more = f" (and {count - len(problems)} more)" if count > len(problems) else ""
-        return Verdict(self.name, "fail", "; ".join(problems) + more)
+        return Verdict(self.name, "fail", "; ".join(problems) + more, self.phenomenon)
 
 
 class SeqContiguous(Check):
@@ -120,6 +140,7 @@ class ActorsEnded(Check):
     """Every actor the engine started logged a clean end and exited with status 0."""
 
     name = "every actor ended cleanly"
+    needs_completion = True
 
     def __init__(self, actors: Iterable[str]) -> None:
         self._actors = set(actors)
@@ -151,15 +172,56 @@ class ActorsEnded(Check):
         return self._result(problems[:_SHOW], len(problems), f"{len(self._actors)} actors")
 
 
+class NoDeadlock(Check):
+    """The engine never found every live actor blocked with nobody left to wake them."""
+
+    name = "no deadlock"
+    phenomenon = "deadlock"
+
+    def __init__(self) -> None:
+        self._found: Mapping[str, Any] | None = None
+        self._events = 0
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        self._events += 1
+        if event.get("event") == "deadlock" and event.get("actor") == "engine":
+            self._found = event
+
+    def verdict(self) -> Verdict:
+        if self._found is None:
+            if not self._events:
+                return Verdict(self.name, "skip", "no events")
+            return Verdict(self.name, "pass", "never stalled", self.phenomenon)
+        detail = f"at {self._found['ts']:.3f} s: {self._found.get('explanation', '')}"
+        return Verdict(self.name, "fail", detail, self.phenomenon)
+
+
 def generic_checks(
     primitives: Mapping[str, Mapping[str, Any]], actors: Iterable[str]
 ) -> list[Check]:
     """The checks every run gets, whatever its scenario."""
-    checks: list[Check] = [SeqContiguous(), ActorsEnded(actors)]
+    checks: list[Check] = [SeqContiguous(), ActorsEnded(actors), NoDeadlock()]
     for name, info in primitives.items():
         kind = info.get("kind")
         if kind in ("semaphore", "bounded_semaphore"):
             checks.append(SemaphoreBound(name, int(info["value"])))
         elif kind == "lock":
             checks.append(SemaphoreBound(name, 1))
+        checks.extend(invariants.checks_for(name, info))
     return checks
+
+
+def settle(check: Check, verdict: Verdict, *, expected: frozenset[str], stopped: bool) -> Verdict:
+    """A verdict in the light of the run: what the config expects, and whether it completed."""
+    if stopped and check.needs_completion and verdict.status != "pass":
+        return Verdict(verdict.name, "skip", f"run was stopped early; {verdict.detail}")
+    if verdict.phenomenon is None or verdict.phenomenon not in expected:
+        return verdict
+    if verdict.status == "fail":
+        return Verdict(verdict.name, "expected", verdict.detail, verdict.phenomenon)
+    return Verdict(
+        verdict.name,
+        "fail",
+        f"expected {verdict.phenomenon}, but it did not appear ({verdict.detail})",
+        verdict.phenomenon,
+    )

@@ -49,6 +49,9 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     flush_ms: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 5.0
     transport: Literal["tcp", "unix"] = "tcp"
     live: bool = True
+    # Wall seconds of silence, with every live actor blocked in an operation that has no
+    # timeout, after which the run is declared deadlocked.
+    stall_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
 
 
 class _Top(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -56,6 +59,7 @@ class _Top(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     scenario: str
     title: str = ""
     seed: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    expect: list[str] = msgspec.field(default_factory=list)
     params: dict[str, Any] = msgspec.field(default_factory=dict)
     clock: dict[str, Any] = msgspec.field(default_factory=dict)
     engine: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -72,6 +76,8 @@ class RunConfig:
     params: Any
     clock: ClockConfig
     engine: EngineConfig
+    # Phenomena this config is meant to demonstrate (a deadlock, lost updates).
+    expect: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (as run.json stores it)."""
@@ -79,6 +85,7 @@ class RunConfig:
             "scenario": self.scenario,
             "title": self.title,
             "seed": self.seed,
+            "expect": list(self.expect),
             "params": msgspec.to_builtins(self.params),
             "clock": msgspec.to_builtins(self.clock),
             "engine": msgspec.to_builtins(self.engine),
@@ -246,6 +253,13 @@ def load_config(
         params = _convert(top.params, spec.params, "params")
         clock = _convert(top.clock, ClockConfig, "clock")
         engine = _convert(top.engine, EngineConfig, "engine")
+        known = {"deadlock", *spec.phenomena}
+        for phenomenon in top.expect:
+            if phenomenon not in known:
+                hint = _did_you_mean(phenomenon, sorted(known))
+                choices = ", ".join(sorted(known))
+                raise ConfigError(f"unknown phenomenon {phenomenon!r}{hint}; one of: {choices}",
+                                  key="expect")  # fmt: skip
     except ConfigError as exc:
         via = " (set with -s)" if exc.key in overridden else ""
         raise ConfigError(exc.reason + via, source=source, key=exc.key) from None
@@ -258,4 +272,5 @@ def load_config(
         params=params,
         clock=clock,
         engine=engine,
+        expect=tuple(top.expect),
     )

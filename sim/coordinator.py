@@ -52,13 +52,15 @@ class _Line(msgspec.Struct):
     seq: int
     event: str
     prim: str | None = None
+    kind: str | None = None
     op: str | None = None
     phase: str | None = None
+    timeout: float | None = None
 
 
 @dataclass
 class LiveCounters:
-    """What the progress view shows, updated as lines arrive."""
+    """What the progress view and the stall detector read, updated as lines arrive."""
 
     events: int = 0
     actors_started: int = 0
@@ -69,24 +71,70 @@ class LiveCounters:
     # Per primitive: units held (acquire ok .. release invoke) and acquirers still waiting.
     held: Counter[str] = field(default_factory=Counter)
     waiting: Counter[str] = field(default_factory=Counter)
+    # Who holds each lock-like primitive, for "who waits on what" when a run stalls.
+    holders: dict[str, list[str]] = field(default_factory=dict)
+    # Actors inside an operation with no timeout: (prim, op) they are blocked in, if they are.
+    pending: dict[str, tuple[str, str]] = field(default_factory=dict)
+    live: set[str] = field(default_factory=set)
+    # time.monotonic() of the last line any actor sent: a stall is a long silence.
+    last_event: float = field(default_factory=time.monotonic)
 
     def count(self, line: _Line) -> None:
         self.events += 1
         event = line.event
         if event == "op" and line.prim is not None:
-            if line.op == "acquire":
-                if line.phase == "invoke":
-                    self.waiting[line.prim] += 1
-                else:
-                    self.waiting[line.prim] -= 1
-                    if line.phase == "ok":
-                        self.held[line.prim] += 1
-            elif line.op == "release" and line.phase == "invoke":
-                self.held[line.prim] -= 1
+            self._op(line, line.prim)
         elif event == "actor_start":
             self.actors_started += 1
+            self.live.add(line.actor)
         elif event == "actor_end":
             self.actors_ended += 1
+            self.gone(line.actor)
+
+    def _op(self, line: _Line, prim: str) -> None:
+        op, actor = line.op, line.actor
+        if line.phase == "invoke":
+            if line.timeout is None:
+                self.pending[actor] = (prim, op or "?")
+            if op == "acquire":
+                self.waiting[prim] += 1
+            elif op == "release" or (op == "wait" and line.kind == "condition"):
+                # A condition's wait gives its lock up until it returns.
+                self.held[prim] -= 1
+                holders = self.holders.get(prim)
+                if holders and actor in holders:
+                    holders.remove(actor)
+            return
+        self.pending.pop(actor, None)
+        if op == "acquire":
+            self.waiting[prim] -= 1
+        if (op == "acquire" and line.phase == "ok") or (op == "wait" and line.kind == "condition"):
+            self.held[prim] += 1
+            self.holders.setdefault(prim, []).append(actor)
+
+    def gone(self, actor: str) -> None:
+        """``actor`` has ended (or its process has exited)."""
+        self.live.discard(actor)
+        self.pending.pop(actor, None)
+
+    def stalled(self, stall_s: float) -> bool:
+        """Every live actor is blocked in an operation without timeout, and nothing has
+        happened for ``stall_s`` seconds: nobody is left who could wake anybody."""
+        return (
+            bool(self.live)
+            and time.monotonic() - self.last_event >= stall_s
+            and all(actor in self.pending for actor in self.live)
+        )
+
+    def waits(self) -> list[dict[str, Any]]:
+        """Who waits on what, and who holds it."""
+        found = []
+        for actor in sorted(self.live):
+            prim, op = self.pending.get(actor, ("?", "?"))
+            found.append(
+                {"actor": actor, "prim": prim, "op": op, "held_by": self.holders.get(prim, [])}
+            )
+        return found
 
 
 class _LocalSink:
@@ -374,6 +422,7 @@ class Coordinator:
                     counters.count(parsed)
                     good += len(line) + 1
                 counters.lines[actor] += block.count(b"\n", 0, good)
+                counters.last_event = time.monotonic()
                 if good:
                     await self._send.send(block[:good] if error else block)
                 if error is not None:

@@ -13,7 +13,12 @@ from .scenario import Metric
 
 __all__ = ["format_value", "print_summary"]
 
-_STATUS = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skip": "[yellow]skip[/]"}
+_STATUS = {
+    "pass": "[green]pass[/]",
+    "fail": "[bold red]FAIL[/]",
+    "skip": "[yellow]skip[/]",
+    "expected": "[bold magenta]shown[/]",
+}
 
 
 def format_value(value: Any, unit: str = "") -> str:
@@ -61,6 +66,12 @@ def print_summary(
     for verdict in verdicts:
         checks.add_row(_STATUS[verdict.status], verdict.name, verdict.detail)
     console.print(checks)
+    for verdict in verdicts:
+        if verdict.status == "expected":
+            console.print(
+                f"[bold magenta]As this config expects, the run shows {verdict.phenomenon}:[/] "
+                f"{verdict.detail}"
+            )
     style = {"ok": "green", "interrupted": "yellow"}.get(status, "bold red")
-    line = f"[{style}]{status}[/]" + (f": {reason}" if reason else "")
+    line = f"[{style}]{status}[/]" + (f": {reason}" if reason and status != "ok" else "")
     console.print(f"{line}   log: {run_dir}")

@@ -70,11 +70,18 @@ def run(config: RunConfig, out: Path, *, console: Console | None = None) -> RunO
 
     execution = execute(config, spec, run_dir, display, seed=seed, on_started=started)
     report = analyse(
-        execution.events_path, spec.analysis(config), execution.primitives, execution.actors
+        execution.events_path,
+        spec.analysis(config),
+        execution.primitives,
+        execution.actors,
+        expected=config.expect,
+        stopped=execution.status in ("interrupted", "timeout", "deadlock"),
     )
+    # The verdicts decide, so that replay reaches the same one from the log alone; only a stop
+    # from outside (Ctrl-C, the timeout) overrides them.
     status = execution.status
-    if status == "ok" and not report.ok:
-        status = "failed"
+    if status not in ("interrupted", "timeout"):
+        status = "ok" if report.ok else "failed"
     manifest = base | {
         "status": status,
         "reason": execution.reason or _first_failure(report),

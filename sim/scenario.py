@@ -65,6 +65,9 @@ class Scenario(Generic[P]):
     actors: Callable[[P], Sequence[Actor]]
     analysis: Callable[[RunConfig], Analysis]
     metrics: Sequence[Metric] = field(default_factory=tuple)
+    # Phenomena a config of this scenario may declare in ``expect``, with what each means.
+    # "deadlock" is always available: the engine detects it for every scenario.
+    phenomena: Mapping[str, str] = field(default_factory=dict)
 
 
 def module_name(name: str) -> str:

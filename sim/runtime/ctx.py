@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 from sim.durations import Duration
 from sim.errors import ScenarioError
 
+from . import _sockets
 from .clock import Clock
 
 __all__ = ["Ctx"]
@@ -65,3 +66,19 @@ class Ctx(Generic[P]):
     def now(self) -> float:
         """Simulated minutes since the run started."""
         return self.clock.now()
+
+    def tcp_listen(
+        self, name: str, port: int = 0, *, host: str = "127.0.0.1", backlog: int = 64
+    ) -> _sockets.LoggedListener:
+        """A listening TCP socket called ``name`` in the log (port 0: the OS picks one)."""
+        return _sockets.tcp_listen(name, self.log, host, port, backlog)
+
+    def tcp_connect(
+        self, name: str, port: int, *, host: str = "127.0.0.1", timeout: float | None = None
+    ) -> _sockets.LoggedStream:
+        """A TCP connection to ``host:port``, logged under ``name``."""
+        return _sockets.tcp_connect(name, self.log, self.clock, host, port, timeout)
+
+    def udp(self, name: str, port: int = 0, *, host: str = "127.0.0.1") -> _sockets.LoggedDatagram:
+        """A bound UDP socket, logged under ``name`` (port 0: any free port)."""
+        return _sockets.udp(name, self.log, self.clock, host, port)

@@ -34,7 +34,7 @@ from . import worker
 
 __all__ = ["ActorRecord", "Execution", "LiveDisplay", "execute"]
 
-Status = Literal["ok", "failed", "interrupted", "timeout"]
+Status = Literal["ok", "failed", "interrupted", "timeout", "deadlock"]
 
 # How long actors get to unwind after SIGTERM before they are killed.
 _GRACE_S = 3.0
@@ -112,7 +112,10 @@ def execute(
     raw = {name: (spec.kind, spec.build(mp)) for name, spec in prims.items()}
     run_dir.mkdir(parents=True, exist_ok=False)
     supervisor = _Supervisor(config, actors, raw, mp, run_dir, display, seed, on_started)
-    execution = anyio.run(supervisor.run)
+    try:
+        execution = anyio.run(supervisor.run)
+    finally:
+        _release(raw)
     execution.primitives = {name: spec.describe() for name, spec in prims.items()}
     return execution
 
@@ -144,6 +147,8 @@ class _Supervisor:
         self.stop = anyio.Event()
         self.all_reaped = anyio.Event()
         self.live = 0
+        self.started_all = False
+        self.counters: LiveCounters | None = None
 
     async def run(self) -> Execution:
         t0_ns = time.monotonic_ns()
@@ -155,6 +160,7 @@ class _Supervisor:
             events_path, secret=secret, t0_ns=t0_ns, transport=engine.transport
         ) as coordinator:
             log = coordinator.logger("engine")
+            self.counters = coordinator.counters
             if self.on_started is not None:
                 address = coordinator.address
                 self.on_started({"address": address if isinstance(address, str) else list(address)})
@@ -170,6 +176,7 @@ class _Supervisor:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._watch_signals, signals)
                     tg.start_soon(self._watchdog, engine.timeout, log)
+                    tg.start_soon(self._detect_stall, coordinator, engine.stall_s, log)
                     if self.display is not None:
                         tg.start_soon(self.display.run, coordinator.counters, len(self.actors))
                     await self._start_all(coordinator, secret, t0_ns, log, tg)
@@ -242,6 +249,13 @@ class _Supervisor:
                     await anyio.sleep(0)
         finally:
             gc.unfreeze()
+        self.started_all = True
+        # Every actor has its copies now. The engine lets go of its pipe ends, so that a reader
+        # sees EOF once the writers have closed theirs.
+        for kind, raw in self.raw.values():
+            if kind == "pipe":
+                for end in raw:
+                    end.close()
         if self.live == 0:
             self.all_reaped.set()
 
@@ -250,6 +264,8 @@ class _Supervisor:
         proc.join()
         code = proc.exitcode
         self.records[name].exitcode = code
+        if self.counters is not None:
+            self.counters.gone(name)
         log.info("exit", target=name, target_pid=proc.pid, code=code)
         if code != 0 and self.status == "ok":
             self.status = "failed"
@@ -257,6 +273,25 @@ class _Supervisor:
         self.live -= 1
         if self.live == 0 and (self.stop.is_set() or len(self.procs) == len(self.actors)):
             self.all_reaped.set()
+
+    async def _detect_stall(self, coordinator: Coordinator, stall_s: float, log: Any) -> None:
+        counters = coordinator.counters
+        while not self.stop.is_set():
+            await anyio.sleep(min(0.25, stall_s / 4))
+            if not self.started_all or not counters.stalled(stall_s):
+                continue
+            waits = counters.waits()
+            words = "; ".join(
+                f"{w['actor']} waits in {w['op']} on {w['prim']}"
+                + (f" (held by {', '.join(w['held_by'])})" if w["held_by"] else "")
+                for w in waits
+            )
+            log.info("deadlock", stall_s=stall_s, waits=waits, explanation=words)
+            if self.status == "ok":
+                self.status = "deadlock"
+                self.reason = f"deadlock: {words}"
+            self.stop.set()
+            return
 
     async def _watch_signals(self, signals: Any) -> None:
         async for signum in signals:
@@ -292,3 +327,10 @@ def _assert_single_threaded(method: str) -> None:
         # forever in the child; refuse rather than risk a hang.
         names = ", ".join(t.name for t in threading.enumerate())
         raise RuntimeError(f"engine is multi-threaded ({names}); cannot fork safely")
+
+
+def _release(raw: dict[str, tuple[str, Any]]) -> None:
+    """Free what outlives processes: shared-memory blocks are unlinked here, by their owner."""
+    for kind, obj in raw.values():
+        if kind == "shared_memory":
+            obj.close()

@@ -156,5 +156,9 @@ def main(boot: Boot) -> None:
         # SIGTERM while logging the end: the record above may be missing, the exit code is not.
         code = TERMINATED_EXIT
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for prim in prims.values():
+        detach = getattr(prim, "detach", None)
+        if detach is not None:
+            detach()
     sink.close()
     sys.exit(code)
