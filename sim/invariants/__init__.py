@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..checks import Check
+    from sim.checks import Check
 
 __all__ = ["checks_for"]
 
