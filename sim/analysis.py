@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checks import Check, Verdict, generic_checks, settle
-from .events import Finding, read_events, sort_key
+from .checks import Check, Router, Verdict, generic_checks, settle
+from .events import Finding, ordered, read_events
 
 __all__ = ["Analysis", "Report", "analyse"]
 
@@ -61,14 +61,16 @@ def analyse(
     working); ``stopped`` says the engine ended the run early, so completion checks are skipped.
     """
     findings: list[Finding] = []
-    events = sorted(read_events(events_path, findings), key=sort_key)
     checks = generic_checks(primitives, actors) + analysis.checks()
-    for event in events:
-        for check in checks:
-            check.feed(event)
-        analysis.feed(event)
+    route = Router(checks).feed
+    see = analysis.feed
+    count = 0
+    for event in ordered(read_events(events_path, findings), findings=findings):
+        route(event)
+        see(event)
+        count += 1
     metrics = analysis.metrics()
-    metrics["events"] = len(events)
+    metrics["events"] = count
     declared = frozenset(expected)
     verdicts = [settle(c, c.verdict(), expected=declared, stopped=stopped) for c in checks]
-    return Report(metrics, verdicts, findings, len(events))
+    return Report(metrics, verdicts, findings, count)

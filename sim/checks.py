@@ -17,6 +17,7 @@ __all__ = [
     "ActorsEnded",
     "Check",
     "NoDeadlock",
+    "Router",
     "SemaphoreBound",
     "SeqContiguous",
     "Verdict",
@@ -53,6 +54,10 @@ class Check:
     name = "check"
     phenomenon: str | None = None
     needs_completion = False
+    # What the check needs to see: op events on these primitives, events of these names.
+    # None for both means every event (correct, but slower on a long log).
+    prims: frozenset[str] | None = None
+    events: frozenset[str] | None = None
 
     def feed(self, event: Mapping[str, Any]) -> None:
         raise NotImplementedError
@@ -105,6 +110,7 @@ class SemaphoreBound(Check):
         self.prim = prim
         self.value = value
         self.name = f"{prim}: at most {value} holders"
+        self.prims = frozenset({prim})
         self._held = 0
         self._max = 0
         self._ops = 0
@@ -141,6 +147,7 @@ class ActorsEnded(Check):
 
     name = "every actor ended cleanly"
     needs_completion = True
+    events = frozenset({"actor_end", "exit"})
 
     def __init__(self, actors: Iterable[str]) -> None:
         self._actors = set(actors)
@@ -177,6 +184,7 @@ class NoDeadlock(Check):
 
     name = "no deadlock"
     phenomenon = "deadlock"
+    events = frozenset({"deadlock", "run_start"})
 
     def __init__(self) -> None:
         self._found: Mapping[str, Any] | None = None
@@ -184,13 +192,13 @@ class NoDeadlock(Check):
 
     def feed(self, event: Mapping[str, Any]) -> None:
         self._events += 1
-        if event.get("event") == "deadlock" and event.get("actor") == "engine":
+        if event["event"] == "deadlock" and event["actor"] == "engine":
             self._found = event
 
     def verdict(self) -> Verdict:
         if self._found is None:
             if not self._events:
-                return Verdict(self.name, "skip", "no events")
+                return Verdict(self.name, "skip", "no run_start event from the engine")
             return Verdict(self.name, "pass", "never stalled", self.phenomenon)
         detail = f"at {self._found['ts']:.3f} s: {self._found.get('explanation', '')}"
         return Verdict(self.name, "fail", detail, self.phenomenon)
@@ -225,3 +233,31 @@ def settle(check: Check, verdict: Verdict, *, expected: frozenset[str], stopped:
         f"expected {verdict.phenomenon}, but it did not appear ({verdict.detail})",
         verdict.phenomenon,
     )
+
+
+class Router:
+    """Feeds each event only to the checks that declared an interest in it."""
+
+    def __init__(self, checks: Iterable[Check]) -> None:
+        self._every: list[Any] = []
+        self._by_prim: dict[str, list[Any]] = {}
+        self._by_event: dict[str, list[Any]] = {}
+        for check in checks:
+            if check.prims is None and check.events is None:
+                self._every.append(check.feed)
+                continue
+            for prim in check.prims or ():
+                self._by_prim.setdefault(prim, []).append(check.feed)
+            for name in check.events or ():
+                self._by_event.setdefault(name, []).append(check.feed)
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        for feed in self._every:
+            feed(event)
+        name = event["event"]
+        if name == "op":
+            for feed in self._by_prim.get(event.get("prim", ""), ()):
+                feed(event)
+        else:
+            for feed in self._by_event.get(name, ()):
+                feed(event)

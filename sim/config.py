@@ -26,6 +26,7 @@ __all__ = [
     "EngineConfig",
     "RunConfig",
     "bundled_configs",
+    "config_from_data",
     "load_config",
     "resolve_config_path",
 ]
@@ -239,6 +240,18 @@ def load_config(
         # tomllib reports "(at line L, column C)", which is what a user needs to find it.
         raise ConfigError(f"TOML syntax error: {exc}", source=source) from None
 
+    return config_from_data(data, source=source, path=path, overrides=overrides, seed=seed)
+
+
+def config_from_data(
+    data: dict[str, Any],
+    *,
+    source: str,
+    path: Path,
+    overrides: Sequence[str] = (),
+    seed: int | None = None,
+) -> RunConfig:
+    """Validate already-parsed config data (a TOML file's, or a run's resolved config)."""
     overridden: set[str] = set()
     for item in overrides:
         overridden.add(_apply_override(data, item))

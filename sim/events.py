@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import bisect
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-__all__ = ["Finding", "read_events"]
+__all__ = ["Finding", "ordered", "read_events", "sort_key"]
 
 
 @dataclass(frozen=True)
@@ -39,3 +41,47 @@ def read_events(path: Path, findings: list[Finding] | None = None) -> Iterator[d
 def sort_key(event: dict[str, Any]) -> tuple[float, str, int]:
     """Time order, then per-actor order: how every analysis walks a run."""
     return (event["ts"], event["actor"], event["seq"])
+
+
+_BATCH = 1 << 15
+
+
+def ordered(
+    events: Iterable[dict[str, Any]], window: float = 2.0, findings: list[Finding] | None = None
+) -> Iterator[dict[str, Any]]:
+    """``events`` in time order, streamed with memory bounded by ``window`` seconds of log.
+
+    The file is in order per actor (one connection each) and only roughly across actors (each
+    sends in batches), so a sort over a sliding window restores the global order: an event is
+    released once the file has reached events ``window`` seconds newer than it. The sort is
+    stable and per-actor timestamps increase, so ties keep each actor's ``seq`` order.
+    """
+    key = itemgetter("ts")
+    buf: list[dict[str, Any]] = []
+    newest = float("-inf")
+    released = float("-inf")
+    late = 0
+    for event in events:
+        ts = event["ts"]
+        if ts < released:
+            late += 1
+        if ts > newest:
+            newest = ts
+        buf.append(event)
+        if len(buf) >= _BATCH:
+            buf.sort(key=key)
+            cut = bisect.bisect_right(buf, newest - window, key=key)
+            if cut:
+                released = buf[cut - 1]["ts"]
+                yield from buf[:cut]
+                del buf[:cut]
+    buf.sort(key=key)
+    yield from buf
+    if late and findings is not None:
+        findings.append(
+            Finding(
+                0,
+                f"{late} events arrived more than {window:g} s out of order; "
+                "they were analysed late",
+            )
+        )

@@ -111,12 +111,13 @@ def execute(
     mp = _context(config.engine.start_method, module_name(config.scenario))
     raw = {name: (spec.kind, spec.build(mp)) for name, spec in prims.items()}
     run_dir.mkdir(parents=True, exist_ok=False)
-    supervisor = _Supervisor(config, actors, raw, mp, run_dir, display, seed, on_started)
+    described = {name: spec.describe() for name, spec in prims.items()}
+    supervisor = _Supervisor(config, actors, raw, mp, run_dir, display, seed, on_started, described)
     try:
         execution = anyio.run(supervisor.run)
     finally:
         _release(raw)
-    execution.primitives = {name: spec.describe() for name, spec in prims.items()}
+    execution.primitives = described
     return execution
 
 
@@ -131,6 +132,7 @@ class _Supervisor:
         display: LiveDisplay | None,
         seed: int,
         on_started: Callable[[dict[str, Any]], object] | None,
+        primitives: dict[str, dict[str, Any]],
     ) -> None:
         self.config = config
         self.on_started = on_started
@@ -149,6 +151,7 @@ class _Supervisor:
         self.live = 0
         self.started_all = False
         self.counters: LiveCounters | None = None
+        self.primitives = primitives
 
     async def run(self) -> Execution:
         t0_ns = time.monotonic_ns()
@@ -171,6 +174,10 @@ class _Supervisor:
                 seed=self.seed,
                 start_method=engine.start_method,
                 actors=len(self.actors),
+                # The log carries what it takes to analyse it again, even without run.json.
+                config=self.config.to_dict() | {"seed": self.seed},
+                primitives=self.primitives,
+                actor_names=[a.name for a in self.actors],
             )
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async with anyio.create_task_group() as tg:
