@@ -43,7 +43,13 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not self.findings and not any(v.failed for v in self.verdicts)
+        errors = any(f.severity == "error" for f in self.findings)
+        return not errors and not any(v.failed for v in self.verdicts)
+
+    @property
+    def stopped(self) -> bool:
+        """The engine stopped the actors before they finished (Ctrl-C, timeout, deadlock)."""
+        return self.metrics.get("stopped", False) is True
 
 
 def analyse(
@@ -53,15 +59,17 @@ def analyse(
     actors: Iterable[str],
     *,
     expected: Iterable[str] = (),
-    stopped: bool = False,
+    findings: list[Finding] | None = None,
 ) -> Report:
     """Read ``events_path`` and run the generic and the scenario's checks over it.
 
     ``expected`` names the phenomena the config declares (their checks failing is the demo
-    working); ``stopped`` says the engine ended the run early, so completion checks are skipped.
+    working). Whether the engine stopped the run early is read from the log itself (its
+    ``stopping`` event), so that the run and its replay reach the same verdicts.
     """
-    findings: list[Finding] = []
-    checks = generic_checks(primitives, actors) + analysis.checks()
+    findings = [] if findings is None else findings
+    stopped = _Stopped()
+    checks = [*generic_checks(primitives, actors), *analysis.checks(), stopped]
     route = Router(checks).feed
     see = analysis.feed
     count = 0
@@ -71,6 +79,24 @@ def analyse(
         count += 1
     metrics = analysis.metrics()
     metrics["events"] = count
+    metrics["stopped"] = stopped.seen
     declared = frozenset(expected)
-    verdicts = [settle(c, c.verdict(), expected=declared, stopped=stopped) for c in checks]
+    verdicts = [
+        settle(c, c.verdict(), expected=declared, stopped=stopped.seen)
+        for c in checks
+        if c is not stopped
+    ]
     return Report(metrics, verdicts, findings, count)
+
+
+class _Stopped(Check):
+    """Notes the engine's ``stopping`` event: the actors were stopped before their end."""
+
+    events = frozenset({"stopping"})
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        if event["actor"] == "engine":
+            self.seen = True

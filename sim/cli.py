@@ -18,6 +18,8 @@ from rich.console import Console
 from . import scenario as _scenario
 from .config import bundled_configs, load_config
 from .errors import ConfigError, ScenarioError, SimError
+from .report import print_summary
+from .run import first_failure as _first_failure
 
 __all__ = ["main"]
 
@@ -53,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("config", metavar="CONFIG")
     check.add_argument("-s", "--set", dest="overrides", action="append", default=[])
 
+    replay = sub.add_parser(
+        "replay",
+        help="rebuild a run from its log: metrics, invariant checks",
+        description="Read a run back from its events file, without re-running anything.",
+    )
+    replay.add_argument("run", metavar="RUN", type=Path, help="a run directory or its events file")
+    replay.add_argument("--check", action="store_true", help="exit 1 if any invariant is violated")
+    replay.add_argument("--json", action="store_true", help="print metrics and verdicts as JSON")
+
     sub.add_parser("list", help="list the scenarios and bundled configs")
     return parser
 
@@ -66,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, err)
         if args.command == "check":
             return _check(args, err)
+        if args.command == "replay":
+            return _replay(args, err)
         return _list()
     except (ConfigError, ScenarioError) as exc:
         err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
@@ -90,6 +103,35 @@ def _run(args: argparse.Namespace, err: Console) -> int:
     else:
         print(outcome.run_dir)
     return outcome.exit_code
+
+
+def _replay(args: argparse.Namespace, err: Console) -> int:
+    from .replay import load_run, replay
+    from .report import print_findings
+
+    loaded = load_run(args.run)
+    report, spec = replay(loaded)
+    recorded = (loaded.manifest or {}).get("status", "unknown")
+    verdict = "ok" if report.ok else "failed"
+    print_findings(err, loaded.findings, loaded.events_path)
+    print_summary(
+        err,
+        title=f"{loaded.title} (replayed; recorded status: {recorded})",
+        metrics=report.metrics,
+        declared=spec.metrics if spec is not None else (),
+        verdicts=report.verdicts,
+        status=verdict,
+        reason=_first_failure(report),
+        wall_s=float((loaded.manifest or {}).get("wall_s", 0.0)),
+        run_dir=str(loaded.run_dir or loaded.events_path),
+    )
+    if args.json:
+        print(msgspec.json.encode({
+            "metrics": report.metrics,
+            "invariants": report.verdicts,
+            "findings": report.findings,
+        }).decode())  # fmt: skip
+    return EXIT_FAILED if args.check and not report.ok else EXIT_OK
 
 
 def _check(args: argparse.Namespace, err: Console) -> int:

@@ -16,10 +16,12 @@ __all__ = ["Finding", "ordered", "read_events", "sort_key"]
 
 @dataclass(frozen=True)
 class Finding:
-    """Something wrong with the file itself (not with the run): a torn or non-JSON line."""
+    """Something about the files themselves (not the run): a torn or non-JSON line is an
+    ``error`` (lines were lost); a missing manifest or a newer schema is a ``warning``."""
 
     line: int
     problem: str
+    severity: str = "error"
 
 
 def read_events(path: Path, findings: list[Finding] | None = None) -> Iterator[dict[str, Any]]:

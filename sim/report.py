@@ -9,9 +9,10 @@ from rich.console import Console
 from rich.table import Table
 
 from .checks import Verdict
+from .events import Finding
 from .scenario import Metric
 
-__all__ = ["format_value", "print_summary"]
+__all__ = ["format_value", "print_findings", "print_summary"]
 
 _STATUS = {
     "pass": "[green]pass[/]",
@@ -75,3 +76,11 @@ def print_summary(
     style = {"ok": "green", "interrupted": "yellow"}.get(status, "bold red")
     line = f"[{style}]{status}[/]" + (f": {reason}" if reason and status != "ok" else "")
     console.print(f"{line}   log: {run_dir}")
+
+
+def print_findings(console: Console, findings: Sequence[Finding], path: object) -> None:
+    """One line per problem found in the files themselves."""
+    for finding in findings:
+        where = f"{path} line {finding.line}" if finding.line else str(path)
+        style = "bold red" if finding.severity == "error" else "yellow"
+        console.print(f"[{style}]{finding.severity}:[/] {where}: {finding.problem}")

@@ -19,7 +19,7 @@ from .manifest import iso, versions, write_manifest
 from .report import print_summary
 from .runtime.engine import execute
 
-__all__ = ["RunOutcome", "new_run_id", "run"]
+__all__ = ["RunOutcome", "first_failure", "new_run_id", "run"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,6 @@ def run(config: RunConfig, out: Path, *, console: Console | None = None) -> RunO
         execution.primitives,
         execution.actors,
         expected=config.expect,
-        stopped=execution.status in ("interrupted", "timeout", "deadlock"),
     )
     # The verdicts decide, so that replay reaches the same one from the log alone; only a stop
     # from outside (Ctrl-C, the timeout) overrides them.
@@ -84,7 +83,7 @@ def run(config: RunConfig, out: Path, *, console: Console | None = None) -> RunO
         status = "ok" if report.ok else "failed"
     manifest = base | {
         "status": status,
-        "reason": execution.reason or _first_failure(report),
+        "reason": execution.reason or first_failure(report),
         "started_at": iso(execution.started_at),
         "ended_at": iso(execution.ended_at),
         "wall_s": round(execution.wall_s, 6),
@@ -117,7 +116,8 @@ def run(config: RunConfig, out: Path, *, console: Console | None = None) -> RunO
     return RunOutcome(run_dir, status, report, code)
 
 
-def _first_failure(report: Report) -> str:
+def first_failure(report: Report) -> str:
+    """The first violated invariant or broken line, in words (empty when there is none)."""
     for verdict in report.verdicts:
         if verdict.failed:
             return f"invariant violated: {verdict.name}: {verdict.detail}"

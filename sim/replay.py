@@ -1,0 +1,156 @@
+"""Read a finished run back from its log: the same metrics and verdicts, nothing re-run.
+
+``RUN`` is a run directory or its events file. The manifest (run.json) is optional: the
+engine's ``run_start`` line carries the resolved config, the primitives and the actor names, so
+a log alone is enough. Problems with the files (a torn last line, a line that is not JSON, a
+missing manifest, a newer schema) are findings with line numbers, never tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from . import scenario as _scenario
+from .analysis import Analysis, Report, analyse
+from .config import RunConfig, config_from_data
+from .errors import ConfigError, ReplayError, ScenarioError
+from .events import Finding
+from .manifest import SCHEMA_VERSION
+
+__all__ = ["LoadedRun", "load_run", "replay"]
+
+# run_start is the engine's first line; it arrives within the first lines of the file.
+_HEADER_LINES = 10_000
+
+
+@dataclass
+class LoadedRun:
+    """What replay knows about a run before reading its events."""
+
+    events_path: Path
+    run_dir: Path | None
+    manifest: dict[str, Any] | None
+    config: RunConfig | None
+    primitives: dict[str, dict[str, Any]]
+    actors: list[str]
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        if self.config is None:
+            return self.events_path.parent.name
+        return self.config.title or self.config.scenario
+
+
+def _locate(run: Path) -> tuple[Path, Path | None]:
+    if run.is_dir():
+        events = run / "events.jsonl"
+        if not events.is_file():
+            raise ReplayError(f"{run}: no events.jsonl in this directory")
+        return events, run
+    if run.is_file():
+        return run, run.parent if (run.parent / "run.json").is_file() else None
+    raise ReplayError(f"{run}: no such run directory or events file")
+
+
+def _manifest(run_dir: Path | None, findings: list[Finding]) -> dict[str, Any] | None:
+    if run_dir is None:
+        findings.append(Finding(0, "no run.json: analysing from the log alone", "warning"))
+        return None
+    path = run_dir / "run.json"
+    if not path.is_file():
+        findings.append(Finding(0, "no run.json: analysing from the log alone", "warning"))
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        findings.append(Finding(0, f"run.json is unreadable ({exc}); using the log", "warning"))
+        return None
+    if not isinstance(manifest, dict):
+        findings.append(Finding(0, "run.json is not an object; using the log", "warning"))
+        return None
+    schema = manifest.get("schema")
+    if isinstance(schema, int) and schema > SCHEMA_VERSION:
+        findings.append(Finding(
+            0, f"run.json has schema {schema}, newer than this sim's {SCHEMA_VERSION}: "
+            "reading only what this version understands", "warning"))  # fmt: skip
+    if manifest.get("status") == "running":
+        findings.append(
+            Finding(0, "run.json still says running: the engine did not finish (killed?)", "error")
+        )
+    return manifest
+
+
+def _header(events: Path) -> dict[str, Any] | None:
+    decode = msgspec.json.Decoder(dict[str, Any]).decode
+    with open(events, "rb") as fh:
+        for number, line in enumerate(fh):
+            if number >= _HEADER_LINES:
+                break
+            if b'"run_start"' not in line:
+                continue
+            try:
+                event = decode(line)
+            except msgspec.DecodeError:
+                continue
+            if event.get("event") == "run_start" and event.get("actor") == "engine":
+                return event
+    return None
+
+
+def load_run(run: Path) -> LoadedRun:
+    """Find a run's files and what they say about it; raises ReplayError if there is no log."""
+    events, run_dir = _locate(run)
+    findings: list[Finding] = []
+    manifest = _manifest(run_dir, findings)
+    header = _header(events)
+    source = manifest if manifest is not None and "config" in manifest else header
+    config = None
+    if source is None or not isinstance(source.get("config"), dict):
+        findings.append(Finding(0, "no resolved config in run.json or the log: "
+                                "only the generic checks apply", "warning"))  # fmt: skip
+    else:
+        try:
+            config = config_from_data(dict(source["config"]), source="run config", path=events)
+        except ConfigError as exc:
+            findings.append(Finding(0, f"the recorded config is not valid here: {exc}", "warning"))
+    primitives = _pick(manifest, header, "primitives", {})
+    actors = list(_pick(manifest, header, "actors", None) or _pick(None, header, "actor_names", []))
+    return LoadedRun(events, run_dir, manifest, config, dict(primitives), actors, findings)
+
+
+def _pick(manifest: dict[str, Any] | None, header: dict[str, Any] | None, key: str,
+          default: Any) -> Any:  # fmt: skip
+    for source in (manifest, header):
+        if source is not None and key in source:
+            return source[key]
+    return default
+
+
+def replay(loaded: LoadedRun) -> tuple[Report, _scenario.Scenario[Any] | None]:
+    """Recompute the run's metrics and verdicts from its log."""
+    spec = None
+    analysis = Analysis()
+    expected: tuple[str, ...] = ()
+    if loaded.config is not None:
+        try:
+            spec = _scenario.load(loaded.config.scenario)
+        except ScenarioError as exc:
+            loaded.findings.append(Finding(0, f"{exc}: only the generic checks apply", "warning"))
+        else:
+            analysis = spec.analysis(loaded.config)
+            expected = loaded.config.expect
+    report = analyse(
+        loaded.events_path,
+        analysis,
+        loaded.primitives,
+        loaded.actors,
+        expected=expected,
+        findings=loaded.findings,
+    )
+    return report, spec
