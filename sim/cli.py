@@ -17,7 +17,7 @@ from rich.console import Console
 
 from . import scenario as _scenario
 from .config import bundled_configs, load_config
-from .errors import ConfigError, ScenarioError, SimError
+from .errors import ConfigError, ReplayError, ScenarioError, SimError
 from .report import print_summary
 from .run import first_failure as _first_failure
 
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay":
             return _replay(args, err)
         return _list()
-    except (ConfigError, ScenarioError) as exc:
+    except (ConfigError, ScenarioError, ReplayError) as exc:
         err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
         return EXIT_USAGE
     except SimError as exc:

@@ -1,0 +1,174 @@
+"""Replay: the same metrics and verdicts from the log alone, and planted faults found."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sim.replay import load_run, replay
+
+from .conftest import manifest_of, only_run_dir, sim
+
+CAPACITY = 130
+
+
+def header(capacity: int = CAPACITY, cars: int = 2) -> dict[str, Any]:
+    """The engine's first line, as a real run writes it (the config replay rebuilds from)."""
+    names = [f"car-{i:03d}" for i in range(cars)]
+    return {
+        "ts": 0.0, "actor": "engine", "pid": 1, "seq": 0, "event": "run_start",
+        "scenario": "carpark",
+        "config": {"scenario": "carpark", "params": {"capacity": capacity, "cars": cars,
+                                                     "visits": 1}},
+        "primitives": {"spaces": {"kind": "semaphore", "value": capacity}},
+        "actor_names": names,
+    }  # fmt: skip
+
+
+class Log:
+    """A hand-made events file: per-actor seq is filled in unless given."""
+
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+        self.seq: dict[str, int] = {"engine": 1}  # the header is the engine's seq 0
+        self.ts = 0.0
+
+    def add(self, actor: str, event: str, **fields: Any) -> None:
+        self.ts += 0.001
+        seq = fields.pop("seq", self.seq.get(actor, 0))
+        self.seq[actor] = seq + 1
+        self.lines.append({"ts": self.ts, "actor": actor, "pid": 100, "seq": seq,
+                           "event": event, **fields})  # fmt: skip
+
+    def op(self, actor: str, op: str, phase: str, prim: str = "spaces") -> None:
+        self.add(actor, "op", prim=prim, kind="semaphore", op=op, phase=phase)
+
+    def write(self, folder: Path, head: dict[str, Any], tail: bytes = b"") -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "events.jsonl"
+        body = [json.dumps(head)] + [json.dumps(line) for line in self.lines]
+        path.write_bytes(("\n".join(body) + "\n").encode() + tail)
+        return path
+
+
+def visit(log: Log, car: str) -> None:
+    log.add(car, "actor_start")
+    log.add(car, "arrive", visit=0)
+    log.op(car, "acquire", "invoke")
+    log.op(car, "acquire", "ok")
+    log.add(car, "park", visit=0)
+
+
+def leave(log: Log, car: str) -> None:
+    log.add(car, "leave", visit=0)
+    log.op(car, "release", "invoke")
+    log.op(car, "release", "ok")
+    log.add(car, "actor_end", status="ok")
+    log.add("engine", "exit", target=car, code=0)
+
+
+def verdicts(path: Path) -> dict[str, Any]:
+    report, _ = replay(load_run(path))
+    return {v.name: v for v in report.verdicts}
+
+
+def test_a_clean_hand_made_log_passes(tmp_path: Path) -> None:
+    log = Log()
+    for car in ("car-000", "car-001"):
+        visit(log, car)
+    for car in ("car-000", "car-001"):
+        leave(log, car)
+    found = verdicts(log.write(tmp_path / "run", header()))
+    assert {v.status for v in found.values()} == {"pass"}, found
+
+
+def test_131_holders_of_130_spaces_is_found(tmp_path: Path) -> None:
+    log = Log()
+    cars = [f"car-{i:03d}" for i in range(CAPACITY + 1)]
+    for car in cars:
+        visit(log, car)
+    found = verdicts(log.write(tmp_path / "run", header(cars=len(cars))))
+    bound = found["spaces: at most 130 holders"]
+    assert bound.status == "fail"
+    assert "131 holders" in bound.detail
+    assert "car-130" in bound.detail
+
+
+def test_a_gap_in_seq_is_found(tmp_path: Path) -> None:
+    log = Log()
+    log.add("car-000", "actor_start")
+    log.add("car-000", "arrive", visit=0)
+    log.add("car-000", "give_up", visit=0, seq=5)  # seq 2, 3 and 4 are lost
+    found = verdicts(log.write(tmp_path / "run", header(cars=1)))
+    gap = found["seq contiguous"]
+    assert gap.status == "fail"
+    assert "car-000: seq 5" in gap.detail
+    assert "where 2 was due" in gap.detail
+
+
+def test_a_torn_last_line_and_a_broken_line_are_findings_with_line_numbers(
+    tmp_path: Path,
+) -> None:
+    log = Log()
+    visit(log, "car-000")
+    path = log.write(tmp_path / "run", header(cars=1), tail=b'{"ts": 9.0, "actor": "car-0')
+    text = path.read_bytes().split(b"\n")
+    text.insert(3, b"this is not json")
+    path.write_bytes(b"\n".join(text))
+    report, _ = replay(load_run(path))
+    problems = {(f.line, f.severity): f.problem for f in report.findings}
+    assert (4, "error") in problems
+    assert "not JSON" in problems[(4, "error")]
+    torn = [f for f in report.findings if "torn" in f.problem]
+    assert torn
+    assert torn[0].line == len(text)
+    assert not report.ok
+
+
+def test_a_missing_manifest_and_a_newer_schema_are_warnings(tmp_path: Path) -> None:
+    log = Log()
+    visit(log, "car-000")
+    path = log.write(tmp_path / "run", header(cars=1))
+    loaded = load_run(path.parent)
+    assert any("no run.json" in f.problem and f.severity == "warning" for f in loaded.findings)
+    assert loaded.config is not None
+    assert loaded.config.params.capacity == CAPACITY
+    (path.parent / "run.json").write_text(json.dumps({"schema": 99}), encoding="utf-8")
+    loaded = load_run(path.parent)
+    assert any("schema 99" in f.problem for f in loaded.findings)
+
+
+@pytest.mark.timeout(120)
+def test_replay_recomputes_exactly_what_the_run_stored(out: Path) -> None:
+    result = sim("run", "carpark.toml", "-s", "params.cars=30", "-s", "params.capacity=10",
+                 "-s", "params.visits=2", "-s", "params.patience=5", "-s", "clock.speedup=12000",
+                 "--out", str(out), "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run_dir = only_run_dir(out)
+    replayed = sim("replay", str(run_dir), "--check", "--json")
+    assert replayed.returncode == 0, replayed.stderr
+    stored = manifest_of(run_dir)
+    again = json.loads(replayed.stdout)
+    assert again["metrics"] == stored["metrics"]
+    assert again["invariants"] == stored["invariants"]
+    # The summary the run printed and the replay's agree line by line on the metrics.
+    assert "visits parked" in replayed.stderr
+
+
+@pytest.mark.timeout(60)
+def test_replay_check_exits_1_on_a_violation_and_2_on_a_missing_run(tmp_path: Path) -> None:
+    log = Log()
+    for i in range(CAPACITY + 1):
+        visit(log, f"car-{i:03d}")
+    path = log.write(tmp_path / "run", header(cars=CAPACITY + 1))
+    result = sim("replay", str(path.parent), "--check")
+    assert result.returncode == 1
+    assert "FAIL" in result.stderr
+    assert sim("replay", str(path.parent)).returncode == 0  # without --check it only reports
+    missing = sim("replay", str(tmp_path / "nothing"))
+    assert missing.returncode == 2
+    assert "no such run directory" in missing.stderr
+    assert "Traceback" not in missing.stderr
