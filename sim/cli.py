@@ -64,6 +64,31 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--check", action="store_true", help="exit 1 if any invariant is violated")
     replay.add_argument("--json", action="store_true", help="print metrics and verdicts as JSON")
 
+    sweep = sub.add_parser(
+        "sweep",
+        help="run a scenario over a grid of parameters",
+        description="Run a scenario over a grid of parameters, with repetitions, and tabulate.",
+        epilog="Values: v1,v2,... | range(start,stop[,step]) | linspace(a,b,n). "
+        "Without -p, the axes come from the config's [sweep] table.",
+    )
+    sweep.add_argument("config", metavar="CONFIG", nargs="?", help="a TOML file or bundled name")
+    sweep.add_argument(
+        "-p", "--param", dest="axes", action="append", default=[], metavar="KEY=VALUES",
+        help="an axis, e.g. -p params.cars=100,200,300 (repeatable)",
+    )  # fmt: skip
+    sweep.add_argument("-s", "--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="a fixed override for every run")  # fmt: skip
+    sweep.add_argument("--repeat", type=int, help="runs per point (default 1, or [sweep] repeat)")
+    sweep.add_argument("--zip", action="store_true", help="pair the axes instead of crossing them")
+    sweep.add_argument(
+        "--jobs", type=int, default=1,
+        help="runs at a time (default 1: runs that share the 2 cores distort each other's timing)",
+    )  # fmt: skip
+    sweep.add_argument("--seed", type=int, help="base seed of the derived run seeds (default 0)")
+    sweep.add_argument("--out", type=Path, default=Path("logs"), help="sweeps go to OUT/sweeps")
+    sweep.add_argument("--resume", type=Path, metavar="DIR", help="finish an earlier sweep")
+    sweep.add_argument("--quiet", action="store_true", help="no progress and no table")
+
     sub.add_parser("list", help="list the scenarios and bundled configs")
     return parser
 
@@ -79,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args, err)
         if args.command == "replay":
             return _replay(args, err)
+        if args.command == "sweep":
+            return _sweep(args, err)
         return _list()
     except (ConfigError, ScenarioError, ReplayError) as exc:
         err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
@@ -132,6 +159,33 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
             "findings": report.findings,
         }).decode())  # fmt: skip
     return EXIT_FAILED if args.check and not report.ok else EXIT_OK
+
+
+def _sweep(args: argparse.Namespace, err: Console) -> int:
+    from .sweep import load_plan, plan_sweep, run_sweep
+
+    if args.jobs < 1:
+        raise ConfigError("must be >= 1", source="--jobs")
+    if args.repeat is not None and args.repeat < 1:
+        raise ConfigError("must be >= 1", source="--repeat")
+    console = None if args.quiet else err
+    if args.resume is not None:
+        if args.config or args.axes:
+            raise ConfigError("--resume takes the sweep directory alone", source="--resume")
+        plan = load_plan(args.resume)
+        return run_sweep(plan, jobs=args.jobs, console=console, resume=True)
+    if args.config is None:
+        raise ConfigError("give a CONFIG, or --resume DIR", source="sweep")
+    plan = plan_sweep(
+        args.config,
+        args.axes,
+        overrides=args.overrides,
+        repeat=args.repeat,
+        zipped=args.zip,
+        seed=args.seed,
+        out=args.out,
+    )
+    return run_sweep(plan, jobs=args.jobs, console=console)
 
 
 def _check(args: argparse.Namespace, err: Console) -> int:

@@ -12,7 +12,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +28,7 @@ __all__ = [
     "bundled_configs",
     "config_from_data",
     "load_config",
+    "parse_value",
     "resolve_config_path",
 ]
 
@@ -64,6 +65,8 @@ class _Top(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     params: dict[str, Any] = msgspec.field(default_factory=dict)
     clock: dict[str, Any] = msgspec.field(default_factory=dict)
     engine: dict[str, Any] = msgspec.field(default_factory=dict)
+    # Read by `sim sweep` (sim.sweep.grid.SweepTable); a single run ignores it.
+    sweep: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class RunConfig:
     engine: EngineConfig
     # Phenomena this config is meant to demonstrate (a deadlock, lost updates).
     expect: tuple[str, ...] = ()
+    sweep: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (as run.json stores it)."""
@@ -125,7 +129,8 @@ def _did_you_mean(word: str, choices: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
+    """A command-line value read as TOML (numbers, booleans, lists), else as a string."""
     # A value is read as a TOML value, so numbers, booleans and lists get their types; anything
     # that is not valid TOML (a bare word like `uniform`) is taken as a string.
     try:
@@ -147,7 +152,7 @@ def _apply_override(data: dict[str, Any], item: str) -> str:
             where = ".".join(parts[: i + 1])
             raise ConfigError(f"{where} is a value, not a table", source="-s", key=key)
         node = child
-    node[parts[-1]] = _parse_value(raw.strip())
+    node[parts[-1]] = parse_value(raw.strip())
     return key
 
 
@@ -286,4 +291,5 @@ def config_from_data(
         clock=clock,
         engine=engine,
         expect=tuple(top.expect),
+        sweep=top.sweep,
     )

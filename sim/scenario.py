@@ -68,6 +68,9 @@ class Scenario(Generic[P]):
     # Phenomena a config of this scenario may declare in ``expect``, with what each means.
     # "deadlock" is always available: the engine detects it for every scenario.
     phenomena: Mapping[str, str] = field(default_factory=dict)
+    # What queueing theory (or another model) predicts for a config, by metric key; sweeps put
+    # it beside the measured values as ``theory_<key>``.
+    theory: Callable[[RunConfig], Mapping[str, float]] | None = None
 
 
 def module_name(name: str) -> str:

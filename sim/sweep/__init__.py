@@ -1,0 +1,24 @@
+"""Parameter sweeps: a scenario over a grid of parameters, repeated, in parallel, tabulated."""
+
+from __future__ import annotations
+
+from .execute import Executor, LocalExecutor, Outcome, Task
+from .grid import Axis, Grid, Point, expand, parse_axis, run_seed
+from .runner import SweepPlan, load_plan, plan_sweep, run_sweep
+
+__all__ = [
+    "Axis",
+    "Executor",
+    "Grid",
+    "LocalExecutor",
+    "Outcome",
+    "Point",
+    "SweepPlan",
+    "Task",
+    "expand",
+    "load_plan",
+    "parse_axis",
+    "plan_sweep",
+    "run_seed",
+    "run_sweep",
+]

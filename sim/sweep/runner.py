@@ -1,0 +1,301 @@
+"""Plan a sweep (validate the whole grid first), run its tasks, write its tables, resume it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from sim import scenario as _scenario
+from sim.config import load_config
+from sim.errors import ConfigError, SimError
+
+from .execute import Executor, LocalExecutor, Outcome, Task, latest_run_dir, outcome_from_run_dir
+from .grid import Axis, Grid, Point, SweepTable, expand, parse_axis, run_seed, table_axes
+from .results import aggregate, result_rows, write_table
+
+__all__ = ["SweepPlan", "load_plan", "plan_sweep", "run_sweep"]
+
+
+@dataclass
+class SweepPlan:
+    """Everything a sweep will run, decided and validated before the first run starts."""
+
+    sweep_dir: Path
+    config: Path
+    overrides: list[str]
+    grid: Grid
+    base_seed: int
+    tasks: list[Task]
+    scenario: str
+
+
+def _axis_error(point: Point, exc: ConfigError) -> ConfigError:
+    key = exc.key or ", ".join(k for k, _ in point.values)
+    reason = exc.reason.replace(" (set with -s)", "")
+    return ConfigError(f"{reason} (at point {point.label})", source="sweep axis", key=key)
+
+
+def plan_sweep(
+    config_name: str,
+    axis_texts: Sequence[str],
+    *,
+    overrides: Sequence[str] = (),
+    repeat: int | None = None,
+    zipped: bool = False,
+    seed: int | None = None,
+    out: Path = Path("logs"),
+) -> SweepPlan:
+    """Validate the config, the axes and every point; nothing is written or started."""
+    base = load_config(config_name, overrides)
+    try:
+        table = msgspec.convert(base.sweep, SweepTable, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(str(exc).replace("`", ""), source=str(config_name), key="sweep") from None
+    axes: list[Axis] = [parse_axis(text) for text in axis_texts] or table_axes(table)
+    if not axes:
+        raise ConfigError("nothing to sweep: give -p KEY=VALUES or a [sweep] table in the config",
+                          source="sweep")  # fmt: skip
+    grid = expand(axes, repeat=repeat or table.repeat, zipped=zipped or table.zip)
+    for point in grid.points:
+        try:
+            load_config(base.source, [*overrides, *point.overrides])
+        except ConfigError as exc:
+            raise _axis_error(point, exc) from None
+    base_seed = seed if seed is not None else (base.seed if base.seed is not None else 0)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    sweep_dir = out / "sweeps" / f"{base.scenario}-{stamp}-{secrets.token_hex(2)}"
+    return SweepPlan(sweep_dir, base.source.resolve(), list(overrides), grid, base_seed,
+                     _tasks(grid, base_seed, sweep_dir), base.scenario)  # fmt: skip
+
+
+def _tasks(grid: Grid, base_seed: int, sweep_dir: Path) -> list[Task]:
+    return [
+        Task(name, point, rep, run_seed(base_seed, point, rep), sweep_dir / "runs" / name)
+        for point in grid.points
+        for rep in range(grid.repeat)
+        for name in [f"p{point.index:03d}-r{rep}"]
+    ]
+
+
+def _save_plan(plan: SweepPlan, jobs: int) -> None:
+    plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "schema": 1,
+        "command": sys.argv,
+        "config": str(plan.config),
+        "scenario": plan.scenario,
+        "overrides": plan.overrides,
+        "axes": [{"key": a.key, "values": list(a.values)} for a in plan.grid.axes],
+        "repeat": plan.grid.repeat,
+        "zip": plan.grid.zipped,
+        "base_seed": plan.base_seed,
+        "jobs": jobs,
+        "tasks": [_task_record(t) for t in plan.tasks],
+    }
+    path = plan.sweep_dir / "sweep.json"
+    path.write_bytes(msgspec.json.format(msgspec.json.encode(record)))
+
+
+def _task_record(task: Task) -> dict[str, Any]:
+    values = dict(task.point.values)
+    return {"name": task.name, "point": task.point.index, "values": values, "rep": task.rep,
+            "seed": task.seed}  # fmt: skip
+
+
+def load_plan(sweep_dir: Path) -> SweepPlan:
+    """The plan of an earlier sweep, from its sweep.json (for ``--resume``)."""
+    path = sweep_dir / "sweep.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SimError(f"{path}: cannot read the sweep to resume ({exc})") from None
+    axes = [Axis(a["key"], tuple(a["values"])) for a in record["axes"]]
+    grid = expand(axes, repeat=int(record["repeat"]), zipped=bool(record["zip"]))
+    plan = SweepPlan(sweep_dir, Path(record["config"]), list(record["overrides"]), grid,
+                     int(record["base_seed"]), [], str(record["scenario"]))  # fmt: skip
+    plan.tasks = _tasks(grid, plan.base_seed, sweep_dir)
+    return plan
+
+
+def _done(task: Task) -> Outcome | None:
+    run_dir = latest_run_dir(task.out) if task.out.is_dir() else None
+    if run_dir is None:
+        return None
+    outcome = outcome_from_run_dir(task, run_dir, None)
+    return outcome if outcome.status == "ok" else None
+
+
+class _Progress:
+    """A progress bar with an ETA on a terminal; one line per finished run otherwise."""
+
+    def __init__(self, console: Console | None, total: int, done: int) -> None:
+        self._console = console
+        self._bar: Progress | None = None
+        self._total, self._done = total, done
+        if console is not None and console.is_terminal:
+            self._bar = Progress(
+                TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[last]}"), TimeRemainingColumn(), console=console,
+            )  # fmt: skip
+            self._id = self._bar.add_task("sweep", total=total, completed=done, last="")
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def advance(self, outcome: Outcome) -> None:
+        self._done += 1
+        text = f"{outcome.task.name} {outcome.task.point.label}: {outcome.status}"
+        if self._bar is not None:
+            self._bar.update(self._id, advance=1, last=text)
+        elif self._console is not None:
+            self._console.print(f"[{self._done}/{self._total}] {text} ({outcome.elapsed_s:.1f} s)")
+
+
+async def _execute(
+    tasks: list[Task], executor: Executor, jobs: int, progress: _Progress
+) -> tuple[list[Outcome], bool]:
+    limiter = anyio.CapacityLimiter(jobs)
+    outcomes: list[Outcome] = []
+    interrupted = False
+
+    async def one(task: Task) -> None:
+        async with limiter:
+            outcome = await executor.run(task)
+        outcomes.append(outcome)
+        progress.advance(outcome)
+
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            nonlocal interrupted
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    interrupted = True
+                    tg.cancel_scope.cancel()
+                    return
+
+        tg.start_soon(watch)
+        async with anyio.create_task_group() as runs:
+            for task in tasks:
+                runs.start_soon(one, task)
+        tg.cancel_scope.cancel()
+    return outcomes, interrupted
+
+
+def run_sweep(plan: SweepPlan, *, jobs: int, console: Console | None, resume: bool = False) -> int:
+    """Run what is missing of ``plan``, write its tables; the exit code of the sweep."""
+    _save_plan(plan, jobs) if not resume else None
+    spec = _scenario.load(plan.scenario)
+    finished = {t.name: o for t in plan.tasks if resume and (o := _done(t)) is not None}
+    todo = [t for t in plan.tasks if t.name not in finished]
+    if console is not None:
+        console.print(
+            f"[bold]{plan.scenario}[/]: {len(plan.grid.points)} points x {plan.grid.repeat} "
+            f"repetitions = {len(plan.tasks)} runs, {jobs} at a time"
+            + (f"; {len(finished)} already done" if finished else "")
+        )
+    started = time.monotonic()
+    executor = LocalExecutor(plan.config, plan.overrides)
+    with _Progress(console, len(plan.tasks), len(finished)) as progress:
+        fresh, interrupted = anyio.run(_execute, todo, executor, jobs, progress)
+    by_name = finished | {o.task.name: o for o in fresh}
+    for task in plan.tasks:
+        # A run stopped by Ctrl-C may still have left its directory: report what it says.
+        if task.name not in by_name and task.out.is_dir() and (d := latest_run_dir(task.out)):
+            by_name[task.name] = outcome_from_run_dir(task, d, None)
+    outcomes = [by_name[t.name] for t in plan.tasks if t.name in by_name]
+    theory = _theory(plan, spec)
+    rows = result_rows(plan.grid, outcomes, theory)
+    write_table(plan.sweep_dir / "results.csv", rows)
+    summary = aggregate(plan.grid, rows)
+    write_table(plan.sweep_dir / "summary.csv", summary)
+    elapsed = time.monotonic() - started
+    _record_timing(plan.sweep_dir, elapsed, fresh, jobs)
+    if console is not None:
+        _print_summary(console, plan, spec, summary)
+    print(plan.sweep_dir)
+    if interrupted:
+        return 130
+    failed = [o for o in outcomes if o.status != "ok"]
+    missing = len(plan.tasks) - len(outcomes)
+    if console is not None and (failed or missing):
+        for outcome in failed[:10]:
+            console.print(f"[red]{outcome.task.name}[/] {outcome.task.point.label}: "
+                          f"{outcome.status} {outcome.error}")  # fmt: skip
+    return 1 if failed or missing else 0
+
+
+def _theory(plan: SweepPlan, spec: _scenario.Scenario[Any]) -> dict[int, Mapping[str, float]]:
+    if spec.theory is None:
+        return {}
+    found: dict[int, Mapping[str, float]] = {}
+    for point in plan.grid.points:
+        config = load_config(plan.config, [*plan.overrides, *point.overrides])
+        found[point.index] = spec.theory(config)
+    return found
+
+
+def _record_timing(sweep_dir: Path, elapsed: float, fresh: list[Outcome], jobs: int) -> None:
+    # The sweep's own overhead: its wall time against the runs' own time spread over the jobs.
+    runs = sum(o.elapsed_s for o in fresh)
+    record = {"wall_s": elapsed, "runs_elapsed_s": runs, "jobs": jobs, "runs": len(fresh),
+              "overhead": (elapsed - runs / jobs) / (runs / jobs) if runs else None}  # fmt: skip
+    (sweep_dir / "timing.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+
+def _print_summary(
+    console: Console, plan: SweepPlan, spec: _scenario.Scenario[Any], summary: list[dict[str, Any]]
+) -> None:
+    table = Table(title=f"{plan.scenario} sweep", title_justify="left")
+    for axis in plan.grid.axes:
+        table.add_column(axis.key.rsplit(".", 1)[-1], justify="right")
+    table.add_column("ok", justify="right")
+    shown = [m for m in spec.metrics if any(f"{m.key}_mean" in row for row in summary)][:6]
+    for metric in shown:
+        table.add_column(f"{metric.label}" + (f" ({metric.unit})" if metric.unit else ""),
+                         justify="right")  # fmt: skip
+    for row in summary:
+        cells = [str(row[a.key]) for a in plan.grid.axes] + [f"{row['ok']}/{row['runs']}"]
+        for metric in shown:
+            cells.append(_cell(row, metric.key, metric.unit))
+        table.add_row(*cells)
+    console.print(table)
+    console.print(f"results: {plan.sweep_dir / 'results.csv'}   summary: "
+                  f"{plan.sweep_dir / 'summary.csv'}")  # fmt: skip
+
+
+def _cell(row: Mapping[str, Any], key: str, unit: str) -> str:
+    """``mean ± ci95`` (and the model's value when there is one), numbers only."""
+    scale, suffix = (100.0, " %") if unit == "%" else (1.0, "")
+
+    def num(value: Any) -> str:
+        return f"{value * scale:,.2f}" if isinstance(value, float) and value == value else "-"
+
+    text = num(row.get(f"{key}_mean"))
+    half = row.get(f"{key}_ci95")
+    if isinstance(half, float) and half == half:
+        text += f" ± {num(half)}"
+    theory = row.get(f"theory_{key}")
+    if isinstance(theory, float):
+        text += f" [dim](model {num(theory)})[/]"
+    return text + suffix
