@@ -1,0 +1,249 @@
+"""Producers and consumers on one ``multiprocessing.Queue`` (or a ``JoinableQueue``).
+
+Each of ``producers`` producers puts ``items`` items ``{"producer": i, "n": n}`` into the queue
+``jobs``, one every ``produce`` minutes. Each of ``consumers`` consumers gets items and works on
+each for ``consume`` minutes. The queue hands every item to exactly one consumer, and keeps each
+producer's items in the order they were put.
+
+The clean end: nobody knows when *all* producers are done, so each producer, after its last
+item, puts one end marker ``{"producer": i, "end": true}`` per consumer, into the same queue.
+A consumer stops once it has got as many end markers as there are producers (from whichever
+producers). A producer's markers come after all its items (FIFO per producer), so once every
+marker has been got, every item has been got: each consumer stops, none too early.
+
+``variant = "joinable"`` uses a JoinableQueue: consumers call ``task_done`` after each item
+(and each marker), and each producer, after its last item, calls ``join``, which returns once
+every item put so far, by anyone, has been marked done. It logs ``all_done`` before it puts its
+end markers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from sim import Actor, Analysis, Check, Ctx, Duration, Metric, RunConfig, Scenario
+from sim import actors as numbered
+from sim.checks import Verdict
+from sim.invariants.queue import QueueLedger
+from sim.primitives import JoinableQueue, PrimSpec, Queue
+from sim.stats import describe
+
+JOBS = "jobs"
+
+
+class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """The workers' parameters; durations in simulated minutes."""
+
+    producers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 3
+    consumers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    items: Annotated[int, msgspec.Meta(ge=0)] = 20  # per producer
+    # 0: unbounded. Otherwise a put waits while the queue holds maxsize items.
+    maxsize: Annotated[int, msgspec.Meta(ge=0)] = 0
+    variant: Literal["queue", "joinable"] = "queue"
+    produce: Duration = Duration(dist="exponential", mean=1.0)  # before each put
+    consume: Duration = Duration(dist="exponential", mean=1.5)  # work on one item
+
+
+def producer(ctx: Ctx[Params]) -> None:
+    """Put ``items`` numbered items; (joinable: wait until all work is done); end markers."""
+    p = ctx.params
+    jobs = ctx.prim(JOBS)
+    for n in range(p.items):
+        ctx.sleep(ctx.draw(p.produce))
+        jobs.put({"producer": ctx.index, "n": n})
+    if p.variant == "joinable":
+        # join() waits until every item put so far (by anyone) is marked done, not just ours.
+        began = ctx.now()
+        jobs.join()
+        ctx.log.info("all_done", waited=ctx.now() - began)
+    for _ in range(p.consumers):
+        jobs.put({"producer": ctx.index, "end": True})
+
+
+def consumer(ctx: Ctx[Params]) -> None:
+    """Get and work on items until as many end markers as producers have come."""
+    p = ctx.params
+    jobs = ctx.prim(JOBS)
+    ends = 0
+    while ends < p.producers:
+        item = jobs.get()
+        if item.get("end"):
+            ends += 1
+        else:
+            ctx.sleep(ctx.draw(p.consume))
+            ctx.log.info("handled", producer=item["producer"], n=item["n"])
+        if p.variant == "joinable":
+            jobs.task_done()
+    ctx.log.info("stop", ends=ends)
+
+
+def _primitives(p: Params) -> dict[str, PrimSpec]:
+    kind = JoinableQueue if p.variant == "joinable" else Queue
+    return {JOBS: kind(p.maxsize)}
+
+
+def _actors(p: Params) -> list[Actor]:
+    # Producers first: a producer's ctx.index is its producer number.
+    return [*numbered("producer", p.producers, producer), *numbered("consumer", p.consumers,
+                                                                   consumer)]  # fmt: skip
+
+
+class EveryItemHandledOnce(Check):
+    """Every item of every producer was handled by exactly one consumer, exactly once."""
+
+    name = "every item handled exactly once"
+    needs_completion = True
+    events = frozenset({"handled"})
+
+    def __init__(self, p: Params) -> None:
+        self._expected = {(i, n) for i in range(p.producers) for n in range(p.items)}
+        self._handled: Counter[tuple[int, int]] = Counter()
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        self._handled[(event["producer"], event["n"])] += 1
+
+    def verdict(self) -> Verdict:
+        if not self._expected:
+            return Verdict(self.name, "skip", "no items")
+        twice = sorted(k for k, c in self._handled.items() if c > 1)
+        missing = sorted(self._expected - set(self._handled))
+        stray = sorted(set(self._handled) - self._expected)
+        problems = [f"producer {i}'s item {n} handled {self._handled[(i, n)]} times"
+                    for i, n in twice[:3]]  # fmt: skip
+        problems += [f"producer {i}'s item {n} never handled" for i, n in missing[:3]]
+        problems += [f"producer {i}'s item {n} was never produced" for i, n in stray[:3]]
+        count = len(twice) + len(missing) + len(stray)
+        return self._result(problems[:3], count, f"{len(self._expected)} items, each handled once")
+
+
+class HandledInOrder(Check):
+    """With one consumer, each producer's items are handled in the order they were put.
+
+    With several consumers this is not promised, and the check skips: the queue hands items
+    out in order, but two consumers work at the same time, and the one that got the later item
+    may finish first (the ``overtaken`` metric counts how often that happened).
+    """
+
+    name = "one consumer: each producer's items handled in put order"
+    events = frozenset({"handled"})
+
+    def __init__(self, p: Params) -> None:
+        self._consumers = p.consumers
+        self._last: dict[int, int] = {}
+        self._seen = 0
+        self._problems: list[str] = []
+        self._count = 0
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        self._seen += 1
+        producer, n = event["producer"], event["n"]
+        last = self._last.get(producer, -1)
+        if n < last:
+            self._count += 1
+            if len(self._problems) < 3:
+                self._problems.append(
+                    f"producer {producer}'s item {n} handled after its item {last}"
+                )
+        self._last[producer] = max(last, n)
+
+    def verdict(self) -> Verdict:
+        if self._consumers != 1:
+            return Verdict(self.name, "skip", f"{self._consumers} consumers: order not promised")
+        if not self._seen:
+            return Verdict(self.name, "skip", "nothing handled")
+        return self._result(self._problems, self._count, f"{self._seen} items, in order")
+
+
+def _is_end(item: Any) -> bool:
+    return isinstance(item, dict) and bool(item.get("end"))
+
+
+class QueueWorkersAnalysis(Analysis):
+    """Queue length, time in the queue, who handled what, and the joins, from the log."""
+
+    def __init__(self, config: RunConfig) -> None:
+        p: Params = config.params
+        self._p = p
+        self._per_minute = config.clock.speedup / 60.0
+        self._ledger = QueueLedger()
+        self._end = 0.0
+        self._per_consumer: Counter[str] = Counter({a.name: 0 for a in _actors(p)
+                                                    if a.name.startswith("consumer")})  # fmt: skip
+        self._last_n: dict[int, int] = {}
+        self._overtaken = 0
+        self._joins: list[float] = []
+        self._join_began: dict[str, float] = {}
+        self._all_done: float | None = None
+        self._checks: list[Check] = [EveryItemHandledOnce(p), HandledInOrder(p)]
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "op" and event.get("prim") == JOBS:
+            self._end = max(self._end, event["ts"])
+            self._ledger.feed(event)
+            if event.get("op") == "join":
+                if event.get("phase") == "invoke":
+                    self._join_began[event["actor"]] = event["ts"]
+                elif event["actor"] in self._join_began:
+                    began = self._join_began.pop(event["actor"])
+                    self._joins.append((event["ts"] - began) * self._per_minute)
+        elif kind == "handled":
+            self._per_consumer[event["actor"]] += 1
+            # Overtaken: a later item of the same producer was handled before this one.
+            producer, n = event["producer"], event["n"]
+            if n < self._last_n.get(producer, -1):
+                self._overtaken += 1
+            self._last_n[producer] = max(self._last_n.get(producer, -1), n)
+        elif kind == "all_done":
+            self._all_done = event["ts"]
+
+    def metrics(self) -> dict[str, Any]:
+        real = [t for t in self._ledger.transfers if not _is_end(t.item)]
+        in_queue = [
+            max(0.0, t.get_ok - t.put_ok) * self._per_minute
+            for t in real
+            if t.get_ok is not None and t.put_ok is not None
+        ]
+        shares = [self._per_consumer[c] for c in sorted(self._per_consumer)]
+        found: dict[str, Any] = {
+            "items": sum(1 for t in real if t.got),
+            "handled_per_consumer": " / ".join(str(n) for n in shares),
+            "overtaken": self._overtaken,
+            "queue_len_max": int(self._ledger.length.maximum),
+            "queue_len_mean": self._ledger.length.mean(self._end),
+            **describe(in_queue, "in_queue"),
+        }
+        if self._p.variant == "joinable":
+            found.update(describe(self._joins, "join_wait"))
+            found["all_done_s"] = self._all_done
+        return found
+
+    def checks(self) -> list[Check]:
+        return list(self._checks)
+
+
+scenario = Scenario(
+    name="queue_workers",
+    description="Producers and consumers share a Queue (or JoinableQueue with task_done/join)",
+    params=Params,
+    primitives=_primitives,
+    actors=_actors,
+    analysis=QueueWorkersAnalysis,
+    metrics=(
+        Metric("items", "items got and handled"),
+        Metric("handled_per_consumer", "items per consumer"),
+        Metric("overtaken", "items handled after a later item of their producer"),
+        Metric("queue_len_max", "queue length, max", "items"),
+        Metric("queue_len_mean", "queue length, mean", "items"),
+        Metric("in_queue_mean", "time in the queue, mean", "sim min"),
+        Metric("in_queue_p95", "time in the queue, p95", "sim min"),
+        Metric("in_queue_max", "time in the queue, max", "sim min"),
+        Metric("join_wait_mean", "join waited, mean", "sim min"),
+        Metric("join_wait_max", "join waited, max", "sim min"),
+        Metric("all_done_s", "last join returned at", "s"),
+    ),
+)
