@@ -16,6 +16,7 @@ import msgspec
 from sim import Actor, Analysis, Check, Ctx, Duration, Metric, RunConfig, Scenario, Semaphore
 from sim import actors as numbered
 from sim.checks import Verdict
+from sim.queueing import finite_source
 from sim.stats import TimeWeighted, describe
 
 
@@ -93,21 +94,44 @@ class CarparkAnalysis(Analysis):
         self._gave_up = 0
         self._occupancy = TimeWeighted()
         self._end = 0.0
+        # The steady window is what the queueing model describes: it opens after one mean
+        # drive-and-park cycle (the car park starts empty, not in equilibrium) and closes when
+        # the first car has made its last visit (from then on fewer cars come back).
+        self._warm = (p.drive.mean + p.park.mean) * 60.0 / config.clock.speedup
+        self._warm_area: float | None = None
+        self._steady_end: float | None = None
+        self._steady_occupancy = 0.0
+        self._steady_waits: list[float] = []
+        self._steady_full = 0
+        self._arrived_full: dict[str, bool] = {}
         self._checks = [VisitsAccounted([a.name for a in _cars(p)], p.visits)]
 
     def feed(self, event: Mapping[str, Any]) -> None:
         ts = event["ts"]
         if event["actor"] != "engine" and event["actor"] != "coordinator":
             self._end = max(self._end, ts)
+        if self._warm_area is None and ts >= self._warm:
+            self._warm_area = self._occupancy.area(ts)
+        if event["event"] == "actor_end" and self._steady_end is None:
+            self._steady_end = ts
+            if self._warm_area is not None and ts > self._warm:
+                area = self._occupancy.area(ts) - self._warm_area
+                self._steady_occupancy = area / (ts - self._warm)
         if event.get("event") != "op" or event.get("prim") != "spaces":
             return
         actor, op, phase = event["actor"], event.get("op"), event.get("phase")
         if op == "acquire":
             if phase == "invoke":
                 self._invoked[actor] = ts
+                self._arrived_full[actor] = self._occupancy.level >= self._p.capacity
                 return
             started = self._invoked.pop(actor, ts)
-            self._waits.append((ts - started) * self._per_minute)
+            wait = (ts - started) * self._per_minute
+            self._waits.append(wait)
+            full = self._arrived_full.pop(actor, False)
+            if self._steady_end is None and started >= self._warm:
+                self._steady_waits.append(wait)
+                self._steady_full += full
             if phase == "ok":
                 self._served += 1
                 self._occupancy.change(ts, +1)
@@ -126,6 +150,17 @@ class CarparkAnalysis(Analysis):
             "utilisation": mean / self._p.capacity,
             "occupancy_max": int(self._occupancy.maximum),
             "sim_minutes": self._end * self._per_minute,
+            **self._steady(),
+        }
+
+    def _steady(self) -> dict[str, Any]:
+        waits = self._steady_waits
+        if self._steady_end is None or not waits:
+            return {"steady_wait_mean": None, "steady_p_wait": None, "steady_utilisation": None}
+        return {
+            "steady_wait_mean": sum(waits) / len(waits),
+            "steady_p_wait": self._steady_full / len(waits),
+            "steady_utilisation": self._steady_occupancy / self._p.capacity,
         }
 
     def checks(self) -> list[Check]:
@@ -154,5 +189,25 @@ scenario = Scenario(
         Metric("utilisation", "utilisation", "%"),
         Metric("occupancy_max", "occupancy, max", "spaces"),
         Metric("sim_minutes", "simulated time", "sim min"),
+        Metric("steady_wait_mean", "steady state: wait, mean", "sim min"),
+        Metric("steady_p_wait", "steady state: P(find it full)", "%"),
+        Metric("steady_utilisation", "steady state: utilisation", "%"),
     ),
+    theory=lambda config: _theory(config.params),
 )
+
+
+def _theory(p: Params) -> dict[str, float]:
+    """The finite-source queue's predictions, where its assumptions hold (exponential times,
+    and cars that either wait as long as it takes or leave at once)."""
+    if p.drive.dist != "exponential" or p.park.dist != "exponential":
+        return {}
+    if p.patience not in (None, 0):
+        return {}
+    model = finite_source(p.cars, p.capacity, p.drive.mean, p.park.mean,
+                          waiting=p.patience is None)  # fmt: skip
+    return {
+        "steady_wait_mean": model.wait_mean,
+        "steady_p_wait": model.p_wait,
+        "steady_utilisation": model.utilisation,
+    }

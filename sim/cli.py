@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", type=Path, default=Path("logs"), help="sweeps go to OUT/sweeps")
     sweep.add_argument("--resume", type=Path, metavar="DIR", help="finish an earlier sweep")
     sweep.add_argument("--quiet", action="store_true", help="no progress and no table")
+    sweep.add_argument("--plot", metavar="METRIC", help="draw METRIC against the first axis")
+    sweep.add_argument("--heatmap", action="store_true", help="with --plot: a heatmap of 2 axes")
 
     sub.add_parser("list", help="list the scenarios and bundled configs")
     return parser
@@ -173,7 +175,8 @@ def _sweep(args: argparse.Namespace, err: Console) -> int:
         if args.config or args.axes:
             raise ConfigError("--resume takes the sweep directory alone", source="--resume")
         plan = load_plan(args.resume)
-        return run_sweep(plan, jobs=args.jobs, console=console, resume=True)
+        return run_sweep(plan, jobs=args.jobs, console=console, resume=True, plot=args.plot,
+                         heatmap=args.heatmap)  # fmt: skip
     if args.config is None:
         raise ConfigError("give a CONFIG, or --resume DIR", source="sweep")
     plan = plan_sweep(
@@ -185,7 +188,7 @@ def _sweep(args: argparse.Namespace, err: Console) -> int:
         seed=args.seed,
         out=args.out,
     )
-    return run_sweep(plan, jobs=args.jobs, console=console)
+    return run_sweep(plan, jobs=args.jobs, console=console, plot=args.plot, heatmap=args.heatmap)
 
 
 def _check(args: argparse.Namespace, err: Console) -> int:

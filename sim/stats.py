@@ -48,6 +48,10 @@ class TimeWeighted:
         self.level += delta
         self.maximum = max(self.maximum, self.level)
 
+    def area(self, t: float) -> float:
+        """The integral of the level from start to ``t`` (``t`` not before the last change)."""
+        return self._area + self.level * (t - self._t)
+
     def mean(self, end: float) -> float:
         """Mean level over [start, end]."""
         span = end - self._start

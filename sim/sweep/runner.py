@@ -7,6 +7,7 @@ import json
 import secrets
 import signal
 import sys
+import textwrap
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from sim.errors import ConfigError, SimError
 
 from .execute import Executor, LocalExecutor, Outcome, Task, latest_run_dir, outcome_from_run_dir
 from .grid import Axis, Grid, Point, SweepTable, expand, parse_axis, run_seed, table_axes
+from .plot import plot_metric
 from .results import aggregate, result_rows, write_table
 
 __all__ = ["SweepPlan", "load_plan", "plan_sweep", "run_sweep"]
@@ -202,9 +204,18 @@ async def _execute(
     return outcomes, interrupted
 
 
-def run_sweep(plan: SweepPlan, *, jobs: int, console: Console | None, resume: bool = False) -> int:
+def run_sweep(
+    plan: SweepPlan,
+    *,
+    jobs: int,
+    console: Console | None,
+    resume: bool = False,
+    plot: str | None = None,
+    heatmap: bool = False,
+) -> int:
     """Run what is missing of ``plan``, write its tables; the exit code of the sweep."""
-    _save_plan(plan, jobs) if not resume else None
+    if not resume:
+        _save_plan(plan, jobs)
     spec = _scenario.load(plan.scenario)
     finished = {t.name: o for t in plan.tasks if resume and (o := _done(t)) is not None}
     todo = [t for t in plan.tasks if t.name not in finished]
@@ -233,6 +244,8 @@ def run_sweep(plan: SweepPlan, *, jobs: int, console: Console | None, resume: bo
     _record_timing(plan.sweep_dir, elapsed, fresh, jobs)
     if console is not None:
         _print_summary(console, plan, spec, summary)
+    if plot is not None:
+        _plot(plan, spec, summary, plot, heatmap, console)
     print(plan.sweep_dir)
     if interrupted:
         return 130
@@ -243,6 +256,24 @@ def run_sweep(plan: SweepPlan, *, jobs: int, console: Console | None, resume: bo
             console.print(f"[red]{outcome.task.name}[/] {outcome.task.point.label}: "
                           f"{outcome.status} {outcome.error}")  # fmt: skip
     return 1 if failed or missing else 0
+
+
+def _plot(
+    plan: SweepPlan,
+    spec: _scenario.Scenario[Any],
+    summary: list[dict[str, Any]],
+    metric: str,
+    heatmap: bool,
+    console: Console | None,
+) -> None:
+    labels = {m.key: m.label + (f" ({m.unit})" if m.unit else "") for m in spec.metrics}
+    label = labels.get(metric, metric)
+    fixed = textwrap.fill(", ".join(plan.overrides), 100)
+    title = f"{plan.scenario}: {label}" + (f"\n{fixed}" if fixed else "")
+    path = plan.sweep_dir / f"{metric}.png"
+    plot_metric(plan.grid, summary, metric, path, title=title, label=label, heatmap=heatmap)
+    if console is not None:
+        console.print(f"plot: {path}")
 
 
 def _theory(plan: SweepPlan, spec: _scenario.Scenario[Any]) -> dict[int, Mapping[str, float]]:
@@ -270,10 +301,13 @@ def _print_summary(
     for axis in plan.grid.axes:
         table.add_column(axis.key.rsplit(".", 1)[-1], justify="right")
     table.add_column("ok", justify="right")
-    shown = [m for m in spec.metrics if any(f"{m.key}_mean" in row for row in summary)][:6]
+    present = [m for m in spec.metrics if any(f"{m.key}_mean" in row for row in summary)]
+    # What a model predicts comes first: measured beside predicted is what a sweep is for.
+    modelled = [m for m in present if any(f"theory_{m.key}" in row for row in summary)]
+    shown = (modelled + [m for m in present if m not in modelled])[:4]
     for metric in shown:
-        table.add_column(f"{metric.label}" + (f" ({metric.unit})" if metric.unit else ""),
-                         justify="right")  # fmt: skip
+        unit = f" ({metric.unit})" if metric.unit and metric.unit != "%" else ""
+        table.add_column(metric.label + unit, justify="right")
     for row in summary:
         cells = [str(row[a.key]) for a in plan.grid.axes] + [f"{row['ok']}/{row['runs']}"]
         for metric in shown:
