@@ -23,10 +23,10 @@ _INF = float("inf")
 class NoWaitBeforeSet(Check):
     """No ``wait`` returned ok while the flag was certainly clear for the whole wait.
 
-    Without ``clear`` this is: no wait ``ok`` before the first ``set`` invoke. With ``clear``
-    it generalises: a wait that began after a ``clear`` had completed may only return ok if some
-    ``set`` could have taken effect after that clear began, i.e. a set whose [invoke, ok]
-    reaches past the clear's invoke and whose invoke precedes the wait's ok.
+    Without ``clear`` this is: no wait ``ok`` before the first ``set`` invoke. With ``clear`` it
+    generalises: a wait that began after a ``clear`` had completed may only return ok if some
+    ``set`` may have taken effect after that clear began, i.e. a set that was still in progress,
+    or whose ``ok`` came after the clear's invoke.
     """
 
     def __init__(self, prim: str) -> None:
@@ -36,12 +36,11 @@ class NoWaitBeforeSet(Check):
         # Invoke time of the last clear that had completed; -inf stands for the initial state
         # (an Event starts clear, as if cleared before the run).
         self._cleared_at = -_INF
-        self._wait_began: dict[str, tuple[float, float]] = {}  # actor -> (invoke ts, cleared_at)
         self._clear_began: dict[str, float] = {}
-        self._set_began: dict[str, float] = {}
-        # The latest moment any set seen so far may have taken effect (+inf while in progress);
-        # None until the first set invoke.
-        self._set_reach: float | None = None
+        self._wait_began: dict[str, tuple[float, float]] = {}  # actor -> (invoke ts, cleared_at)
+        self._set_began: dict[str, float] = {}  # sets in progress, by actor
+        self._last_set_ok = -_INF
+        self._any_set = False
         self._returned = 0
         self._problems: list[str] = []
         self._count = 0
@@ -49,15 +48,12 @@ class NoWaitBeforeSet(Check):
     def feed(self, event: Mapping[str, Any]) -> None:
         op, phase, actor, ts = event.get("op"), event.get("phase"), event["actor"], event["ts"]
         if op == "set":
+            self._any_set = True
             if phase == "invoke":
                 self._set_began[actor] = ts
-                self._set_reach = _INF
             else:
                 self._set_began.pop(actor, None)
-                pending = _INF if self._set_began else ts
-                self._set_reach = (
-                    pending if self._set_reach == _INF else max(self._set_reach or ts, pending)
-                )
+                self._last_set_ok = ts
         elif op == "clear":
             if phase == "invoke":
                 self._clear_began[actor] = ts
@@ -66,27 +62,29 @@ class NoWaitBeforeSet(Check):
         elif op == "wait":
             if phase == "invoke":
                 self._wait_began[actor] = (ts, self._cleared_at)
-                return
-            began, cleared_at = self._wait_began.pop(actor, (ts, self._cleared_at))
-            if phase != "ok":
-                return
-            self._returned += 1
-            if self._set_reach is None or self._set_reach < cleared_at:
-                self._count += 1
-                if len(self._problems) < _SHOW:
-                    why = (
-                        "before any set"
-                        if self._set_reach is None
-                        else "after a clear, before the next set"
-                    )
-                    self._problems.append(
-                        f"{actor}'s wait (invoked at {began:.6f} s) returned at {ts:.6f} s {why}"
-                    )
+            else:
+                began, cleared_at = self._wait_began.pop(actor, (ts, self._cleared_at))
+                if phase == "ok":
+                    self._returned_ok(actor, began, ts, cleared_at)
+
+    def _returned_ok(self, actor: str, began: float, ts: float, cleared_at: float) -> None:
+        self._returned += 1
+        # The latest moment a set seen so far may have taken effect; one still in progress may
+        # take effect at any moment.
+        reach = _INF if self._set_began else self._last_set_ok
+        if self._any_set and reach >= cleared_at:
+            return
+        self._count += 1
+        if len(self._problems) < _SHOW:
+            why = "after a clear, no set since" if self._any_set else "before any set"
+            self._problems.append(
+                f"{actor}: wait invoked at {began:.6f} s returned ok at {ts:.6f} s, {why}"
+            )
 
     def verdict(self) -> Verdict:
         if not self._returned:
             return Verdict(self.name, "skip", "no wait returned ok")
-        ok = f"{self._returned} waits returned, none before a set"
+        ok = f"{self._returned} waits returned ok, none before a set"
         return self._result(self._problems, self._count, ok)
 
 
