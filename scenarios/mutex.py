@@ -1,0 +1,213 @@
+"""Mutual exclusion: ``workers`` processes take turns in a critical section guarded by a lock.
+
+``lock = "lock"``: a ``Lock`` admits one process at a time. ``lock = "rlock"``: an ``RLock``,
+which its owner may acquire again; the critical section is a recursive function that takes the
+lock once per level (``depth`` levels). ``lock = "none"``: no lock at all, and the log shows
+processes inside the critical section together: a race. A plain ``Lock`` with ``depth`` above 1
+blocks its own owner at the second acquire, and the engine reports the deadlock.
+
+Each process logs ``enter`` right after it has the lock and ``leave`` right before it lets go,
+so the log's intervals between them are exactly the times it was inside.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from sim import Actor, Analysis, Check, Ctx, Duration, Lock, Metric, RLock, RunConfig, Scenario
+from sim import actors as numbered
+from sim.checks import Verdict
+from sim.primitives import PrimSpec
+from sim.stats import describe
+
+_SHOW = 3
+
+
+class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Durations in simulated minutes."""
+
+    workers: Annotated[int, msgspec.Meta(ge=1)] = 4
+    rounds: Annotated[int, msgspec.Meta(ge=1)] = 5
+    lock: Literal["none", "lock", "rlock"] = "lock"
+    # Levels of the recursive critical section: each level acquires the lock again.
+    depth: Annotated[int, msgspec.Meta(ge=1, le=20)] = 1
+    think: Duration = Duration(dist="exponential", mean=4.0)
+    # Time spent inside at each level, before going one level deeper.
+    work: Duration = Duration(dist="uniform", mean=3.0)
+
+
+def worker(ctx: Ctx[Params]) -> None:
+    """Think, then pass through the critical section; ``rounds`` times."""
+    p = ctx.params
+    guard = None if p.lock == "none" else ctx.prim("guard")
+    for round_ in range(p.rounds):
+        ctx.sleep(ctx.draw(p.think))
+        ctx.log.info("want", round=round_)
+        _section(ctx, guard, round_, 0)
+
+
+def _section(ctx: Ctx[Params], guard: Any, round_: int, level: int) -> None:
+    # Recursive, like code that calls a helper which takes the same lock: with an RLock the
+    # owner gets it again; with a Lock it waits for itself forever.
+    if guard is not None:
+        guard.acquire()
+    ctx.log.info("enter", round=round_, level=level)
+    ctx.sleep(ctx.draw(ctx.params.work))
+    if level + 1 < ctx.params.depth:
+        _section(ctx, guard, round_, level + 1)
+    ctx.log.info("leave", round=round_, level=level)
+    if guard is not None:
+        guard.release()
+
+
+def _primitives(p: Params) -> dict[str, PrimSpec]:
+    if p.lock == "none":
+        return {}
+    return {"guard": RLock() if p.lock == "rlock" else Lock()}
+
+
+class MutualExclusion(Check):
+    """At most one process inside the critical section at a time, from ``enter``/``leave``."""
+
+    name = "one process in the critical section at a time"
+    phenomenon = "race"
+    events = frozenset({"enter", "leave"})
+
+    def __init__(self) -> None:
+        self._inside: dict[str, float] = {}  # actor -> when it entered (outermost level)
+        self._entries = 0
+        self._most = 0
+        self._examples: list[str] = []
+        self._races = 0
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        if event.get("level") != 0:
+            return
+        actor, ts = event["actor"], event["ts"]
+        if event["event"] == "leave":
+            self._inside.pop(actor, None)
+            return
+        self._entries += 1
+        if self._inside:
+            self._races += 1
+            if len(self._examples) < _SHOW:
+                others = ", ".join(f"{a} (since {t:.4f} s)" for a, t in self._inside.items())
+                verb = "was" if len(self._inside) == 1 else "were"
+                self._examples.append(f"{actor} entered at {ts:.4f} s while {others} {verb} inside")
+        self._inside[actor] = ts
+        self._most = max(self._most, len(self._inside))
+
+    def verdict(self) -> Verdict:
+        if not self._entries:
+            return Verdict(self.name, "skip", "nobody entered the critical section")
+        if not self._races:
+            return Verdict(self.name, "pass", f"{self._entries} entries, one at a time")
+        share = 100 * self._races / self._entries
+        detail = (
+            f"{self._races} of {self._entries} entries ({share:.0f} %) found another process "
+            f"already inside the critical section, up to {self._most} at once: nothing kept "
+            f"them out. E.g. " + "; ".join(self._examples)
+        )
+        return Verdict(self.name, "fail", detail, self.phenomenon)
+
+
+class EveryRoundDone(Check):
+    """Every worker went through the critical section ``rounds`` times, every level left."""
+
+    name = "every worker passed every round"
+    needs_completion = True
+    events = frozenset({"enter", "leave"})
+
+    def __init__(self, names: list[str], rounds: int, depth: int) -> None:
+        self._expected = rounds * depth
+        self._enters: Counter[str] = Counter(dict.fromkeys(names, 0))
+        self._exits: Counter[str] = Counter(dict.fromkeys(names, 0))
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        (self._enters if event["event"] == "enter" else self._exits)[event["actor"]] += 1
+
+    def verdict(self) -> Verdict:
+        if not self._enters:
+            return Verdict(self.name, "skip", "no workers")
+        short = [
+            f"{a}: entered {n}, left {self._exits[a]} of {self._expected}"
+            for a, n in sorted(self._enters.items())
+            if n != self._expected or self._exits[a] != self._expected
+        ]
+        total = sum(self._enters.values())
+        return self._result(short[:_SHOW], len(short), f"{total} entries, each left again")
+
+
+class MutexAnalysis(Analysis):
+    """Waits for the lock and the crowd inside, from the domain events."""
+
+    def __init__(self, config: RunConfig) -> None:
+        p: Params = config.params
+        self._per_minute = config.clock.speedup / 60.0
+        self._wanted: dict[str, float] = {}
+        self._waits: list[float] = []
+        self._inside: set[str] = set()
+        self._most = 0
+        self._crowded = 0
+        self._deepest = 0
+        self._checks: list[Check] = [
+            MutualExclusion(),
+            EveryRoundDone([a.name for a in _workers(p)], p.rounds, p.depth),
+        ]
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "want":
+            self._wanted[event["actor"]] = event["ts"]
+        elif kind == "enter":
+            self._deepest = max(self._deepest, event["level"] + 1)
+            if event["level"] != 0:
+                return
+            actor = event["actor"]
+            wanted = self._wanted.pop(actor, event["ts"])
+            self._waits.append((event["ts"] - wanted) * self._per_minute)
+            self._crowded += bool(self._inside)
+            self._inside.add(actor)
+            self._most = max(self._most, len(self._inside))
+        elif kind == "leave" and event["level"] == 0:
+            self._inside.discard(event["actor"])
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "entries": len(self._waits),
+            "crowded_entries": self._crowded,
+            "inside_max": self._most,
+            "depth_max": self._deepest,
+            **describe(self._waits, "wait"),
+        }
+
+    def checks(self) -> list[Check]:
+        return list(self._checks)
+
+
+def _workers(p: Params) -> list[Actor]:
+    return numbered("worker", p.workers, worker)
+
+
+scenario = Scenario(
+    name="mutex",
+    description="Lock and RLock: mutual exclusion in a critical section; without a lock, a race",
+    params=Params,
+    primitives=_primitives,
+    actors=_workers,
+    analysis=MutexAnalysis,
+    metrics=(
+        Metric("entries", "entries into the critical section"),
+        Metric("crowded_entries", "entries while another was inside"),
+        Metric("inside_max", "inside at once, max", "processes"),
+        Metric("depth_max", "nesting depth, max", "levels"),
+        Metric("wait_mean", "wait for the lock, mean", "sim min"),
+        Metric("wait_p95", "wait for the lock, p95", "sim min"),
+        Metric("wait_max", "wait for the lock, max", "sim min"),
+    ),
+    phenomena={"race": "two or more processes inside the critical section at the same time"},
+)

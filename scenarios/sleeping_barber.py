@@ -1,0 +1,297 @@
+"""The sleeping barber: one barber, ``chairs`` waiting chairs, customers arriving at random.
+
+The classic semaphore solution. ``waiting`` (a shared Value, guarded by the ``seats`` lock)
+counts the customers on the waiting chairs. A customer who finds every chair taken leaves at
+once (turned away, counted in ``turned_away``). Otherwise the customer sits down, signals
+``customers`` and waits on ``barber`` until the barber calls; the barber sleeps on
+``customers`` until somebody is waiting. Two more semaphores close the hand-over: the barber
+signals ``cut_done`` when the haircut is finished and waits on ``chair_free`` until the
+customer has left the chair, so the barber serves one customer at a time.
+
+The customers log ``sit_down`` and ``to_chair`` inside the ``seats`` lock, so the number of
+occupied waiting chairs counted from the log is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import msgspec
+
+from sim import Actor, Analysis, Check, Ctx, Duration, Lock, Metric, RunConfig, Scenario, Semaphore
+from sim import actors as numbered
+from sim.checks import Verdict
+from sim.primitives import PrimSpec, Value
+from sim.stats import describe
+
+_SHOW = 3
+
+
+class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Durations in simulated minutes."""
+
+    customers: Annotated[int, msgspec.Meta(ge=0)] = 20
+    # Waiting chairs, not counting the barber's chair. At least one: a customer who is turned
+    # away always leaves somebody waiting, whom the barber will serve; that is how the barber
+    # learns, when he counts, that nobody is left to come.
+    chairs: Annotated[int, msgspec.Meta(ge=1)] = 3
+    # Customers arrive at uniformly random minutes of the opening hours: random arrivals.
+    open_for: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+    cut: Duration = Duration(dist="exponential", mean=8.0)
+
+
+def customer(ctx: Ctx[Params]) -> None:
+    """Arrive; sit down and wait for the barber, or leave if every chair is taken."""
+    p = ctx.params
+    seats, waiting = ctx.prim("seats"), ctx.prim("waiting")
+    ctx.sleep(ctx.rng.uniform(0.0, p.open_for))
+    ctx.log.info("arrive")
+    with seats:
+        sitting = waiting.value
+        if sitting >= p.chairs:
+            away = ctx.prim("turned_away")
+            away.value += 1
+            ctx.log.info("turned_away", waiting=sitting)
+            return
+        waiting.value = sitting + 1
+        ctx.log.info("sit_down", waiting=sitting + 1)
+    ctx.prim("customers").release()  # wakes the barber if he sleeps
+    ctx.prim("barber").acquire()  # until the barber calls
+    with seats:
+        sitting = waiting.value - 1
+        waiting.value = sitting  # the waiting chair is free again
+        ctx.log.info("to_chair", waiting=sitting)
+    ctx.prim("cut_done").acquire()
+    ctx.log.info("leave")
+    ctx.prim("chair_free").release()
+
+
+def barber(ctx: Ctx[Params]) -> None:
+    """Sleep until a customer waits, call, cut, see the customer out; until all have come."""
+    p = ctx.params
+    seats, waiting, away = ctx.prim("seats"), ctx.prim("waiting"), ctx.prim("turned_away")
+    customers, chair = ctx.prim("customers"), ctx.prim("barber")
+    cut_done, chair_free = ctx.prim("cut_done"), ctx.prim("chair_free")
+    served = 0
+    while True:
+        with seats:
+            gone, idle = away.value, waiting.value == 0
+        if served + gone == p.customers:
+            break  # everybody has come: served or turned away
+        if idle:
+            ctx.log.info("asleep")
+        customers.acquire()
+        chair.release()  # "next, please"
+        minutes = ctx.draw(p.cut)
+        ctx.log.info("cut_start", served=served)
+        ctx.sleep(minutes)
+        ctx.log.info("cut_end", served=served, minutes=minutes)
+        cut_done.release()
+        chair_free.acquire()
+        served += 1
+    ctx.log.info("close", served=served, turned_away=gone)
+
+
+def _primitives(p: Params) -> dict[str, PrimSpec]:
+    return {
+        "seats": Lock(),  # guards the two counters
+        "waiting": Value("i", 0, lock=False),
+        "turned_away": Value("i", 0, lock=False),
+        "customers": Semaphore(0),  # customers waiting for the barber
+        "barber": Semaphore(0),  # the barber is ready for the next one
+        "cut_done": Semaphore(0),
+        "chair_free": Semaphore(0),
+    }
+
+
+class EveryCustomerAccounted(Check):
+    """Every customer was either served (left after the haircut) or turned away, once."""
+
+    name = "every customer served or turned away"
+    needs_completion = True
+    events = frozenset({"leave", "turned_away"})
+
+    def __init__(self, names: list[str]) -> None:
+        self._names = names
+        self._outcomes: dict[str, list[str]] = {n: [] for n in names}
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        self._outcomes.setdefault(event["actor"], []).append(event["event"])
+
+    def verdict(self) -> Verdict:
+        if not self._names:
+            return Verdict(self.name, "skip", "no customers")
+        wrong = [f"{c}: {' + '.join(o) or 'neither'}" for c, o in sorted(self._outcomes.items())
+                 if len(o) != 1]  # fmt: skip
+        served = sum(o == ["leave"] for o in self._outcomes.values())
+        ok = f"{served} served + {len(self._names) - served} turned away = {len(self._names)}"
+        return self._result(wrong[:_SHOW], len(wrong), ok)
+
+
+class WaitingRoom(Check):
+    """Never more than ``chairs`` customers waiting; nobody turned away while a chair is free."""
+
+    events = frozenset({"sit_down", "to_chair", "turned_away"})
+
+    def __init__(self, chairs: int) -> None:
+        self.name = f"at most {chairs} waiting, turned away only when full"
+        self._chairs = chairs
+        self._sitting = 0
+        self._most = 0
+        self._seen = 0
+        self._problems: list[str] = []
+        self._count = 0
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        kind, ts, actor = event["event"], event["ts"], event["actor"]
+        self._seen += 1
+        problem = ""
+        if kind == "sit_down":
+            self._sitting += 1
+            self._most = max(self._most, self._sitting)
+            if self._sitting > self._chairs:
+                problem = f"{actor} sat down at {ts:.4f} s as customer {self._sitting} waiting"
+        elif kind == "to_chair":
+            self._sitting -= 1
+        elif self._sitting < self._chairs:
+            problem = (
+                f"{actor} was turned away at {ts:.4f} s with only {self._sitting} of "
+                f"{self._chairs} chairs taken"
+            )
+        if problem:
+            self._count += 1
+            if len(self._problems) < _SHOW:
+                self._problems.append(problem)
+
+    def verdict(self) -> Verdict:
+        if not self._seen:
+            return Verdict(self.name, "skip", "no customer came in")
+        ok = f"at most {self._most} of {self._chairs} chairs taken"
+        return self._result(self._problems, self._count, ok)
+
+
+class OneInTheChair(Check):
+    """The barber serves one customer at a time: from being called (``to_chair``) to
+    ``leave``, no two customers' stays in the barber's chair overlap."""
+
+    name = "one customer in the barber's chair at a time"
+    events = frozenset({"to_chair", "leave"})
+
+    def __init__(self) -> None:
+        self._in_chair: dict[str, float] = {}
+        self._calls = 0
+        self._problems: list[str] = []
+        self._count = 0
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        actor, ts = event["actor"], event["ts"]
+        if event["event"] == "leave":
+            self._in_chair.pop(actor, None)
+            return
+        self._calls += 1
+        if self._in_chair:
+            self._count += 1
+            if len(self._problems) < _SHOW:
+                others = ", ".join(self._in_chair)
+                self._problems.append(f"{actor} took the chair at {ts:.4f} s from {others}")
+        self._in_chair[actor] = ts
+
+    def verdict(self) -> Verdict:
+        if not self._calls:
+            return Verdict(self.name, "skip", "nobody was called to the chair")
+        return self._result(self._problems, self._count, f"{self._calls} haircuts, one by one")
+
+
+class BarberAnalysis(Analysis):
+    """Served, turned away, waits and the barber's working time, from the domain events."""
+
+    def __init__(self, config: RunConfig) -> None:
+        p: Params = config.params
+        self._per_minute = config.clock.speedup / 60.0
+        self._arrived: dict[str, float] = {}
+        self._waits: list[float] = []
+        self._turned_away = 0
+        self._served = 0
+        self._naps = 0
+        self._cut_from: float | None = None
+        self._busy = 0.0
+        self._first: float | None = None
+        self._last = 0.0
+        self._most = self._sitting = 0
+        self._checks: list[Check] = [
+            EveryCustomerAccounted([a.name for a in _customers(p)]),
+            WaitingRoom(p.chairs),
+            OneInTheChair(),
+        ]
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        kind, actor, ts = event["event"], event["actor"], event["ts"]
+        if kind == "arrive":
+            self._arrived[actor] = ts
+        elif kind == "sit_down":
+            self._sitting += 1
+            self._most = max(self._most, self._sitting)
+        elif kind == "to_chair":
+            self._sitting -= 1
+            self._waits.append((ts - self._arrived.pop(actor, ts)) * self._per_minute)
+        elif kind == "turned_away":
+            self._turned_away += 1
+        elif kind == "leave":
+            self._served += 1
+        elif kind == "asleep":
+            self._naps += 1
+        elif kind == "cut_start":
+            self._cut_from = ts
+        elif kind == "cut_end" and self._cut_from is not None:
+            self._busy += ts - self._cut_from
+            self._cut_from = None
+        else:
+            return
+        # The shop is open from the first arrival to the last customer's exit.
+        self._first = ts if self._first is None else self._first
+        self._last = ts
+
+    def metrics(self) -> dict[str, Any]:
+        span = (self._last - self._first) if self._first is not None else 0.0
+        return {
+            "served": self._served,
+            "turned_away": self._turned_away,
+            **describe(self._waits, "wait"),
+            "waiting_max": self._most,
+            "naps": self._naps,
+            "utilisation": self._busy / span if span > 0 else None,
+            "sim_minutes": span * self._per_minute,
+        }
+
+    def checks(self) -> list[Check]:
+        return list(self._checks)
+
+
+def _customers(p: Params) -> list[Actor]:
+    return numbered("customer", p.customers, customer)
+
+
+def _actors(p: Params) -> list[Actor]:
+    return [Actor("barber", barber), *_customers(p)]
+
+
+scenario = Scenario(
+    name="sleeping_barber",
+    description="Sleeping barber: waiting chairs and semaphores; customers turned away counted",
+    params=Params,
+    primitives=_primitives,
+    actors=_actors,
+    analysis=BarberAnalysis,
+    metrics=(
+        Metric("served", "customers served"),
+        Metric("turned_away", "customers turned away"),
+        Metric("wait_mean", "wait for the barber, mean", "sim min"),
+        Metric("wait_p95", "wait for the barber, p95", "sim min"),
+        Metric("wait_max", "wait for the barber, max", "sim min"),
+        Metric("waiting_max", "waiting at once, max", "customers"),
+        Metric("naps", "times the barber fell asleep"),
+        Metric("utilisation", "barber busy cutting", "%"),
+        Metric("sim_minutes", "first arrival to last exit", "sim min"),
+    ),
+)
