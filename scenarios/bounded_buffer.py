@@ -1,0 +1,300 @@
+"""The bounded buffer: producers and consumers share ``capacity`` slots, guarded by a Condition.
+
+The buffer is the textbook ring: a shared ``Array`` ``slots`` of ``capacity`` integers, and
+shared Values ``count`` (items in the buffer), ``in`` (the next slot to fill) and ``out`` (the
+next slot to empty). Every access happens while holding the Condition ``cond``:
+
+- a producer makes an item (``produce`` minutes, outside the lock), takes the lock, waits while
+  the buffer is full, writes the item to ``slots[in]``, advances ``in``, increments ``count``,
+  calls ``notify_all`` and releases the lock;
+- a consumer takes the lock, waits while the buffer is empty, takes ``slots[out]`` (and clears
+  the slot to 0), advances ``out``, decrements ``count``, calls ``notify_all``, releases the
+  lock and works on the item (``consume`` minutes).
+
+One Condition serves both kinds of waiter, so ``notify_all`` wakes producers and consumers
+alike; each must check its condition again when it wakes, which is why the wait is in a
+``while`` loop. ``guard = "if"`` checks only once before waiting: a consumer woken by
+``notify_all`` takes from the buffer although another consumer, woken by the same call, has
+already emptied it. The buffer underflows (or, for producers, overflows).
+
+Producer ``i``'s item ``n`` is the number ``1000 * (i + 1) + n`` (so 0 means an empty slot).
+Consumers take a fixed share of all items each, so the run ends without end markers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from sim import Actor, Analysis, Check, Ctx, Duration, Metric, RunConfig, Scenario
+from sim import actors as numbered
+from sim.checks import Verdict
+from sim.primitives import Array, Condition, PrimSpec, Value
+from sim.stats import TimeWeighted, describe
+
+COND = "cond"
+PHENOMENON = "out_of_bounds"
+
+
+class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """The buffer's parameters; durations in simulated minutes."""
+
+    capacity: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 4
+    producers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    consumers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    items: Annotated[int, msgspec.Meta(ge=0, le=999)] = 20  # per producer
+    produce: Duration = Duration(dist="exponential", mean=1.0)  # make one item, unlocked
+    consume: Duration = Duration(dist="exponential", mean=1.0)  # work on one item, unlocked
+    # How a waiter re-checks its condition after waking: "while" (correct) or "if" (the bug).
+    guard: Literal["while", "if"] = "while"
+
+
+def item_id(producer: int, n: int) -> int:
+    """Producer ``producer``'s item ``n`` as the number stored in a slot (never 0)."""
+    return 1000 * (producer + 1) + n
+
+
+def _wait_until(ctx: Ctx[Params], cond: Any, ready: Any) -> None:
+    """Wait on ``cond`` until ``ready()``: the guard the ``guard`` parameter chooses."""
+    if ctx.params.guard == "while":
+        while not ready():
+            cond.wait()
+    elif not ready():
+        cond.wait()  # the bug: after waking, nobody checks ready() again
+
+
+def producer(ctx: Ctx[Params]) -> None:
+    """Make ``items`` items and put each into the buffer, waiting while it is full."""
+    p = ctx.params
+    cond, slots = ctx.prim(COND), ctx.prim("slots")
+    count, at = ctx.prim("count"), ctx.prim("in")
+    for n in range(p.items):
+        ctx.sleep(ctx.draw(p.produce))
+        item = item_id(ctx.index, n)
+        with cond:
+            _wait_until(ctx, cond, lambda: count.value < p.capacity)
+            i = at.value
+            slots[i] = item
+            at.value = (i + 1) % p.capacity
+            count.value += 1
+            ctx.log.info("put", item=item, slot=i, count=count.value)
+            cond.notify_all()
+
+
+def consumer(ctx: Ctx[Params]) -> None:
+    """Take this consumer's share of the items, waiting while the buffer is empty."""
+    p = ctx.params
+    cond, slots = ctx.prim(COND), ctx.prim("slots")
+    count, at = ctx.prim("count"), ctx.prim("out")
+    for _ in range(_share(p, ctx.index - p.producers)):
+        with cond:
+            _wait_until(ctx, cond, lambda: count.value > 0)
+            i = at.value
+            item = slots[i]
+            slots[i] = 0
+            at.value = (i + 1) % p.capacity
+            count.value -= 1
+            ctx.log.info("take", item=item, slot=i, count=count.value)
+            cond.notify_all()
+        ctx.sleep(ctx.draw(p.consume))
+
+
+def _share(p: Params, consumer: int) -> int:
+    """How many items consumer number ``consumer`` takes: all items, split as evenly as can be."""
+    total = p.producers * p.items
+    return total // p.consumers + (1 if consumer < total % p.consumers else 0)
+
+
+def _primitives(p: Params) -> dict[str, PrimSpec]:
+    # lock=False: the Values and the Array are raw shared memory; the Condition is the one lock.
+    return {
+        COND: Condition(),
+        "slots": Array("i", p.capacity, lock=False),
+        "count": Value("i", 0, lock=False),
+        "in": Value("i", 0, lock=False),
+        "out": Value("i", 0, lock=False),
+    }
+
+
+def _actors(p: Params) -> list[Actor]:
+    # Producers first: a producer's ctx.index is its producer number.
+    return [*numbered("producer", p.producers, producer), *numbered("consumer", p.consumers,
+                                                                   consumer)]  # fmt: skip
+
+
+class InBounds(Check):
+    """Every value written to ``count`` lies in 0 .. capacity: no overflow, no underflow."""
+
+    phenomenon = PHENOMENON
+    prims = frozenset({"count", COND})
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.name = f"buffer never over- or underflows (0 <= count <= {capacity})"
+        self._writes = 0
+        self._low = self._high = 0
+        self._bad: list[tuple[str, float, int, bool]] = []  # actor, ts, value, fresh from wait
+        self._last_cond: dict[str, str] = {}  # actor -> its last op on the condition
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        actor = event["actor"]
+        if event["prim"] == COND:
+            self._last_cond[actor] = f"{event['op']}/{event['phase']}"
+            return
+        if event.get("op") != "write" or event.get("phase") != "ok":
+            return
+        value = int(event["value"])
+        self._writes += 1
+        self._low, self._high = min(self._low, value), max(self._high, value)
+        if not 0 <= value <= self.capacity:
+            woke = self._last_cond.get(actor) == "wait/ok"
+            self._bad.append((actor, event["ts"], value, woke))
+
+    def verdict(self) -> Verdict:
+        if not self._writes:
+            return Verdict(self.name, "skip", "count was never written", self.phenomenon)
+        if not self._bad:
+            ok = f"{self._writes} updates, count stayed within {self._low} .. {self._high}"
+            return Verdict(self.name, "pass", ok, self.phenomenon)
+        actor, ts, value, woke = self._bad[0]
+        under = value < 0
+        what = "underflow" if under else "overflow"
+        did = "took from an empty" if under else "put into a full"
+        why = (
+            ": it had been woken by notify_all and did not check the condition again (if "
+            "instead of while), while another waiter woken by the same call got there first"
+            if woke
+            else ""
+        )
+        detail = (
+            f"buffer {what}: count went to {value} at {ts:.3f} s when {actor} {did} buffer"
+            f"{why}; {len(self._bad)} of {self._writes} updates out of bounds, count ranged "
+            f"{self._low} .. {self._high} (capacity {self.capacity})"
+        )
+        return Verdict(self.name, "fail", detail, self.phenomenon)
+
+
+class TakenOnceInOrder(Check):
+    """Every item put was taken exactly once, in the order put (the ring is FIFO under the
+    lock), and no take found an empty slot."""
+
+    name = "every item taken once, in the order put"
+    phenomenon = PHENOMENON
+    needs_completion = True
+    events = frozenset({"put", "take"})
+
+    def __init__(self) -> None:
+        self._puts: list[int] = []
+        self._takes: list[tuple[str, int]] = []
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        if event["event"] == "put":
+            self._puts.append(int(event["item"]))
+        else:
+            self._takes.append((event["actor"], int(event["item"])))
+
+    def verdict(self) -> Verdict:
+        if not self._puts:
+            return Verdict(self.name, "skip", "nothing was put", self.phenomenon)
+        empty = [a for a, item in self._takes if item == 0]
+        taken = Counter(item for _, item in self._takes if item != 0)
+        twice = sorted(i for i, c in taken.items() if c > 1)
+        never = [i for i in self._puts if i not in taken]
+        problems = []
+        if empty:
+            problems.append(f"{len(empty)} takes found an empty slot (first by {empty[0]})")
+        if twice:
+            problems.append(f"{len(twice)} items taken twice or more (first {twice[0]})")
+        if never:
+            problems.append(f"{len(never)} items never taken (first {never[0]})")
+        if not problems and [i for _, i in self._takes] != self._puts:
+            problems.append("items were taken in another order than they were put")
+        ok = f"{len(self._puts)} items, each taken once, in the order put"
+        return self._result(problems, len(problems), ok)
+
+
+class BoundedBufferAnalysis(Analysis):
+    """Fill level, and waits on full (producers) and on empty (consumers), from the log."""
+
+    def __init__(self, config: RunConfig) -> None:
+        p: Params = config.params
+        self._p = p
+        self._per_minute = config.clock.speedup / 60.0
+        self._fill = TimeWeighted()
+        self._level = 0
+        self._end = 0.0
+        self._began: dict[str, float] = {}
+        self._waits: dict[str, list[float]] = {"producer": [], "consumer": []}
+        self._woke: set[str] = set()  # actors back from a wait, not yet done with an item
+        self._futile = 0
+        self._taken = 0
+        self._checks: list[Check] = [InBounds(p.capacity), TakenOnceInOrder()]
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        kind, actor, ts = event["event"], event["actor"], event["ts"]
+        if kind in ("put", "take"):
+            self._woke.discard(actor)
+            self._taken += kind == "take"
+            self._end = ts
+        if kind != "op":
+            return
+        prim, op, phase = event.get("prim"), event.get("op"), event.get("phase")
+        if prim == "count" and op == "write" and phase == "ok":
+            self._fill.change(ts, int(event["value"]) - self._level)
+            self._level = int(event["value"])
+        elif prim == COND and op == "wait":
+            if phase == "invoke":
+                if actor in self._woke:
+                    self._futile += 1  # woken, found the condition still false, waits again
+                self._began[actor] = ts
+            elif actor in self._began:
+                role = actor.split("-")[0]
+                self._waits.setdefault(role, []).append(
+                    (ts - self._began.pop(actor)) * self._per_minute
+                )
+                self._woke.add(actor)
+
+    def metrics(self) -> dict[str, Any]:
+        full, empty = self._waits["producer"], self._waits["consumer"]
+        return {
+            "taken": self._taken,
+            "fill_mean": self._fill.mean(self._end),
+            "fill_max": int(self._fill.maximum),
+            "waits_full": len(full),
+            **describe(full, "wait_full"),
+            "waits_empty": len(empty),
+            **describe(empty, "wait_empty"),
+            "futile_wakeups": self._futile,
+        }
+
+    def checks(self) -> list[Check]:
+        return list(self._checks)
+
+
+scenario = Scenario(
+    name="bounded_buffer",
+    description="Producers and consumers share a fixed-size buffer guarded by a Condition",
+    params=Params,
+    primitives=_primitives,
+    actors=_actors,
+    analysis=BoundedBufferAnalysis,
+    metrics=(
+        Metric("taken", "items taken"),
+        Metric("fill_mean", "buffer fill, mean", "items"),
+        Metric("fill_max", "buffer fill, max", "items"),
+        Metric("waits_full", "waits on full (producers)"),
+        Metric("wait_full_mean", "wait on full, mean", "sim min"),
+        Metric("wait_full_max", "wait on full, max", "sim min"),
+        Metric("waits_empty", "waits on empty (consumers)"),
+        Metric("wait_empty_mean", "wait on empty, mean", "sim min"),
+        Metric("wait_empty_max", "wait on empty, max", "sim min"),
+        Metric("futile_wakeups", "woken, condition still false, waited again"),
+    ),
+    phenomena={
+        PHENOMENON: "the buffer over- or underflowed: a waiter woken by notify_all did not "
+        "check its condition again (if instead of while)",
+    },
+)
