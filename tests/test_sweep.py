@@ -1,0 +1,207 @@
+"""Sweeps: grid grammar, seeds, failures recorded, resume, tables, theory beside measurement."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sim import ConfigError
+from sim.sweep import expand, parse_axis, plan_sweep, run_seed
+
+from .conftest import alive, sim
+
+# A car park run of well under a second.
+QUICK = ["-s", "params.capacity=4", "-s", "params.visits=2", "-s", "params.drive.mean=5",
+         "-s", "params.park.mean=5", "-s", "clock.speedup=24000"]  # fmt: skip
+
+
+def rows(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def sweep_dir(out: Path) -> Path:
+    found = list((out / "sweeps").iterdir())
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_axis_grammar() -> None:
+    assert parse_axis("params.cars=100,200,300").values == (100, 200, 300)
+    assert parse_axis("params.cars=range(50,201,50)").values == (50, 100, 150, 200)
+    assert parse_axis("clock.speedup=linspace(1,2,3)").values == (1.0, 1.5, 2.0)
+    assert parse_axis("params.drive.dist=exponential,fixed").values == ("exponential", "fixed")
+    with pytest.raises(ConfigError, match="range takes"):
+        parse_axis("params.cars=range(1.5,3)")
+    with pytest.raises(ConfigError, match="KEY=VALUES"):
+        parse_axis("params.cars")
+
+
+def test_grid_product_and_zip() -> None:
+    a, b = parse_axis("params.cars=1,2,3"), parse_axis("params.capacity=7,8,9")
+    product = expand([a, b], repeat=1, zipped=False)
+    assert len(product.points) == 9
+    assert product.points[1].values == (("params.cars", 1), ("params.capacity", 8))
+    zipped = expand([a, b], repeat=2, zipped=True)
+    assert [p.values for p in zipped.points] == [
+        (("params.cars", n), ("params.capacity", c)) for n, c in ((1, 7), (2, 8), (3, 9))
+    ]
+    with pytest.raises(ConfigError, match="same number of values"):
+        expand([a, parse_axis("params.capacity=1,2")], repeat=1, zipped=True)
+
+
+def test_seeds_are_derived_deterministically(tmp_path: Path) -> None:
+    first = plan_sweep("carpark", ["params.cars=10,20"], repeat=3, seed=5, out=tmp_path)
+    second = plan_sweep("carpark", ["params.cars=10,20"], repeat=3, seed=5, out=tmp_path)
+    seeds = [t.seed for t in first.tasks]
+    assert seeds == [t.seed for t in second.tasks]
+    assert len(set(seeds)) == 6
+    assert seeds[0] == run_seed(5, first.grid.points[0], 0)
+    other = plan_sweep("carpark", ["params.cars=10,20"], repeat=3, seed=6, out=tmp_path)
+    assert seeds != [t.seed for t in other.tasks]
+    assert not (tmp_path / "sweeps").exists()  # planning writes nothing
+
+
+@pytest.mark.parametrize(
+    ("axis", "words"),
+    [
+        ("params.carz=1,2", "params.carz: unknown key (did you mean 'cars'?)"),
+        ("params.cars=many,few", "params.cars: expected int, got str"),
+        ("params.capacity=10,0", "params.capacity: expected int >= 1, got 0"),
+        ("params.cars=range(1)", "range takes"),
+    ],
+)
+@pytest.mark.timeout(30)
+def test_a_bad_axis_exits_2_naming_it_before_anything_runs(
+    out: Path, axis: str, words: str
+) -> None:
+    result = sim("sweep", "carpark", "-p", axis, "--out", str(out))
+    assert result.returncode == 2, result
+    assert words in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.timeout(120)
+def test_a_sweep_writes_one_row_per_run_with_every_metric(out: Path) -> None:
+    result = sim("sweep", "carpark", "-p", "params.cars=6,8", "--repeat", "2", *QUICK,
+                 "--seed", "3", "--out", str(out), "--plot", "wait_mean")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    folder = sweep_dir(out)
+    assert result.stdout.strip() == str(folder)
+    results = rows(folder / "results.csv")
+    assert [r["run"] for r in results] == ["p000-r0", "p000-r1", "p001-r0", "p001-r1"]
+    assert [int(r["params.cars"]) for r in results] == [6, 6, 8, 8]
+    for row in results:
+        assert row["status"] == "ok"
+        manifest = json.loads((Path(row["run_dir"]) / "run.json").read_text(encoding="utf-8"))
+        assert int(row["seed"]) == manifest["seed"]
+        for key, value in manifest["metrics"].items():
+            assert key in row
+            if isinstance(value, int) and not isinstance(value, bool):
+                assert int(row[key]) == value
+    summary = rows(folder / "summary.csv")
+    assert len(summary) == 2
+    assert {"served_mean", "served_std", "served_ci95", "theory_steady_p_wait"} <= set(summary[0])
+    assert float(summary[0]["served_mean"]) == 12.0  # 6 cars x 2 visits, no patience
+    record = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
+    assert [t["seed"] for t in record["tasks"]] == [int(r["seed"]) for r in results]
+    assert (folder / "wait_mean.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(120)
+def test_same_command_gives_the_same_draws(tmp_path: Path) -> None:
+    def draws(out: Path) -> dict[tuple[str, str], list[float]]:
+        result = sim("sweep", "carpark", "-p", "params.cars=3,4", *QUICK, "--seed", "9",
+                     "--out", str(out), "--quiet")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        found: dict[tuple[str, str], list[float]] = {}
+        for row in rows(sweep_dir(out) / "results.csv"):
+            lines = (Path(row["run_dir"]) / "events.jsonl").read_text(encoding="utf-8")
+            for event in map(json.loads, lines.splitlines()):
+                if event["event"] == "arrive":
+                    found.setdefault((row["run"], event["actor"]), []).append(event["drove"])
+        return found
+
+    first, second = draws(tmp_path / "a"), draws(tmp_path / "b")
+    assert first == second
+    assert all(first.values())
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_point_is_recorded_and_the_sweep_goes_on(out: Path) -> None:
+    # The naive philosophers deadlock; without `expect` that fails its run.
+    result = sim("sweep", "philosophers-naive", "-p", "params.strategy=naive,ordered",
+                 "-s", "expect=[]", "-s", "params.meals=1", "-s", "clock.speedup=3000",
+                 "--out", str(out))  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    statuses = {r["params.strategy"]: r["status"] for r in rows(sweep_dir(out) / "results.csv")}
+    assert statuses == {"naive": "failed", "ordered": "ok"}
+
+
+@pytest.mark.timeout(180)
+def test_resume_after_a_killed_sweep_runs_only_what_is_missing(out: Path) -> None:
+    args = ["sweep", "carpark", "-p", "params.cars=range(3,9)", *QUICK, "--seed", "4",
+            "--out", str(out), "--quiet"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "sim", *args], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            done = [p for p in out.glob("sweeps/*/runs/*/*/run.json")
+                    if json.loads(p.read_text(encoding="utf-8")).get("status") == "ok"]  # fmt: skip
+            if len(done) >= 2:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the sweep never finished two runs")
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep and the run in progress, mid-way
+    finally:
+        proc.communicate(timeout=30)
+    folder = sweep_dir(out)
+    before = {p.parent.parent.name for p in folder.glob("runs/*/*/run.json")
+              if json.loads(p.read_text(encoding="utf-8"))["status"] == "ok"}  # fmt: skip
+    assert 2 <= len(before) < 6
+    result = sim("sweep", "--resume", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert f"{len(before)} already done" in result.stderr
+    results = rows(folder / "results.csv")
+    assert [r["status"] for r in results] == ["ok"] * 6
+    # The runs that had completed were kept, not run again.
+    for row in results:
+        if row["run"] in before:
+            assert len(list((folder / "runs" / row["run"]).glob("*/run.json"))) == 1
+    # Resumed runs use the seeds the uninterrupted sweep would have used.
+    planned = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))["tasks"]
+    assert [int(r["seed"]) for r in results] == [t["seed"] for t in planned]
+    # Nothing of the killed sweep outlives it: its engine's actors noticed and exited.
+    pids = {json.loads(line)["pid"] for events in folder.glob("runs/*/*/events.jsonl")
+            for line in events.read_text(encoding="utf-8").splitlines()}  # fmt: skip
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in pids if alive(pid)]
+
+
+@pytest.mark.timeout(240)
+def test_measured_car_park_agrees_with_the_finite_source_model(out: Path) -> None:
+    # 12 cars, 5 spaces, exponential drive (20 min) and park (10 min): M/M/5//12.
+    result = sim("sweep", "carpark", "-p", "params.cars=12", "-s", "params.capacity=5",
+                 "-s", "params.visits=25", "-s", "params.drive.mean=20",
+                 "-s", "params.park.mean=10", "-s", "clock.speedup=24000", "--repeat", "6",
+                 "--seed", "1", "--out", str(out), "--quiet", timeout=230)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (point,) = rows(sweep_dir(out) / "summary.csv")
+    for key in ("steady_p_wait", "steady_utilisation", "steady_wait_mean"):
+        measured, half = float(point[f"{key}_mean"]), float(point[f"{key}_ci95"])
+        predicted = float(point[f"theory_{key}"])
+        assert abs(measured - predicted) <= half, (key, measured, half, predicted)
