@@ -37,7 +37,7 @@ class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
 
     readers: Annotated[int, msgspec.Meta(ge=1)] = 6
     writers: Annotated[int, msgspec.Meta(ge=1)] = 2
-    reads: Annotated[int, msgspec.Meta(ge=1)] = 8  # per reader
+    reads: Annotated[int, msgspec.Meta(ge=1)] = 10  # per reader
     writes: Annotated[int, msgspec.Meta(ge=1)] = 3  # per writer
     policy: Literal["readers", "fair"] = "fair"
     read: Duration = Duration(dist="uniform", mean=8.0)
@@ -45,7 +45,7 @@ class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     reader_think: Duration = Duration(dist="exponential", mean=2.0)
     writer_think: Duration = Duration(dist="exponential", mean=10.0)
     # A write that waits longer than this for the resource counts as starved.
-    writer_wait_bound: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    writer_wait_bound: Annotated[float, msgspec.Meta(gt=0)] = 45.0
 
 
 def reader(ctx: Ctx[Params]) -> None:
