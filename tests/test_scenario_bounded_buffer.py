@@ -12,8 +12,13 @@ from sim.invariants.condition import checks_for
 
 from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files
 
-# Capacity 1: every item is a hand-over, so producers wait on full and consumers on empty.
-QUICK = ["-s", "params.capacity=1", "-s", "params.items=10", "-s", "clock.speedup=1500"]
+# Capacity 1, fixed durations. The consumers reach the buffer at once and find it empty (the
+# first items come after 2 minutes, 0.15 s); the producers make 2 items per 2 minutes, the
+# consumers take only 2 per 3 minutes, so the producers must find the buffer full too.
+QUICK = ["-s", "params.capacity=1", "-s", "params.items=10",
+         "-s", "params.produce.dist=fixed", "-s", "params.produce.mean=2",
+         "-s", "params.consume.dist=fixed", "-s", "params.consume.mean=3",
+         "-s", "clock.speedup=800"]  # fmt: skip
 
 
 def ordered(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
