@@ -226,7 +226,7 @@ scenario = Scenario(
         Metric("lost_updates", "updates lost"),
         Metric("lost_share", "updates lost, share", "%"),
         Metric("collisions", "same value read by two before either wrote"),
-        Metric("stale_writes", "writes over a value not read (from the log)"),
+        Metric("stale_writes", "writes over a value not read"),
         Metric("lock_wait_mean", "lock wait, mean", "sim min"),
         Metric("lock_wait_max", "lock wait, max", "sim min"),
     ),
