@@ -6,7 +6,6 @@ look at says ``skip``, never ``pass``: a check that cannot fail must not claim s
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -143,40 +142,54 @@ class SemaphoreBound(Check):
 
 
 class ActorsEnded(Check):
-    """Every actor the engine started logged a clean end and exited with status 0."""
+    """Every actor the engine started logged a clean end and exited with status 0.
+
+    Once the engine has stopped the run (Ctrl-C, timeout, deadlock, a crash elsewhere), an actor
+    that it terminated is not a failure of that actor; a crash always is.
+    """
 
     name = "every actor ended cleanly"
-    needs_completion = True
-    events = frozenset({"actor_end", "exit"})
+    events = frozenset({"actor_end", "exit", "stopping"})
 
     def __init__(self, actors: Iterable[str]) -> None:
         self._actors = set(actors)
         self._ends: dict[str, Mapping[str, Any]] = {}
         self._exits: dict[str, int | None] = {}
+        self._stopped = False
 
     def feed(self, event: Mapping[str, Any]) -> None:
-        kind = event.get("event")
+        kind = event["event"]
         if kind == "actor_end":
             self._ends[event["actor"]] = event
-        elif kind == "exit" and event.get("actor") == "engine":
-            self._exits[event.get("target", "")] = event.get("code")
+        elif event["actor"] == "engine":
+            if kind == "exit":
+                self._exits[event.get("target", "")] = event.get("code")
+            else:
+                self._stopped = True
 
     def verdict(self) -> Verdict:
         if not self._actors:
             return Verdict(self.name, "skip", "no actors")
         problems: list[str] = []
-        statuses: Counter[str] = Counter()
+        stopped = 0
         for actor in sorted(self._actors):
             end = self._ends.get(actor)
             status = end.get("status", "?") if end else "no end record"
-            statuses[status] += 1
             code = self._exits.get(actor)
-            if status != "ok" or code != 0:
-                what = status
-                if end and end.get("error"):
-                    what += f" ({end['error']} at {end.get('where', '?')})"
-                problems.append(f"{actor}: {what}, exit code {code}")
-        return self._result(problems[:_SHOW], len(problems), f"{len(self._actors)} actors")
+            if status == "ok" and code == 0:
+                continue
+            # 143: SIGTERM handled, -15/-9: killed by the engine's SIGTERM/SIGKILL.
+            if self._stopped and status != "crashed" and code in (143, -15, -9):
+                stopped += 1
+                continue
+            what = status
+            if end and end.get("error"):
+                what += f" ({end['error']} at {end.get('where', '?')})"
+            problems.append(f"{actor}: {what}, exit code {code}")
+        ok = f"{len(self._actors)} actors"
+        if stopped:
+            ok += f", {stopped} of them stopped by the engine"
+        return self._result(problems[:_SHOW], len(problems), ok)
 
 
 class NoDeadlock(Check):

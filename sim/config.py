@@ -54,6 +54,8 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # Wall seconds of silence, with every live actor blocked in an operation that has no
     # timeout, after which the run is declared deadlocked.
     stall_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    # Stop the other actors when one crashes: they may wait forever for what it never does.
+    stop_on_crash: bool = True
 
 
 class _Top(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

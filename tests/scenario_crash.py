@@ -8,7 +8,7 @@ from sim import Actor, Analysis, Ctx, Scenario
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True):
-    pass
+    steady_minutes: float = 1.0
 
 
 def crasher(ctx: Ctx[Params]) -> None:
@@ -17,7 +17,7 @@ def crasher(ctx: Ctx[Params]) -> None:
 
 
 def steady(ctx: Ctx[Params]) -> None:
-    ctx.sleep(1)
+    ctx.sleep(ctx.params.steady_minutes)
     ctx.log.info("fine")
 
 

@@ -115,21 +115,31 @@ def test_same_seed_gives_same_draws(out: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_crashing_actor_fails_the_run(out: Path, tmp_path: Path) -> None:
-    # A scenario (tests/scenario_crash.py) whose one actor raises ZeroDivisionError.
+@pytest.mark.parametrize("stop", [True, False])
+def test_crashing_actor_fails_the_run(out: Path, tmp_path: Path, stop: bool) -> None:
+    # A scenario (tests/scenario_crash.py) whose one actor raises ZeroDivisionError while the
+    # other sleeps: by default the engine stops the sleeper instead of waiting for it.
     config = tmp_path / "broken.toml"
     config.write_text(
-        'scenario = "tests.scenario_crash"\n[clock]\nspeedup = 6000\n', encoding="utf-8"
+        'scenario = "tests.scenario_crash"\n[clock]\nspeedup = 6000\n'
+        f"[params]\nsteady_minutes = {10_000 if stop else 1}\n"
+        f"[engine]\nstop_on_crash = {str(stop).lower()}\n",
+        encoding="utf-8",
     )
+    started = time.monotonic()
     result = sim("run", str(config), "--out", str(out))
     assert result.returncode == 1, result.stderr
     manifest = manifest_of(only_run_dir(out))
     assert manifest["status"] == "failed"
     failed = {v["name"]: v for v in manifest["invariants"] if v["status"] == "fail"}
     assert "every actor ended cleanly" in failed
-    assert "ZeroDivisionError" in failed["every actor ended cleanly"]["detail"]
+    detail = failed["every actor ended cleanly"]["detail"]
+    assert "crasher-000: crashed (ZeroDivisionError: division by zero" in detail
+    assert "steady-000" not in detail  # stopped by the engine is not a failure of its own
     assert manifest["actors"]["crasher-000"]["exitcode"] == 1
-    assert manifest["actors"]["steady-000"]["exitcode"] == 0
+    assert manifest["actors"]["steady-000"]["exitcode"] == (143 if stop else 0)
+    if stop:
+        assert time.monotonic() - started < 30  # 10,000 minutes would be 100 s
 
 
 def _wait_for_address(out: Path, timeout: float = 30) -> tuple[str, int]:

@@ -31,6 +31,14 @@ __all__ = [
 ]
 
 
+def _limit(timeout: float | None, block: bool = True) -> dict[str, float]:
+    """The ``timeout`` field of an invoke line: present whenever the call cannot block forever
+    (deadlock detection counts only invokes without it as blocked)."""
+    if not block:
+        return {"timeout": 0.0}
+    return {} if timeout is None else {"timeout": timeout}
+
+
 class _Logged:
     kind = "primitive"
 
@@ -55,11 +63,10 @@ class LoggedLock(_Logged):
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         """Take one unit; with ``timeout`` (simulated minutes) give up after that long."""
         log = self._log
+        log.info("op", op="acquire", phase="invoke", **_limit(timeout, block))
         if timeout is None:
-            log.info("op", op="acquire", phase="invoke")
             got = self._raw.acquire(block)
         else:
-            log.info("op", op="acquire", phase="invoke", timeout=timeout)
             got = self._raw.acquire(block, self._clock.seconds(timeout))
         if got:
             log.info("op", op="acquire", phase="ok")
@@ -111,7 +118,7 @@ class LoggedEvent(_Logged):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until set; with ``timeout`` (simulated minutes) give up after that long."""
-        self._log.info("op", op="wait", phase="invoke")
+        self._log.info("op", op="wait", phase="invoke", **_limit(timeout))
         seconds = None if timeout is None else self._clock.seconds(timeout)
         flag = bool(self._raw.wait(seconds))
         self._log.info("op", op="wait", phase="ok" if flag else "timeout")
@@ -168,7 +175,7 @@ class LoggedBarrier(_Logged):
     kind = "barrier"
 
     def wait(self, timeout: float | None = None) -> int:
-        self._log.info("op", op="wait", phase="invoke")
+        self._log.info("op", op="wait", phase="invoke", **_limit(timeout))
         try:
             index = self._raw.wait(None if timeout is None else self._clock.seconds(timeout))
         except threading.BrokenBarrierError:
@@ -196,7 +203,7 @@ class LoggedQueue(_Logged):
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> bool:
         """Put ``item``; False (logged ``timeout``/``fail``) if the queue stayed full."""
-        self._log.info("op", op="put", phase="invoke", item=item)
+        self._log.info("op", op="put", phase="invoke", item=item, **_limit(timeout, block))
         seconds = None if timeout is None else self._clock.seconds(timeout)
         try:
             self._raw.put(item, block, seconds)
@@ -208,7 +215,7 @@ class LoggedQueue(_Logged):
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """The next item; raises ``queue.Empty`` (logged ``timeout``/``fail``) if none came."""
-        self._log.info("op", op="get", phase="invoke")
+        self._log.info("op", op="get", phase="invoke", **_limit(timeout, block))
         seconds = None if timeout is None else self._clock.seconds(timeout)
         try:
             item = self._raw.get(block, seconds)

@@ -131,7 +131,10 @@ class LoggedDatagram:
 
     def recvfrom(self, timeout: float | None = None) -> tuple[str, int] | None:
         """One datagram as (text, sender port), or None if none came within ``timeout``."""
-        self._log.info("op", op="recvfrom", phase="invoke")
+        if timeout is None:
+            self._log.info("op", op="recvfrom", phase="invoke")
+        else:
+            self._log.info("op", op="recvfrom", phase="invoke", timeout=timeout)
         self._sock.settimeout(None if timeout is None else self._clock.seconds(timeout))
         try:
             data, address = self._sock.recvfrom(65536)
@@ -143,11 +146,16 @@ class LoggedDatagram:
         return text, address[1]
 
     def close(self) -> None:
+        self._log.info("op", op="close", phase="invoke")
         self._sock.close()
+        self._log.info("op", op="close", phase="ok")
 
 
 def udp(name: str, log: Any, clock: Clock, host: str, port: int) -> LoggedDatagram:
     """A UDP socket bound to ``host:port`` (port 0: any free port)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    log.info("op", prim=name, kind="udp", op="bind", phase="invoke", port=port)
     sock.bind((host, port))
-    return LoggedDatagram(name, sock, log, clock)
+    datagram = LoggedDatagram(name, sock, log, clock)
+    log.info("op", prim=name, kind="udp", op="bind", phase="ok", port=datagram.port)
+    return datagram

@@ -277,6 +277,9 @@ class _Supervisor:
         if code != 0 and self.status == "ok":
             self.status = "failed"
             self.reason = f"{name} exited with code {code}"
+            if self.config.engine.stop_on_crash and self.live > 1:
+                # The others may be waiting for what the crashed actor will never do.
+                self.stop.set()
         self.live -= 1
         if self.live == 0 and (self.stop.is_set() or len(self.procs) == len(self.actors)):
             self.all_reaped.set()

@@ -15,6 +15,7 @@ import random
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, MutableMapping
@@ -78,10 +79,14 @@ def _processors(actor: str, pid: int, t0_ns: int) -> list[Any]:
     counter = itertools.count()
     clock = time.monotonic_ns
     encode = msgspec.json.Encoder(enc_hook=repr).encode
+    # An actor may log from several threads (a multi-client server): ts and seq are taken
+    # together, so that a later seq never carries an earlier time.
+    together = threading.Lock()
 
     def stamp(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
         # The contract's fields come first so that a line reads well in a terminal.
-        ts, seq = (clock() - t0_ns) / 1e9, next(counter)
+        with together:
+            ts, seq = (clock() - t0_ns) / 1e9, next(counter)
         line = {
             "ts": ts,
             "actor": actor,
@@ -114,7 +119,9 @@ def main(boot: Boot) -> None:
         sock = _connect(boot.address)
         hello = {"hello": 1, "secret": boot.secret, "actor": boot.actor, "pid": pid}
         sock.sendall(msgspec.json.encode(hello) + b"\n")
-    except (OSError, _Terminated):
+    except _Terminated:
+        sys.exit(TERMINATED_EXIT)  # stopped before it could even say hello
+    except OSError:
         sys.exit(ORPHANED_EXIT)
 
     sink = BatchingSink(sock, boot.flush_s, parent)
