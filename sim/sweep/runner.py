@@ -306,7 +306,7 @@ def _print_summary(
     modelled = [m for m in present if any(f"theory_{m.key}" in row for row in summary)]
     shown = (modelled + [m for m in present if m not in modelled])[:4]
     for metric in shown:
-        unit = f" ({metric.unit})" if metric.unit and metric.unit != "%" else ""
+        unit = f" ({metric.unit})" if metric.unit else ""
         table.add_column(metric.label + unit, justify="right")
     for row in summary:
         cells = [str(row[a.key]) for a in plan.grid.axes] + [f"{row['ok']}/{row['runs']}"]
@@ -320,7 +320,7 @@ def _print_summary(
 
 def _cell(row: Mapping[str, Any], key: str, unit: str) -> str:
     """``mean ± ci95`` (and the model's value when there is one), numbers only."""
-    scale, suffix = (100.0, " %") if unit == "%" else (1.0, "")
+    scale = 100.0 if unit == "%" else 1.0
 
     def num(value: Any) -> str:
         return f"{value * scale:,.2f}" if isinstance(value, float) and value == value else "-"
@@ -332,4 +332,4 @@ def _cell(row: Mapping[str, Any], key: str, unit: str) -> str:
     theory = row.get(f"theory_{key}")
     if isinstance(theory, float):
         text += f" [dim](model {num(theory)})[/]"
-    return text + suffix
+    return text
