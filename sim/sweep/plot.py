@@ -81,7 +81,8 @@ def plot_metric(
             ax.fill_between(x, low, high, alpha=0.2, color=line.get_color(), linewidth=0)
             model = [_value(r, f"theory_{metric}") for r in rows]
             if any(math.isfinite(m) for m in model):
-                ax.plot(x, model, "--", color=line.get_color(), label=f"{name} (model)")
+                model_name = f"{name}, model" if group is not None else "queueing model"
+                ax.plot(x, model, "--", color=line.get_color(), label=model_name)
         ax.set_xlabel(axes[0])
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

@@ -268,7 +268,8 @@ def _plot(
 ) -> None:
     labels = {m.key: m.label + (f" ({m.unit})" if m.unit else "") for m in spec.metrics}
     label = labels.get(metric, metric)
-    fixed = textwrap.fill(", ".join(plan.overrides), 100)
+    config = load_config(plan.config, plan.overrides)
+    fixed = textwrap.fill(", ".join([config.title, *plan.overrides]).strip(", "), 100)
     title = f"{plan.scenario}: {label}" + (f"\n{fixed}" if fixed else "")
     path = plan.sweep_dir / f"{metric}.png"
     plot_metric(plan.grid, summary, metric, path, title=title, label=label, heatmap=heatmap)
