@@ -148,6 +148,7 @@ class MutexAnalysis(Analysis):
     def __init__(self, config: RunConfig) -> None:
         p: Params = config.params
         self._per_minute = config.clock.speedup / 60.0
+        self._locked = p.lock != "none"
         self._wanted: dict[str, float] = {}
         self._waits: list[float] = []
         self._inside: set[str] = set()
@@ -178,11 +179,12 @@ class MutexAnalysis(Analysis):
 
     def metrics(self) -> dict[str, Any]:
         return {
-            "entries": len(self._waits),
+            "entries": len(self._waits),  # one wait per entry at level 0
             "crowded_entries": self._crowded,
             "inside_max": self._most,
             "depth_max": self._deepest,
-            **describe(self._waits, "wait"),
+            # Without a lock nobody waits for one: shown as "-" rather than as 0.
+            **describe(self._waits if self._locked else [], "wait"),
         }
 
     def checks(self) -> list[Check]:

@@ -131,11 +131,8 @@ class Exclusion(Check):
             self._writers.discard(actor)
         else:
             self._entries += 1
-            others = (
-                sorted(self._writers)
-                if kind == "enter_read"
-                else sorted(self._writers | self._readers)
-            )
+            inside = self._writers if kind == "enter_read" else self._writers | self._readers
+            others = sorted(inside)
             if others:
                 self._count += 1
                 if len(self._problems) < _SHOW:

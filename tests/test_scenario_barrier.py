@@ -128,5 +128,5 @@ def test_generations_catch_an_early_pass_and_a_short_generation() -> None:
     short += [_wait("a", "ok", 4, 0), _wait("b", "ok", 4.1, 1), _wait("c", "ok", 4.2, 0)]
     status, detail = _verdict(short)
     assert status == "fail"
-    assert "a generation of 2 instead of 3" in detail
+    assert "has 2 returns instead of 3" in detail
     assert _verdict([]) == ("skip", "no wait on b returned")

@@ -134,8 +134,9 @@ class Generations(Check):
                         f"{r.actor} (index {i})" for i, r in sorted(gen.members.items())
                     )
                     problems.append(
-                        f"a generation of {len(gen.members)} instead of {self.parties}: {who} "
-                        f"passed from {gen.first_ok:.6f} s, and no other return fits it"
+                        f"generation {gen.number} has {len(gen.members)} returns instead of "
+                        f"{self.parties}: {who} passed from {gen.first_ok:.6f} s, and no other "
+                        "return fits it"
                     )
         ok = (
             f"{self._complete} generations of {self.parties}, each with indices "
