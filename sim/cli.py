@@ -205,13 +205,13 @@ def _check(args: argparse.Namespace, err: Console) -> int:
 
 
 def _list() -> int:
+    lines: list[tuple[str, str, str]] = []
     for name in _scenario.available():
         try:
-            spec = _scenario.load(name)
+            what = _scenario.load(name).description
         except ScenarioError as exc:
-            print(f"scenario  {name:<18} (broken: {exc})")
-            continue
-        print(f"scenario  {name:<18} {spec.description}")
+            what = f"(broken: {exc})"
+        lines.append(("scenario", name, what))
     folder = bundled_configs()
     for path in sorted(folder.glob("*.toml")) if folder else []:
         try:
@@ -219,5 +219,8 @@ def _list() -> int:
             what = config.title or config.scenario
         except ConfigError as exc:
             what = f"(invalid: {exc.reason})"
-        print(f"config    {path.name:<18} {what}")
+        lines.append(("config", path.name, what))
+    width = max((len(name) for _, name, _ in lines), default=0)
+    for kind, name, what in lines:
+        print(f"{kind:<9} {name:<{width}}  {what}")
     return EXIT_OK
