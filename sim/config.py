@@ -210,7 +210,8 @@ def _convert(data: dict[str, Any], tp: type[Any], section: str) -> Any:
             message = message[: match.start()]
         key = (section + path) if section else path.lstrip(".")
         value = _lookup(data, path)
-        shown = "got" in message or "value" in message
+        # A whole table's validation error (from a __post_init__) needs no "got {table}".
+        shown = "got" in message or "value" in message or isinstance(value, dict)
         got = f", got {value!r}" if value is not _MISSING and not shown else ""
         message = message.replace("`", "").replace("Expected", "expected")
         message = message.replace("Invalid enum", "invalid")

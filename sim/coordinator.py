@@ -76,6 +76,7 @@ class LiveCounters:
     # Actors inside an operation with no timeout: (prim, op) they are blocked in, if they are.
     pending: dict[str, tuple[str, str]] = field(default_factory=dict)
     live: set[str] = field(default_factory=set)
+    started: set[str] = field(default_factory=set)
     # time.monotonic() of the last line any actor sent: a stall is a long silence.
     last_event: float = field(default_factory=time.monotonic)
 
@@ -87,6 +88,7 @@ class LiveCounters:
         elif event == "actor_start":
             self.actors_started += 1
             self.live.add(line.actor)
+            self.started.add(line.actor)
         elif event == "actor_end":
             self.actors_ended += 1
             self.gone(line.actor)

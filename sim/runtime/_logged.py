@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue as _queue
 import threading
-from multiprocessing import resource_tracker, shared_memory
+from multiprocessing import shared_memory
 from types import TracebackType
 from typing import Any
 
@@ -142,9 +142,18 @@ class LoggedCondition(LoggedLock):
             self._log.info("op", op="wait", phase="invoke")
         else:
             self._log.info("op", op="wait", phase="invoke", timeout=timeout)
-        notified = bool(self._raw.wait(seconds))
+        notified = bool(self._call("wait", self._raw.wait, seconds))
         self._log.info("op", op="wait", phase="ok" if notified else "timeout")
         return notified
+
+    def _call(self, op: str, method: Any, *args: Any) -> Any:
+        # multiprocessing raises AssertionError (or RuntimeError) when the lock is not held:
+        # close the operation in the log so that it does not look blocked forever.
+        try:
+            return method(*args)
+        except (AssertionError, RuntimeError) as exc:
+            self._log.info("op", op=op, phase="fail", error=f"{type(exc).__name__}: {exc}")
+            raise
 
     def wait_for(self, predicate: Any, timeout: float | None = None) -> bool:
         """Wait until ``predicate()`` is true; every wait on the way is logged."""
@@ -160,12 +169,12 @@ class LoggedCondition(LoggedLock):
 
     def notify(self, n: int = 1) -> None:
         self._log.info("op", op="notify", phase="invoke", n=n)
-        self._raw.notify(n)
+        self._call("notify", self._raw.notify, n)
         self._log.info("op", op="notify", phase="ok")
 
     def notify_all(self) -> None:
         self._log.info("op", op="notify_all", phase="invoke")
-        self._raw.notify_all()
+        self._call("notify_all", self._raw.notify_all)
         self._log.info("op", op="notify_all", phase="ok")
 
 
@@ -228,6 +237,18 @@ class LoggedQueue(_Logged):
     def qsize(self) -> int:
         return int(self._raw.qsize())
 
+    def close(self) -> None:
+        """No more puts from this process; the feeder thread flushes what is buffered."""
+        self._log.info("op", op="close", phase="invoke")
+        self._raw.close()
+        self._log.info("op", op="close", phase="ok")
+
+    def join_thread(self) -> None:
+        """Block until this process's buffered items have reached the pipe (after close)."""
+        self._log.info("op", op="join_thread", phase="invoke")
+        self._raw.join_thread()
+        self._log.info("op", op="join_thread", phase="ok")
+
     def task_done(self) -> None:
         self._log.info("op", op="task_done", phase="invoke")
         self._raw.task_done()
@@ -251,7 +272,11 @@ class LoggedConnection(_Logged):
 
     def send(self, item: Any) -> None:
         self._log.info("op", op="send", phase="invoke", item=item)
-        self._raw.send(item)
+        try:
+            self._raw.send(item)
+        except OSError as exc:
+            self._log.info("op", op="send", phase="fail", error=f"{type(exc).__name__}: {exc}")
+            raise
         self._log.info("op", op="send", phase="ok", item=item)
 
     def recv(self) -> Any:
@@ -372,10 +397,10 @@ class LoggedSharedMemory(_Logged):
 
     def __init__(self, name: str, raw: Any, log: Any, clock: Clock) -> None:
         super().__init__(name, raw, log, clock)
+        # Attaching registers the block with the resource tracker again; that is harmless (the
+        # tracker keeps a set of names, and the engine's unlink removes it once), whereas
+        # unregistering here would make the tracker fail on the engine's own unregister.
         self._block = shared_memory.SharedMemory(name=raw.name)
-        # Attaching registers the block with the resource tracker as if this actor owned it;
-        # the engine owns it and unlinks it at the end, so the actor must not.
-        resource_tracker.unregister(self._block._name, "shared_memory")  # type: ignore[attr-defined]
         buf = self._block.buf
         assert buf is not None
         self._slots = buf.cast("q")

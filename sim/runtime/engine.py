@@ -290,6 +290,13 @@ class _Supervisor:
             await anyio.sleep(min(0.25, stall_s / 4))
             if not self.started_all or not counters.stalled(stall_s):
                 continue
+            # An actor still starting up (slow under spawn) may be the one that wakes the rest.
+            if any(
+                name not in counters.started and record.exitcode is None
+                for name, record in self.records.items()
+                if record.pid is not None
+            ):
+                continue
             waits = counters.waits()
             words = "; ".join(
                 f"{w['actor']} waits in {w['op']} on {w['prim']}"
