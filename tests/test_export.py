@@ -118,8 +118,10 @@ def invokes(run_dir: Path) -> list[dict[str, Any]]:
     return [e for e in events_of(run_dir) if e["event"] == "op" and e["phase"] == "invoke"]
 
 
-def run(out: Path, *args: str) -> LoadedRun:
-    done = sim("run", *args, "--quiet", "--out", str(out))
+def run(out: Path, config: str, *settings: str) -> LoadedRun:
+    """Run ``config`` with ``-s`` ``settings`` and load the run back."""
+    overrides = [arg for setting in settings for arg in ("-s", setting)]
+    done = sim("run", config, *overrides, "--quiet", "--out", str(out))
     assert done.returncode == 0, done.stderr
     return load_run(only_run_dir(out))
 
@@ -226,9 +228,14 @@ def test_csv_rows_of_a_known_log(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_chrome_export_of_a_car_park_run_is_valid(tmp_path: Path) -> None:
-    loaded = run(tmp_path / "logs", "carpark.toml", "-s", "params.cars=30", "-s",
-                 "params.capacity=8", "-s", "params.visits=2",
-                 "-s", "clock.speedup=12000")  # fmt: skip
+    loaded = run(
+        tmp_path / "logs",
+        "carpark.toml",
+        "params.cars=30",
+        "params.capacity=8",
+        "params.visits=2",
+        "clock.speedup=12000",
+    )
     trace = tmp_path / "trace.json"
     written = export_chrome(loaded, trace)
     data = json.loads(trace.read_text(encoding="utf-8"))
@@ -251,7 +258,7 @@ def test_chrome_export_of_a_car_park_run_is_valid(tmp_path: Path) -> None:
     "config", ["philosophers-naive", "queue_workers", "pipe-pingpong", "tcp_echo"]
 )
 def test_chrome_export_of_other_scenarios_is_valid(tmp_path: Path, config: str) -> None:
-    extra = ["-s", "params.port=0"] if config == "tcp_echo" else []
+    extra = ["params.port=0"] if config == "tcp_echo" else []
     loaded = run(tmp_path / "logs", config, *extra)
     trace = tmp_path / "trace.json"
     export_chrome(loaded, trace)
@@ -297,9 +304,15 @@ def test_chrome_export_of_a_deadlock_shows_the_waits_that_never_ended(tmp_path: 
 
 @pytest.mark.timeout(120)
 def test_csv_has_one_row_per_operation_and_wait_is_completion_minus_invoke(tmp_path: Path) -> None:
-    loaded = run(tmp_path / "logs", "carpark.toml", "-s", "params.cars=25", "-s",
-                 "params.capacity=6", "-s", "params.visits=2", "-s", "clock.speedup=12000",
-                 "-s", "params.patience=20")  # fmt: skip
+    loaded = run(
+        tmp_path / "logs",
+        "carpark.toml",
+        "params.cars=25",
+        "params.capacity=6",
+        "params.visits=2",
+        "clock.speedup=12000",
+        "params.patience=20",
+    )
     path = tmp_path / "ops.csv"
     rows = export_csv(loaded, path)
     table = read_rows(path)

@@ -61,6 +61,7 @@ _GAUGE_NAMES: dict[str, str] = {
     "queue": "length",
     "joinable_queue": "length",
     "pipe": "in pipe",
+    "tcp": "in flight",
     "udp": "in flight",
 }
 

@@ -1,0 +1,512 @@
+"""Pictures of a finished run: occupancy against capacity, waiting times, one lane per actor.
+
+One figure with three panels, PNG or SVG by the file's suffix:
+
+1. the primitives' gauges over time (units held and processes waiting per semaphore, locks
+   held, queue length, items in a pipe, a shared value), each with its capacity line;
+2. what each actor was doing (a Gantt chart: waiting, holding, and the scenario's own states
+   such as driving/parked or thinking/hungry/eating), for runs of up to 50 actors; above that,
+   how many actors were in each state over time;
+3. a histogram of the waits in blocking operations.
+
+Time runs in wall seconds since the run started, with simulated time on the top axis when
+the config's clock gives it. Matplotlib runs with the Agg backend: no screen is needed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: draw into files, never open a window
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+from .events import ordered, read_events
+from .export import BLOCKING, Op, Timeline, describe_params, speedup_of
+from .replay import LoadedRun
+
+__all__ = ["GANTT_MAX_ACTORS", "STATE_COLORS", "plot"]
+
+GANTT_MAX_ACTORS = 50
+_SAMPLES = 1500  # points of the state-count curves drawn for runs with many actors
+
+# One colour per state a person would name; states of the same sort share a hue family.
+STATE_COLORS: dict[str, str] = {
+    # blocked in an operation
+    "waiting": "#d62728",
+    "getting": "#ff7f0e",
+    "receiving": "#ff7f0e",
+    "accepting": "#ff9f4a",
+    "connecting": "#ff9f4a",
+    "joining": "#e377c2",
+    "sending": "#9467bd",
+    "putting": "#9467bd",
+    # using what it waited for
+    "holding": "#2ca02c",
+    "parked": "#2ca02c",
+    "eating": "#2ca02c",
+    "inside": "#2ca02c",
+    "reading": "#74c476",
+    "writing": "#1b7837",
+    "racing": "#2ca02c",
+    # about to ask for it
+    "arriving": "#fdd835",
+    "hungry": "#fdd835",
+    "wanting": "#fdd835",
+    "want read": "#fdd835",
+    "want write": "#fbc02d",
+    "ready": "#fdd835",
+    "fired": "#fdd835",
+    # doing something else
+    "driving": "#aec7e8",
+    "thinking": "#aec7e8",
+    "outside": "#aec7e8",
+    "walking": "#aec7e8",
+    "finished": "#c5b0d5",
+    "running": "#dadada",
+}
+_FALLBACK = ("#17becf", "#bcbd22", "#8c564b", "#7f7f7f", "#393b79", "#637939")
+_SERIES_COLORS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+# Gauge kinds in the order the top panel prefers them: what has a capacity to fill first.
+_PREFERENCE = ("semaphore", "bounded_semaphore", "queue", "joinable_queue", "pipe", "tcp", "udp",
+               "lock", "rlock", "condition", "value", "barrier", "event")  # fmt: skip
+# Operations that send block only while a buffer is full; their waits are shown only if they
+# did block (p95 longer than this, in wall seconds).
+_SENDS = frozenset({"put", "send"})
+_BLOCKED_S = 0.001
+_LOCKS = ("lock", "rlock", "condition")
+
+
+def plot(loaded: LoadedRun, path: Path) -> None:
+    """Draw ``loaded`` into ``path`` (``.png`` or ``.svg``)."""
+    suffix = path.suffix.lower()
+    if suffix not in (".png", ".svg"):
+        raise ValueError(f"{path}: the plot is written as .png or .svg, not {suffix or 'nothing'}")
+    data = _Collector(loaded)
+    data.feed_all(ordered(read_events(loaded.events_path)))
+    # SVG text stays text (not outlines): smaller, searchable, and readable by screen readers.
+    with plt.rc_context({"svg.fonttype": "none"}):
+        fig = _figure(loaded, data)
+        try:
+            fig.savefig(path, dpi=110 if suffix == ".png" else None)
+        finally:
+            plt.close(fig)
+
+
+class _Collector(Timeline):
+    """Keeps what the panels draw: gauge steps, waits, and actor states (lanes or counts)."""
+
+    def __init__(self, loaded: LoadedRun) -> None:
+        self.names = list(loaded.actors)
+        self.lanes = 0 < len(self.names) <= GANTT_MAX_ACTORS
+        super().__init__(
+            loaded.primitives,
+            scenario=loaded.config.scenario if loaded.config is not None else "",
+            actors=self.names,
+            track_states=True,
+        )
+        self.series: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+        for prim, values in self.gauges().items():
+            for name, value in values.items():
+                self.series[(prim, name)].append((0.0, value))
+        self.waits: dict[str, list[float]] = defaultdict(list)
+        self.pending = 0
+        self.segments: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        self.marks: list[tuple[float, str]] = []
+        # Many actors: counts per state, sampled on a grid that coarsens as the run goes on,
+        # so that memory stays bounded however long the log is.
+        self.current: dict[str, str] = {}
+        self.counts: dict[str, int] = defaultdict(int)
+        self.samples: list[tuple[float, dict[str, int]]] = []
+        self.step = 0.01
+        self.next_at = 0.0
+        self.end = 0.0
+
+    def on_gauge(self, ts: float, prim: str, values: Mapping[str, float]) -> None:
+        for name, value in values.items():
+            points = self.series[(prim, name)]
+            if not points or points[-1][1] != value:
+                points.append((ts, value))
+
+    def on_op(self, op: Op, end: float) -> None:
+        if op.name == "write" and op.kind == "value" and op.outcome == "ok":
+            # Writes that completed, beside the value: a counter whose value falls behind
+            # its writes has lost updates.
+            points = self.series[(op.prim, "writes")]
+            points.append((end, (points[-1][1] if points else 0) + 1))
+        if op.name not in BLOCKING:
+            return
+        wait = op.wait
+        if wait is None:
+            self.pending += 1
+        else:
+            self.waits[f"{op.name} {op.prim}"].append(wait)
+
+    def on_mark(self, event: dict[str, Any]) -> None:
+        if event["actor"] == "engine" and event.get("event") in ("deadlock", "stopping"):
+            self.marks.append((event["ts"], str(event["event"])))
+        if event["actor"] not in ("engine", "coordinator"):
+            self.end = max(self.end, event["ts"])
+
+    def on_state(self, ts: float, actor: str, state: str, category: str, detail: str) -> None:
+        self.end = max(self.end, ts)
+        label = "" if category == "done" else state
+        if self.lanes:
+            self.segments[actor].append((ts, label))
+            return
+        # The counts at each grid point up to now, before this change.
+        while self.next_at <= ts:
+            self.samples.append((self.next_at, dict(self.counts)))
+            self.next_at += self.step
+            if len(self.samples) >= 2 * _SAMPLES:
+                self.samples = self.samples[::2]
+                self.step *= 2
+                self.next_at = self.samples[-1][0] + self.step
+        before = self.current.get(actor)
+        if before:
+            self.counts[before] -= 1
+        if label:
+            self.counts[label] += 1
+        self.current[actor] = label
+
+    def finish(self) -> None:
+        super().finish()
+        self.end = max(self.end, self.now)
+        if not self.lanes:
+            self.samples.append((self.end, dict(self.counts)))
+
+
+# -- the figure --------------------------------------------------------------------------------
+
+
+def _figure(loaded: LoadedRun, data: _Collector) -> Figure:
+    speedup = speedup_of(loaded)
+    actors = len(data.names) or len(data.current)
+    gantt_h = max(2.2, 0.21 * actors) if data.lanes else 2.6
+    fig = plt.figure(figsize=(12, 1.0 + 3.4 + gantt_h + 3.0), layout="constrained")
+    grid = fig.add_gridspec(4, 1, height_ratios=[1.0, 3.4, gantt_h, 3.0])
+    _draw_header(fig.add_subplot(grid[0]), loaded, data, actors)
+    gauges = fig.add_subplot(grid[1])
+    lanes = fig.add_subplot(grid[2], sharex=gauges)
+    hist = fig.add_subplot(grid[3])
+    _draw_gauges(gauges, loaded, data)
+    if data.lanes:
+        _draw_lanes(lanes, data)
+    else:
+        _draw_counts(lanes, data, actors)
+    end = max(data.end, 1e-3)
+    labelled = -1.0
+    for ts, what in data.marks:
+        for ax in (gauges, lanes):
+            ax.axvline(ts, color="#b71c1c", linewidth=1.2, linestyle=":")
+        if labelled < 0 or ts - labelled > 0.05 * end:  # one label per cluster of marks
+            labelled = ts
+            right = ts > 0.8 * end
+            gauges.annotate(f"{what} " if right else f" {what}", (ts, 0.97), xycoords=("data",
+                            "axes fraction"), va="top", ha="right" if right else "left",
+                            fontsize=8, color="#b71c1c", fontweight="bold")  # fmt: skip
+    gauges.set_xlim(0, end * 1.01)
+    lanes.set_xlabel("wall time since the run started (s)")
+    plt.setp(gauges.get_xticklabels(), visible=False)
+    if speedup:
+        _sim_axis(gauges, speedup, end)
+    _draw_waits(hist, data, speedup)
+    return fig
+
+
+def _draw_header(ax: Axes, loaded: LoadedRun, data: _Collector, actors: int) -> None:
+    # A row of its own for the title block: the layout engine then keeps it clear of the
+    # panels, which a figure-level text would not be.
+    ax.axis("off")
+    scenario = loaded.config.scenario if loaded.config is not None else "unknown scenario"
+    ax.text(0.5, 1.0, loaded.title, ha="center", va="top", fontsize=14, fontweight="bold",
+            transform=ax.transAxes)  # fmt: skip
+    lines = [f"scenario {scenario} · {actors} actors · {data.events:,} events · "
+             f"log {loaded.run_dir or loaded.events_path}"]  # fmt: skip
+    params = describe_params(loaded, width=140)
+    if params:
+        lines.append(f"{params}   (durations in simulated minutes)")
+    ax.text(0.5, 0.45, "\n".join(lines), ha="center", va="top", fontsize=9, color="#444444",
+            transform=ax.transAxes, linespacing=1.5)  # fmt: skip
+
+
+def _sim_axis(ax: Axes, speedup: float, end: float) -> None:
+    # Simulated time along the top: minutes, or hours for a long day.
+    hours = end * speedup / 60 > 300
+    factor = speedup / (3600 if hours else 60)
+
+    def forward(x: Any) -> Any:
+        return x * factor
+
+    def back(x: Any) -> Any:
+        return x / factor
+
+    top = ax.secondary_xaxis("top", functions=(forward, back))
+    top.set_xlabel(f"simulated time ({'h' if hours else 'min'})", fontsize=9)
+    top.tick_params(labelsize=8)
+
+
+def _kind(loaded: LoadedRun, prim: str, series: str) -> str:
+    info = loaded.primitives.get(prim)
+    if info is not None:
+        return str(info.get("kind", ""))
+    # Primitives not declared by the scenario: a socket (named in code) or a Value's lock.
+    return {"in flight": "tcp", "held": "rlock", "waiting": "rlock"}.get(series, "")
+
+
+def _step(points: Sequence[tuple[float, float]], end: float) -> tuple[list[float], list[float]]:
+    xs = [p[0] for p in points]
+    ys = [p[1] for p in points]
+    if xs and xs[-1] < end:
+        xs.append(end)
+        ys.append(ys[-1])
+    return xs, ys
+
+
+def _total(series: Sequence[Sequence[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """The sum of several step series (locks held across all forks)."""
+    changes = sorted((ts, i, v) for i, points in enumerate(series) for ts, v in points)
+    current = [0.0] * len(series)
+    out: list[tuple[float, float]] = []
+    for ts, i, v in changes:
+        current[i] = v
+        total = sum(current)
+        if out and out[-1][0] == ts:
+            out[-1] = (ts, total)
+        elif not out or out[-1][1] != total:
+            out.append((ts, total))
+    return out
+
+
+def _draw_gauges(ax: Axes, loaded: LoadedRun, data: _Collector) -> None:
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for prim, series in data.series:
+        kind = _kind(loaded, prim, series)
+        if prim not in by_kind[kind]:
+            by_kind[kind].append(prim)
+    chosen = [k for k in _PREFERENCE if by_kind.get(k)]
+    # Values and barriers have other units than units held: draw them only if nothing with
+    # a capacity is there.
+    main = [k for k in chosen if k not in ("value", "barrier", "event")] or chosen[:1]
+    end = data.end
+    colors = iter(_SERIES_COLORS * 3)
+    drawn = 0
+    top = 1.0
+    groups: list[tuple[str, str, list[str]]] = []
+    for kind in main:
+        prims = by_kind[kind]
+        if kind in _LOCKS and len(prims) > 3:
+            # Many locks of one sort (five forks): how many of them are taken at once.
+            stem = _common_start(prims).rstrip("-_") or kind
+            groups.append((kind, f"{stem}* ({len(prims)} {kind}s)", prims))
+        else:
+            groups.extend((kind, p, [p]) for p in prims[:4])
+    for kind, label, members in groups[:6]:
+        color = next(colors)
+        for series, style in _series_of(kind):
+            pts = [data.series.get((m, series), []) for m in members]
+            if not any(pts):
+                continue
+            points = pts[0] if len(pts) == 1 else _total(pts)
+            xs, ys = _step(points, end)
+            top = max(top, max(ys))
+            name = f"{label}: {series}"
+            if style == "fill":
+                ax.fill_between(xs, ys, step="post", color=color, alpha=0.25, linewidth=0)
+                ax.step(xs, ys, where="post", color=color, linewidth=1.4, label=name)
+            else:
+                # With one primitive, who waits stands out in a colour of its own.
+                line = "#e6550d" if len(groups) == 1 else color
+                ax.step(xs, ys, where="post", color=line, linewidth=1.0, linestyle=style,
+                        alpha=0.9, label=name)  # fmt: skip
+            drawn += 1
+        capacity = sum(Timeline.capacity(loaded.primitives.get(m, {})) or 0 for m in members)
+        if capacity and kind != "event":
+            top = max(top, capacity)
+            ax.axhline(capacity, color="#c62828", linestyle="--", linewidth=1.2)
+            ax.annotate(f"capacity {capacity}", (1.0, capacity), xycoords=("axes fraction",
+                        "data"), xytext=(-4, 3), textcoords="offset points", ha="right",
+                        va="bottom", fontsize=8, color="#c62828")  # fmt: skip
+    if not drawn:
+        ax.text(0.5, 0.5, "no shared primitive with a gauge in this run", transform=ax.transAxes,
+                ha="center", va="center", color="#777777")  # fmt: skip
+    else:
+        ax.legend(loc="upper left", fontsize=8, ncols=min(drawn, 3), framealpha=0.85)
+    ax.set_ylim(0, top * 1.18 + 0.5)
+    ax.set_ylabel(_gauge_unit(main))
+    ax.set_title(_gauge_title(main), loc="left", fontsize=10, fontweight="bold")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _series_of(kind: str) -> list[tuple[str, str]]:
+    if kind in ("semaphore", "bounded_semaphore", *_LOCKS):
+        return [("held", "fill"), ("waiting", "--")]
+    if kind in ("queue", "joinable_queue"):
+        return [("length", "fill")]
+    if kind == "pipe":
+        return [("in pipe", "fill")]
+    if kind in ("tcp", "udp"):
+        return [("in flight", "fill")]
+    if kind == "barrier":
+        return [("waiting", "fill")]
+    if kind == "event":
+        return [("set", "fill"), ("waiting", "--")]
+    if kind == "value":
+        return [("value", "-"), ("writes", ":")]
+    return []
+
+
+def _gauge_title(kinds: Sequence[str]) -> str:
+    if any(k in ("semaphore", "bounded_semaphore", *_LOCKS) for k in kinds):
+        return "occupancy over time: units held against capacity, processes waiting"
+    if any(k in ("queue", "joinable_queue") for k in kinds):
+        return "queue length over time (items put and not yet got)"
+    if any(k in ("pipe", "tcp", "udp") for k in kinds):
+        return "messages in transit (sent and not yet received)"
+    if "value" in kinds:
+        return "shared value over time, and the writes that completed"
+    if "barrier" in kinds:
+        return "processes waiting at the barrier"
+    return "event flag and processes waiting for it"
+
+
+def _gauge_unit(kinds: Sequence[str]) -> str:
+    if any(k in ("semaphore", "bounded_semaphore") for k in kinds):
+        return "units (held / waiting)"
+    if any(k in ("queue", "joinable_queue", "pipe", "tcp", "udp") for k in kinds):
+        return "items"
+    if any(k in _LOCKS for k in kinds):
+        return "locks held / processes waiting"
+    if "value" in kinds:
+        return "value"
+    return "processes"
+
+
+def _colors_for(labels: Sequence[str]) -> dict[str, str]:
+    colors: dict[str, str] = {}
+    spare = iter(_FALLBACK * 4)
+    for label in labels:
+        colors[label] = STATE_COLORS.get(label) or next(spare)
+    return colors
+
+
+def _draw_lanes(ax: Axes, data: _Collector) -> None:
+    names = [n for n in data.names if n in data.segments] or sorted(data.segments)
+    end = data.end
+    seen: dict[str, None] = {}
+    for name in names:
+        for _, label in data.segments[name]:
+            if label:
+                seen[label] = None
+    colors = _colors_for(list(seen))
+    for row, name in enumerate(names):
+        bars: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        segs = data.segments[name]
+        for (start, label), nxt in zip(segs, [*segs[1:], (end, "")], strict=True):
+            if label and nxt[0] > start:
+                bars[label].append((start, nxt[0] - start))
+        for label, spans in bars.items():
+            ax.broken_barh(spans, (row - 0.4, 0.8), facecolors=colors[label], linewidth=0)
+    ax.set_yticks(range(len(names)), names, fontsize=7 if len(names) > 20 else 8)
+    ax.set_ylim(len(names) - 0.5, -0.5)  # first actor on top
+    ax.set_title("what each actor was doing", loc="left", fontsize=10, fontweight="bold")
+    handles = [Patch(color=colors[label], label=label) for label in seen]
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8,
+                  frameon=False, title="state", title_fontsize=8)  # fmt: skip
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _draw_counts(ax: Axes, data: _Collector, actors: int) -> None:
+    samples = data.samples
+    labels = list(dict.fromkeys(k for _, counts in samples for k, v in counts.items() if v > 0))
+    colors = _colors_for(labels)
+    if samples and labels:
+        xs = [ts for ts, _ in samples]
+        ys = [[counts.get(label, 0) for _, counts in samples] for label in labels]
+        ax.stackplot(xs, ys, labels=labels, colors=[colors[lb] for lb in labels], step="post",
+                     linewidth=0)  # fmt: skip
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False,
+                  title="state", title_fontsize=8)  # fmt: skip
+    ax.set_ylim(0, max(actors, 1))
+    ax.set_ylabel("actors")
+    ax.set_title(
+        f"actors per state ({actors} actors: one lane each is drawn for up to "
+        f"{GANTT_MAX_ACTORS}, so the Gantt chart is skipped)",
+        loc="left", fontsize=10, fontweight="bold",
+    )  # fmt: skip
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _draw_waits(ax: Axes, data: _Collector, speedup: float | None) -> None:
+    # Simulated minutes if the run has a clock (what a scenario's durations are given in),
+    # otherwise wall milliseconds.
+    scale, unit = (speedup / 60.0, "simulated minutes") if speedup else (1000.0, "wall ms")
+    groups = sorted(
+        ((label, waits) for label, waits in data.waits.items()
+         if label.split(" ")[0] not in _SENDS or _p95(waits) > _BLOCKED_S),
+        key=lambda kv: -len(kv[1]),
+    )  # fmt: skip
+    if len(groups) > 4:
+        # Many primitives (five forks): one group per operation and sort of primitive.
+        merged: dict[str, list[float]] = defaultdict(list)
+        for label, waits in groups:
+            op, _, prim = label.partition(" ")
+            stem = prim.rstrip("0123456789").rstrip("-_")
+            merged[f"{op} {stem}*" if stem and stem != prim else label].extend(waits)
+        groups = sorted(merged.items(), key=lambda kv: -len(kv[1]))[:4]
+    ax.set_title(f"waiting times in blocking operations ({unit})", loc="left", fontsize=10,
+                 fontweight="bold")  # fmt: skip
+    if not groups:
+        ax.text(0.5, 0.5, "no blocking operation returned in this run", transform=ax.transAxes,
+                ha="center", va="center", color="#777777")  # fmt: skip
+        return
+    values = [[w * scale for w in waits] for _, waits in groups]
+    high = max(max(v) for v in values)
+    bins = [high * i / 40 for i in range(41)] if high > 0 else 10
+    labels = [_wait_label(label, v, unit) for (label, _), v in zip(groups, values, strict=True)]
+    colors = list(_SERIES_COLORS[: len(values)])
+    ax.hist(values, bins=bins, stacked=True, label=labels, color=colors, edgecolor="white",
+            linewidth=0.4)  # fmt: skip
+    if data.pending:
+        ax.text(0.99, 0.97, f"{data.pending} waits never returned (not shown)", ha="right",
+                va="top", transform=ax.transAxes, fontsize=8, color="#b71c1c")  # fmt: skip
+    ax.legend(loc="upper right", fontsize=8, bbox_to_anchor=(1.0, 0.9 if data.pending else 1.0))
+    ax.set_xlabel(f"wait from invoke to return ({unit})")
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 5))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("operations")
+    ax.set_xlim(left=0)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _common_start(names: Sequence[str]) -> str:
+    """The longest start all ``names`` share (``fork-`` for fork-0 .. fork-4)."""
+    first, last = min(names), max(names)
+    size = 0
+    while size < min(len(first), len(last)) and first[size] == last[size]:
+        size += 1
+    return first[:size]
+
+
+def _p95(values: Sequence[float]) -> float:
+    ordered_values = sorted(values)
+    return ordered_values[min(len(values) - 1, int(0.95 * len(values)))]
+
+
+def _wait_label(label: str, values: Sequence[float], unit: str) -> str:
+    ordered_values = sorted(values)
+    n = len(ordered_values)
+    mean = sum(ordered_values) / n
+    p95 = ordered_values[min(n - 1, int(0.95 * n))]
+    short = "min" if unit.startswith("simulated") else "ms"
+    return f"{label}: n={n}, mean {mean:.3g}, p95 {p95:.3g} {short}"

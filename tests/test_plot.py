@@ -1,0 +1,135 @@
+"""Plots: valid PNG and SVG files from real runs, with the panels a run calls for."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from sim.events import ordered, read_events
+from sim.plot import GANTT_MAX_ACTORS, _Collector, plot
+from sim.replay import LoadedRun, load_run
+
+from .conftest import manifest_of, only_run_dir, sim
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run(out: Path, config: str, *settings: str) -> LoadedRun:
+    """Run ``config`` with ``-s`` ``settings`` and load the run back."""
+    overrides = [arg for setting in settings for arg in ("-s", setting)]
+    done = sim("run", config, *overrides, "--quiet", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    return load_run(only_run_dir(out))
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG, "not a PNG"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+@pytest.mark.timeout(120)
+def test_car_park_plot_as_png_and_svg(tmp_path: Path) -> None:
+    loaded = run(
+        tmp_path / "logs",
+        "carpark.toml",
+        "params.cars=12",
+        "params.capacity=4",
+        "params.visits=2",
+        "clock.speedup=12000",
+    )
+    plot(loaded, tmp_path / "car.png")
+    width, height = png_size(tmp_path / "car.png")
+    assert width >= 1000
+    assert height >= 800
+    assert (tmp_path / "car.png").stat().st_size > 40_000
+    plot(loaded, tmp_path / "car.svg")
+    svg = (tmp_path / "car.svg").read_text(encoding="utf-8")
+    assert svg.startswith("<?xml")
+    assert "<svg" in svg
+    # Title, parameters, the capacity line, and one Gantt lane per car.
+    assert "scenario carpark" in svg
+    assert "capacity=4" in svg
+    assert "capacity 4" in svg
+    assert all(f"car-{i:03d}" in svg for i in range(12))
+    assert "simulated time (h)" in svg or "simulated time (min)" in svg
+
+
+@pytest.mark.timeout(120)
+def test_occupancy_drawn_is_the_run_s_own_occupancy(tmp_path: Path) -> None:
+    loaded = run(
+        tmp_path / "logs",
+        "carpark.toml",
+        "params.cars=20",
+        "params.capacity=5",
+        "params.visits=2",
+        "clock.speedup=12000",
+    )
+    data = _Collector(loaded)
+    data.feed_all(ordered(read_events(loaded.events_path)))
+    held = [v for _, v in data.series[("spaces", "held")]]
+    metrics = manifest_of(loaded.run_dir or tmp_path)["metrics"]
+    assert max(held) == metrics["occupancy_max"] == 5
+    assert held[-1] == 0  # every car left
+    waits = data.waits["acquire spaces"]
+    assert len(waits) == metrics["served"] == 40
+
+
+@pytest.mark.timeout(120)
+def test_many_actors_skip_the_gantt_and_say_so(tmp_path: Path) -> None:
+    cars = GANTT_MAX_ACTORS + 10
+    loaded = run(
+        tmp_path / "logs",
+        "carpark.toml",
+        f"params.cars={cars}",
+        "params.capacity=20",
+        "params.visits=1",
+        "clock.speedup=12000",
+    )
+    plot(loaded, tmp_path / "many.svg")
+    svg = (tmp_path / "many.svg").read_text(encoding="utf-8")
+    assert f"{cars} actors" in svg
+    assert "Gantt chart is skipped" in svg
+    assert "car-059" not in svg  # no lane per car
+    plot(loaded, tmp_path / "many.png")
+    assert png_size(tmp_path / "many.png")[0] >= 1000
+    assert (tmp_path / "many.png").stat().st_size > 40_000
+
+
+@pytest.mark.timeout(120)
+def test_a_deadlocked_run_marks_the_deadlock(tmp_path: Path) -> None:
+    loaded = run(tmp_path / "logs", "philosophers-naive")
+    plot(loaded, tmp_path / "deadlock.svg")
+    svg = (tmp_path / "deadlock.svg").read_text(encoding="utf-8")
+    assert "deadlock" in svg
+    assert "waits never returned" in svg
+    assert all(f"phil-{i:03d}" in svg for i in range(5))
+
+
+def test_a_log_without_primitives_still_plots(tmp_path: Path) -> None:
+    lines = [
+        {"ts": 0.0, "actor": "engine", "pid": 1, "seq": 0, "event": "run_start"},
+        {"ts": 0.1, "actor": "a", "pid": 2, "seq": 0, "event": "actor_start", "role": "a"},
+        {"ts": 0.5, "actor": "a", "pid": 2, "seq": 1, "event": "actor_end", "status": "ok"},
+    ]
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    plot(load_run(folder), tmp_path / "empty.svg")
+    svg = (tmp_path / "empty.svg").read_text(encoding="utf-8")
+    assert "no shared primitive" in svg
+    assert "no blocking operation" in svg
+
+
+def test_only_png_and_svg(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "events.jsonl").write_text("")
+    with pytest.raises(ValueError, match=r"\.png or \.svg"):
+        plot(load_run(folder), tmp_path / "plot.jpg")
+    assert not (tmp_path / "plot.jpg").exists()
