@@ -31,7 +31,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from .events import ordered, read_events
-from .export import BLOCKING, Op, Timeline, describe_params, speedup_of
+from .export import BLOCKING, STATE_COLORS, Op, Timeline, describe_params, speedup_of
 from .replay import LoadedRun
 
 __all__ = ["GANTT_MAX_ACTORS", "STATE_COLORS", "plot"]
@@ -39,41 +39,6 @@ __all__ = ["GANTT_MAX_ACTORS", "STATE_COLORS", "plot"]
 GANTT_MAX_ACTORS = 50
 _SAMPLES = 1500  # points of the state-count curves drawn for runs with many actors
 
-# One colour per state a person would name; states of the same sort share a hue family.
-STATE_COLORS: dict[str, str] = {
-    # blocked in an operation
-    "waiting": "#d62728",
-    "getting": "#ff7f0e",
-    "receiving": "#ff7f0e",
-    "accepting": "#ff9f4a",
-    "connecting": "#ff9f4a",
-    "joining": "#e377c2",
-    "sending": "#9467bd",
-    "putting": "#9467bd",
-    # using what it waited for
-    "holding": "#2ca02c",
-    "parked": "#2ca02c",
-    "eating": "#2ca02c",
-    "inside": "#2ca02c",
-    "reading": "#74c476",
-    "writing": "#1b7837",
-    "racing": "#2ca02c",
-    # about to ask for it
-    "arriving": "#fdd835",
-    "hungry": "#fdd835",
-    "wanting": "#fdd835",
-    "want read": "#fdd835",
-    "want write": "#fbc02d",
-    "ready": "#fdd835",
-    "fired": "#fdd835",
-    # doing something else
-    "driving": "#aec7e8",
-    "thinking": "#aec7e8",
-    "outside": "#aec7e8",
-    "walking": "#aec7e8",
-    "finished": "#c5b0d5",
-    "running": "#dadada",
-}
 _FALLBACK = ("#17becf", "#bcbd22", "#8c564b", "#7f7f7f", "#393b79", "#637939")
 _SERIES_COLORS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 # Gauge kinds in the order the top panel prefers them: what has a capacity to fill first.

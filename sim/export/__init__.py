@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BLOCKING",
+    "STATE_COLORS",
+    "WAIT_LABELS",
     "Hold",
     "Op",
     "Pairer",
@@ -79,6 +81,42 @@ WAIT_LABELS: dict[str, str] = {
     "connect": "connecting",
 }
 
+# One colour per state a person would name, shared by the plot and the player; states of the
+# same sort share a hue family: red/orange blocked, green using, yellow about to ask.
+STATE_COLORS: dict[str, str] = {
+    # blocked in an operation
+    "waiting": "#d62728",
+    "getting": "#ff7f0e",
+    "receiving": "#ff7f0e",
+    "accepting": "#ff9f4a",
+    "connecting": "#ff9f4a",
+    "joining": "#e377c2",
+    "sending": "#9467bd",
+    "putting": "#9467bd",
+    # using what it waited for
+    "holding": "#2ca02c",
+    "parked": "#2ca02c",
+    "eating": "#2ca02c",
+    "inside": "#2ca02c",
+    "reading": "#74c476",
+    "writing": "#1b7837",
+    "racing": "#2ca02c",
+    # about to ask for it
+    "arriving": "#fdd835",
+    "hungry": "#fdd835",
+    "wanting": "#fdd835",
+    "want read": "#fdd835",
+    "want write": "#fbc02d",
+    "ready": "#fdd835",
+    "fired": "#fdd835",
+    # doing something else
+    "driving": "#aec7e8",
+    "thinking": "#aec7e8",
+    "outside": "#aec7e8",
+    "walking": "#aec7e8",
+    "finished": "#c5b0d5",
+    "running": "#dadada",
+}
 # The domain events of the bundled scenarios that put an actor in a state with a name
 # (scenario -> event -> state). Scenarios not listed still get states from their operations
 # (waiting, sending, holding...); this table only adds the words a textbook would use.
@@ -793,7 +831,10 @@ class Timeline:
             state = (a.ended if a.ended != "ok" else "done", "done", "")
         elif a.blocked:
             op = a.blocked[-1]
-            state = (WAIT_LABELS.get(op.name, op.name), "wait", op.prim)
+            # What it waits for, and what it keeps meanwhile: the two halves of a deadlock.
+            held = ", ".join(sorted({h.prim for h in a.holds}))
+            detail = f"{op.prim} (holds {held})" if held else op.prim
+            state = (WAIT_LABELS.get(op.name, op.name), "wait", detail)
         elif a.domain is not None:
             state = (a.domain, "domain", ", ".join(sorted({h.prim for h in a.holds})))
         elif a.holds:
