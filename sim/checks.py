@@ -108,7 +108,9 @@ class SemaphoreBound(Check):
     def __init__(self, prim: str, value: int) -> None:
         self.prim = prim
         self.value = value
-        self.name = f"{prim}: at most {value} holders"
+        # A semaphore that starts at 0 is a signal: nobody gets through before a release.
+        self.name = (f"{prim}: at most {value} holders" if value else
+                     f"{prim}: no acquire without an earlier release")  # fmt: skip
         self.prims = frozenset({prim})
         self._held = 0
         self._max = 0

@@ -51,11 +51,12 @@ class _Line(msgspec.Struct):
     pid: int
     seq: int
     event: str
-    prim: str | None = None
-    kind: str | None = None
-    op: str | None = None
-    phase: str | None = None
-    timeout: float | None = None
+    # Meaningful on op events only: a domain event may use these names for its own values.
+    prim: Any = None
+    kind: Any = None
+    op: Any = None
+    phase: Any = None
+    timeout: Any = None
 
 
 @dataclass
@@ -83,7 +84,7 @@ class LiveCounters:
     def count(self, line: _Line) -> None:
         self.events += 1
         event = line.event
-        if event == "op" and line.prim is not None:
+        if event == "op" and isinstance(line.prim, str):
             self._op(line, line.prim)
         elif event == "actor_start":
             self.actors_started += 1

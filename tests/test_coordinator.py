@@ -562,3 +562,20 @@ async def test_leaving_the_block_releases_the_writers_stream(tmp_path: Path) -> 
         del coord
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+async def test_domain_events_may_use_op_field_names_for_their_own_values(tmp_path: Path) -> None:
+    # "phase", "prim", "kind", "op" and "timeout" mean something only on op events.
+    sent = [
+        event("alice", 0, "phase_start", phase=3),
+        event("alice", 1, "tick", prim=["not", "a", "name"], op=7, timeout="soon"),
+        event("alice", 2, "op", prim="spaces", kind="semaphore", op="acquire", phase="ok"),
+    ]
+    async with serve(tmp_path) as coord:
+        client = await connect(coord)
+        await client.send(hello("alice") + b"".join(sent))
+        await finish(client)
+        await drained(coord)
+        assert coord.counters.protocol_errors == 0
+        assert coord.counters.held["spaces"] == 1
+    assert lines_of(coord.events_path, "alice") == sent
