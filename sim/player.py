@@ -189,6 +189,9 @@ def _gauge_rows(loaded: LoadedRun, board: Timeline) -> list[_GaugeRow]:
         capacity = Timeline.capacity(info)
         if kind in ("lock", "rlock", "condition"):
             locks.setdefault(prim.rstrip("0123456789").rstrip("-_") or prim, []).append(prim)
+        elif "signals" in values:
+            text = f"{values['signals']:g} signals pending, {values.get('waiting', 0):g} waiting"
+            rows.append(_GaugeRow(prim, values["signals"], None, text))
         elif "held" in values and kind:
             units, waiting = values["held"], values.get("waiting", 0)
             text = f"{units:g}/{capacity} taken, {waiting:g} waiting"

@@ -31,7 +31,15 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from .events import ordered, read_events
-from .export import BLOCKING, STATE_COLORS, Op, Timeline, describe_params, speedup_of
+from .export import (
+    BLOCKING,
+    STATE_COLORS,
+    Op,
+    Timeline,
+    describe_params,
+    is_signal,
+    speedup_of,
+)
 from .replay import LoadedRun
 
 __all__ = ["GANTT_MAX_ACTORS", "STATE_COLORS", "plot"]
@@ -42,8 +50,9 @@ _SAMPLES = 1500  # points of the state-count curves drawn for runs with many act
 _FALLBACK = ("#17becf", "#bcbd22", "#8c564b", "#7f7f7f", "#393b79", "#637939")
 _SERIES_COLORS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 # Gauge kinds in the order the top panel prefers them: what has a capacity to fill first.
-_PREFERENCE = ("semaphore", "bounded_semaphore", "queue", "joinable_queue", "pipe", "tcp", "udp",
-               "lock", "rlock", "condition", "value", "barrier", "event")  # fmt: skip
+# Kinds whose gauge fills up to a capacity (or shows what is in transit): the top panel's first
+# choice. Failing those, a shared value, then locks, then barriers and events.
+_FILLS = ("semaphore", "bounded_semaphore", "queue", "joinable_queue", "pipe", "tcp", "udp")
 # Operations that send block only while a buffer is full; their waits are shown only if they
 # did block (p95 longer than this, in wall seconds).
 _SENDS = frozenset({"put", "send"})
@@ -252,34 +261,49 @@ def _total(series: Sequence[Sequence[tuple[float, float]]]) -> list[tuple[float,
     return out
 
 
-def _draw_gauges(ax: Axes, loaded: LoadedRun, data: _Collector) -> None:
+def _choose(loaded: LoadedRun, data: _Collector) -> list[tuple[str, str, list[str]]]:
+    """The gauges worth the top panel, as (kind, label, primitives), busiest first."""
     by_kind: dict[str, list[str]] = defaultdict(list)
     for prim, series in data.series:
         kind = _kind(loaded, prim, series)
         if prim not in by_kind[kind]:
             by_kind[kind].append(prim)
-    chosen = [k for k in _PREFERENCE if by_kind.get(k)]
-    # Values and barriers have other units than units held: draw them only if nothing with
-    # a capacity is there.
-    main = [k for k in chosen if k not in ("value", "barrier", "event")] or chosen[:1]
-    end = data.end
-    colors = iter(_SERIES_COLORS * 3)
-    drawn = 0
-    top = 1.0
-    groups: list[tuple[str, str, list[str]]] = []
-    for kind in main:
-        prims = by_kind[kind]
-        if kind in _LOCKS and len(prims) > 3:
+
+    def activity(prims: list[str]) -> int:
+        return sum(len(points) for (p, _), points in data.series.items() if p in prims)
+
+    groups = [(kind, p, [p]) for kind in _FILLS for p in by_kind.get(kind, ())]
+    if not groups and by_kind.get("value"):
+        # A lock or a Condition that guards a shared value flickers between 0 and 1; the value
+        # it guards (the items in a buffer, a counter) says more. The busiest one.
+        busiest = max(by_kind["value"], key=lambda p: activity([p]))
+        groups = [("value", busiest, [busiest])]
+    for kind in _LOCKS if not groups else ():
+        prims = by_kind.get(kind, [])
+        if len(prims) > 3:
             # Many locks of one sort (five forks): how many of them are taken at once.
             stem = _common_start(prims).rstrip("-_") or kind
             groups.append((kind, f"{stem}* ({len(prims)} {kind}s)", prims))
         else:
-            groups.extend((kind, p, [p]) for p in prims[:4])
-    for kind, label, members in groups[:6]:
+            groups.extend((kind, p, [p]) for p in prims)
+    for kind in ("barrier", "event") if not groups else ():
+        groups.extend((kind, p, [p]) for p in by_kind.get(kind, ()))
+    return sorted(groups, key=lambda g: -activity(g[2]))[:4]
+
+
+def _draw_gauges(ax: Axes, loaded: LoadedRun, data: _Collector) -> None:
+    groups = _choose(loaded, data)
+    main = [kind for kind, _, _ in groups]
+    end = data.end
+    colors = iter(_SERIES_COLORS * 3)
+    drawn = 0
+    top = 1.0
+    capacities: set[int] = set()
+    for kind, label, members in groups:
         color = next(colors)
         for series, style in _series_of(kind):
             pts = [data.series.get((m, series), []) for m in members]
-            if not any(pts):
+            if not any(pts) or (series == "writes" and not _counter(data, members[0])):
                 continue
             points = pts[0] if len(pts) == 1 else _total(pts)
             xs, ys = _step(points, end)
@@ -295,7 +319,8 @@ def _draw_gauges(ax: Axes, loaded: LoadedRun, data: _Collector) -> None:
                         alpha=0.9, label=name)  # fmt: skip
             drawn += 1
         capacity = sum(Timeline.capacity(loaded.primitives.get(m, {})) or 0 for m in members)
-        if capacity and kind != "event":
+        if capacity and kind != "event" and capacity not in capacities:
+            capacities.add(capacity)
             top = max(top, capacity)
             ax.axhline(capacity, color="#c62828", linestyle="--", linewidth=1.2)
             ax.annotate(f"capacity {capacity}", (1.0, capacity), xycoords=("axes fraction",
@@ -307,14 +332,29 @@ def _draw_gauges(ax: Axes, loaded: LoadedRun, data: _Collector) -> None:
     else:
         ax.legend(loc="upper left", fontsize=8, ncols=min(drawn, 3), framealpha=0.85)
     ax.set_ylim(0, top * 1.18 + 0.5)
-    ax.set_ylabel(_gauge_unit(main))
-    ax.set_title(_gauge_title(main), loc="left", fontsize=10, fontweight="bold")
+    signals = [is_signal(loaded.primitives.get(m, {})) for _, _, ms in groups for m in ms]
+    if signals and all(signals):
+        # Semaphores that start at 0 pass signals: nothing is held, so nothing fills up.
+        ax.set_ylabel("signals pending / processes waiting")
+        title = "semaphores as signals: released and not yet acquired, processes waiting"
+    else:
+        ax.set_ylabel(_gauge_unit(main))
+        title = _gauge_title(main)
+    ax.set_title(title, loc="left", fontsize=10, fontweight="bold")
     ax.grid(axis="y", alpha=0.3)
+
+
+def _counter(data: _Collector, prim: str) -> bool:
+    """A value that ends near its highest is counting something: then the writes that
+    completed are worth a line beside it (they differ by the updates that were lost). A value
+    that goes up and down (items in a buffer) is not compared with its writes."""
+    values = [v for _, v in data.series.get((prim, "value"), [])]
+    return bool(values) and max(values) > 0 and values[-1] >= 0.9 * max(values)
 
 
 def _series_of(kind: str) -> list[tuple[str, str]]:
     if kind in ("semaphore", "bounded_semaphore", *_LOCKS):
-        return [("held", "fill"), ("waiting", "--")]
+        return [("held", "fill"), ("signals", "fill"), ("waiting", "--")]
     if kind in ("queue", "joinable_queue"):
         return [("length", "fill")]
     if kind == "pipe":

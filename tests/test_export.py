@@ -262,7 +262,8 @@ def test_chrome_export_of_other_scenarios_is_valid(tmp_path: Path, config: str) 
     loaded = run(tmp_path / "logs", config, *extra)
     trace = tmp_path / "trace.json"
     export_chrome(loaded, trace)
-    counts = validate_trace(json.loads(trace.read_text(encoding="utf-8")))
+    data = json.loads(trace.read_text(encoding="utf-8"))
+    counts = validate_trace(data)
     if config == "philosophers-naive":
         assert counts["flows"] == 0  # deadlocked: nobody ever released a fork
     else:
@@ -272,6 +273,10 @@ def test_chrome_export_of_other_scenarios_is_valid(tmp_path: Path, config: str) 
             if e["event"] == "op" and e["op"] in ("get", "recv") and e["phase"] == "ok"
         )  # fmt: skip
         assert counts["flows"] == received > 0
+    if config == "tcp_echo":
+        # The server serves each client in a thread: overlapping operations, so more rows.
+        names = {e["args"]["name"] for e in data["traceEvents"] if e["name"] == "thread_name"}
+        assert {"server", "server ·2"} <= names
 
 
 def test_chrome_export_of_a_deadlock_shows_the_waits_that_never_ended(tmp_path: Path) -> None:
@@ -371,3 +376,29 @@ def test_the_trace_validator_rejects_what_perfetto_would_drop(bad: dict[str, Any
     validate_trace({"traceEvents": good})
     with pytest.raises(AssertionError, match=problem):
         validate_trace({"traceEvents": [*good, bad]})
+
+
+def test_a_semaphore_that_starts_at_zero_passes_signals_and_nobody_holds_it(
+    tmp_path: Path,
+) -> None:
+    lines = [
+        _line(0.0, "engine", 0, "run_start",
+              primitives={"customers": {"kind": "semaphore", "value": 0}}),
+        _op(0.1, "barber", 0, "customers", "semaphore", "acquire", "invoke"),
+        _op(0.5, "cust", 0, "customers", "semaphore", "release", "invoke"),
+        _op(0.5001, "cust", 1, "customers", "semaphore", "release", "ok"),
+        _op(0.5002, "barber", 1, "customers", "semaphore", "acquire", "ok"),
+        _op(0.7, "cust", 2, "customers", "semaphore", "release", "invoke"),
+        _op(0.7001, "cust", 3, "customers", "semaphore", "release", "ok"),
+    ]  # fmt: skip
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    export_chrome(load_run(folder), tmp_path / "trace.json")
+    data = json.loads((tmp_path / "trace.json").read_text(encoding="utf-8"))
+    counts = validate_trace(data)
+    events = data["traceEvents"]
+    assert not [e for e in events if e.get("cat") == "hold"]
+    assert counts["flows"] == 1  # the first release let the barber go
+    signals = [e["args"]["signals"] for e in events if e["ph"] == "C"]
+    assert [v for i, v in enumerate(signals) if i == 0 or signals[i - 1] != v] == [0, 1, 0, 1]

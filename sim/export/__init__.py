@@ -34,6 +34,7 @@ __all__ = [
     "describe_params",
     "domain_state",
     "initial_gauges",
+    "is_signal",
     "operations",
     "speedup_of",
 ]
@@ -182,12 +183,20 @@ def describe_params(loaded: LoadedRun, width: int = 0) -> str:
     return text
 
 
+def is_signal(info: Mapping[str, Any]) -> bool:
+    """A semaphore that starts at 0 is a signal, not a pool of units: one process releases
+    (sends a signal), another acquires (receives it). Nothing is held in between."""
+    return info.get("kind") in ("semaphore", "bounded_semaphore") and info.get("value") == 0
+
+
 def initial_gauges(primitives: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     """Every gauge's value before the first event: nothing held, queued or waiting."""
     gauges: dict[str, dict[str, float]] = {}
     for name, info in primitives.items():
         kind = info.get("kind")
-        if kind in _LOCKS:
+        if is_signal(info):
+            gauges[name] = {"signals": 0, "waiting": 0}
+        elif kind in _LOCKS:
             gauges[name] = {"held": 0, "waiting": 0}
         elif kind in _GAUGE_NAMES:
             gauges[name] = {_GAUGE_NAMES[str(kind)]: 0}
@@ -437,6 +446,7 @@ class Timeline:
         }
         self._barrier_arrivals: dict[str, int] = {}
         self._barrier_count: dict[str, int] = {}
+        self._signals = {name for name, info in primitives.items() if is_signal(info)}
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -545,7 +555,11 @@ class Timeline:
             if name == "acquire":
                 self._change_waiting(prim, +1)
             elif name == "release":
-                self._release(prim, actor, ts)
+                if prim in self._signals:
+                    pending = self._gauges[prim].get("signals", 0) + 1
+                    self._set_gauge(prim, {"signals": pending})
+                else:
+                    self._release(prim, actor, ts)
                 self._wake(prim, "unit", op, 1)
             elif name == "wait":  # a Condition's wait gives its lock up until it returns
                 self._suspend(prim, actor, ts)
@@ -592,7 +606,10 @@ class Timeline:
                 if phase == "ok":
                     self._woken(prim, "unit", op)
                 self._change_waiting(prim, -1)
-                if phase == "ok":
+                if phase == "ok" and prim in self._signals:
+                    pending = self._gauges[prim].get("signals", 0) - 1
+                    self._set_gauge(prim, {"signals": max(pending, 0)})
+                elif phase == "ok":
                     self._take(prim, kind, actor, ts)
             elif name == "wait":
                 sleepers = self._waiting.get(prim + "\0cond", 1) - 1
