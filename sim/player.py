@@ -76,6 +76,7 @@ class _Board(Timeline):
         self.writes: Counter[str] = Counter()
         self.peak: dict[str, float] = {}
         self.news = ""
+        self.deadlocked = False
         self.changes: deque[tuple[float, str, str, str, str]] = deque()
 
     def on_state(self, ts: float, actor: str, state: str, category: str, detail: str) -> None:
@@ -92,9 +93,14 @@ class _Board(Timeline):
             self.writes[op.prim] += 1
 
     def on_mark(self, event: dict[str, Any]) -> None:
-        if event["actor"] == "engine" and event.get("event") in ("deadlock", "stopping"):
-            self.news = str(event.get("explanation") or event.get("reason") or event["event"])
-            self.news = f"{event['event']}: {self.news}"
+        kind = event.get("event")
+        if event["actor"] != "engine" or kind not in ("deadlock", "stopping"):
+            return
+        if kind == "stopping" and self.deadlocked:
+            return  # its reason repeats the deadlock's explanation
+        self.deadlocked = self.deadlocked or kind == "deadlock"
+        what = event.get("explanation") or event.get("reason") or ""
+        self.news = f"{kind}: {what}" if what else str(kind)
 
 
 # -- the live board ------------------------------------------------------------------------------
