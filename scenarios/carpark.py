@@ -108,18 +108,18 @@ class CarparkAnalysis(Analysis):
 
     def feed(self, event: Mapping[str, Any]) -> None:
         ts = event["ts"]
-        if event["actor"] != "engine" and event["actor"] != "coordinator":
-            self._end = max(self._end, ts)
+        actor, kind = event["actor"], event["event"]
+        if actor != "engine" and actor != "coordinator":
+            self._end = ts  # events arrive in time order
         if self._warm_area is None and ts >= self._warm:
             self._warm_area = self._occupancy.area(ts)
-        if event["event"] == "actor_end" and self._steady_end is None:
-            self._steady_end = ts
-            if self._warm_area is not None and ts > self._warm:
-                area = self._occupancy.area(ts) - self._warm_area
-                self._steady_occupancy = area / (ts - self._warm)
-        if event.get("event") != "op" or event.get("prim") != "spaces":
+        if kind != "op":
+            if kind == "actor_end" and self._steady_end is None:
+                self._close_steady_window(ts)
             return
-        actor, op, phase = event["actor"], event.get("op"), event.get("phase")
+        if event.get("prim") != "spaces":
+            return
+        op, phase = event.get("op"), event.get("phase")
         if op == "acquire":
             if phase == "invoke":
                 self._invoked[actor] = ts
@@ -139,6 +139,12 @@ class CarparkAnalysis(Analysis):
                 self._gave_up += 1
         elif op == "release" and phase == "invoke":
             self._occupancy.change(ts, -1)
+
+    def _close_steady_window(self, ts: float) -> None:
+        self._steady_end = ts
+        if self._warm_area is not None and ts > self._warm:
+            area = self._occupancy.area(ts) - self._warm_area
+            self._steady_occupancy = area / (ts - self._warm)
 
     def metrics(self) -> dict[str, Any]:
         mean = self._occupancy.mean(self._end)

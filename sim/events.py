@@ -49,7 +49,7 @@ _BATCH = 1 << 15
 
 
 def ordered(
-    events: Iterable[dict[str, Any]], window: float = 2.0, findings: list[Finding] | None = None
+    events: Iterable[dict[str, Any]], window: float = 1.0, findings: list[Finding] | None = None
 ) -> Iterator[dict[str, Any]]:
     """``events`` in time order, streamed with memory bounded by ``window`` seconds of log.
 
@@ -63,6 +63,7 @@ def ordered(
     newest = float("-inf")
     released = float("-inf")
     late = 0
+    sort_at = _BATCH
     for event in events:
         ts = event["ts"]
         if ts < released:
@@ -70,13 +71,16 @@ def ordered(
         if ts > newest:
             newest = ts
         buf.append(event)
-        if len(buf) >= _BATCH:
+        if len(buf) >= sort_at:
             buf.sort(key=key)
             cut = bisect.bisect_right(buf, newest - window, key=key)
             if cut:
                 released = buf[cut - 1]["ts"]
                 yield from buf[:cut]
                 del buf[:cut]
+            # Sort again only after another batch: a window denser than a batch must not turn
+            # every new event into a sort of the whole buffer.
+            sort_at = len(buf) + _BATCH
     buf.sort(key=key)
     yield from buf
     if late and findings is not None:
