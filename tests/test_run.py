@@ -22,7 +22,7 @@ QUICK = [
     "-s", "params.capacity=10",
     "-s", "params.visits=3",
     "-s", "params.drive.mean=5",
-    "-s", "params.park.mean=15",
+    "-s", "params.park.mean=40",
     "-s", "params.patience=8",
     "-s", "clock.speedup=12000",
 ]  # fmt: skip
