@@ -205,3 +205,30 @@ def test_measured_car_park_agrees_with_the_finite_source_model(out: Path) -> Non
         measured, half = float(point[f"{key}_mean"]), float(point[f"{key}_ci95"])
         predicted = float(point[f"theory_{key}"])
         assert abs(measured - predicted) <= half, (key, measured, half, predicted)
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_the_sweep_and_keeps_what_finished(out: Path) -> None:
+    args = ["sweep", "carpark", "-p", "params.cars=range(3,9)", *QUICK,
+            "-s", "params.visits=40", "--out", str(out), "--quiet"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "sim", *args], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not list(out.glob("sweeps/*/runs/p001-r0/*/run.json")):
+            assert time.monotonic() < deadline, "the second run never started"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole group
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    folder = sweep_dir(out)
+    assert stdout.strip() == str(folder)
+    statuses = {r["run"]: r["status"] for r in rows(folder / "results.csv")}
+    assert statuses["p000-r0"] == "ok"
+    assert statuses["p001-r0"] == "interrupted"
+    assert len(statuses) < 6
