@@ -402,3 +402,22 @@ def test_a_semaphore_that_starts_at_zero_passes_signals_and_nobody_holds_it(
     assert counts["flows"] == 1  # the first release let the barber go
     signals = [e["args"]["signals"] for e in events if e["ph"] == "C"]
     assert [v for i, v in enumerate(signals) if i == 0 or signals[i - 1] != v] == [0, 1, 0, 1]
+
+
+def test_exports_of_a_damaged_log_keep_what_can_be_read(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    small_log(folder)
+    path = folder / "events.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    del lines[2]  # car-a's acquire invoke is lost: its ok has nothing to pair with
+    lines.insert(5, "this is not JSON\n")
+    path.write_text("".join(lines) + '{"ts": 9.0, "actor": "car-a"', encoding="utf-8")  # torn
+    loaded = load_run(folder)
+    rows = export_csv(loaded, tmp_path / "ops.csv")
+    assert rows == 6  # the 7 operations less the one whose invoke was lost
+    validate_trace(json.loads(_exported(loaded, tmp_path).read_text(encoding="utf-8")))
+
+
+def _exported(loaded: LoadedRun, folder: Path) -> Path:
+    export_chrome(loaded, folder / "trace.json")
+    return folder / "trace.json"
