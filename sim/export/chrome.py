@@ -45,8 +45,10 @@ _ENGINE_TID = 1
 # encloses nothing.
 _MIN_US = 1.0
 _INSIDE_US = 0.1
-# The fields every line has, and those an op line's name already says.
-_CONTRACT = frozenset({"ts", "actor", "pid", "seq", "event", "prim", "kind", "op", "phase"})
+# The fields every line has, and those an op span's name and outcome already say. A domain
+# event may use prim, kind, op and phase for its own values: only op lines lose them.
+_LINE = frozenset({"ts", "actor", "pid", "seq", "event"})
+_OP_LINE = _LINE | {"prim", "kind", "op", "phase"}
 # Engine events that concern the whole run: drawn as lines across every track.
 _GLOBAL = frozenset({"deadlock", "stopping"})
 _FLOW_NAMES = {
@@ -80,9 +82,10 @@ def _span(start: float, end: float) -> tuple[float, float]:
 
 
 def _args(line: Mapping[str, Any], more: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    args = {k: v for k, v in line.items() if k not in _CONTRACT}
+    skip = _OP_LINE if line.get("event") == "op" else _LINE
+    args = {k: v for k, v in line.items() if k not in skip}
     if more is not None:
-        args.update({k: v for k, v in more.items() if k not in _CONTRACT})
+        args.update({k: v for k, v in more.items() if k not in skip})
     return args
 
 
