@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from rich.console import Console
@@ -63,6 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("run", metavar="RUN", type=Path, help="a run directory or its events file")
     replay.add_argument("--check", action="store_true", help="exit 1 if any invariant is violated")
     replay.add_argument("--json", action="store_true", help="print metrics and verdicts as JSON")
+    replay.add_argument(
+        "--speed", type=float, metavar="X",
+        help="replay the run live in the terminal at X times its speed",
+    )  # fmt: skip
+    replay.add_argument(
+        "--export", nargs=2, metavar=("FORMAT", "PATH"), action="append", default=[],
+        help="write chrome (Perfetto/chrome://tracing JSON) or csv (one row per operation)",
+    )  # fmt: skip
+    replay.add_argument("--plot", type=Path, metavar="PATH", help="draw the run (PNG or SVG)")
 
     sweep = sub.add_parser(
         "sweep",
@@ -160,7 +170,39 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
             "invariants": report.verdicts,
             "findings": report.findings,
         }).decode())  # fmt: skip
+    _replay_outputs(args, loaded, err)
     return EXIT_FAILED if args.check and not report.ok else EXIT_OK
+
+
+def _replay_outputs(args: argparse.Namespace, loaded: Any, err: Console) -> None:
+    """--export, --plot and --speed: each reads the log again, streaming."""
+    for fmt, target in args.export:
+        path = Path(target)
+        if fmt == "chrome":
+            from .export.chrome import export_chrome
+
+            written = export_chrome(loaded, path)
+            err.print(f"chrome trace: {path} ({written:,} trace events; open in ui.perfetto.dev)")
+        elif fmt == "csv":
+            from .export.csv import export_csv
+
+            rows = export_csv(loaded, path)
+            err.print(f"csv: {path} ({rows:,} operations)")
+        else:
+            raise ConfigError(f"unknown format {fmt!r}; one of: chrome, csv", source="--export")
+    if args.plot is not None:
+        from .plot import plot
+
+        if args.plot.suffix.lower() not in (".png", ".svg"):
+            raise ConfigError("the picture must be a .png or .svg file", source="--plot")
+        plot(loaded, args.plot)
+        err.print(f"plot: {args.plot}")
+    if args.speed is not None:
+        from .player import play
+
+        if args.speed <= 0:
+            raise ConfigError("must be > 0", source="--speed")
+        play(loaded, err, args.speed)
 
 
 def _sweep(args: argparse.Namespace, err: Console) -> int:

@@ -78,9 +78,9 @@ def ordered(
                 released = buf[cut - 1]["ts"]
                 yield from buf[:cut]
                 del buf[:cut]
-            # Sort again only after another batch: a window denser than a batch must not turn
-            # every new event into a sort of the whole buffer.
-            sort_at = len(buf) + _BATCH
+            # Sort again only after at least as many new events as are kept: each event is
+            # then sorted a bounded number of times, however dense the window is.
+            sort_at = len(buf) + max(_BATCH, len(buf))
     buf.sort(key=key)
     yield from buf
     if late and findings is not None:

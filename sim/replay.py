@@ -120,7 +120,13 @@ def load_run(run: Path) -> LoadedRun:
         except ConfigError as exc:
             findings.append(Finding(0, f"the recorded config is not valid here: {exc}", "warning"))
     primitives = _pick(manifest, header, "primitives", {})
-    actors = list(_pick(manifest, header, "actors", None) or _pick(None, header, "actor_names", []))
+    # run.json maps each actor to its record; the log's run_start lists their names.
+    recorded = manifest.get("actors") if manifest is not None else None
+    actors = (
+        list(recorded)
+        if isinstance(recorded, dict)
+        else list(_pick(None, header, "actor_names", []))
+    )
     return LoadedRun(events, run_dir, manifest, config, dict(primitives), actors, findings)
 
 

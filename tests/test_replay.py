@@ -172,3 +172,27 @@ def test_replay_check_exits_1_on_a_violation_and_2_on_a_missing_run(tmp_path: Pa
     assert missing.returncode == 2
     assert "no such run directory" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+@pytest.mark.timeout(120)
+def test_replay_cli_writes_every_output_even_without_a_manifest(out: Path, tmp_path: Path) -> None:
+    result = sim("run", "philosophers-naive", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    run_dir = only_run_dir(out)
+    (run_dir / "run.json").unlink()  # the log alone must be enough
+    trace, table, picture = tmp_path / "t.json", tmp_path / "t.csv", tmp_path / "t.svg"
+    replayed = sim("replay", str(run_dir / "events.jsonl"), "--check",
+                   "--export", "chrome", str(trace), "--export", "csv", str(table),
+                   "--plot", str(picture), "--speed", "100")  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr
+    assert "no run.json" in replayed.stderr
+    assert "shown" in replayed.stderr  # the expected deadlock, recomputed from the log
+    assert json.loads(trace.read_text(encoding="utf-8"))["traceEvents"]
+    invokes = sum('"phase":"invoke"' in line
+                  for line in (run_dir / "events.jsonl").read_text(encoding="utf-8").splitlines())  # fmt: skip
+    assert len(table.read_text(encoding="utf-8").splitlines()) == invokes + 1
+    assert picture.read_text(encoding="utf-8").lstrip().startswith("<?xml")
+    assert "end of the log" in replayed.stdout + replayed.stderr
+    bad = sim("replay", str(run_dir), "--export", "xml", str(tmp_path / "x"))
+    assert bad.returncode == 2
+    assert "unknown format 'xml'" in bad.stderr
