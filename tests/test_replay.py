@@ -188,8 +188,8 @@ def test_replay_cli_writes_every_output_even_without_a_manifest(out: Path, tmp_p
     assert "no run.json" in replayed.stderr
     assert "shown" in replayed.stderr  # the expected deadlock, recomputed from the log
     assert json.loads(trace.read_text(encoding="utf-8"))["traceEvents"]
-    invokes = sum('"phase":"invoke"' in line
-                  for line in (run_dir / "events.jsonl").read_text(encoding="utf-8").splitlines())  # fmt: skip
+    lines = (run_dir / "events.jsonl").read_text(encoding="utf-8").splitlines()
+    invokes = sum('"phase":"invoke"' in line for line in lines)
     assert len(table.read_text(encoding="utf-8").splitlines()) == invokes + 1
     assert picture.read_text(encoding="utf-8").lstrip().startswith("<?xml")
     assert "end of the log" in replayed.stdout + replayed.stderr
