@@ -70,13 +70,9 @@ def analyse(
     findings = [] if findings is None else findings
     stopped = _Stopped()
     checks = [*generic_checks(primitives, actors), *analysis.checks(), stopped]
-    route = Router(checks).feed
-    see = analysis.feed
-    count = 0
-    for event in ordered(read_events(events_path, findings), findings=findings):
-        route(event)
-        see(event)
-        count += 1
+    router = Router(checks)
+    router.add(analysis.feed)
+    count = router.run(ordered(read_events(events_path, findings), findings=findings))
     metrics = analysis.metrics()
     metrics["events"] = count
     metrics["stopped"] = stopped.seen

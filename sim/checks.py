@@ -86,13 +86,15 @@ class SeqContiguous(Check):
         actor, seq = event["actor"], event["seq"]
         expected = self._next.get(actor, 0)
         self._lines += 1
-        if seq != expected:
-            self._count += 1
-            if len(self._problems) < _SHOW:
-                self._problems.append(
-                    f"{actor}: seq {seq} at ts {event['ts']:.6f} where {expected} was due "
-                    f"({seq - expected:+d})"
-                )
+        if seq == expected:  # the common case, kept short: this runs for every line
+            self._next[actor] = seq + 1
+            return
+        self._count += 1
+        if len(self._problems) < _SHOW:
+            self._problems.append(
+                f"{actor}: seq {seq} at ts {event['ts']:.6f} where {expected} was due "
+                f"({seq - expected:+d})"
+            )
         self._next[actor] = max(expected, seq + 1)
 
     def verdict(self) -> Verdict:
@@ -255,7 +257,7 @@ class Router:
 
     def __init__(self, checks: Iterable[Check]) -> None:
         self._every: list[Any] = []
-        self._by_prim: dict[str, list[Any]] = {}
+        self._by_prim: dict[Any, list[Any]] = {}
         self._by_event: dict[str, list[Any]] = {}
         for check in checks:
             if check.prims is None and check.events is None:
@@ -266,13 +268,21 @@ class Router:
             for name in check.events or ():
                 self._by_event.setdefault(name, []).append(check.feed)
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        for feed in self._every:
-            feed(event)
-        name = event["event"]
-        if name == "op":
-            for feed in self._by_prim.get(event.get("prim", ""), ()):
+    def add(self, feed: Any) -> None:
+        """Also feed every event to ``feed`` (a scenario's analysis)."""
+        self._every.append(feed)
+
+    def run(self, events: Iterable[Mapping[str, Any]]) -> int:
+        """Feed ``events`` (in time order) to whoever wants them; returns how many there were."""
+        every, by_prim, by_event = self._every, self._by_prim, self._by_event
+        count = 0
+        for event in events:
+            count += 1
+            for feed in every:
                 feed(event)
-        else:
-            for feed in self._by_event.get(name, ()):
-                feed(event)
+            name = event["event"]
+            targets = by_prim.get(event.get("prim")) if name == "op" else by_event.get(name)
+            if targets:
+                for feed in targets:
+                    feed(event)
+        return count
