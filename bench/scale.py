@@ -1,0 +1,370 @@
+"""1,000 car processes: start-up time, wall time and memory per actor, against the targets.
+
+    python -m sim run carpark.toml -s params.cars=1000 -s params.capacity=130 -s params.visits=2 \\
+        -s params.drive.mean=5 -s params.park.mean=5 -s clock.speedup=480
+
+(through bench/_driver.py, which does what that command does). Two kinds of run, alternating:
+
+* timing runs, with nothing else watching: when the last actor logged ``actor_start`` (max
+  ``ts``), the engine's spawn loop, the run's and the whole process's wall time;
+* one memory run: while it is in progress, every ~0.25 s, /proc/<pid>/smaps_rollup of the actors
+  (the engine's descendants, found by ppid in /proc/*/stat; a random 200 of them per sweep, since
+  reading smaps slows the forking engine down) is read. PSS shares each
+  copy-on-write page among the processes that map it, so the actors' PSS plus the engine's is
+  their real footprint. Reported: the mean PSS per actor at the sample where the actors' total
+  PSS peaked; the highest mean PSS per actor over the samples with at least half that many actors
+  alive (actors grow as they age); the largest actor read; private (unshared) memory per actor.
+  The PSS target is judged on the higher of the two means.
+
+Targets: all 1,000 actors alive within 3 s; at most 4 MiB PSS per actor.
+Run from the repository root: ``python bench/scale.py`` (``--quick`` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import CARPARK_TOML, check_log, fmt, machine, median, run_sim, table
+
+ALIVE_TARGET_S = 3.0
+PSS_TARGET_MIB = 4.0
+
+
+def overrides(cars: int, speedup: float, method: str) -> list[str]:
+    return [
+        f"params.cars={cars}",
+        "params.capacity=130",
+        "params.visits=2",
+        "params.drive.mean=5",
+        "params.park.mean=5",
+        f"clock.speedup={speedup:g}",
+        f"engine.start_method={method}",
+    ]
+
+
+# -- memory -----------------------------------------------------------------------------------
+
+
+def _actor_pids(engine: int) -> list[int]:
+    """The engine's descendants that have no children of their own: the actors (under fork
+    the engine's children, under forkserver/spawn the children of the fork server or of the
+    engine), without multiprocessing's resource tracker."""
+    parent_of: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] not in (b"Z", b"X"):
+            parent_of[int(entry.name)] = int(fields[1])
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent_of.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], list(children.get(engine, []))
+    while todo:
+        pid = todo.pop()
+        if pid in children:
+            todo.extend(children[pid])
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if b"resource_tracker" in fh.read():
+                    continue
+        except OSError:
+            continue
+        found.append(pid)
+    return found
+
+
+def _rollup(pid: int) -> dict[str, int] | None:
+    """Pss, Private_Clean + Private_Dirty and Rss of ``pid`` in KiB (None if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(b":")
+        if key in (b"Pss", b"Rss", b"Private_Clean", b"Private_Dirty"):
+            values[key.decode()] = int(rest.split()[0])
+    if "Pss" not in values:
+        return None
+    return {
+        "pss": values["Pss"],
+        "rss": values.get("Rss", 0),
+        "private": values.get("Private_Clean", 0) + values.get("Private_Dirty", 0),
+    }
+
+
+def sample_memory(
+    proc: subprocess.Popen[str], interval: float = 0.25, subset: int = 200
+) -> list[dict[str, Any]]:
+    """While ``proc`` (the engine) runs, sample the memory of its actors every ``interval``.
+
+    Reading smaps_rollup walks a process's page tables under its mmap lock, which slows a
+    forking engine down; so each sweep reads a random ``subset`` of the actors (0: all) and
+    scales the sums up to every actor alive. Every actor is counted; PSS already divides each
+    shared page among all the processes that map it, so a random subset's mean is unbiased."""
+    rng = random.Random(0)
+    samples: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    while proc.poll() is None:
+        start = time.perf_counter()
+        kids = _actor_pids(proc.pid)
+        picked = rng.sample(kids, subset) if 0 < subset < len(kids) else kids
+        engine = _rollup(proc.pid)
+        rollups = [r for r in map(_rollup, picked) if r is not None]
+        if rollups and engine is not None:
+            scale = len(kids) / len(rollups)
+            samples.append(
+                {
+                    "t": start - t0,
+                    "actors": len(kids),
+                    "read": len(rollups),
+                    "pss_total": sum(r["pss"] for r in rollups) * scale,
+                    "pss_max": max(r["pss"] for r in rollups),
+                    "private_total": sum(r["private"] for r in rollups) * scale,
+                    "rss_max": max(r["rss"] for r in rollups),
+                    "engine_pss": engine["pss"],
+                    "sweep_s": time.perf_counter() - start,
+                }
+            )
+        time.sleep(max(0.0, interval - (time.perf_counter() - start)))
+    return samples
+
+
+# -- one run ----------------------------------------------------------------------------------
+
+
+def measure(
+    work: Path, cars: int, speedup: float, method: str, memory: bool, subset: int = 200
+) -> dict[str, Any]:
+    run = run_sim(
+        CARPARK_TOML,
+        overrides(cars, speedup, method),
+        work,
+        monitor=(lambda proc: sample_memory(proc, subset=subset)) if memory else None,
+    )
+    log = check_log(run.run_dir / "events.jsonl", None, keep=("spawn", "actor_start", "actor_end"))
+    starts = sorted(e.ts for e in log.by_event["actor_start"])
+    # How many actors were alive at once (between their actor_start and actor_end lines).
+    steps = sorted(
+        [(e.ts, 1) for e in log.by_event["actor_start"]]
+        + [(e.ts, -1) for e in log.by_event["actor_end"]]
+    )
+    alive = peak_alive = 0
+    for _, step in steps:
+        alive += step
+        peak_alive = max(peak_alive, alive)
+    spawns = sorted(e.ts for e in log.by_event["spawn"])
+    ends = len(log.by_event["actor_end"])
+    if run.status != "ok":
+        log.problems.append(f"status {run.status}: {run.reason[:200]}")
+    if len(starts) != cars or ends != cars:
+        log.problems.append(f"{len(starts)} actor_start and {ends} actor_end of {cars} cars")
+    shutil.rmtree(run.run_dir)
+    row: dict[str, Any] = {
+        "memory_run": memory,
+        "ok": log.ok,
+        "problems": log.problems,
+        "events": log.lines,
+        "last_spawn": spawns[-1] if spawns else float("nan"),
+        "half_started": starts[len(starts) // 2] if starts else float("nan"),
+        "all_started": starts[-1] if starts else float("nan"),
+        "run_wall_s": run.engine_wall_s,
+        "wall_s": run.wall_s,
+        "peak_alive": peak_alive,
+        "engine_cpu_ms": run.exec_cpu_engine_s / cars * 1e3,
+        "actor_cpu_ms": run.exec_cpu_actors_s / cars * 1e3,
+        "engine_faults": run.minflt_engine / cars,
+        "actor_faults": run.minflt_actors / cars,
+    }
+    samples = run.monitored or []
+    if samples:
+        peak = max(samples, key=lambda s: s["pss_total"])
+        # Actors grow as they age (each touches, and so copies, more inherited pages), so also
+        # the highest mean over the samples while at least half as many actors were alive
+        # (the tail, with a few actors sharing the pages, would overstate it).
+        most = max(s["actors"] for s in samples)
+        busy = [s for s in samples if s["actors"] >= most / 2]
+        aged = max(busy, key=lambda s: s["pss_total"] / s["actors"])
+        row.update(
+            aged_pss_mean_mib=aged["pss_total"] / aged["actors"] / 1024,
+            aged_actors=aged["actors"],
+            aged_t=aged["t"],
+            aged_private_mib=aged["private_total"] / aged["actors"] / 1024,
+            samples=len(samples),
+            sweep_s=median(s["sweep_s"] for s in samples),
+            peak_actors=peak["actors"],
+            pss_mean_mib=peak["pss_total"] / peak["actors"] / 1024,
+            pss_max_mib=peak["pss_max"] / 1024,
+            private_mean_mib=peak["private_total"] / peak["actors"] / 1024,
+            rss_max_mib=max(s["rss_max"] for s in samples) / 1024,
+            engine_pss_mib=peak["engine_pss"] / 1024,
+            total_mib=(peak["pss_total"] + peak["engine_pss"]) / 1024,
+            series=[
+                [round(x["t"], 2), x["actors"], round(x["pss_total"] / x["actors"] / 1024, 2)]
+                for x in samples
+            ],
+        )
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Exit status 1 if a run failed or a target was missed.",
+    )
+    parser.add_argument("--cars", type=int, default=1000, help="car processes (default 1000)")
+    parser.add_argument(
+        "--speedup", type=float, default=480, help="clock.speedup (default 480: a ~10 s run)"
+    )
+    parser.add_argument("--reps", type=int, default=2, help="timing runs (default 2)")
+    parser.add_argument("--start-method", default="fork", help="engine.start_method (default fork)")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=200,
+        help="actors whose memory each sweep reads, at random (default 200; 0 = all)",
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: 200 cars, 1 timing run")
+    parser.add_argument("--json", type=Path, help="also write every measurement to this file")
+    args = parser.parse_args()
+    if args.quick:
+        args.cars, args.reps = 200, 1
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
+
+    print(
+        f"# scale: {args.cars} cars, capacity 130, 2 visits, drive/park mean 5 sim min, "
+        f"speedup {args.speedup:g}, {args.start_method}; {args.reps} timing runs + 1 memory run"
+    )
+    print(f"# {machine()}")
+    work = Path(tempfile.mkdtemp(prefix="sim-bench-scale-"))
+    runs: list[dict[str, Any]] = []
+    try:
+        # The memory run goes in the middle, so that timing runs see both its before and after.
+        plan = [False] * args.reps
+        plan.insert(len(plan) // 2 + (len(plan) % 2), True)
+        for memory in plan:
+            row = measure(work, args.cars, args.speedup, args.start_method, memory, args.sample)
+            runs.append(row)
+            kind = "memory" if memory else "timing"
+            status = "ok" if row["ok"] else "BAD: " + "; ".join(row["problems"][:2])
+            extra = (
+                f", PSS {row['pss_mean_mib']:.2f} MiB/actor at {row['peak_actors']} actors, "
+                f"up to {row['aged_pss_mean_mib']:.2f} at {row['aged_actors']}"
+                if "pss_mean_mib" in row
+                else ""
+            )
+            print(
+                f"  {kind} run: all {args.cars} started at {row['all_started']:.3f} s, "
+                f"run wall {row['run_wall_s']:.2f} s, process wall {row['wall_s']:.2f} s"
+                f"{extra}  [{status}]",
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=1))
+
+    timing = [r for r in runs if not r["memory_run"]]
+    mem = next(r for r in runs if r["memory_run"])
+    alive = median(r["all_started"] for r in timing)
+    worst_alive = max(r["all_started"] for r in timing)
+    rows = [
+        [
+            f"last spawn event (s, median of {len(timing)})",
+            fmt(median(r["last_spawn"] for r in timing), 3),
+            "",
+        ],
+        ["half of the actors started (s)", fmt(median(r["half_started"] for r in timing), 3), ""],
+        [
+            f"all {args.cars} actors started (s): median / worst",
+            f"{alive:.3f} / {worst_alive:.3f}",
+            f"<= {ALIVE_TARGET_S:g} s: " + ("met" if worst_alive <= ALIVE_TARGET_S else "MISSED"),
+        ],
+        ["  the same, in the memory run (s)", fmt(mem["all_started"], 3), "(sampling adds load)"],
+        [
+            "most actors alive at once (from the log)",
+            fmt(median(r["peak_alive"] for r in timing)),
+            "",
+        ],
+        ["run wall time (s)", fmt(median(r["run_wall_s"] for r in timing), 2), ""],
+        ["process wall time (s)", fmt(median(r["wall_s"] for r in timing), 2), "incl. analysis"],
+        ["events per run", fmt(median(r["events"] for r in timing)), ""],
+        [
+            "engine CPU per actor, whole run (ms)",
+            fmt(median(r["engine_cpu_ms"] for r in timing), 2),
+            "",
+        ],
+        [
+            "actor CPU per actor, whole run (ms)",
+            fmt(median(r["actor_cpu_ms"] for r in timing), 2),
+            "",
+        ],
+        [
+            "engine minor page faults per actor",
+            fmt(median(r["engine_faults"] for r in timing)),
+            "x 4 KiB copied",
+        ],
+        ["minor page faults per actor process", fmt(median(r["actor_faults"] for r in timing)), ""],
+    ]
+    met_pss = True
+    if "pss_mean_mib" in mem:
+        worst = max(mem["pss_mean_mib"], mem["aged_pss_mean_mib"])
+        met_pss = worst <= PSS_TARGET_MIB
+        rows += [
+            [
+                f"PSS per actor when the actors' total peaked (MiB, {mem['peak_actors']} alive)",
+                fmt(mem["pss_mean_mib"], 2),
+                "",
+            ],
+            [
+                f"highest mean PSS per actor (MiB, {mem['aged_actors']} alive, "
+                f"{mem['aged_t']:.1f} s into sampling)",
+                fmt(mem["aged_pss_mean_mib"], 2),
+                f"<= {PSS_TARGET_MIB:g} MiB: " + ("met" if met_pss else "MISSED"),
+            ],
+            ["largest actor PSS read at that moment (MiB)", fmt(mem["pss_max_mib"], 2), ""],
+            [
+                "private (unshared) memory per actor (MiB): at total peak / highest",
+                f"{mem['private_mean_mib']:.2f} / {mem['aged_private_mib']:.2f}",
+                "a floor for PSS",
+            ],
+            ["largest actor RSS (MiB)", fmt(mem["rss_max_mib"], 2), "counts shared pages fully"],
+            ["engine PSS at that moment (MiB)", fmt(mem["engine_pss_mib"], 2), ""],
+            ["actors + engine PSS (MiB)", fmt(mem["total_mib"], 1), ""],
+            [
+                "memory samples (median sweep time, s)",
+                f"{mem['samples']} ({mem['sweep_s']:.2f})",
+                f"{args.sample or 'all'} actors read per sweep",
+            ],
+        ]
+    else:
+        rows.append(["peak PSS per actor", "no sample", "run too short to sample"])
+    print()
+    print(table(["measure", "value", "target"], rows))
+    ok = all(r["ok"] for r in runs)
+    return 0 if ok and worst_alive <= ALIVE_TARGET_S and met_pss else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
