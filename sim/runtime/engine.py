@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import multiprocessing
+import resource
 import secrets
 import signal
 import threading
@@ -40,7 +41,7 @@ Status = Literal["ok", "failed", "interrupted", "timeout", "deadlock"]
 _GRACE_S = 3.0
 # Actors started between two turns of the event loop: the coordinator must keep accepting
 # their connections while a large run is still starting.
-_START_BATCH = 16
+_START_BATCH = 512
 
 
 class LiveDisplay(Protocol):
@@ -108,6 +109,7 @@ def execute(
 ) -> Execution:
     """Run every actor of ``config`` to its end (or to a stop) and return what happened."""
     prims, actors = _plan(config, scenario)
+    _ensure_open_files(len(actors))
     mp = _context(config.engine.start_method, module_name(config.scenario))
     raw = {name: (spec.kind, spec.build(mp)) for name, spec in prims.items()}
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -336,6 +338,22 @@ class _Supervisor:
                     action(proc)
         if self.live == 0:
             self.all_reaped.set()
+
+
+def _ensure_open_files(actors: int) -> None:
+    """Raise the open-file limit as far as allowed: the engine holds about three descriptors
+    per live actor (its exit sentinel, its connection, a pipe end while it starts)."""
+    needed = 3 * actors + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        soft = min(limit, needed)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raise ScenarioError(
+            f"{actors} actors need about {needed} open files, but the limit is {soft} "
+            "(raise it with `ulimit -n`, or run fewer actors)"
+        )
 
 
 def _assert_single_threaded(method: str) -> None:
