@@ -6,7 +6,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,36 @@ def socket_files(*folders: Path) -> list[Path]:
             except FileNotFoundError:
                 pass
     return found
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A run of the CLI that has ended, read back from its run directory."""
+
+    code: int
+    run_dir: Path
+    events: list[dict[str, Any]]  # in time order: (ts, actor, seq)
+    manifest: dict[str, Any]
+    stderr: str
+
+
+def finished(
+    out: Path, config: str, *overrides: str, args: Sequence[str] = (), timeout: float = 90
+) -> Finished:
+    """Run ``config`` with ``args`` and then ``-s`` ``overrides`` into a fresh numbered folder
+    under ``out``, read the one run back and check that nothing outlived it: no actor process
+    from run.json, no socket file."""
+    out.mkdir(parents=True, exist_ok=True)
+    folder = out / str(len(list(out.iterdir())))
+    settings = [arg for override in overrides for arg in ("-s", override)]
+    result = sim("run", config, *args, *settings, "--out", str(folder), timeout=timeout)
+    run_dir = only_run_dir(folder)
+    manifest = manifest_of(run_dir)
+    for record in manifest["actors"].values():
+        assert not alive(record["pid"]), record
+    assert not socket_files(folder)
+    events = sorted(events_of(run_dir), key=lambda e: (e["ts"], e["actor"], e["seq"]))
+    return Finished(result.returncode, run_dir, events, manifest, result.stderr)
 
 
 @pytest.fixture

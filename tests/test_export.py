@@ -18,7 +18,7 @@ from sim.export.chrome import export_chrome
 from sim.export.csv import COLUMNS, export_csv
 from sim.replay import LoadedRun, load_run
 
-from .conftest import events_of, only_run_dir, sim
+from .conftest import events_of, finished
 
 _PHASES = frozenset("BEXiIsftCMbenR")
 
@@ -119,11 +119,10 @@ def invokes(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def run(out: Path, config: str, *settings: str) -> LoadedRun:
-    """Run ``config`` with ``-s`` ``settings`` and load the run back."""
-    overrides = [arg for setting in settings for arg in ("-s", setting)]
-    done = sim("run", config, *overrides, "--quiet", "--out", str(out))
-    assert done.returncode == 0, done.stderr
-    return load_run(only_run_dir(out))
+    """Run ``config`` with ``-s`` ``settings``, which must succeed, and load the run back."""
+    result = finished(out, config, *settings, args=("--quiet",))
+    assert result.code == 0, result.stderr
+    return load_run(result.run_dir)
 
 
 # -- a hand-made log: every number known --------------------------------------------------------

@@ -15,17 +15,16 @@ import sim.player as player
 from sim.player import play
 from sim.replay import LoadedRun, load_run
 
-from .conftest import only_run_dir, sim
+from .conftest import finished
 
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 
 
 def run(out: Path, config: str, *settings: str) -> LoadedRun:
-    """Run ``config`` with ``-s`` ``settings`` and load the run back."""
-    overrides = [arg for setting in settings for arg in ("-s", setting)]
-    done = sim("run", config, *overrides, "--quiet", "--out", str(out))
-    assert done.returncode == 0, done.stderr
-    return load_run(only_run_dir(out))
+    """Run ``config`` with ``-s`` ``settings``, which must succeed, and load the run back."""
+    result = finished(out, config, *settings, args=("--quiet",))
+    assert result.code == 0, result.stderr
+    return load_run(result.run_dir)
 
 
 def printed(loaded: LoadedRun, speed: float = 1.0, **console: object) -> str:

@@ -12,17 +12,16 @@ from sim.events import ordered, read_events
 from sim.plot import GANTT_MAX_ACTORS, _Collector, plot
 from sim.replay import LoadedRun, load_run
 
-from .conftest import manifest_of, only_run_dir, sim
+from .conftest import finished, manifest_of
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def run(out: Path, config: str, *settings: str) -> LoadedRun:
-    """Run ``config`` with ``-s`` ``settings`` and load the run back."""
-    overrides = [arg for setting in settings for arg in ("-s", setting)]
-    done = sim("run", config, *overrides, "--quiet", "--out", str(out))
-    assert done.returncode == 0, done.stderr
-    return load_run(only_run_dir(out))
+    """Run ``config`` with ``-s`` ``settings``, which must succeed, and load the run back."""
+    result = finished(out, config, *settings, args=("--quiet",))
+    assert result.code == 0, result.stderr
+    return load_run(result.run_dir)
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -8,6 +8,7 @@ recomputed here from the events, independently of sim's own checks.
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,26 +16,13 @@ import pytest
 
 from sim.invariants.barrier import checks_for
 
-from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files
+from .conftest import finished
 
 WORKERS, PHASES = 4, 4
 QUICK = ["-s", f"params.phases={PHASES}", "-s", "clock.speedup=4800"]
 
 
-def run(
-    out: Path, config: str, *overrides: str
-) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
-    """Run ``config`` quickly; returns exit code, events in time order and the manifest."""
-    folder = out / str(len(list(out.iterdir())))
-    args = [a for o in overrides for a in ("-s", o)]
-    result = sim("run", config, *QUICK, *args, "--out", str(folder), timeout=60)
-    run_dir = only_run_dir(folder)
-    manifest = manifest_of(run_dir)
-    for record in manifest["actors"].values():
-        assert not alive(record["pid"])
-    assert not socket_files(folder)
-    events = sorted(events_of(run_dir), key=lambda e: (e["ts"], e["actor"], e["seq"]))
-    return result.returncode, events, manifest
+run = partial(finished, args=QUICK, timeout=60)  # a quick run of a config
 
 
 def early_starts(events: list[dict[str, Any]]) -> int:
@@ -49,14 +37,14 @@ def early_starts(events: list[dict[str, Any]]) -> int:
 
 @pytest.mark.timeout(60)
 def test_workers_move_through_the_phases_in_lockstep(out: Path) -> None:
-    code, events, manifest = run(out, "barrier")
-    assert code == 0
-    assert early_starts(events) == 0
-    ends = [e for e in events if e["event"] == "phase_end"]
+    result = run(out, "barrier")
+    assert result.code == 0
+    assert early_starts(result.events) == 0
+    ends = [e for e in result.events if e["event"] == "phase_end"]
     assert len(ends) == WORKERS * PHASES
     # With exactly `parties` workers, the waits return generation by generation: each run of
     # four returns has the indices 0..3 once, and returns only after all four waits began.
-    waits = [e for e in events if e["event"] == "op" and e["prim"] == "barrier"]
+    waits = [e for e in result.events if e["event"] == "op" and e["prim"] == "barrier"]
     oks = [e for e in waits if e["phase"] == "ok"]
     assert len(oks) == WORKERS * PHASES
     for g in range(PHASES):
@@ -65,26 +53,26 @@ def test_workers_move_through_the_phases_in_lockstep(out: Path) -> None:
         began = [e["ts"] for e in waits if e["phase"] == "invoke"][g * WORKERS : (g + 1) * WORKERS]
         assert max(began) < min(e["ts"] for e in generation)
     # Exactly one worker (the one given index 0) reports each phase done.
-    done = [e["k"] for e in events if e["event"] == "phase_done"]
+    done = [e["k"] for e in result.events if e["event"] == "phase_done"]
     assert done == list(range(PHASES))
-    verdicts = {v["name"]: v["status"] for v in manifest["invariants"]}
+    verdicts = {v["name"]: v["status"] for v in result.manifest["invariants"]}
     assert verdicts["barrier: generations of 4"] == "pass"
     assert set(verdicts.values()) == {"pass"}
-    assert manifest["metrics"]["phases_done"] == PHASES
+    assert result.manifest["metrics"]["phases_done"] == PHASES
 
 
 @pytest.mark.timeout(60)
 def test_without_a_barrier_fast_workers_run_ahead(out: Path) -> None:
-    code, events, manifest = run(out, "barrier-none")
-    assert code == 0
-    early = early_starts(events)
+    result = run(out, "barrier-none")
+    assert result.code == 0
+    early = early_starts(result.events)
     assert early > 0
-    shown = [v for v in manifest["invariants"] if v["status"] == "expected"]
+    shown = [v for v in result.manifest["invariants"] if v["status"] == "expected"]
     assert [v["phenomenon"] for v in shown] == ["phases_overlap"]
     assert shown[0]["detail"].startswith(f"{early} of {WORKERS * PHASES} phase starts")
-    code, _, manifest = run(out, "barrier-none", "expect=[]")
-    assert code == 1
-    assert manifest["status"] == "failed"
+    result = run(out, "barrier-none", "expect=[]")
+    assert result.code == 1
+    assert result.manifest["status"] == "failed"
 
 
 def _wait(actor: str, phase: str, ts: float, index: int | None = None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ recomputed here from the events, independently of sim's own checks.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,25 +15,12 @@ import pytest
 
 from sim.invariants.mutex import checks_for
 
-from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files
+from .conftest import finished
 
 QUICK = ["-s", "params.rounds=3", "-s", "clock.speedup=3000"]
 
 
-def run(
-    out: Path, config: str, *overrides: str
-) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
-    """Run ``config`` quickly; returns exit code, events in time order and the manifest."""
-    folder = out / str(len(list(out.iterdir())))
-    args = [a for o in overrides for a in ("-s", o)]
-    result = sim("run", config, *QUICK, *args, "--out", str(folder), timeout=60)
-    run_dir = only_run_dir(folder)
-    manifest = manifest_of(run_dir)
-    for record in manifest["actors"].values():
-        assert not alive(record["pid"])
-    assert not socket_files(folder)
-    events = sorted(events_of(run_dir), key=lambda e: (e["ts"], e["actor"], e["seq"]))
-    return result.returncode, events, manifest
+run = partial(finished, args=QUICK, timeout=60)  # a quick run of a config
 
 
 def inside_counts(events: list[dict[str, Any]]) -> list[int]:
@@ -72,74 +60,74 @@ def statuses(manifest: dict[str, Any]) -> dict[str, str]:
 
 @pytest.mark.timeout(60)
 def test_a_lock_admits_one_process_at_a_time(out: Path) -> None:
-    code, events, manifest = run(out, "mutex")
-    assert code == 0
-    counts = inside_counts(events)
+    result = run(out, "mutex")
+    assert result.code == 0
+    counts = inside_counts(result.events)
     assert len(counts) == 4 * 3
     assert max(counts) == 1
-    assert owners(events, "guard") == (1, 1)
+    assert owners(result.events, "guard") == (1, 1)
     # Every "enter" comes right after its own acquire ok, every "leave" before its release.
     last_op: dict[str, tuple[str, str]] = {}
-    for e in events:
+    for e in result.events:
         if e["event"] == "op":
             last_op[e["actor"]] = (e["op"], e["phase"])
         elif e["event"] == "enter":
             assert last_op[e["actor"]] == ("acquire", "ok")
-    assert set(statuses(manifest).values()) == {"pass"}
-    assert statuses(manifest)["guard: at most 1 holders"] == "pass"
-    assert manifest["metrics"]["inside_max"] == 1
+    assert set(statuses(result.manifest).values()) == {"pass"}
+    assert statuses(result.manifest)["guard: at most 1 holders"] == "pass"
+    assert result.manifest["metrics"]["inside_max"] == 1
 
 
 @pytest.mark.timeout(60)
 def test_an_rlock_is_re_entered_by_its_owner(out: Path) -> None:
-    code, events, manifest = run(out, "mutex-rlock")
-    assert code == 0
-    assert max(inside_counts(events)) == 1
-    most, deepest = owners(events, "guard")
+    result = run(out, "mutex-rlock")
+    assert result.code == 0
+    assert max(inside_counts(result.events)) == 1
+    most, deepest = owners(result.events, "guard")
     assert (most, deepest) == (1, 3)
-    levels = [e["level"] for e in events if e["event"] == "enter"]
+    levels = [e["level"] for e in result.events if e["event"] == "enter"]
     assert sorted(set(levels)) == [0, 1, 2]
-    verdicts = statuses(manifest)
+    verdicts = statuses(result.manifest)
     assert verdicts["guard: one owner at a time"] == "pass"
     assert verdicts["guard: released only by its owner"] == "pass"
     assert set(verdicts.values()) == {"pass"}
-    assert manifest["metrics"]["depth_max"] == 3
+    assert result.manifest["metrics"]["depth_max"] == 3
 
 
 @pytest.mark.timeout(60)
 def test_without_a_lock_the_race_shows_and_is_declared(out: Path) -> None:
-    code, events, manifest = run(out, "mutex-none")
-    assert code == 0
-    crowded = [c for c in inside_counts(events) if c > 1]
+    result = run(out, "mutex-none")
+    assert result.code == 0
+    crowded = [c for c in inside_counts(result.events) if c > 1]
     assert crowded, "no two processes were ever inside together"
-    assert not [e for e in events if e["event"] == "op"]  # nothing guarded it
-    shown = [v for v in manifest["invariants"] if v["status"] == "expected"]
+    assert not [e for e in result.events if e["event"] == "op"]  # nothing guarded it
+    shown = [v for v in result.manifest["invariants"] if v["status"] == "expected"]
     assert [v["phenomenon"] for v in shown] == ["race"]
     assert f"{len(crowded)} of 12 entries" in shown[0]["detail"]
-    assert manifest["metrics"]["crowded_entries"] == len(crowded)
+    assert result.manifest["metrics"]["crowded_entries"] == len(crowded)
 
 
 @pytest.mark.timeout(60)
 def test_the_race_undeclared_fails_and_a_lock_removes_it(out: Path) -> None:
-    code, _, manifest = run(out, "mutex-none", "expect=[]")
-    assert code == 1
-    assert statuses(manifest)["one process in the critical section at a time"] == "fail"
-    code, events, manifest = run(out, "mutex-none", "expect=[]", "params.lock=lock")
-    assert code == 0
-    assert max(inside_counts(events)) == 1
+    result = run(out, "mutex-none", "expect=[]")
+    assert result.code == 1
+    assert statuses(result.manifest)["one process in the critical section at a time"] == "fail"
+    result = run(out, "mutex-none", "expect=[]", "params.lock=lock")
+    assert result.code == 0
+    assert max(inside_counts(result.events)) == 1
 
 
 @pytest.mark.timeout(60)
 def test_a_plain_lock_re_entered_deadlocks_on_itself(out: Path) -> None:
-    code, events, manifest = run(out, "mutex-rlock", "params.lock=lock", 'expect=["deadlock"]')
-    assert code == 0
-    (deadlock,) = [e for e in events if e["event"] == "deadlock"]
+    result = run(out, "mutex-rlock", "params.lock=lock", 'expect=["deadlock"]')
+    assert result.code == 0
+    (deadlock,) = [e for e in result.events if e["event"] == "deadlock"]
     # The process inside waits for the lock it holds itself; everybody else waits for it.
-    (holder,) = [e["actor"] for e in events if e["event"] == "enter"]
+    (holder,) = [e["actor"] for e in result.events if e["event"] == "enter"]
     waits = {w["actor"]: w for w in deadlock["waits"]}
     assert waits[holder]["held_by"] == [holder]
     assert {w["prim"] for w in waits.values()} == {"guard"}
-    assert manifest["status"] == "ok"
+    assert result.manifest["status"] == "ok"
 
 
 def _op(actor: str, op: str, phase: str, ts: float) -> dict[str, Any]:

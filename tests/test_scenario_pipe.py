@@ -13,7 +13,7 @@ import pytest
 
 from sim.invariants.pipe import checks_for
 
-from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files
+from .conftest import Finished, finished
 
 # 15 messages, one every 0.2 minutes, read at 0.4 minutes each: messages pile up in the pipe.
 ONEWAY = [
@@ -25,17 +25,13 @@ ONEWAY = [
 PINGPONG = ["-s", "params.messages=40", "-s", "params.pause.mean=0.05", "-s", "clock.speedup=1200"]
 
 
-def run(out: Path, config: str, *args: str) -> tuple[Path, list[dict[str, Any]]]:
-    """Run ``config``, which must succeed; its run directory and events in time order."""
-    result = sim("run", config, *args, "--seed", "5", "--out", str(out), timeout=60)
-    assert result.returncode == 0, result.stderr
-    run_dir = only_run_dir(out)
-    for record in manifest_of(run_dir)["actors"].values():
+def run(out: Path, config: str, *args: str) -> Finished:
+    """Run ``config`` with ``args``, which must succeed, every actor with exit code 0."""
+    result = finished(out, config, args=(*args, "--seed", "5"), timeout=60)
+    assert result.code == 0, result.stderr
+    for record in result.manifest["actors"].values():
         assert record["exitcode"] == 0
-        assert not alive(record["pid"])
-    assert not socket_files(out)
-    events = sorted(events_of(run_dir), key=lambda e: (e["ts"], e["actor"], e["seq"]))
-    return run_dir, events
+    return result
 
 
 def pipe_ops(events: list[dict[str, Any]], end: str, op: str, phase: str) -> list[dict[str, Any]]:
@@ -43,16 +39,16 @@ def pipe_ops(events: list[dict[str, Any]], end: str, op: str, phase: str) -> lis
             and e["end"] == end and e["op"] == op and e["phase"] == phase]  # fmt: skip
 
 
-def statuses(run_dir: Path) -> dict[str, str]:
-    return {v["name"]: v["status"] for v in manifest_of(run_dir)["invariants"]}
+def statuses(manifest: dict[str, Any]) -> dict[str, str]:
+    return {v["name"]: v["status"] for v in manifest["invariants"]}
 
 
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
 @pytest.mark.timeout(60)
 def test_oneway_pipe_delivers_in_order_then_eof(out: Path, method: str) -> None:
-    run_dir, events = run(out, "pipe.toml", *ONEWAY, "-s", f"engine.start_method={method}")
-    sent = pipe_ops(events, "b", "send", "invoke")
-    received = pipe_ops(events, "a", "recv", "ok")
+    result = run(out, "pipe.toml", *ONEWAY, "-s", f"engine.start_method={method}")
+    sent = pipe_ops(result.events, "b", "send", "invoke")
+    received = pipe_ops(result.events, "a", "recv", "ok")
     # FIFO, nothing lost, nothing extra: exactly what was sent, in the order sent.
     assert [e["item"] for e in sent] == [[i, "Hallo Pipe!"] for i in range(15)]
     assert [e["item"] for e in received] == [e["item"] for e in sent]
@@ -63,36 +59,36 @@ def test_oneway_pipe_delivers_in_order_then_eof(out: Path, method: str) -> None:
 
     # EOF: once, after the last message and after the sender closed its end; the receiver's
     # loop ends there (it never asks again).
-    eofs = pipe_ops(events, "a", "recv", "fail")
+    eofs = pipe_ops(result.events, "a", "recv", "fail")
     assert [e["error"] for e in eofs] == ["EOFError"]
     eof = eofs[0]
-    close = pipe_ops(events, "b", "close", "invoke")
+    close = pipe_ops(result.events, "b", "close", "invoke")
     assert len(close) == 1
-    assert eof["ts"] > close[0]["ts"] > pipe_ops(events, "b", "send", "ok")[-1]["ts"]
+    assert eof["ts"] > close[0]["ts"] > pipe_ops(result.events, "b", "send", "ok")[-1]["ts"]
     assert eof["ts"] > received[-1]["ts"]
-    asked = pipe_ops(events, "a", "recv", "invoke")
+    asked = pipe_ops(result.events, "a", "recv", "invoke")
     assert len(asked) == 16  # 15 messages and the one that found EOF
-    assert [e["received"] for e in events if e["event"] == "eof"] == [15]
+    assert [e["received"] for e in result.events if e["event"] == "eof"] == [15]
     # The reader is slower than the writer: messages were still in the pipe when the sender
     # closed, and were delivered before the EOF.
     in_pipe = sum(1 for e in received if e["ts"] > close[0]["ts"])
     assert in_pipe > 0
 
-    manifest = manifest_of(run_dir)
-    assert set(statuses(run_dir).values()) == {"pass"}
-    assert statuses(run_dir)["chan: FIFO, nothing lost or extra"] == "pass"
-    assert statuses(run_dir)["chan: EOF only after the last send"] == "pass"
+    manifest = result.manifest
+    assert set(statuses(manifest).values()) == {"pass"}
+    assert statuses(manifest)["chan: FIFO, nothing lost or extra"] == "pass"
+    assert statuses(manifest)["chan: EOF only after the last send"] == "pass"
     assert manifest["metrics"]["sent"] == manifest["metrics"]["received"] == 15
     assert manifest["metrics"]["in_pipe_at_close"] == in_pipe
 
 
 @pytest.mark.timeout(60)
 def test_receiver_loop_ends_on_eof_even_when_nothing_is_sent(out: Path) -> None:
-    run_dir, events = run(out, "pipe.toml", *ONEWAY, "-s", "params.messages=0")
-    assert pipe_ops(events, "a", "recv", "ok") == []
-    assert [e["error"] for e in pipe_ops(events, "a", "recv", "fail")] == ["EOFError"]
-    assert [e["received"] for e in events if e["event"] == "eof"] == [0]
-    got = statuses(run_dir)
+    result = run(out, "pipe.toml", *ONEWAY, "-s", "params.messages=0")
+    assert pipe_ops(result.events, "a", "recv", "ok") == []
+    assert [e["error"] for e in pipe_ops(result.events, "a", "recv", "fail")] == ["EOFError"]
+    assert [e["received"] for e in result.events if e["event"] == "eof"] == [0]
+    got = statuses(result.manifest)
     assert got["chan: FIFO, nothing lost or extra"] == "skip"  # nothing to look at
     assert got["chan: EOF only after the last send"] == "pass"
     assert "fail" not in got.values()
@@ -100,11 +96,13 @@ def test_receiver_loop_ends_on_eof_even_when_nothing_is_sent(out: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_pingpong_answers_every_ping_and_measures_the_round_trip(out: Path) -> None:
-    run_dir, events = run(out, "pipe-pingpong.toml", *PINGPONG)
-    pings = pipe_ops(events, "a", "send", "invoke")
-    pongs_back = pipe_ops(events, "a", "recv", "ok")
+    result = run(out, "pipe-pingpong.toml", *PINGPONG)
+    pings = pipe_ops(result.events, "a", "send", "invoke")
+    pongs_back = pipe_ops(result.events, "a", "recv", "ok")
     assert [e["item"] for e in pings] == [["ping", i] for i in range(40)]
-    assert [e["item"] for e in pipe_ops(events, "b", "recv", "ok")] == [e["item"] for e in pings]
+    assert [e["item"] for e in pipe_ops(result.events, "b", "recv", "ok")] == [
+        e["item"] for e in pings
+    ]
     assert [e["item"] for e in pongs_back] == [["pong", i] for i in range(40)]
     # Strictly alternating: ping i is answered before ping i+1 is sent.
     for i in range(39):
@@ -112,16 +110,16 @@ def test_pingpong_answers_every_ping_and_measures_the_round_trip(out: Path) -> N
     rtts = [1000 * (b["ts"] - a["ts"]) for a, b in zip(pings, pongs_back, strict=True)]
     assert all(r > 0 for r in rtts)
     # The ponger's loop ended on EOF, after the pinger closed its end.
-    eof = pipe_ops(events, "b", "recv", "fail")
+    eof = pipe_ops(result.events, "b", "recv", "fail")
     assert len(eof) == 1
-    assert eof[0]["ts"] > pipe_ops(events, "a", "close", "invoke")[0]["ts"]
-    assert [e["answered"] for e in events if e["event"] == "eof"] == [40]
+    assert eof[0]["ts"] > pipe_ops(result.events, "a", "close", "invoke")[0]["ts"]
+    assert [e["answered"] for e in result.events if e["event"] == "eof"] == [40]
 
-    metrics = manifest_of(run_dir)["metrics"]
+    metrics = result.manifest["metrics"]
     assert metrics["rounds"] == 40
     assert metrics["rtt_mean"] == pytest.approx(sum(rtts) / len(rtts))
     assert metrics["rtt_max"] == pytest.approx(max(rtts))
-    assert set(statuses(run_dir).values()) == {"pass"}
+    assert set(statuses(result.manifest).values()) == {"pass"}
 
 
 def _op(ts: float, actor: str, end: str, op: str, phase: str, **kw: Any) -> dict[str, Any]:

@@ -7,12 +7,13 @@ recomputed here from the events, independently of sim's own checks.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files
+from .conftest import finished
 
 SPEEDUP = 3600
 BOUND = 45.0
@@ -21,20 +22,7 @@ BOUND = 45.0
 QUICK = ["-s", f"clock.speedup={SPEEDUP}"]
 
 
-def run(
-    out: Path, config: str, *overrides: str
-) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
-    """Run ``config`` quickly; returns exit code, events in time order and the manifest."""
-    folder = out / str(len(list(out.iterdir())))
-    args = [a for o in overrides for a in ("-s", o)]
-    result = sim("run", config, *QUICK, *args, "--out", str(folder), timeout=60)
-    run_dir = only_run_dir(folder)
-    manifest = manifest_of(run_dir)
-    for record in manifest["actors"].values():
-        assert not alive(record["pid"])
-    assert not socket_files(folder)
-    events = sorted(events_of(run_dir), key=lambda e: (e["ts"], e["actor"], e["seq"]))
-    return result.returncode, events, manifest
+run = partial(finished, args=QUICK, timeout=60)  # a quick run of a config
 
 
 def occupancy(events: list[dict[str, Any]]) -> tuple[int, int]:
@@ -77,43 +65,43 @@ def counts(events: list[dict[str, Any]]) -> tuple[int, int]:
 
 @pytest.mark.timeout(60)
 def test_fair_writers_are_alone_and_wait_a_bounded_time(out: Path) -> None:
-    code, events, manifest = run(out, "readers_writers")
-    assert code == 0
-    most, bad = occupancy(events)
+    result = run(out, "readers_writers")
+    assert result.code == 0
+    most, bad = occupancy(result.events)
     assert bad == 0
     assert most >= 2  # readers did share the resource
-    waits = writer_waits(events)
+    waits = writer_waits(result.events)
     assert len(waits) == 2 * 3
     assert max(waits) <= BOUND
-    assert counts(events) == (6 * 10, 2 * 3)
-    assert {v["status"] for v in manifest["invariants"]} == {"pass"}
-    metrics = manifest["metrics"]
+    assert counts(result.events) == (6 * 10, 2 * 3)
+    assert {v["status"] for v in result.manifest["invariants"]} == {"pass"}
+    metrics = result.manifest["metrics"]
     assert metrics["starved_writes"] == 0
     assert metrics["writer_wait_max"] == pytest.approx(max(waits), abs=0.01)
 
 
 @pytest.mark.timeout(60)
 def test_readers_preference_starves_the_writers_as_declared(out: Path) -> None:
-    code, events, manifest = run(out, "readers_writers-starvation")
-    assert code == 0
-    most, bad = occupancy(events)
+    result = run(out, "readers_writers-starvation")
+    assert result.code == 0
+    most, bad = occupancy(result.events)
     assert bad == 0
     assert most >= 2
-    waits = writer_waits(events)
+    waits = writer_waits(result.events)
     assert max(waits) > BOUND
     # The starved writer got in only after many reads had started after its request.
-    assert counts(events) == (6 * 10, 2 * 3)
-    shown = [v for v in manifest["invariants"] if v["status"] == "expected"]
+    assert counts(result.events) == (6 * 10, 2 * 3)
+    shown = [v for v in result.manifest["invariants"] if v["status"] == "expected"]
     assert [v["phenomenon"] for v in shown] == ["writer_starvation"]
     assert "writers starved" in shown[0]["detail"]
-    assert manifest["metrics"]["writer_wait_max"] == pytest.approx(max(waits), abs=0.01)
-    assert manifest["metrics"]["starved_writes"] == sum(w > BOUND for w in waits)
+    assert result.manifest["metrics"]["writer_wait_max"] == pytest.approx(max(waits), abs=0.01)
+    assert result.manifest["metrics"]["starved_writes"] == sum(w > BOUND for w in waits)
 
 
 @pytest.mark.timeout(60)
 def test_the_starvation_undeclared_fails_the_run(out: Path) -> None:
-    code, events, manifest = run(out, "readers_writers-starvation", "expect=[]")
-    assert code == 1
-    assert max(writer_waits(events)) > BOUND
-    failed = [v["name"] for v in manifest["invariants"] if v["status"] == "fail"]
+    result = run(out, "readers_writers-starvation", "expect=[]")
+    assert result.code == 1
+    assert max(writer_waits(result.events)) > BOUND
+    failed = [v["name"] for v in result.manifest["invariants"] if v["status"] == "fail"]
     assert failed == [f"no writer waits over {BOUND:g} sim min"]

@@ -15,7 +15,7 @@ import pytest
 from sim.checks import Verdict
 from sim.invariants.counter import checks_for
 
-from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files
+from .conftest import Finished, finished
 
 P, N = 3, 20
 
@@ -43,20 +43,15 @@ def mapped_anywhere(segment: str) -> bool:
     return False
 
 
-def run(out: Path, config: str, *overrides: str) -> tuple[int, Path, str]:
+def run(out: Path, config: str, *overrides: str) -> Finished:
     """Run ``config`` quickly with ``overrides`` into a fresh folder under ``out``."""
-    folder = out / str(len(list(out.iterdir())))
     before = shm_segments()
-    args = [a for o in overrides for a in ("-s", o)]
-    result = sim("run", config, *QUICK, *args, "--seed", "3", "--out", str(folder), timeout=60)
-    run_dir = only_run_dir(folder)
-    # Nothing outlives the run: processes, socket files, shared-memory segments.
-    for record in manifest_of(run_dir)["actors"].values():
-        assert not alive(record["pid"])
-    assert not socket_files(folder)
+    result = finished(out, config, *overrides, args=(*QUICK, "--seed", "3"), timeout=60)
+    # Nothing outlives the run: processes and socket files (checked by `finished`), and
+    # shared-memory segments.
     leaked = [s for s in shm_segments() - before if not mapped_anywhere(s)]
     assert not leaked
-    return result.returncode, run_dir, result.stderr
+    return result
 
 
 def ops(events: list[dict[str, Any]], prim: str) -> list[dict[str, Any]]:
@@ -111,8 +106,8 @@ def held_intervals(events: list[dict[str, Any]], lock: str) -> list[tuple[float,
     return sorted(spans)
 
 
-def verdicts(run_dir: Path) -> dict[str, dict[str, Any]]:
-    return {v["name"]: v for v in manifest_of(run_dir)["invariants"]}
+def verdicts(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in manifest["invariants"]}
 
 
 # (config, overrides, slots): every store, with no lock and with a lock around each access.
@@ -136,9 +131,9 @@ FIXES = [
 def test_demo_loses_updates_and_says_so(
     out: Path, config: str, overrides: tuple[str, ...], slots: int
 ) -> None:
-    code, run_dir, stderr = run(out, config, *overrides)
-    assert code == 0, stderr
-    events = events_of(run_dir)
+    result = run(out, config, *overrides)
+    assert result.code == 0, result.stderr
+    events = result.events
     expected = P * N * slots
     final = final_values(events)
     assert len(final) == slots
@@ -149,13 +144,13 @@ def test_demo_loses_updates_and_says_so(
     assert pairs > 0
     assert len(cycles(events)) == expected  # every increment was a read, then a write
 
-    manifest = manifest_of(run_dir)
+    manifest = result.manifest
     metrics = manifest["metrics"]
     assert metrics["expected"] == expected
     assert metrics["final"] == sum(final.values())
     assert metrics["lost_updates"] == lost
     assert metrics["collisions"] == pairs
-    v = verdicts(run_dir)
+    v = verdicts(manifest)
     scenario_check = v["no lost updates (final value = processes x increments)"]
     assert scenario_check["status"] == "expected"
     assert scenario_check["detail"].startswith(f"lost {100 * lost / expected:.0f} % of updates")
@@ -166,7 +161,7 @@ def test_demo_loses_updates_and_says_so(
         f"lost {100 * lost / expected:.0f} % of updates ({lost} of {expected} increments)"
     )
     assert {x["status"] for x in v.values()} <= {"pass", "expected", "skip"}
-    assert "As this config expects, the run shows lost_updates" in stderr
+    assert "As this config expects, the run shows lost_updates" in result.stderr
 
 
 @pytest.mark.parametrize(("config", "overrides", "slots"), DEMOS)
@@ -174,10 +169,10 @@ def test_demo_loses_updates_and_says_so(
 def test_lost_updates_fail_a_run_that_does_not_expect_them(
     out: Path, config: str, overrides: tuple[str, ...], slots: int
 ) -> None:
-    code, run_dir, _ = run(out, config, *overrides, "expect=[]")
-    assert code == 1
-    assert manifest_of(run_dir)["status"] == "failed"
-    failed = {n for n, x in verdicts(run_dir).items() if x["status"] == "fail"}
+    result = run(out, config, *overrides, "expect=[]")
+    assert result.code == 1
+    assert result.manifest["status"] == "failed"
+    failed = {n for n, x in verdicts(result.manifest).items() if x["status"] == "fail"}
     assert failed == {"no lost updates (final value = processes x increments)",
                       "counter: no lost updates"}  # fmt: skip
 
@@ -187,9 +182,9 @@ def test_lost_updates_fail_a_run_that_does_not_expect_them(
 def test_one_lock_around_read_and_write_loses_nothing(
     out: Path, config: str, lock: str, slots: int
 ) -> None:
-    code, run_dir, stderr = run(out, config, "params.lock=explicit", "expect=[]")
-    assert code == 0, stderr
-    events = events_of(run_dir)
+    result = run(out, config, "params.lock=explicit", "expect=[]")
+    assert result.code == 0, result.stderr
+    events = result.events
     final = final_values(events)
     assert final == dict.fromkeys(final, P * N)
     assert len(final) == slots
@@ -205,7 +200,7 @@ def test_one_lock_around_read_and_write_loses_nothing(
         if e["actor"] != "auditor":
             assert any(a == e["actor"] and s <= e["ts"] <= t for s, t, a in spans)
 
-    v = verdicts(run_dir)
+    v = verdicts(result.manifest)
     assert v["no lost updates (final value = processes x increments)"]["status"] == "pass"
     assert v["counter: no lost updates"]["status"] == "pass"
     owner = (
@@ -213,15 +208,15 @@ def test_one_lock_around_read_and_write_loses_nothing(
     )
     assert v[owner]["status"] == "pass"
     assert {x["status"] for x in v.values()} == {"pass"}
-    assert manifest_of(run_dir)["metrics"]["lost_updates"] == 0
+    assert result.manifest["metrics"]["lost_updates"] == 0
 
 
 @pytest.mark.timeout(60)
 def test_the_fix_applied_to_a_demo_that_expects_lost_updates_fails(out: Path) -> None:
     # The demo's phenomenon did not appear: a config that promises it must say so.
-    code, run_dir, _ = run(out, "shared_counter.toml", "params.lock=explicit")
-    assert code == 1
-    detail = verdicts(run_dir)["counter: no lost updates"]["detail"]
+    result = run(out, "shared_counter.toml", "params.lock=explicit")
+    assert result.code == 1
+    detail = verdicts(result.manifest)["counter: no lost updates"]["detail"]
     assert detail.startswith("expected lost_updates, but it did not appear")
 
 

@@ -13,21 +13,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files
-
-
-def run(out: Path, *overrides: str) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
-    """Run the bundled config with ``overrides``; exit code, events in time order, manifest."""
-    folder = out / str(len(list(out.iterdir())))
-    args = [a for o in overrides for a in ("-s", o)]
-    result = sim("run", "sleeping_barber", *args, "--out", str(folder), timeout=60)
-    run_dir = only_run_dir(folder)
-    manifest = manifest_of(run_dir)
-    for record in manifest["actors"].values():
-        assert not alive(record["pid"])
-    assert not socket_files(folder)
-    events = sorted(events_of(run_dir), key=lambda e: (e["ts"], e["actor"], e["seq"]))
-    return result.returncode, events, manifest
+from .conftest import finished
 
 
 def assert_barber_invariants(events: list[dict[str, Any]], customers: int, chairs: int) -> None:
@@ -66,11 +52,11 @@ def assert_barber_invariants(events: list[dict[str, Any]], customers: int, chair
 
 @pytest.mark.timeout(60)
 def test_the_barber_serves_or_turns_away_every_customer(out: Path) -> None:
-    code, events, manifest = run(out, "clock.speedup=4800")
-    assert code == 0
-    assert_barber_invariants(events, customers=20, chairs=3)
-    assert {v["status"] for v in manifest["invariants"]} == {"pass"}
-    metrics = manifest["metrics"]
+    result = finished(out, "sleeping_barber", "clock.speedup=4800", timeout=60)
+    assert result.code == 0
+    assert_barber_invariants(result.events, customers=20, chairs=3)
+    assert {v["status"] for v in result.manifest["invariants"]} == {"pass"}
+    metrics = result.manifest["metrics"]
     assert metrics["served"] + metrics["turned_away"] == 20
     assert metrics["waiting_max"] <= 3
 
@@ -79,15 +65,15 @@ def test_the_barber_serves_or_turns_away_every_customer(out: Path) -> None:
 def test_a_crowded_shop_turns_customers_away(out: Path) -> None:
     # Twelve customers in 30 minutes, 10-minute haircuts, one waiting chair: the barber can
     # start at most four cuts while they arrive and seat one more, so at least 7 are turned away.
-    code, events, manifest = run(
-        out, "params.customers=12", "params.chairs=1", "params.open_for=30",
-        "params.cut.dist=fixed", "params.cut.mean=10", "clock.speedup=4800",
+    result = finished(
+        out, "sleeping_barber", "params.customers=12", "params.chairs=1", "params.open_for=30",
+        "params.cut.dist=fixed", "params.cut.mean=10", "clock.speedup=4800", timeout=60,
     )  # fmt: skip
-    assert code == 0
-    assert_barber_invariants(events, customers=12, chairs=1)
-    away = [e for e in events if e["event"] == "turned_away"]
+    assert result.code == 0
+    assert_barber_invariants(result.events, customers=12, chairs=1)
+    away = [e for e in result.events if e["event"] == "turned_away"]
     assert len(away) >= 7
-    assert manifest["metrics"]["turned_away"] == len(away)
-    verdicts = {v["name"]: v for v in manifest["invariants"]}
+    assert result.manifest["metrics"]["turned_away"] == len(away)
+    verdicts = {v["name"]: v for v in result.manifest["invariants"]}
     assert verdicts["at most 1 waiting, turned away only when full"]["status"] == "pass"
     assert f"{len(away)} turned away" in verdicts["every customer served or turned away"]["detail"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files
+from .conftest import Finished, finished
 
 QUICK = [
     "-s", "params.senders=3",
@@ -19,11 +19,11 @@ QUICK = [
 LOSSY = "udp_datagrams-lossy"
 
 
-def run(out: Path, config: str, *extra: str) -> tuple[int, Path]:
-    folder = out / str(len(list(out.iterdir())))
-    result = sim("run", config, *QUICK, *extra, "--out", str(folder))
-    assert result.returncode in (0, 1), result.stderr
-    return result.returncode, only_run_dir(folder)
+def run(out: Path, config: str, *overrides: str) -> Finished:
+    """Run ``config`` quickly with ``-s`` ``overrides``; it may pass or fail, not crash."""
+    result = finished(out, config, *overrides, args=QUICK)
+    assert result.code in (0, 1), result.stderr
+    return result
 
 
 def history(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -46,20 +46,18 @@ def history(events: list[dict[str, Any]]) -> dict[str, Any]:
             "numbers": numbers, "late": late}  # fmt: skip
 
 
-def check_clean_exit(run_dir: Path) -> dict[str, Any]:
-    manifest = manifest_of(run_dir)
-    for record in manifest["actors"].values():
+def check_clean_exit(result: Finished) -> dict[str, Any]:
+    """Every actor exited with 0 (``finished`` saw none alive and no socket file); the manifest."""
+    for record in result.manifest["actors"].values():
         assert record["exitcode"] == 0
-        assert not alive(record["pid"])
-    assert not socket_files(run_dir)
-    return manifest
+    return result.manifest
 
 
 @pytest.mark.timeout(60)
 def test_every_datagram_arrives_whole_and_in_order_without_loss(out: Path) -> None:
-    code, run_dir = run(out, "udp_datagrams")
-    assert code == 0
-    h = history(events_of(run_dir))
+    result = run(out, "udp_datagrams")
+    assert result.code == 0
+    h = history(result.events)
     # Message boundaries: each recvfrom returned exactly one datagram that was sent, whole,
     # and recvfrom named the port of the sender that sent it.
     assert Counter(text for text, _ in h["arrived"]) == Counter(h["sent"])
@@ -71,7 +69,7 @@ def test_every_datagram_arrives_whole_and_in_order_without_loss(out: Path) -> No
         f"sender-{i:03d}": list(range(25)) for i in range(3)
     }
     assert h["late"] == 0
-    manifest = check_clean_exit(run_dir)
+    manifest = check_clean_exit(result)
     verdicts = {v["name"]: v["status"] for v in manifest["invariants"]}
     assert verdicts["each datagram arrives whole, from its sender"] == "pass"
     assert verdicts["no datagram lost"] == "pass"
@@ -83,9 +81,9 @@ def test_every_datagram_arrives_whole_and_in_order_without_loss(out: Path) -> No
 
 @pytest.mark.timeout(60)
 def test_injected_loss_and_reordering_are_counted_and_expected(out: Path) -> None:
-    code, run_dir = run(out, LOSSY)
-    assert code == 0
-    events = events_of(run_dir)
+    result = run(out, LOSSY)
+    assert result.code == 0
+    events = result.events
     h = history(events)
     # The datagrams that never arrived are exactly those the senders dropped: the receiver
     # gave up on them instead of hanging.
@@ -98,7 +96,7 @@ def test_injected_loss_and_reordering_are_counted_and_expected(out: Path) -> Non
     assert Counter(text for text, _ in h["arrived"]) == Counter(h["sent"])
     (done,) = [e for e in events if e["event"] == "receiver_done"]
     assert done["received"] == 75 - len(missing)
-    manifest = check_clean_exit(run_dir)
+    manifest = check_clean_exit(result)
     assert manifest["status"] == "ok"
     shown = {v["phenomenon"]: v["detail"] for v in manifest["invariants"]
              if v["status"] == "expected"}  # fmt: skip
@@ -109,25 +107,25 @@ def test_injected_loss_and_reordering_are_counted_and_expected(out: Path) -> Non
     assert manifest["metrics"]["out_of_order"] == h["late"]
 
     # The same seed drops the same datagrams.
-    code, again = run(out, LOSSY)
-    assert code == 0
-    assert history(events_of(again))["dropped"] == h["dropped"]
+    again = run(out, LOSSY)
+    assert again.code == 0
+    assert history(again.events)["dropped"] == h["dropped"]
 
 
 @pytest.mark.timeout(60)
 def test_undeclared_loss_fails_the_run(out: Path) -> None:
-    code, run_dir = run(out, LOSSY, "-s", "expect=[]")
-    assert code == 1
-    manifest = check_clean_exit(run_dir)
+    result = run(out, LOSSY, "expect=[]")
+    assert result.code == 1
+    manifest = check_clean_exit(result)
     failed = {v["phenomenon"] for v in manifest["invariants"] if v["status"] == "fail"}
     assert failed == {"datagram_loss", "datagram_reordering"}
 
 
 @pytest.mark.timeout(60)
 def test_declared_loss_that_does_not_appear_fails_the_run(out: Path) -> None:
-    code, run_dir = run(out, LOSSY, "-s", "params.loss=0", "-s", "params.reorder=0")
-    assert code == 1
-    manifest = check_clean_exit(run_dir)
+    result = run(out, LOSSY, "params.loss=0", "params.reorder=0")
+    assert result.code == 1
+    manifest = check_clean_exit(result)
     failed = [v["detail"] for v in manifest["invariants"] if v["status"] == "fail"]
     assert len(failed) == 2
     assert all(d.startswith("expected datagram_") for d in failed)
