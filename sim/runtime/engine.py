@@ -227,6 +227,9 @@ class _Supervisor:
         # Objects created before the first fork are never touched by the collector again, so
         # children do not copy the pages that hold them (copy-on-write stays shared).
         gc.freeze()
+        # No collections while forking either: a collection writes to every object it visits,
+        # and every page it writes is then copied, once per child that shares it.
+        gc.disable()
         try:
             for index, actor in enumerate(self.actors):
                 if self.stop.is_set():
@@ -257,6 +260,7 @@ class _Supervisor:
                 if index % _START_BATCH == _START_BATCH - 1:
                     await anyio.sleep(0)
         finally:
+            gc.enable()
             gc.unfreeze()
         self.started_all = True
         # Every actor has its copies now. The engine lets go of its pipe ends, so that a reader
