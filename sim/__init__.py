@@ -12,7 +12,22 @@ from .checks import Check, Verdict
 from .config import RunConfig, load_config
 from .durations import Duration
 from .errors import ActorCrashed, ConfigError, ProtocolError, ReplayError, ScenarioError, SimError
-from .primitives import BoundedSemaphore, Event, Lock, PrimSpec, RLock, Semaphore
+from .primitives import (
+    Array,
+    Barrier,
+    BoundedSemaphore,
+    Condition,
+    Event,
+    JoinableQueue,
+    Lock,
+    Pipe,
+    PrimSpec,
+    Queue,
+    RLock,
+    Semaphore,
+    SharedMemory,
+    Value,
+)
 from .runtime.ctx import Ctx
 from .scenario import Actor, Metric, Scenario, actors
 
@@ -39,7 +54,9 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "Semaphore",
+    "SharedMemory",
     "SimError",
+    "Value",
     "Verdict",
     "__version__",
     "actors",
