@@ -66,6 +66,15 @@ def actor_rng(seed: int, actor: str) -> random.Random:
     return random.Random(f"{seed}/{actor}")
 
 
+def _name_process(name: str) -> None:
+    """Show the actor's name in ps and top (Linux ``comm``, 15 bytes), not the engine's."""
+    try:
+        with open("/proc/self/comm", "w", encoding="utf-8") as fh:
+            fh.write(name[:15])
+    except OSError:
+        pass  # not Linux, or not allowed: only cosmetic
+
+
 def _connect(address: tuple[str, int] | str) -> socket.socket:
     family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -113,6 +122,7 @@ def main(boot: Boot) -> None:
     with contextlib.suppress(ValueError):
         # Under fork the engine's event-loop wake-up fd is inherited; it is not ours.
         signal.set_wakeup_fd(-1)
+    _name_process(boot.actor)
     pid = os.getpid()
     parent = os.getppid()
     try:
