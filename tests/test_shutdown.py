@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import alive, manifest_of, socket_files
+from .conftest import alive, manifest_of, sim, socket_files
 
 CARS = 12
 # Long stays, so the run is surely in progress when the signal arrives.
@@ -105,3 +105,20 @@ def test_sigkill_of_engine_leaves_no_orphans(engine: subprocess.Popen[str], out:
     # Actors notice that their engine has gone and exit within a few seconds.
     assert wait_gone(pids, 5) == []
     assert not socket_files(out)
+
+
+@pytest.mark.timeout(60)
+def test_a_stop_in_the_middle_of_logging_loses_no_line(out: Path, tmp_path: Path) -> None:
+    # Actors logging flat out are stopped by the run's timeout: SIGTERM lands while lines are
+    # being written, and not one of them may leave a gap in seq.
+    config = tmp_path / "busy.toml"
+    config.write_text('scenario = "tests.scenario_busy"\n[engine]\ntimeout = 1\n', "utf-8")
+    for _ in range(3):
+        result = sim("run", str(config), "--out", str(out / str(_)), "--quiet", timeout=50)
+        assert result.returncode == 1, result.stderr
+        manifest = manifest_of(next((out / str(_)).iterdir()))
+        assert manifest["status"] == "timeout"
+        verdicts = {v["name"]: v for v in manifest["invariants"]}
+        assert verdicts["seq contiguous"]["status"] == "pass", verdicts["seq contiguous"]
+        assert verdicts["every actor ended cleanly"]["status"] == "pass"
+        assert manifest["events"] > 1000

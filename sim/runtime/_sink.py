@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 __all__ = ["BatchingSink"]
 
@@ -28,8 +29,15 @@ ORPHANED_EXIT = 75
 class BatchingSink:
     """A structlog logger whose ``info(line)`` and friends queue one rendered line."""
 
-    def __init__(self, sock: socket.socket, flush_s: float, parent_pid: int) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        flush_s: float,
+        parent_pid: int,
+        after: Callable[[], None] | None = None,
+    ) -> None:
         self._sock = sock
+        self._after = after
         self._flush_s = flush_s
         self._parent_pid = parent_pid
         self._lock = threading.Lock()
@@ -50,6 +58,8 @@ class BatchingSink:
             full = self._size >= _HIGH_WATER
         if first:
             self._pending.set()
+        if self._after is not None:
+            self._after()  # the line is queued: a deferred stop may now happen
         if full:
             self._room.clear()
             self._pending.set()

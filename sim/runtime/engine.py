@@ -39,6 +39,7 @@ Status = Literal["ok", "failed", "interrupted", "timeout", "deadlock"]
 
 # How long actors get to unwind after SIGTERM before they are killed.
 _GRACE_S = 3.0
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # Actors started between two turns of the event loop: the coordinator must keep accepting
 # their connections while a large run is still starting.
 _START_BATCH = 512
@@ -251,7 +252,13 @@ class _Supervisor:
                 proc = self.mp.Process(  # type: ignore[attr-defined]
                     target=worker.main, args=(boot,), name=actor.name, daemon=True
                 )
-                proc.start()
+                # Blocked while forking: the child starts with the engine's signal handlers
+                # and must not act on a signal before its own are installed.
+                mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+                try:
+                    proc.start()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 self.procs[actor.name] = proc
                 self.records[actor.name].pid = proc.pid
                 self.live += 1

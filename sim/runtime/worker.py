@@ -57,8 +57,35 @@ class _Terminated(BaseException):
     """Raised in the main thread by SIGTERM, so that the role unwinds and logs its end."""
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Terminated
+class _StopGuard:
+    """SIGTERM, deferred while the main thread logs.
+
+    Between taking a ``seq`` and queueing its line, an exception would lose the line and leave
+    a gap that replay reports as a lost line. So the handler only notes the request while a
+    line is on its way, and the sink raises it once the line is queued.
+    """
+
+    def __init__(self) -> None:
+        self._main = threading.get_ident()
+        self._logging = False
+        self._requested = False
+
+    def handler(self, signum: int, frame: object) -> None:
+        if self._logging:
+            self._requested = True
+            return
+        raise _Terminated
+
+    def begin(self) -> None:
+        if threading.get_ident() == self._main:
+            self._logging = True
+
+    def end(self) -> None:
+        if threading.get_ident() == self._main:
+            self._logging = False
+            if self._requested:
+                self._requested = False
+                raise _Terminated
 
 
 def actor_rng(seed: int, actor: str) -> random.Random:
@@ -84,7 +111,7 @@ def _connect(address: tuple[str, int] | str) -> socket.socket:
     return sock
 
 
-def _processors(actor: str, pid: int, t0_ns: int) -> list[Any]:
+def _processors(actor: str, pid: int, t0_ns: int, guard: _StopGuard) -> list[Any]:
     counter = itertools.count()
     clock = time.monotonic_ns
     encode = msgspec.json.Encoder(enc_hook=repr).encode
@@ -93,6 +120,7 @@ def _processors(actor: str, pid: int, t0_ns: int) -> list[Any]:
     together = threading.Lock()
 
     def stamp(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        guard.begin()
         # The contract's fields come first so that a line reads well in a terminal.
         with together:
             ts, seq = (clock() - t0_ns) / 1e9, next(counter)
@@ -116,12 +144,16 @@ def _processors(actor: str, pid: int, t0_ns: int) -> list[Any]:
 
 def main(boot: Boot) -> None:
     """Process target of every actor: connect, configure logging, run the role, report."""
-    # Ctrl-C reaches the whole process group; the engine alone decides how to stop the run.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _on_sigterm)
     with contextlib.suppress(ValueError):
         # Under fork the engine's event-loop wake-up fd is inherited; it is not ours.
         signal.set_wakeup_fd(-1)
+    guard = _StopGuard()
+    # Ctrl-C reaches the whole process group; the engine alone decides how to stop the run.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, guard.handler)
+    # The engine blocks both while it forks, so that a signal cannot reach a child that still
+    # runs the engine's handlers; the mask is inherited (across exec too), so lift it here.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     _name_process(boot.actor)
     pid = os.getpid()
     parent = os.getppid()
@@ -134,9 +166,9 @@ def main(boot: Boot) -> None:
     except OSError:
         sys.exit(ORPHANED_EXIT)
 
-    sink = BatchingSink(sock, boot.flush_s, parent)
+    sink = BatchingSink(sock, boot.flush_s, parent, after=guard.end)
     structlog.configure(
-        processors=_processors(boot.actor, pid, boot.t0_ns),
+        processors=_processors(boot.actor, pid, boot.t0_ns, guard),
         wrapper_class=structlog.make_filtering_bound_logger(0),
         logger_factory=lambda *args: sink,
         cache_logger_on_first_use=True,
