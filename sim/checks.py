@@ -105,7 +105,12 @@ class SeqContiguous(Check):
 
 
 class SemaphoreBound(Check):
-    """Holders of a semaphore, counted over [acquire ok, release invoke], never exceed its value."""
+    """Holders of a semaphore, counted over [acquire ok, release invoke], never exceed its value.
+
+    Counting holders alone cannot see a release without an acquire (a car that leaves twice):
+    the count drops and the semaphore silently admits one more than its value. So for a
+    semaphore that starts above 0, a completed release must never outnumber the acquires begun.
+    """
 
     def __init__(self, prim: str, value: int) -> None:
         self.prim = prim
@@ -119,11 +124,26 @@ class SemaphoreBound(Check):
         self._ops = 0
         self._problems: list[str] = []
         self._count = 0
+        self._begun = 0
+        self._released = 0
 
     def feed(self, event: Mapping[str, Any]) -> None:
         if event.get("event") != "op" or event.get("prim") != self.prim:
             return
         op, phase = event.get("op"), event.get("phase")
+        if op == "acquire" and phase == "invoke":
+            self._begun += 1
+        elif op == "release" and phase == "ok" and self.value:
+            self._released += 1
+            if self._released > self._begun:
+                self._count += 1
+                if len(self._problems) < _SHOW:
+                    self._problems.append(
+                        f"{event['actor']} released at ts {event['ts']:.6f} (seq {event['seq']}) "
+                        f"more than was ever acquired: the semaphore now admits more than "
+                        f"{self.value}"
+                    )
+                self._released = self._begun  # report each extra release once
         if op == "acquire" and phase == "ok":
             self._ops += 1
             self._held += 1

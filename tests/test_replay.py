@@ -196,3 +196,18 @@ def test_replay_cli_writes_every_output_even_without_a_manifest(out: Path, tmp_p
     bad = sim("replay", str(run_dir), "--export", "xml", str(tmp_path / "x"))
     assert bad.returncode == 2
     assert "unknown format 'xml'" in bad.stderr
+
+
+def test_a_release_without_an_acquire_is_found(tmp_path: Path) -> None:
+    # A car that leaves twice gives back a space it does not hold: holders never exceed the
+    # capacity in the count, yet the car park now admits one car too many.
+    log = Log()
+    visit(log, "car-000")
+    log.op("car-000", "release", "invoke")
+    log.op("car-000", "release", "ok")
+    log.op("car-000", "release", "invoke")
+    log.op("car-000", "release", "ok")
+    found = verdicts(log.write(tmp_path / "run", header(cars=1)))
+    bound = found["spaces: at most 130 holders"]
+    assert bound.status == "fail"
+    assert "more than was ever acquired" in bound.detail
