@@ -202,8 +202,9 @@ class ActorsEnded(Check):
             code = self._exits.get(actor)
             if status == "ok" and code == 0:
                 continue
-            # 143: SIGTERM handled, -15/-9: killed by the engine's SIGTERM/SIGKILL.
-            if self._stopped and status != "crashed" and code in (143, -15, -9):
+            # 143: SIGTERM handled, -15/-9: killed by the engine's SIGTERM/SIGKILL; None with
+            # no end record: the run was stopped before this actor was started at all.
+            if self._stopped and status != "crashed" and code in (143, -15, -9, None):
                 stopped += 1
                 continue
             what = status

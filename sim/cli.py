@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 from rich.console import Console
+from rich.markup import escape
 
 from . import scenario as _scenario
 from .config import bundled_configs, load_config
@@ -120,10 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sweep(args, err)
         return _list()
     except (ConfigError, ScenarioError, ReplayError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return EXIT_USAGE
     except SimError as exc:
-        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return EXIT_FAILED
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -182,12 +183,15 @@ def _replay_outputs(args: argparse.Namespace, loaded: Any, err: Console) -> None
             from .export.chrome import export_chrome
 
             written = export_chrome(loaded, path)
-            err.print(f"chrome trace: {path} ({written:,} trace events; open in ui.perfetto.dev)")
+            err.print(
+                f"chrome trace: {escape(str(path))} ({written:,} trace events; "
+                "open in ui.perfetto.dev)"
+            )
         elif fmt == "csv":
             from .export.csv import export_csv
 
             rows = export_csv(loaded, path)
-            err.print(f"csv: {path} ({rows:,} operations)")
+            err.print(f"csv: {escape(str(path))} ({rows:,} operations)")
         else:
             raise ConfigError(f"unknown format {fmt!r}; one of: chrome, csv", source="--export")
     if args.plot is not None:
@@ -196,7 +200,7 @@ def _replay_outputs(args: argparse.Namespace, loaded: Any, err: Console) -> None
         if args.plot.suffix.lower() not in (".png", ".svg"):
             raise ConfigError("the picture must be a .png or .svg file", source="--plot")
         plot(loaded, args.plot)
-        err.print(f"plot: {args.plot}")
+        err.print(f"plot: {escape(str(args.plot))}")
     if args.speed is not None:
         from .player import play
 
@@ -239,7 +243,8 @@ def _check(args: argparse.Namespace, err: Console) -> int:
     actors = spec.actors(config.params)
     prims = spec.primitives(config.params)
     err.print(
-        f"[green]ok[/] {config.source}: scenario {config.scenario}, {len(actors)} actors, "
+        f"[green]ok[/] {escape(str(config.source))}: scenario {config.scenario}, "
+        f"{len(actors)} actors, "
         f"primitives {', '.join(f'{n} ({p.kind})' for n, p in prims.items()) or 'none'}"
     )
     print(msgspec.json.encode(config.to_dict()).decode())

@@ -14,9 +14,9 @@ import contextlib
 import hmac
 import itertools
 import os
+import secrets
 import select
 import socket
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -181,7 +181,6 @@ class Coordinator:
         self._overflow: list[bytes] = []
         self._file: BinaryIO | None = None
         self._listener: SocketListener | None = None
-        self._socket_dir: str | None = None
         self._tg: TaskGroup | None = None
         self._serve_scope = anyio.CancelScope()
         self._writer_done = anyio.Event()
@@ -236,10 +235,6 @@ class Coordinator:
             with anyio.CancelScope(shield=True):
                 await self._listener.aclose()
             self._flush_remaining()
-            if self._socket_dir is not None:
-                sock_path = Path(self._socket_dir) / "coordinator.sock"
-                sock_path.unlink(missing_ok=True)
-                os.rmdir(self._socket_dir)
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every connection has closed (True) or ``timeout`` passes (False).
@@ -261,9 +256,10 @@ class Coordinator:
         # The socket is made here rather than by anyio's helpers: those resolve the host name on
         # a worker thread, and the engine must stay single-threaded to fork safely.
         if self._transport == "unix":
-            # A private 0700 directory: only this user can even reach the socket.
-            self._socket_dir = tempfile.mkdtemp(prefix="sim-")
-            path = os.path.join(self._socket_dir, "coordinator.sock")
+            # Linux's abstract namespace: a Unix socket with no file, which the kernel removes
+            # with its last descriptor, so even a SIGKILL of the engine leaves nothing behind.
+            # It has no file permissions to guard it; the per-run secret does that, as for TCP.
+            path = f"\0sim-{os.getpid()}-{secrets.token_hex(8)}"
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.bind(path)
             self.address = path

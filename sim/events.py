@@ -34,10 +34,26 @@ def read_events(path: Path, findings: list[Finding] | None = None) -> Iterator[d
                     findings.append(Finding(number, "last line is torn (no newline)"))
                 break
             try:
-                yield decode(raw)
+                event = decode(raw)
             except msgspec.DecodeError as exc:
                 if findings is not None:
                     findings.append(Finding(number, f"not JSON: {exc}"))
+                continue
+            if _contract(event):
+                yield event
+            elif findings is not None:
+                findings.append(Finding(number, "not an event line: it lacks ts, actor, seq or "
+                                        "event, or one of them has the wrong type"))  # fmt: skip
+
+
+def _contract(event: dict[str, Any]) -> bool:
+    ts, actor, seq, name = (event.get(k) for k in ("ts", "actor", "seq", "event"))
+    return (
+        isinstance(ts, float | int)
+        and isinstance(actor, str)
+        and isinstance(seq, int)
+        and isinstance(name, str)
+    )
 
 
 def sort_key(event: dict[str, Any]) -> tuple[float, str, int]:

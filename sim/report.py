@@ -6,7 +6,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .checks import Verdict
 from .events import Finding
@@ -50,7 +52,7 @@ def print_summary(
     run_dir: str,
 ) -> None:
     """Print the summary table and the verdicts to ``console``."""
-    console.print(f"[bold]{title}[/]")
+    console.print(f"[bold]{escape(title)}[/]")
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_column(style="bold")
     table.add_column(justify="right")
@@ -65,17 +67,17 @@ def print_summary(
     checks.add_column(style="bold")
     checks.add_column(style="dim")
     for verdict in verdicts:
-        checks.add_row(_STATUS[verdict.status], verdict.name, verdict.detail)
+        checks.add_row(_STATUS[verdict.status], Text(verdict.name), Text(verdict.detail))
     console.print(checks)
     for verdict in verdicts:
         if verdict.status == "expected":
             console.print(
                 f"[bold magenta]As this config expects, the run shows {verdict.phenomenon}:[/] "
-                f"{verdict.detail}"
+                f"{escape(verdict.detail)}"
             )
     style = {"ok": "green", "interrupted": "yellow"}.get(status, "bold red")
-    line = f"[{style}]{status}[/]" + (f": {reason}" if reason and status != "ok" else "")
-    console.print(f"{line}   log: {run_dir}")
+    line = f"[{style}]{status}[/]" + (f": {escape(reason)}" if reason and status != "ok" else "")
+    console.print(f"{line}   log: {escape(run_dir)}")
 
 
 def print_findings(console: Console, findings: Sequence[Finding], path: object) -> None:
@@ -83,4 +85,4 @@ def print_findings(console: Console, findings: Sequence[Finding], path: object) 
     for finding in findings:
         where = f"{path} line {finding.line}" if finding.line else str(path)
         style = "bold red" if finding.severity == "error" else "yellow"
-        console.print(f"[{style}]{finding.severity}:[/] {where}: {finding.problem}")
+        console.print(f"[{style}]{finding.severity}:[/] {escape(where)}: {escape(finding.problem)}")

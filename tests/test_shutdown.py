@@ -25,10 +25,10 @@ LONG = [
 ]  # fmt: skip
 
 
-def start(out: Path) -> subprocess.Popen[str]:
+def start(out: Path, *extra: str) -> subprocess.Popen[str]:
     # A session of its own: signalling its process group is what Ctrl-C in a terminal does.
     return subprocess.Popen(
-        [sys.executable, "-m", "sim", "run", "carpark.toml", *LONG, "--out", str(out)],
+        [sys.executable, "-m", "sim", "run", "carpark.toml", *LONG, *extra, "--out", str(out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -98,13 +98,29 @@ def test_interrupt_stops_every_actor_and_marks_the_manifest(
 
 
 @pytest.mark.timeout(60)
-def test_sigkill_of_engine_leaves_no_orphans(engine: subprocess.Popen[str], out: Path) -> None:
-    _, pids = wait_for_actors(out, CARS)
-    os.kill(engine.pid, signal.SIGKILL)
-    engine.wait(timeout=10)
-    # Actors notice that their engine has gone and exit within a few seconds.
-    assert wait_gone(pids, 5) == []
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+def test_sigkill_of_engine_leaves_no_orphans(out: Path, transport: str) -> None:
+    engine = start(out, "-s", f"engine.transport={transport}")
+    try:
+        run_dir, pids = wait_for_actors(out, CARS)
+        address = manifest_of(run_dir)["coordinator"]["address"]
+        os.kill(engine.pid, signal.SIGKILL)
+        engine.wait(timeout=10)
+        # Actors notice that their engine has gone and exit within a few seconds.
+        assert wait_gone(pids, 5) == []
+    finally:
+        if engine.poll() is None:
+            os.killpg(engine.pid, signal.SIGKILL)
+        engine.communicate(timeout=10)
+    # No socket is left: TCP has no file, and the Unix socket is an abstract one, whose name
+    # the kernel drops with its last descriptor.
     assert not socket_files(out)
+    if transport == "unix":
+        assert address.startswith("\0")
+        with open("/proc/net/unix", encoding="utf-8") as fh:
+            assert "@" + address[1:] not in fh.read()
+    else:
+        assert isinstance(address, list)
 
 
 @pytest.mark.timeout(60)

@@ -27,7 +27,7 @@ import anyio
 
 from sim.config import RunConfig
 from sim.coordinator import Coordinator, LiveCounters
-from sim.errors import ScenarioError
+from sim.errors import ConfigError, ScenarioError
 from sim.primitives import PrimSpec
 from sim.scenario import Actor, Scenario, module_name
 
@@ -112,8 +112,13 @@ def execute(
     prims, actors = _plan(config, scenario)
     _ensure_open_files(len(actors))
     mp = _context(config.engine.start_method, module_name(config.scenario))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the run directory {run_dir}: {exc.strerror}",
+                          source="--out") from None  # fmt: skip
+    # Built after the directory exists: a shared-memory block must never outlive a failed start.
     raw = {name: (spec.kind, spec.build(mp)) for name, spec in prims.items()}
-    run_dir.mkdir(parents=True, exist_ok=False)
     described = {name: spec.describe() for name, spec in prims.items()}
     supervisor = _Supervisor(config, actors, raw, mp, run_dir, display, seed, on_started, described)
     try:

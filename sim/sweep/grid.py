@@ -94,6 +94,8 @@ def _function(name: str, args: str, key: str) -> list[Any]:
         if not 2 <= len(nums) <= 3 or not all(isinstance(n, int) for n in nums):
             raise ConfigError("range takes 2 or 3 integers: range(start,stop[,step])",
                               source="-p", key=key)  # fmt: skip
+        if len(nums) == 3 and nums[2] == 0:
+            raise ConfigError("the step of range() must not be 0", source="-p", key=key)
         return list(range(*(int(n) for n in nums)))
     if len(nums) != 3 or not isinstance(nums[2], int) or nums[2] < 2:
         raise ConfigError("linspace takes linspace(start,stop,n) with an integer n >= 2",

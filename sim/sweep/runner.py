@@ -17,12 +17,13 @@ from typing import Any
 import anyio
 import msgspec
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from sim import scenario as _scenario
 from sim.config import load_config
-from sim.errors import ConfigError, SimError
+from sim.errors import ConfigError
 
 from .execute import Executor, LocalExecutor, Outcome, Task, latest_run_dir, outcome_from_run_dir
 from .grid import Axis, Grid, Point, SweepTable, expand, parse_axis, run_seed, table_axes
@@ -112,6 +113,22 @@ def _save_plan(plan: SweepPlan, jobs: int) -> None:
     path.write_bytes(msgspec.json.format(msgspec.json.encode(record)))
 
 
+class _AxisRecord(msgspec.Struct):
+    key: str
+    values: list[Any]
+
+
+class _SweepRecord(msgspec.Struct):
+    # What --resume needs from sweep.json; other fields are for people and are ignored.
+    config: str
+    scenario: str
+    overrides: list[str]
+    axes: list[_AxisRecord]
+    repeat: int
+    zip: bool
+    base_seed: int
+
+
 def _task_record(task: Task) -> dict[str, Any]:
     values = dict(task.point.values)
     return {"name": task.name, "point": task.point.index, "values": values, "rep": task.rep,
@@ -122,13 +139,16 @@ def load_plan(sweep_dir: Path) -> SweepPlan:
     """The plan of an earlier sweep, from its sweep.json (for ``--resume``)."""
     path = sweep_dir / "sweep.json"
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SimError(f"{path}: cannot read the sweep to resume ({exc})") from None
-    axes = [Axis(a["key"], tuple(a["values"])) for a in record["axes"]]
-    grid = expand(axes, repeat=int(record["repeat"]), zipped=bool(record["zip"]))
-    plan = SweepPlan(sweep_dir, Path(record["config"]), list(record["overrides"]), grid,
-                     int(record["base_seed"]), [], str(record["scenario"]))  # fmt: skip
+        record = msgspec.json.decode(path.read_bytes(), type=_SweepRecord)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the sweep to resume: {exc.strerror}",
+                          source=str(path)) from None  # fmt: skip
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"not a sweep record: {exc}", source=str(path)) from None
+    axes = [Axis(a.key, tuple(a.values)) for a in record.axes]
+    grid = expand(axes, repeat=record.repeat, zipped=record.zip)
+    plan = SweepPlan(sweep_dir, Path(record.config), record.overrides, grid,
+                     record.base_seed, [], record.scenario)  # fmt: skip
     plan.tasks = _tasks(grid, plan.base_seed, sweep_dir)
     return plan
 
@@ -170,7 +190,9 @@ class _Progress:
         if self._bar is not None:
             self._bar.update(self._id, advance=1, last=text)
         elif self._console is not None:
-            self._console.print(f"[{self._done}/{self._total}] {text} ({outcome.elapsed_s:.1f} s)")
+            self._console.print(
+                f"\\[{self._done}/{self._total}] {escape(text)} ({outcome.elapsed_s:.1f} s)"
+            )
 
 
 async def _execute(
@@ -253,8 +275,8 @@ def run_sweep(
     missing = len(plan.tasks) - len(outcomes)
     if console is not None and (failed or missing):
         for outcome in failed[:10]:
-            console.print(f"[red]{outcome.task.name}[/] {outcome.task.point.label}: "
-                          f"{outcome.status} {outcome.error}")  # fmt: skip
+            console.print(f"[red]{outcome.task.name}[/] {escape(outcome.task.point.label)}: "
+                          f"{outcome.status} {escape(outcome.error)}")  # fmt: skip
     return 1 if failed or missing else 0
 
 
@@ -274,7 +296,7 @@ def _plot(
     path = plan.sweep_dir / f"{metric}.png"
     plot_metric(plan.grid, summary, metric, path, title=title, label=label, heatmap=heatmap)
     if console is not None:
-        console.print(f"plot: {path}")
+        console.print(f"plot: {escape(str(path))}")
 
 
 def _theory(plan: SweepPlan, spec: _scenario.Scenario[Any]) -> dict[int, Mapping[str, float]]:
