@@ -41,7 +41,8 @@ class LiveView:
         self._gauges = {
             name: int(info["value"])
             for name, info in primitives.items()
-            if info.get("kind") in ("semaphore", "bounded_semaphore") and "value" in info
+            # A semaphore that starts at 0 is a signal, not a capacity: no gauge to fill.
+            if info.get("kind") in ("semaphore", "bounded_semaphore") and info.get("value")
         }
         self._rate = 0.0
         self._last = (time.monotonic(), 0)

@@ -2,8 +2,9 @@
 
 ``checks_for(name, info)`` gives the checks for one primitive of a run (``info`` is what
 run.json records about it). Each kind's checks live in the module this table names, which
-defines ``checks_for(name, info) -> list[Check]``; a kind without a module gets none here
-(semaphores and locks are checked in ``sim.checks``).
+defines ``checks_for(name, info) -> list[Check]``; a kind not in the table gets none here
+(semaphores and locks are checked in ``sim.checks``). Modules are imported on first use, so
+a run only pays for the kinds it has.
 """
 
 from __future__ import annotations
@@ -36,11 +37,6 @@ def checks_for(name: str, info: Mapping[str, Any]) -> list[Check]:
     module_name = _MODULES.get(str(info.get("kind")))
     if module_name is None:
         return []
-    try:
-        module = importlib.import_module(f"{__name__}.{module_name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"{__name__}.{module_name}":
-            return []  # not written yet
-        raise
+    module = importlib.import_module(f"{__name__}.{module_name}")
     found: list[Check] = module.checks_for(name, info)
     return found
