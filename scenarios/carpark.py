@@ -52,10 +52,15 @@ def car(ctx: Ctx[Params]) -> None:
         spaces.release()
 
 
+# Fewest arrivals in the steady window for its metrics to be reported.
+_STEADY_MIN = 30
+
+
 class VisitsAccounted(Check):
     """Every visit of every car ends parked or given up, never lost in between."""
 
     name = "every visit parked or gave up"
+    needs_completion = True
 
     def __init__(self, cars: list[str], visits: int) -> None:
         self._expected = {c: visits for c in cars}
@@ -161,7 +166,8 @@ class CarparkAnalysis(Analysis):
 
     def _steady(self) -> dict[str, Any]:
         waits = self._steady_waits
-        if self._steady_end is None or not waits:
+        # Too few arrivals in the window give numbers that are mostly noise: say nothing.
+        if self._steady_end is None or len(waits) < _STEADY_MIN:
             return {"steady_wait_mean": None, "steady_p_wait": None, "steady_utilisation": None}
         return {
             "steady_wait_mean": sum(waits) / len(waits),

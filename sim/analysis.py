@@ -73,6 +73,8 @@ def analyse(
     router = Router(checks)
     router.add(analysis.feed)
     count = router.run(ordered(read_events(events_path, findings), findings=findings))
+    if count == 0:
+        findings.append(Finding(0, "the log has no events: there is nothing to check"))
     metrics = analysis.metrics()
     metrics["events"] = count
     metrics["stopped"] = stopped.seen

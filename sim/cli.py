@@ -234,6 +234,12 @@ def _sweep(args: argparse.Namespace, err: Console) -> int:
         seed=args.seed,
         out=args.out,
     )
+    if args.plot is not None:
+        # Checked before hours of runs, not after them.
+        known = [m.key for m in _scenario.load(plan.scenario).metrics]
+        if args.plot not in known:
+            raise ConfigError(f"no metric {args.plot!r}; one of: {', '.join(known)}",
+                              source="--plot")  # fmt: skip
     return run_sweep(plan, jobs=args.jobs, console=console, plot=args.plot, heatmap=args.heatmap)
 
 

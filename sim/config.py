@@ -85,6 +85,8 @@ class RunConfig:
     # Phenomena this config is meant to demonstrate (a deadlock, lost updates).
     expect: tuple[str, ...] = ()
     sweep: dict[str, Any] = field(default_factory=dict)
+    # The -s overrides applied on top of the file, for titles that tell the truth.
+    overrides: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (as run.json stores it)."""
@@ -122,7 +124,8 @@ def resolve_config_path(name: str | Path) -> Path:
             if candidate.is_file():
                 return candidate
     known = sorted(p.name for p in folder.glob("*.toml")) if folder else []
-    hint = _did_you_mean(path.name, known)
+    # A bundled name is only suggested for a bare name: a path was meant as a path.
+    hint = _did_you_mean(path.name, known) if path.parent == Path(".") else ""
     raise ConfigError(f"no such file{hint}", source=str(name))
 
 
@@ -214,6 +217,7 @@ def _convert(data: dict[str, Any], tp: type[Any], section: str) -> Any:
         shown = "got" in message or "value" in message or isinstance(value, dict)
         got = f", got {value!r}" if value is not _MISSING and not shown else ""
         message = message.replace("`", "").replace("Expected", "expected")
+        message = message.replace("Object missing required field", "missing required key")
         message = message.replace("Invalid enum", "invalid")
         raise ConfigError(f"{message}{got}", key=key.lstrip(".") or None) from None
 
@@ -295,4 +299,5 @@ def config_from_data(
         engine=engine,
         expect=tuple(top.expect),
         sweep=top.sweep,
+        overrides=tuple(overrides),
     )

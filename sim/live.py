@@ -65,11 +65,13 @@ class LiveView:
         grid.add_column(width=32)
         grid.add_column()
         for name, capacity in self._gauges.items():
-            held = counters.held[name]
-            waiting = counters.waiting[name]
+            # Lines arrive in per-actor batches, so for a moment the count can run one batch
+            # ahead of a release; the log's own check is exact, the gauge is a view.
+            held = min(counters.held[name], capacity)
+            waiting = max(counters.waiting[name], 0)
             grid.add_row(
                 name,
-                ProgressBar(total=capacity, completed=min(held, capacity), width=32),
+                ProgressBar(total=capacity, completed=held, width=32),
                 f"{held:>4}/{capacity} taken   {waiting:>4} waiting",
             )
         running = counters.actors_started - counters.actors_ended

@@ -103,7 +103,8 @@ def run(config: RunConfig, out: Path, *, console: Console | None = None) -> RunO
     if console is not None:
         print_summary(
             console,
-            title=config.title or spec.name,
+            title=(config.title or spec.name)
+            + (f" (with {' '.join(config.overrides)})" if config.overrides else ""),
             metrics=report.metrics,
             declared=spec.metrics,
             verdicts=report.verdicts,
