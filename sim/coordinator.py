@@ -30,7 +30,7 @@ import structlog
 from anyio.abc import SocketListener, SocketStream, TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-__all__ = ["Coordinator", "LiveCounters"]
+__all__ = ["Coordinator", "LiveCounters", "address_of", "bind"]
 
 # No event the engine writes comes near this; a longer line is a broken or hostile client.
 MAX_LINE = 64 * 1024
@@ -167,7 +167,10 @@ class Coordinator:
         max_line: int = MAX_LINE,
         buffer: int = 64,
         hello_timeout: float = 10.0,
+        listener: socket.socket | None = None,
     ) -> None:
+        """``listener``: a socket made by :func:`bind` (this coordinator then owns it), so that
+        its address is known before the event loop runs; by default one is bound on entry."""
         self.events_path = events_path
         self.counters = LiveCounters()
         self._secret = secret.encode()
@@ -188,7 +191,8 @@ class Coordinator:
         self._idle = anyio.Event()
         self._idle.set()
         self._actors: set[str] = set()
-        self.address: tuple[str, int] | str = ""
+        self._socket = listener
+        self.address: tuple[str, int] | str = "" if listener is None else address_of(listener)
         self._loggers: dict[str, Any] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -253,22 +257,10 @@ class Coordinator:
         return False
 
     async def _listen(self) -> SocketListener:
-        # The socket is made here rather than by anyio's helpers: those resolve the host name on
-        # a worker thread, and the engine must stay single-threaded to fork safely.
-        if self._transport == "unix":
-            # Linux's abstract namespace: a Unix socket with no file, which the kernel removes
-            # with its last descriptor, so even a SIGKILL of the engine leaves nothing behind.
-            # It has no file permissions to guard it; the per-run secret does that, as for TCP.
-            path = f"\0sim-{os.getpid()}-{secrets.token_hex(8)}"
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.bind(path)
-            self.address = path
-        else:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            self.address = sock.getsockname()[:2]
-        sock.listen(min(4096, socket.SOMAXCONN * 32))
-        sock.setblocking(False)
+        sock = self._socket
+        if sock is None:
+            sock = bind(self._transport)
+            self.address = address_of(sock)
         return await SocketListener.from_socket(sock)
 
     # -- the engine's own lines -------------------------------------------------------------
@@ -442,6 +434,32 @@ class Coordinator:
         self.logger("coordinator").warning(
             "protocol_error", peer=_peer(stream), client=actor, reason=reason
         )
+
+
+def bind(transport: Literal["tcp", "unix"]) -> socket.socket:
+    """A listening socket for the actors of one run (non-blocking)."""
+    # The socket is made here rather than by anyio's helpers: those resolve the host name on
+    # a worker thread, and the engine must stay single-threaded to fork safely.
+    if transport == "unix":
+        # Linux's abstract namespace: a Unix socket with no file, which the kernel removes
+        # with its last descriptor, so even a SIGKILL of the engine leaves nothing behind.
+        # It has no file permissions to guard it; the per-run secret does that, as for TCP.
+        path = f"\0sim-{os.getpid()}-{secrets.token_hex(8)}"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+    sock.listen(min(4096, socket.SOMAXCONN * 32))
+    sock.setblocking(False)
+    return sock
+
+
+def address_of(sock: socket.socket) -> tuple[str, int] | str:
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return name.decode() if isinstance(name, bytes) else name
+    return tuple(name[:2])
 
 
 def _peer(stream: SocketStream) -> str:

@@ -1,9 +1,14 @@
 """The engine: start one OS process per actor, supervise them, stop them, leave nothing behind.
 
-The engine process stays single-threaded on purpose: it forks actors while its event loop runs,
-and forking a multi-threaded process can deadlock the child. So the coordinator binds its own
-socket (no resolver thread), the live view refreshes from the event loop (no refresh thread),
-and process exits are awaited on their sentinels rather than joined on threads.
+The engine process stays single-threaded on purpose: forking a multi-threaded process can
+deadlock the child. So the coordinator's socket is bound without a resolver thread, the live view
+refreshes from the event loop (no refresh thread), and process exits are awaited on descriptors
+rather than joined on threads.
+
+Under the fork start method the engine does not fork the actors itself: before its event loop
+exists it forks one launcher (sim.runtime._launcher), which forks them from a small, quiet
+process. The launcher reports each actor's pid and exit code; the engine signals the actors
+directly, through pidfds. Under forkserver and spawn, multiprocessing starts them as usual.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import multiprocessing
+import os
 import resource
 import secrets
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,12 +33,12 @@ from typing import Any, Literal, Protocol
 import anyio
 
 from sim.config import RunConfig
-from sim.coordinator import Coordinator, LiveCounters
+from sim.coordinator import Coordinator, LiveCounters, address_of, bind
 from sim.errors import ConfigError, ScenarioError
 from sim.primitives import PrimSpec
 from sim.scenario import Actor, Scenario, module_name
 
-from . import worker
+from . import _launcher, worker
 
 __all__ = ["ActorRecord", "Execution", "LiveDisplay", "execute"]
 
@@ -122,8 +129,13 @@ def execute(
     described = {name: spec.describe() for name, spec in prims.items()}
     supervisor = _Supervisor(config, actors, raw, mp, run_dir, display, seed, on_started, described)
     try:
+        # Bound before the event loop runs: the launcher's actors need the address.
+        supervisor.listener = bind(config.engine.transport)
+        if config.engine.start_method == "fork":
+            supervisor.start_launcher()
         execution = anyio.run(supervisor.run)
     finally:
+        supervisor.close()
         _release(raw)
     execution.primitives = described
     return execution
@@ -160,15 +172,87 @@ class _Supervisor:
         self.started_all = False
         self.counters: LiveCounters | None = None
         self.primitives = primitives
+        self.t0_ns = time.monotonic_ns()
+        self.secret = secrets.token_hex(16)
+        self.listener: socket.socket | None = None
+        # Under fork: the launcher, each live actor's pidfd (None where pidfds are missing)
+        # by name, names by pid, and the last signal sent to every actor (late ones get it too).
+        self.launcher: _launcher.Launcher | None = None
+        self.pidfds: dict[str, int | None] = {}
+        self.by_pid: dict[int, str] = {}
+        self.launcher_done = False
+        self.signalled = 0
+
+    def _boot(self, index: int, actor: Actor, address: tuple[str, int] | str) -> worker.Boot:
+        engine = self.config.engine
+        return worker.Boot(
+            actor=actor.name,
+            index=index,
+            role=actor.role,
+            params=self.config.params,
+            prims=self.raw,
+            address=address,
+            secret=self.secret,
+            t0_ns=self.t0_ns,
+            speedup=self.config.clock.speedup,
+            seed=self.seed,
+            flush_s=engine.flush_ms / 1000.0,
+        )
+
+    def start_launcher(self) -> None:
+        """Fork the launcher (fork start method), before the event loop exists: it holds every
+        actor's process object, and forks them once the run has begun (see _start_all)."""
+        assert self.listener is not None
+        address = address_of(self.listener)
+        procs = [
+            self.mp.Process(  # type: ignore[attr-defined]
+                target=worker.main, args=(self._boot(i, a, address),), name=a.name, daemon=True
+            )
+            for i, a in enumerate(self.actors)
+        ]
+        pipes = [end for kind, raw in self.raw.values() if kind == "pipe" for end in raw]
+        _assert_single_threaded("fork")
+        # Objects made before the fork are never touched by the collector again, so neither the
+        # launcher nor its actors copy the pages that hold them.
+        gc.freeze()
+        # Blocked while forking, and in the launcher for good: its actors start with the
+        # engine's signal handlers and must not act on a signal before their own are installed.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            self.launcher = _launcher.start(procs, close=[self.listener], pipes=pipes)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            gc.unfreeze()
+        # The launcher holds the pipe ends until every actor has its copies; the engine never
+        # uses them, so that a reader sees EOF once the writers have closed theirs.
+        for end in pipes:
+            end.close()
+
+    def close(self) -> None:
+        """After the run, or after a failure: no actor, pidfd or launcher is left behind."""
+        for name, fd in self.pidfds.items():
+            if self.records[name].exitcode is None:
+                # As multiprocessing does with daemonic children at exit.
+                self._send(name, signal.SIGTERM)
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.pidfds.clear()
+        if self.launcher is not None:
+            self.launcher.close()
+            self.launcher = None
+        if self.listener is not None:
+            self.listener.close()
 
     async def run(self) -> Execution:
-        t0_ns = time.monotonic_ns()
+        t0_ns = self.t0_ns
         started_at = time.time()
         events_path = self.run_dir / "events.jsonl"
-        secret = secrets.token_hex(16)
+        secret = self.secret
         engine = self.config.engine
+        listener, self.listener = self.listener, None  # the coordinator owns it now
         async with Coordinator(
-            events_path, secret=secret, t0_ns=t0_ns, transport=engine.transport
+            events_path, secret=secret, t0_ns=t0_ns, transport=engine.transport, listener=listener
         ) as coordinator:
             log = coordinator.logger("engine")
             self.counters = coordinator.counters
@@ -229,7 +313,11 @@ class _Supervisor:
     async def _start_all(
         self, coordinator: Coordinator, secret: str, t0_ns: int, log: Any, tg: Any
     ) -> None:
-        params, engine = self.config.params, self.config.engine
+        if self.launcher is not None:
+            tg.start_soon(self._follow_launcher, self.launcher, log)
+            self.launcher.go()
+            return
+        engine = self.config.engine
         # Objects created before the first fork are never touched by the collector again, so
         # children do not copy the pages that hold them (copy-on-write stays shared).
         gc.freeze()
@@ -240,19 +328,7 @@ class _Supervisor:
             for index, actor in enumerate(self.actors):
                 if self.stop.is_set():
                     break
-                boot = worker.Boot(
-                    actor=actor.name,
-                    index=index,
-                    role=actor.role,
-                    params=params,
-                    prims=self.raw,
-                    address=coordinator.address,
-                    secret=secret,
-                    t0_ns=t0_ns,
-                    speedup=self.config.clock.speedup,
-                    seed=self.seed,
-                    flush_s=engine.flush_ms / 1000.0,
-                )
+                boot = self._boot(index, actor, coordinator.address)
                 _assert_single_threaded(engine.start_method)
                 proc = self.mp.Process(  # type: ignore[attr-defined]
                     target=worker.main, args=(boot,), name=actor.name, daemon=True
@@ -284,14 +360,95 @@ class _Supervisor:
         if self.live == 0:
             self.all_reaped.set()
 
+    async def _follow_launcher(self, launcher: _launcher.Launcher, log: Any) -> None:
+        """Read the launcher's reports (see sim.runtime._launcher) until it has gone."""
+        buf = b""
+        while True:
+            await anyio.wait_readable(launcher.reports)
+            try:
+                data = os.read(launcher.reports, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not data:
+                break
+            *lines, buf = (buf + data).split(b"\n")
+            for line in lines:
+                self._on_report(line.decode("ascii").split(), log)
+        if self.all_reaped.is_set():
+            return
+        # The launcher has gone before its actors: their exits can no longer be known.
+        for name, record in self.records.items():
+            if record.pid is not None and record.exitcode is None:
+                self._send(name, signal.SIGKILL)
+        if self.status == "ok":
+            self.status = "failed"
+            self.reason = "the launcher exited before its actors"
+        self.started_all = True
+        self.all_reaped.set()
+
+    def _on_report(self, record: list[str], log: Any) -> None:
+        kind = record[0]
+        if kind == "S":
+            name, pid = self.actors[int(record[1])].name, int(record[2])
+            self.by_pid[pid] = name
+            self.records[name].pid = pid
+            try:
+                # Opened while the actor cannot have been reaped yet, short of an actor that
+                # exits at once; the launcher's exit report for it then follows.
+                self.pidfds[name] = os.pidfd_open(pid)
+            except ProcessLookupError:
+                self.pidfds[name] = None
+            except (AttributeError, OSError):
+                self.pidfds[name] = None  # no pidfds here (Linux < 5.3): os.kill instead
+            self.live += 1
+            log.info("spawn", target=name, target_pid=pid)
+            if self.signalled:
+                self._send(name, self.signalled)  # forked while the run was being stopped
+        elif kind == "X":
+            pid, code = int(record[1]), int(record[2])
+            name = self.by_pid.pop(pid)
+            fd = self.pidfds.pop(name, None)
+            if fd is not None:
+                os.close(fd)
+            self._exited(name, pid, code, log)
+        elif kind == "D":
+            self.launcher_done = self.started_all = True
+            if self.live == 0:
+                self.all_reaped.set()
+        elif kind == "F":
+            name, errno = self.actors[int(record[1])].name, int(record[2])
+            if self.status == "ok":
+                self.status = "failed"
+                self.reason = f"cannot start {name}: {os.strerror(errno)}"
+            self.stop.set()
+
+    def _send(self, name: str, sig: int) -> None:
+        """Signal a live actor (not one already reaped)."""
+        with contextlib.suppress(ProcessLookupError, OSError):
+            proc = self.procs.get(name)
+            if proc is not None:
+                if sig == signal.SIGTERM:
+                    proc.terminate()
+                else:
+                    proc.kill()
+                return
+            fd = self.pidfds.get(name)
+            if fd is not None:
+                signal.pidfd_send_signal(fd, sig)
+            elif name in self.pidfds and (pid := self.records[name].pid) is not None:
+                os.kill(pid, sig)
+
     async def _reap(self, name: str, proc: BaseProcess, log: Any) -> None:
         await anyio.wait_readable(proc.sentinel)
         proc.join()
-        code = proc.exitcode
+        assert proc.pid is not None
+        self._exited(name, proc.pid, proc.exitcode, log)
+
+    def _exited(self, name: str, pid: int, code: int | None, log: Any) -> None:
         self.records[name].exitcode = code
         if self.counters is not None:
             self.counters.gone(name)
-        log.info("exit", target=name, target_pid=proc.pid, code=code)
+        log.info("exit", target=name, target_pid=pid, code=code)
         if code != 0 and self.status == "ok":
             self.status = "failed"
             self.reason = f"{name} exited with code {code}"
@@ -299,8 +456,14 @@ class _Supervisor:
                 # The others may be waiting for what the crashed actor will never do.
                 self.stop.set()
         self.live -= 1
-        if self.live == 0 and (self.stop.is_set() or len(self.procs) == len(self.actors)):
+        if self.live == 0 and self._all_started():
             self.all_reaped.set()
+
+    def _all_started(self) -> bool:
+        """No more actors will be started."""
+        if self.launcher is not None:
+            return self.launcher_done
+        return self.stop.is_set() or len(self.procs) == len(self.actors)
 
     async def _detect_stall(self, coordinator: Coordinator, stall_s: float, log: Any) -> None:
         counters = coordinator.counters
@@ -343,16 +506,18 @@ class _Supervisor:
             self.reason = f"still running after {timeout:g} s (engine.timeout)"
             self.stop.set()
         log.info("stopping", reason=self.reason, live=self.live)
-        self._signal_all(lambda p: p.terminate())
+        if self.launcher is not None and not self.launcher_done:
+            self.launcher.stop()
+        self._signal_all(signal.SIGTERM)
         await anyio.sleep(_GRACE_S)
-        self._signal_all(lambda p: p.kill())
+        self._signal_all(signal.SIGKILL)
 
-    def _signal_all(self, action: Callable[[BaseProcess], None]) -> None:
-        for name, proc in self.procs.items():
+    def _signal_all(self, sig: int) -> None:
+        self.signalled = sig
+        for name in list(self.procs) if self.launcher is None else list(self.pidfds):
             if self.records[name].exitcode is None:
-                with contextlib.suppress(ProcessLookupError, OSError):
-                    action(proc)
-        if self.live == 0:
+                self._send(name, sig)
+        if self.live == 0 and self._all_started():
             self.all_reaped.set()
 
 

@@ -1,0 +1,192 @@
+"""The launcher ("zygote") of the fork start method: one small process that forks every actor.
+
+Forking 1,000 actors from the engine is slow: every fork copies the page tables of a process
+whose event loop and coordinator keep writing to its memory between forks (each written page is
+then copied again), and later actors inherit thousands of the engine's descriptors. So the engine
+forks this launcher once, before its event loop exists, with every actor's process object
+already built; the launcher closes what it must not hold (the coordinator's listening socket)
+and, once told to go, forks the actors in a tight loop. It stays idle otherwise, so its pages
+stay shared with the actors.
+
+Engine and launcher talk through two pipes, in plain ASCII (nothing is ever unpickled):
+
+* commands, engine → launcher: ``g`` (start forking), ``s`` (stop forking); EOF means that the
+  engine has gone, and the launcher exits at once (its actors then see their parent change and
+  exit too, as orphans);
+* reports, launcher → engine, one record per line::
+
+      S <index> <pid>    actor <index> was forked as <pid>
+      F <index> <errno>  forking actor <index> failed; no more actors are forked
+      D <count>          the launcher forks no more actors (<count> were forked)
+      X <pid> <code>     actor <pid> exited (as multiprocessing reports it: -N for signal N)
+
+The launcher reaps its actors and reports their exit codes; the engine signals them directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import select
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from typing import Any, NoReturn
+
+__all__ = ["Launcher", "start"]
+
+GO = b"g"
+STOP = b"s"
+# Exit status of a launcher that failed (an internal error, reported on stderr).
+_FAILED = 70
+# Children that exit while the launcher is still forking are reaped every this many forks.
+_REAP_EVERY = 8
+
+
+@dataclass
+class Launcher:
+    """The engine's side of a running launcher."""
+
+    pid: int
+    commands: int  # write end
+    reports: int  # read end, non-blocking
+
+    def go(self) -> None:
+        os.write(self.commands, GO)
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.commands, STOP)
+
+    def close(self) -> None:
+        """Let go of the pipes (the launcher exits if it still waits) and reap the launcher."""
+        for fd in (self.commands, self.reports):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+def start(procs: Sequence[BaseProcess], close: Sequence[Any], pipes: Sequence[Any]) -> Launcher:
+    """Fork the launcher of ``procs`` (not yet started; started in order, each by one fork).
+
+    ``close`` are objects (with ``close()``) the launcher lets go of at once, ``pipes`` the
+    pipe ends it holds only until every actor has its copies. Call with the engine single-
+    threaded and with the stop signals blocked: the launcher and its actors inherit the mask.
+    """
+    cmd_r, cmd_w = os.pipe()
+    rep_r, rep_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the launcher
+        code = _FAILED
+        try:
+            os.close(cmd_w)
+            os.close(rep_r)
+            for obj in close:
+                with contextlib.suppress(OSError):
+                    obj.close()
+            code = _serve(procs, cmd_r, rep_w, pipes)
+        except BrokenPipeError:
+            code = 0  # the engine has gone
+        except BaseException:
+            traceback.print_exc()
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+        finally:
+            os._exit(code)
+    os.close(cmd_r)
+    os.close(rep_w)
+    os.set_blocking(rep_r, False)
+    return Launcher(pid, cmd_w, rep_r)
+
+
+def _serve(procs: Sequence[BaseProcess], cmd: int, rep: int, pipes: Sequence[Any]) -> int:
+    # Nothing the launcher allocates needs collecting, and a collection would write to (and so
+    # copy) pages it shares with the engine and the actors. The actors inherit this, as they
+    # did from the engine's start loop.
+    gc.disable()
+    if os.read(cmd, 1) != GO:
+        return 0  # the engine failed, or went, before the run began
+    os.set_blocking(cmd, False)
+    live: set[int] = set()
+    forked = 0
+    for index, proc in enumerate(procs):
+        try:
+            command = os.read(cmd, 64)
+        except BlockingIOError:
+            command = None
+        if command == b"":
+            return 0  # the engine has gone: stop now, the orphans exit by themselves
+        if command is not None and STOP in command:
+            break
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            _report(rep, f"F {index} {exc.errno or 0}\n")
+            break
+        if pid == 0:
+            _child(proc, cmd, rep)
+        live.add(pid)
+        forked += 1
+        _report(rep, f"S {index} {pid}\n")
+        if forked % _REAP_EVERY == 0:
+            _reap(live, rep)
+    # Every actor has its copies now: a pipe's reader sees EOF once its writers close theirs.
+    for end in pipes:
+        end.close()
+    _report(rep, f"D {forked}\n")
+    os.set_blocking(cmd, True)
+    # From now on only wait: for an exit (SIGCHLD, through the wake-up pipe) or for the engine
+    # to go (EOF on the command pipe). Installed after the last fork: no actor inherits it.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    while True:
+        _reap(live, rep)
+        if not live:
+            return 0
+        ready, _, _ = select.select([cmd, wake_r], [], [])
+        if cmd in ready and os.read(cmd, 64) == b"":
+            return 0
+        if wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 4096)
+
+
+def _child(proc: BaseProcess, cmd: int, rep: int) -> NoReturn:  # pragma: no cover
+    """An actor, just forked: run it as multiprocessing's fork start would, never return."""
+    code = 1
+    try:
+        os.close(cmd)
+        os.close(rep)
+        # What multiprocessing's fork Popen runs in the child: sets the process up (after-fork
+        # hooks, current_process), runs the target, maps SystemExit to an exit code, waits for
+        # non-daemon threads, runs finalizers (queue feeders flush) and flushes stdio.
+        code = proc._bootstrap()  # type: ignore[attr-defined]
+    finally:
+        os._exit(code)
+
+
+def _reap(live: set[int], rep: int) -> None:
+    while live:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            live.clear()
+            return
+        if pid == 0:
+            return
+        live.discard(pid)
+        _report(rep, f"X {pid} {os.waitstatus_to_exitcode(status)}\n")
+
+
+def _report(rep: int, record: str) -> None:
+    data = record.encode("ascii")
+    while data:
+        data = data[os.write(rep, data) :]
