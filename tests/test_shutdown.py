@@ -138,3 +138,22 @@ def test_a_stop_in_the_middle_of_logging_loses_no_line(out: Path, tmp_path: Path
         assert verdicts["seq contiguous"]["status"] == "pass", verdicts["seq contiguous"]
         assert verdicts["every actor ended cleanly"]["status"] == "pass"
         assert manifest["events"] > 1000
+
+
+@pytest.mark.timeout(60)
+def test_losing_the_launcher_stops_the_run_and_leaves_no_actor(
+    engine: subprocess.Popen[str], out: Path
+) -> None:
+    # Under fork the actors are children of the engine's launcher; if it dies, its actors
+    # must not run on unsupervised, and the run must say it failed.
+    run_dir, pids = wait_for_actors(out, CARS)
+    starts = [json.loads(line) for line in (run_dir / "events.jsonl").read_text("utf-8")
+              .splitlines() if '"actor_start"' in line]  # fmt: skip
+    (launcher,) = {e["ppid"] for e in starts}
+    assert launcher != engine.pid
+    os.kill(launcher, signal.SIGKILL)
+    _, stderr = engine.communicate(timeout=30)
+    assert engine.returncode == 1, stderr
+    assert wait_gone(pids, 5) == []
+    manifest = manifest_of(run_dir)
+    assert manifest["status"] == "failed"
