@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from sim.errors import ConfigError
 
 __all__ = ["Axis", "Grid", "Point", "SweepTable", "expand", "parse_axis", "run_seed"]
 
+# Far more runs than a machine can do in a day: a typo such as linspace(1,5,100000000) is
+# refused instead of filling memory with a grid.
+MAX_RUNS = 100_000
 _FUNC = re.compile(r"^\s*(range|linspace)\s*\((.*)\)\s*$")
 
 
@@ -96,11 +100,18 @@ def _function(name: str, args: str, key: str) -> list[Any]:
                               source="-p", key=key)  # fmt: skip
         if len(nums) == 3 and nums[2] == 0:
             raise ConfigError("the step of range() must not be 0", source="-p", key=key)
-        return list(range(*(int(n) for n in nums)))
+        values = range(*(int(n) for n in nums))
+        if len(values) > MAX_RUNS:
+            raise ConfigError(f"range of {len(values):,} values; a sweep takes at most "
+                              f"{MAX_RUNS:,} runs", source="-p", key=key)  # fmt: skip
+        return list(values)
     if len(nums) != 3 or not isinstance(nums[2], int) or nums[2] < 2:
         raise ConfigError("linspace takes linspace(start,stop,n) with an integer n >= 2",
                           source="-p", key=key)  # fmt: skip
     start, stop, n = float(nums[0]), float(nums[1]), int(nums[2])
+    if n > MAX_RUNS:
+        raise ConfigError(f"linspace of {n:,} values; a sweep takes at most {MAX_RUNS:,} runs",
+                          source="-p", key=key)  # fmt: skip
     return [start + (stop - start) * i / (n - 1) for i in range(n)]
 
 
@@ -146,6 +157,12 @@ def table_axes(table: SweepTable) -> list[Axis]:
 def expand(axes: Sequence[Axis], *, repeat: int, zipped: bool) -> Grid:
     """All points: the cartesian product of the axes, or with ``zipped`` the axes side by side."""
     keys = [axis.key for axis in axes]
+    size = repeat * (
+        len(axes[0].values) if zipped and axes else math.prod(len(a.values) for a in axes)
+    )
+    if size > MAX_RUNS:
+        raise ConfigError(f"{size:,} runs; a sweep takes at most {MAX_RUNS:,}", source="-p",
+                          key=", ".join(keys))  # fmt: skip
     if len(set(keys)) != len(keys):
         raise ConfigError("an axis is given twice", source="-p", key=", ".join(keys))
     if zipped:
