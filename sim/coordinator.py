@@ -80,6 +80,8 @@ class LiveCounters:
     started: set[str] = field(default_factory=set)
     # time.monotonic() of the last line any actor sent: a stall is a long silence.
     last_event: float = field(default_factory=time.monotonic)
+    # When the run's coordinator was made: the live view's clock counts from here.
+    began: float = field(default_factory=time.monotonic)
 
     def count(self, line: _Line) -> None:
         self.events += 1

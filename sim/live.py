@@ -48,7 +48,7 @@ class LiveView:
         self._last = (time.monotonic(), 0)
 
     async def run(self, counters: LiveCounters, total: int) -> None:
-        start = time.monotonic()
+        start = counters.began  # the run's start, not the view's: starting takes a while
         with Live(console=self._console, auto_refresh=False, transient=True) as live:
             while True:
                 live.update(self.render(counters, total, time.monotonic() - start), refresh=True)
