@@ -189,3 +189,25 @@ def test_condition_checks_catch_planted_faults() -> None:
               _op(9, "b", "acquire", "ok")]  # fmt: skip
     assert _verdicts(nested)[one] == "fail"  # a still holds one level at 9
     assert _verdicts(nested[:-1])[one] == "pass"
+
+
+def test_a_wait_that_raised_is_not_taken_for_a_hold() -> None:
+    # a calls wait() without the lock (it raises); b then takes the lock: one holder, not two.
+    from sim.invariants.condition import OneHolder, WaitWithLock
+
+    lines = [
+        ("a", 0, "wait", "invoke"),
+        ("a", 1, "wait", "fail"),
+        ("b", 0, "acquire", "invoke"),
+        ("b", 1, "acquire", "ok"),
+        ("b", 2, "release", "invoke"),
+        ("b", 3, "release", "ok"),
+    ]
+    one, with_lock = OneHolder("buf"), WaitWithLock("buf")
+    for ts, (actor, seq, op, phase) in enumerate(lines):
+        event = {"ts": ts / 10, "actor": actor, "pid": 1, "seq": seq, "event": "op",
+                 "prim": "buf", "kind": "condition", "op": op, "phase": phase}  # fmt: skip
+        one.feed(event)
+        with_lock.feed(event)
+    assert one.verdict().status == "pass", one.verdict()
+    assert with_lock.verdict().status == "fail"  # the wait without the lock is what is wrong

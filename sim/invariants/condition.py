@@ -48,6 +48,9 @@ class _Holders:
             if phase == "invoke":
                 self._saved[actor] = depth
                 self.depth[actor] = 0
+            elif phase == "fail":
+                # The wait raised (called without the lock): nothing was given up or taken back.
+                self.depth[actor] = self._saved.pop(actor, 0)
             else:
                 self.depth[actor] = self._saved.pop(actor, 1)
 
@@ -65,7 +68,9 @@ class OneHolder(Check):
 
     def feed(self, event: Mapping[str, Any]) -> None:
         op, phase, actor = event.get("op"), event.get("phase"), event["actor"]
-        entering = (op == "acquire" and phase == "ok") or (op == "wait" and phase != "invoke")
+        entering = (op == "acquire" and phase == "ok") or (
+            op == "wait" and phase in ("ok", "timeout")
+        )
         if entering and not self._holders.holds(actor):
             self._entries += 1
             others = self._holders.others(actor)
