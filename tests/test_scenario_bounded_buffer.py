@@ -192,14 +192,14 @@ def test_condition_checks_catch_planted_faults() -> None:
 
 
 def test_a_wait_that_raised_is_not_taken_for_a_hold() -> None:
-    # a calls wait() without the lock (it raises); b then takes the lock: one holder, not two.
+    # While b holds the lock, a calls wait() without it (it raises): one holder, not two.
     from sim.invariants.condition import OneHolder, WaitWithLock
 
     lines = [
-        ("a", 0, "wait", "invoke"),
-        ("a", 1, "wait", "fail"),
         ("b", 0, "acquire", "invoke"),
         ("b", 1, "acquire", "ok"),
+        ("a", 0, "wait", "invoke"),
+        ("a", 1, "wait", "fail"),
         ("b", 2, "release", "invoke"),
         ("b", 3, "release", "ok"),
     ]
