@@ -245,13 +245,14 @@ def _sweep(args: argparse.Namespace, err: Console) -> int:
 
 def _check(args: argparse.Namespace, err: Console) -> int:
     config = load_config(args.config, args.overrides)
-    spec = _scenario.load(config.scenario)
-    actors = spec.actors(config.params)
-    prims = spec.primitives(config.params)
+    from .runtime.engine import plan
+
+    # The same plan a run makes: a duplicate actor name is found here, not at run time.
+    planned = plan(config, _scenario.load(config.scenario))
+    kinds = ", ".join(f"{n} ({p.kind})" for n, p in planned.prims.items()) or "none"
     err.print(
         f"[green]ok[/] {escape(str(config.source))}: scenario {config.scenario}, "
-        f"{len(actors)} actors, "
-        f"primitives {', '.join(f'{n} ({p.kind})' for n, p in prims.items()) or 'none'}"
+        f"{len(planned.actors)} actors, primitives {kinds}"
     )
     print(msgspec.json.encode(config.to_dict()).decode())
     return EXIT_OK

@@ -88,6 +88,10 @@ class RunConfig:
     # The -s overrides applied on top of the file, for titles that tell the truth.
     overrides: tuple[str, ...] = ()
 
+    def resolved(self, seed: int) -> dict[str, Any]:
+        """The config as run with ``seed``: what run.json and the log's run_start record."""
+        return self.to_dict() | {"seed": seed}
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (as run.json stores it)."""
         return {

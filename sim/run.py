@@ -17,7 +17,7 @@ from .config import RunConfig
 from .live import LiveView
 from .manifest import iso, versions, write_manifest
 from .report import print_summary
-from .runtime.engine import execute
+from .runtime.engine import execute, plan
 
 __all__ = ["RunOutcome", "first_failure", "new_run_id", "run"]
 
@@ -45,15 +45,15 @@ def run(config: RunConfig, out: Path, *, console: Console | None = None) -> RunO
     seed = config.seed if config.seed is not None else secrets.randbelow(2**32)
     run_dir = out / new_run_id(spec.name)
     display = None
-    prims = {name: p.describe() for name, p in spec.primitives(config.params).items()}
+    planned = plan(config, spec)
+    prims = planned.described
     if console is not None and console.is_terminal and config.engine.live:
         display = LiveView(console, f"{spec.name}: {spec.description}", prims, config.clock.speedup)
-    resolved = config.to_dict() | {"seed": seed}
     base: dict[str, Any] = {
         "run_id": run_dir.name,
         "status": "running",
         "source": str(config.source),
-        "config": resolved,
+        "config": config.resolved(seed),
         "seed": seed,
         "start_method": config.engine.start_method,
         "versions": versions(),
@@ -68,11 +68,11 @@ def run(config: RunConfig, out: Path, *, console: Console | None = None) -> RunO
         listening.update(info)
         write_manifest(run_dir, base | {"coordinator": info})
 
-    execution = execute(config, spec, run_dir, display, seed=seed, on_started=started)
+    execution = execute(planned, run_dir, display, seed=seed, on_started=started)
     report = analyse(
         execution.events_path,
         spec.analysis(config),
-        execution.primitives,
+        prims,
         execution.actors,
         expected=config.expect,
     )

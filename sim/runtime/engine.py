@@ -40,7 +40,7 @@ from sim.scenario import Actor, Scenario, module_name
 
 from . import _launcher, worker
 
-__all__ = ["ActorRecord", "Execution", "LiveDisplay", "execute"]
+__all__ = ["ActorRecord", "Execution", "LiveDisplay", "Plan", "execute", "plan"]
 
 Status = Literal["ok", "failed", "interrupted", "timeout", "deadlock"]
 
@@ -82,7 +82,6 @@ class Execution:
     ended_at: float
     wall_s: float
     actors: dict[str, ActorRecord]
-    primitives: dict[str, dict[str, Any]]
     counters: LiveCounters
     extra_lines: dict[str, int] = field(default_factory=dict)
 
@@ -95,28 +94,42 @@ def _context(method: str, scenario_module: str) -> BaseContext:
     return mp
 
 
-def _plan(config: RunConfig, scenario: Scenario[Any]) -> tuple[dict[str, PrimSpec], list[Actor]]:
+@dataclass(frozen=True)
+class Plan:
+    """What a run will start, asked of the scenario once: its primitives and actors."""
+
+    config: RunConfig
+    prims: dict[str, PrimSpec]
+    actors: list[Actor]
+    # What run.json and the log's run_start record about each primitive.
+    described: dict[str, dict[str, Any]]
+
+
+def plan(config: RunConfig, scenario: Scenario[Any]) -> Plan:
+    """Ask the scenario for its primitives and actors; actor names must be unique."""
     prims = dict(scenario.primitives(config.params))
     actors = list(scenario.actors(config.params))
     seen: set[str] = set()
     for actor in actors:
-        if actor.name in seen or actor.name in ("engine", "coordinator"):
+        if actor.name in ("engine", "coordinator"):
+            raise ScenarioError(f"{config.scenario}: actor name {actor.name!r} is reserved")
+        if actor.name in seen:
             raise ScenarioError(f"{config.scenario}: actor name {actor.name!r} is not unique")
         seen.add(actor.name)
-    return prims, actors
+    described = {name: spec.describe() for name, spec in prims.items()}
+    return Plan(config, prims, actors, described)
 
 
 def execute(
-    config: RunConfig,
-    scenario: Scenario[Any],
+    planned: Plan,
     run_dir: Path,
     display: LiveDisplay | None,
     *,
     seed: int,
     on_started: Callable[[dict[str, Any]], object] | None = None,
 ) -> Execution:
-    """Run every actor of ``config`` to its end (or to a stop) and return what happened."""
-    prims, actors = _plan(config, scenario)
+    """Run every actor of the plan to its end (or to a stop) and return what happened."""
+    config, prims, actors = planned.config, planned.prims, planned.actors
     _ensure_open_files(len(actors))
     mp = _context(config.engine.start_method, module_name(config.scenario))
     try:
@@ -126,8 +139,9 @@ def execute(
                           source="--out") from None  # fmt: skip
     # Built after the directory exists: a shared-memory block must never outlive a failed start.
     raw = {name: (spec.kind, spec.build(mp)) for name, spec in prims.items()}
-    described = {name: spec.describe() for name, spec in prims.items()}
-    supervisor = _Supervisor(config, actors, raw, mp, run_dir, display, seed, on_started, described)
+    supervisor = _Supervisor(
+        config, actors, raw, mp, run_dir, display, seed, on_started, planned.described
+    )
     try:
         # Bound before the event loop runs: the launcher's actors need the address.
         supervisor.listener = bind(config.engine.transport)
@@ -137,7 +151,6 @@ def execute(
     finally:
         supervisor.close()
         _release(raw)
-    execution.primitives = described
     return execution
 
 
@@ -267,7 +280,7 @@ class _Supervisor:
                 start_method=engine.start_method,
                 actors=len(self.actors),
                 # The log carries what it takes to analyse it again, even without run.json.
-                config=self.config.to_dict() | {"seed": self.seed},
+                config=self.config.resolved(self.seed),
                 primitives=self.primitives,
                 actor_names=[a.name for a in self.actors],
             )
@@ -305,7 +318,6 @@ class _Supervisor:
             ended_at=time.time(),
             wall_s=wall_s,
             actors=self.records,
-            primitives={},
             counters=counters,
             extra_lines=extra,
         )
