@@ -11,18 +11,29 @@ ones are still in the last, which the log shows.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from sim import Actor, Analysis, Check, Ctx, Duration, Metric, RunConfig, Scenario
+from sim import (
+    Actor,
+    Analysis,
+    Barrier,
+    Check,
+    Ctx,
+    Duration,
+    History,
+    Line,
+    Metric,
+    Operation,
+    PrimSpec,
+    RunConfig,
+    Scenario,
+    States,
+    Verdict,
+    describe,
+)
 from sim import actors as numbered
-from sim.checks import Verdict
-from sim.primitives import Barrier, PrimSpec
-from sim.stats import describe
-
-_SHOW = 3
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -37,7 +48,7 @@ class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
 def worker(ctx: Ctx[Params]) -> None:
     """Work through the phases, waiting at the barrier after each."""
     p = ctx.params
-    barrier = ctx.prim("barrier") if p.sync == "barrier" else None
+    barrier = ctx.prim("barrier", Barrier) if p.sync == "barrier" else None
     for phase in range(p.phases):
         ctx.log.info("phase_start", k=phase)
         ctx.sleep(ctx.draw(p.work))
@@ -47,7 +58,7 @@ def worker(ctx: Ctx[Params]) -> None:
             ctx.log.info("phase_done", k=phase)
 
 
-def _primitives(p: Params) -> dict[str, PrimSpec]:
+def _primitives(p: Params) -> dict[str, PrimSpec[Any]]:
     return {"barrier": Barrier(p.workers)} if p.sync == "barrier" else {}
 
 
@@ -59,15 +70,14 @@ class Lockstep(Check):
     events = frozenset({"phase_start", "phase_end"})
 
     def __init__(self, names: list[str]) -> None:
+        super().__init__()
         self._names = names
         self._ended: dict[int, set[str]] = {}
         self._starts = 0
-        self._problems: list[str] = []
-        self._count = 0
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        phase, actor = event["k"], event["actor"]
-        if event["event"] == "phase_end":
+    def on_line(self, line: Line) -> None:
+        phase, actor = line["k"], line.actor
+        if line.event == "phase_end":
             self._ended.setdefault(phase, set()).add(actor)
             return
         self._starts += 1
@@ -75,24 +85,21 @@ class Lockstep(Check):
             return
         behind = sorted(set(self._names) - self._ended.get(phase - 1, set()))
         if behind:
-            self._count += 1
-            if len(self._problems) < _SHOW:
-                self._problems.append(
-                    f"{actor} started phase {phase} at {event['ts']:.4f} s while "
-                    f"{', '.join(behind)} {'was' if len(behind) == 1 else 'were'} still in "
-                    f"phase {phase - 1}"
-                )
+            self.problems.add(
+                f"{actor} started phase {phase} at {line.ts:.4f} s while {', '.join(behind)} "
+                f"{'was' if len(behind) == 1 else 'were'} still in phase {phase - 1}"
+            )
 
     def verdict(self) -> Verdict:
         if not self._starts:
-            return Verdict(self.name, "skip", "no phase started")
-        if not self._count:
+            return self.skip("no phase started")
+        if not self.problems:
             ok = f"{self._starts} phase starts, each after all had finished the phase before"
             return Verdict(self.name, "pass", ok, self.phenomenon)
         detail = (
-            f"{self._count} of {self._starts} phase starts came before everybody had finished "
-            "the phase before: without a barrier the fast workers run ahead. E.g. "
-            + "; ".join(self._problems)
+            f"{self.problems.count} of {self._starts} phase starts came before everybody had "
+            "finished the phase before: without a barrier the fast workers run ahead. E.g. "
+            + "; ".join(self.problems.shown)
         )
         return Verdict(self.name, "fail", detail, self.phenomenon)
 
@@ -105,26 +112,31 @@ class EveryPhaseDone(Check):
     events = frozenset({"phase_end"})
 
     def __init__(self, names: list[str], phases: int) -> None:
+        super().__init__()
         self._phases = phases
         self._done: Counter[str] = Counter(dict.fromkeys(names, 0))
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        self._done[event["actor"]] += 1
+    def on_line(self, line: Line) -> None:
+        self._done[line.actor] += 1
 
     def verdict(self) -> Verdict:
         if not self._done:
-            return Verdict(self.name, "skip", "no workers")
-        short = [f"{a}: {n} of {self._phases}" for a, n in sorted(self._done.items())
-                 if n != self._phases]  # fmt: skip
-        return self._result(short[:_SHOW], len(short), f"{sum(self._done.values())} phases")
+            return self.skip("no workers")
+        for a, n in sorted(self._done.items()):
+            if n != self._phases:
+                self.problems.add(f"{a}: {n} of {self._phases}")
+        return self.result(f"{sum(self._done.values())} phases")
 
 
-class BarrierAnalysis(Analysis):
+class BarrierAnalysis(Analysis[Params]):
     """Work time and time spent waiting at the barrier, per worker and phase."""
 
-    def __init__(self, config: RunConfig) -> None:
-        p: Params = config.params
-        self._per_minute = config.clock.speedup / 60.0
+    prims = frozenset({"barrier"})
+    events = frozenset({"phase_start", "phase_end", "phase_done"})
+
+    def __init__(self, config: RunConfig[Params], history: History) -> None:
+        super().__init__(config, history)
+        p = self.params
         self._started: dict[str, float] = {}
         self._ended: dict[str, float] = {}
         self._work = 0.0
@@ -134,27 +146,30 @@ class BarrierAnalysis(Analysis):
         names = [a.name for a in _workers(p)]
         self._checks: list[Check] = [Lockstep(names), EveryPhaseDone(names, p.phases)]
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        kind, actor, ts = event["event"], event["actor"], event["ts"]
+    def on_line(self, line: Line) -> None:
+        kind, actor, ts = line.event, line.actor, line.ts
         if kind == "phase_start":
             self._started[actor] = ts
         elif kind == "phase_end":
             self._work += ts - self._started.pop(actor, ts)
             self._ended[actor] = ts
             self._last = max(self._last, ts)
-        elif kind == "phase_done":
+        else:
             self._phases_done += 1
-        elif kind == "op" and event.get("op") == "wait" and event.get("phase") == "ok":
+
+    def on_op(self, op: Operation) -> None:
+        done = op.done
+        if op.name == "wait" and done is not None and done.phase == "ok":
             # Idle: from finishing the phase's work to leaving the barrier.
-            self._idle.append((ts - self._ended.pop(actor, ts)) * self._per_minute)
+            self._idle.append(self.minutes(done.ts - self._ended.pop(op.actor, done.ts)))
 
     def metrics(self) -> dict[str, Any]:
-        idle = sum(self._idle) / self._per_minute
+        idle = sum(self._idle) / self.minutes(1.0)
         return {
             "phases_done": self._phases_done if self._idle else None,
             **describe(self._idle, "barrier_wait"),
             "efficiency": self._work / (self._work + idle) if self._work else None,
-            "sim_minutes": self._last * self._per_minute,
+            "sim_minutes": self.minutes(self._last),
         }
 
     def checks(self) -> list[Check]:
@@ -172,11 +187,14 @@ scenario = Scenario(
     primitives=_primitives,
     actors=_workers,
     analysis=BarrierAnalysis,
+    states=States(
+        on={"phase_start": "working", "phase_end": "done with phase"},
+        start={"worker": "working"},
+        tones={"working": "using", "done with phase": "asking"},
+    ),
     metrics=(
         Metric("phases_done", "phases completed by all"),
-        Metric("barrier_wait_mean", "wait at the barrier, mean", "sim min"),
-        Metric("barrier_wait_p95", "wait at the barrier, p95", "sim min"),
-        Metric("barrier_wait_max", "wait at the barrier, max", "sim min"),
+        *Metric.stats("barrier_wait", "wait at the barrier", "sim min"),
         Metric("efficiency", "time spent working", "%"),
         Metric("sim_minutes", "makespan", "sim min"),
     ),

@@ -24,16 +24,34 @@ Consumers take a fixed share of all items each, so the run ends without end mark
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from sim import Actor, Analysis, Check, Ctx, Duration, Metric, RunConfig, Scenario
+from sim import (
+    Actor,
+    Analysis,
+    Array,
+    Check,
+    Condition,
+    Ctx,
+    Duration,
+    History,
+    Line,
+    LoggedCondition,
+    Metric,
+    Operation,
+    PrimSpec,
+    RunConfig,
+    Scenario,
+    States,
+    TimeWeighted,
+    Value,
+    Verdict,
+    describe,
+)
 from sim import actors as numbered
-from sim.checks import Verdict
-from sim.primitives import Array, Condition, PrimSpec, Value
-from sim.stats import TimeWeighted, describe
 
 COND = "cond"
 PHENOMENON = "out_of_bounds"
@@ -57,7 +75,7 @@ def item_id(producer: int, n: int) -> int:
     return 1000 * (producer + 1) + n
 
 
-def _wait_until(ctx: Ctx[Params], cond: Any, ready: Any) -> None:
+def _wait_until(ctx: Ctx[Params], cond: LoggedCondition, ready: Callable[[], bool]) -> None:
     """Wait on ``cond`` until ``ready()``: the guard the ``guard`` parameter chooses."""
     if ctx.params.guard == "while":
         while not ready():
@@ -69,8 +87,8 @@ def _wait_until(ctx: Ctx[Params], cond: Any, ready: Any) -> None:
 def producer(ctx: Ctx[Params]) -> None:
     """Make ``items`` items and put each into the buffer, waiting while it is full."""
     p = ctx.params
-    cond, slots = ctx.prim(COND), ctx.prim("slots")
-    count, at = ctx.prim("count"), ctx.prim("in")
+    cond, slots = ctx.prim(COND, Condition), ctx.prim("slots", Array)
+    count, at = ctx.prim("count", Value), ctx.prim("in", Value)
     for n in range(p.items):
         ctx.sleep(ctx.draw(p.produce))
         item = item_id(ctx.index, n)
@@ -87,8 +105,8 @@ def producer(ctx: Ctx[Params]) -> None:
 def consumer(ctx: Ctx[Params]) -> None:
     """Take this consumer's share of the items, waiting while the buffer is empty."""
     p = ctx.params
-    cond, slots = ctx.prim(COND), ctx.prim("slots")
-    count, at = ctx.prim("count"), ctx.prim("out")
+    cond, slots = ctx.prim(COND, Condition), ctx.prim("slots", Array)
+    count, at = ctx.prim("count", Value), ctx.prim("out", Value)
     for _ in range(_share(p, ctx.index - p.producers)):
         with cond:
             _wait_until(ctx, cond, lambda: count.value > 0)
@@ -108,7 +126,7 @@ def _share(p: Params, consumer: int) -> int:
     return total // p.consumers + (1 if consumer < total % p.consumers else 0)
 
 
-def _primitives(p: Params) -> dict[str, PrimSpec]:
+def _primitives(p: Params) -> dict[str, PrimSpec[Any]]:
     # lock=False: the Values and the Array are raw shared memory; the Condition is the one lock.
     return {
         COND: Condition(),
@@ -132,6 +150,7 @@ class InBounds(Check):
     prims = frozenset({"count", COND})
 
     def __init__(self, capacity: int) -> None:
+        super().__init__()
         self.capacity = capacity
         self.name = f"buffer never over- or underflows (0 <= count <= {capacity})"
         self._writes = 0
@@ -139,19 +158,25 @@ class InBounds(Check):
         self._bad: list[tuple[str, float, int, bool]] = []  # actor, ts, value, fresh from wait
         self._last_cond: dict[str, str] = {}  # actor -> its last op on the condition
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        actor = event["actor"]
-        if event["prim"] == COND:
-            self._last_cond[actor] = f"{event['op']}/{event['phase']}"
+    def on_invoke(self, op: Operation) -> None:
+        if op.prim == COND:
+            self._last_cond[op.actor] = f"{op.name}/invoke"
+
+    def on_op(self, op: Operation) -> None:
+        done = op.done
+        if done is None:
             return
-        if event.get("op") != "write" or event.get("phase") != "ok":
+        if op.prim == COND:
+            self._last_cond[op.actor] = f"{op.name}/{done.phase}"
             return
-        value = int(event["value"])
+        if op.name != "write" or done.phase != "ok":
+            return
+        value = int(done.value)
         self._writes += 1
         self._low, self._high = min(self._low, value), max(self._high, value)
         if not 0 <= value <= self.capacity:
-            woke = self._last_cond.get(actor) == "wait/ok"
-            self._bad.append((actor, event["ts"], value, woke))
+            woke = self._last_cond.get(op.actor) == "wait/ok"
+            self._bad.append((op.actor, done.ts, value, woke))
 
     def verdict(self) -> Verdict:
         if not self._writes:
@@ -187,14 +212,15 @@ class TakenOnceInOrder(Check):
     events = frozenset({"put", "take"})
 
     def __init__(self) -> None:
+        super().__init__()
         self._puts: list[int] = []
         self._takes: list[tuple[str, int]] = []
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        if event["event"] == "put":
-            self._puts.append(int(event["item"]))
+    def on_line(self, line: Line) -> None:
+        if line.event == "put":
+            self._puts.append(int(line.item))
         else:
-            self._takes.append((event["actor"], int(event["item"])))
+            self._takes.append((line.actor, int(line.item)))
 
     def verdict(self) -> Verdict:
         if not self._puts:
@@ -203,59 +229,56 @@ class TakenOnceInOrder(Check):
         taken = Counter(item for _, item in self._takes if item != 0)
         twice = sorted(i for i, c in taken.items() if c > 1)
         never = [i for i in self._puts if i not in taken]
-        problems = []
         if empty:
-            problems.append(f"{len(empty)} takes found an empty slot (first by {empty[0]})")
+            self.problems.add(f"{len(empty)} takes found an empty slot (first by {empty[0]})")
         if twice:
-            problems.append(f"{len(twice)} items taken twice or more (first {twice[0]})")
+            self.problems.add(f"{len(twice)} items taken twice or more (first {twice[0]})")
         if never:
-            problems.append(f"{len(never)} items never taken (first {never[0]})")
-        if not problems and [i for _, i in self._takes] != self._puts:
-            problems.append("items were taken in another order than they were put")
-        ok = f"{len(self._puts)} items, each taken once, in the order put"
-        return self._result(problems, len(problems), ok)
+            self.problems.add(f"{len(never)} items never taken (first {never[0]})")
+        if not self.problems and [i for _, i in self._takes] != self._puts:
+            self.problems.add("items were taken in another order than they were put")
+        return self.result(f"{len(self._puts)} items, each taken once, in the order put")
 
 
-class BoundedBufferAnalysis(Analysis):
+class BoundedBufferAnalysis(Analysis[Params]):
     """Fill level, and waits on full (producers) and on empty (consumers), from the log."""
 
-    def __init__(self, config: RunConfig) -> None:
-        p: Params = config.params
-        self._p = p
-        self._per_minute = config.clock.speedup / 60.0
+    prims = frozenset({"count", COND})
+    events = frozenset({"put", "take"})
+
+    def __init__(self, config: RunConfig[Params], history: History) -> None:
+        super().__init__(config, history)
+        p = self.params
         self._fill = TimeWeighted()
         self._level = 0
         self._end = 0.0
-        self._began: dict[str, float] = {}
         self._waits: dict[str, list[float]] = {"producer": [], "consumer": []}
         self._woke: set[str] = set()  # actors back from a wait, not yet done with an item
         self._futile = 0
         self._taken = 0
         self._checks: list[Check] = [InBounds(p.capacity), TakenOnceInOrder()]
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        kind, actor, ts = event["event"], event["actor"], event["ts"]
-        if kind in ("put", "take"):
-            self._woke.discard(actor)
-            self._taken += kind == "take"
-            self._end = ts
-        if kind != "op":
+    def on_line(self, line: Line) -> None:
+        self._woke.discard(line.actor)
+        self._taken += line.event == "take"
+        self._end = line.ts
+
+    def on_invoke(self, op: Operation) -> None:
+        if op.prim == COND and op.name == "wait" and op.actor in self._woke:
+            self._futile += 1  # woken, found the condition still false, waits again
+
+    def on_op(self, op: Operation) -> None:
+        done = op.done
+        if done is None:
             return
-        prim, op, phase = event.get("prim"), event.get("op"), event.get("phase")
-        if prim == "count" and op == "write" and phase == "ok":
-            self._fill.change(ts, int(event["value"]) - self._level)
-            self._level = int(event["value"])
-        elif prim == COND and op == "wait":
-            if phase == "invoke":
-                if actor in self._woke:
-                    self._futile += 1  # woken, found the condition still false, waits again
-                self._began[actor] = ts
-            elif actor in self._began:
-                role = actor.split("-")[0]
-                self._waits.setdefault(role, []).append(
-                    (ts - self._began.pop(actor)) * self._per_minute
-                )
-                self._woke.add(actor)
+        if op.prim == "count":
+            if op.name == "write" and done.phase == "ok":
+                self._fill.change(done.ts, int(done.value) - self._level)
+                self._level = int(done.value)
+        elif op.name == "wait":
+            role = op.actor.split("-")[0]
+            self._waits.setdefault(role, []).append(self.minutes(done.ts - op.start))
+            self._woke.add(op.actor)
 
     def metrics(self) -> dict[str, Any]:
         full, empty = self._waits["producer"], self._waits["consumer"]
@@ -281,16 +304,19 @@ scenario = Scenario(
     primitives=_primitives,
     actors=_actors,
     analysis=BoundedBufferAnalysis,
+    states=States(
+        on={"put": "producing", "take": "consuming"},
+        start={"producer": "producing", "consumer": "consuming"},
+        tones={"producing": "idle", "consuming": "idle"},
+    ),
     metrics=(
         Metric("taken", "items taken"),
         Metric("fill_mean", "buffer fill, mean", "items"),
         Metric("fill_max", "buffer fill, max", "items"),
         Metric("waits_full", "waits on full (producers)"),
-        Metric("wait_full_mean", "wait on full, mean", "sim min"),
-        Metric("wait_full_max", "wait on full, max", "sim min"),
+        *Metric.stats("wait_full", "wait on full", "sim min", show=("mean", "max")),
         Metric("waits_empty", "waits on empty (consumers)"),
-        Metric("wait_empty_mean", "wait on empty, mean", "sim min"),
-        Metric("wait_empty_max", "wait on empty, max", "sim min"),
+        *Metric.stats("wait_empty", "wait on empty", "sim min", show=("mean", "max")),
         Metric("futile_wakeups", "woken, condition still false, waited again"),
     ),
     phenomena={

@@ -8,16 +8,29 @@ times. The semaphore's counter is the number of free spaces: ``acquire`` takes o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
 
-from sim import Actor, Analysis, Check, Ctx, Duration, Metric, RunConfig, Scenario, Semaphore
+from sim import (
+    Actor,
+    Analysis,
+    Check,
+    Ctx,
+    Duration,
+    History,
+    Line,
+    Metric,
+    Operation,
+    RunConfig,
+    Scenario,
+    Semaphore,
+    States,
+    Verdict,
+    describe,
+)
 from sim import actors as numbered
-from sim.checks import Verdict
 from sim.queueing import finite_source
-from sim.stats import TimeWeighted, describe
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -36,7 +49,7 @@ class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
 def car(ctx: Ctx[Params]) -> None:
     """One car's day: drive, arrive, park (or give up), leave, ``visits`` times."""
     p = ctx.params
-    spaces = ctx.prim("spaces")
+    spaces = ctx.prim("spaces", Semaphore)
     for visit in range(p.visits):
         # Both draws come first, so a car's random numbers do not depend on whether it gave up:
         # the same seed gives the same draws however the timing falls out.
@@ -61,43 +74,39 @@ class VisitsAccounted(Check):
 
     name = "every visit parked or gave up"
     needs_completion = True
+    events = frozenset({"park", "give_up"})
 
     def __init__(self, cars: list[str], visits: int) -> None:
+        super().__init__()
         self._expected = {c: visits for c in cars}
         self._parked: dict[str, int] = dict.fromkeys(cars, 0)
         self._gave_up: dict[str, int] = dict.fromkeys(cars, 0)
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        kind = event.get("event")
-        if kind == "park":
-            self._parked[event["actor"]] = self._parked.get(event["actor"], 0) + 1
-        elif kind == "give_up":
-            self._gave_up[event["actor"]] = self._gave_up.get(event["actor"], 0) + 1
+    def on_line(self, line: Line) -> None:
+        counts = self._parked if line.event == "park" else self._gave_up
+        counts[line.actor] = counts.get(line.actor, 0) + 1
 
     def verdict(self) -> Verdict:
         if not self._expected:
-            return Verdict(self.name, "skip", "no cars")
-        wrong = [
-            f"{c}: {self._parked[c]} parked + {self._gave_up[c]} gave up of {n} visits"
-            for c, n in sorted(self._expected.items())
-            if self._parked[c] + self._gave_up[c] != n
-        ]
-        total = sum(self._expected.values())
-        return self._result(wrong[:3], len(wrong), f"{total} visits accounted for")
+            return self.skip("no cars")
+        for c, n in sorted(self._expected.items()):
+            if self._parked[c] + self._gave_up[c] != n:
+                self.problems.add(f"{c}: {self._parked[c]} parked + {self._gave_up[c]} gave up of "
+                                  f"{n} visits")  # fmt: skip
+        return self.result(f"{sum(self._expected.values())} visits accounted for")
 
 
-class CarparkAnalysis(Analysis):
-    """Waits and occupancy, from the op events on ``spaces`` and the domain events."""
+class CarparkAnalysis(Analysis[Params]):
+    """Waits and occupancy of ``spaces`` from the history, and the steady state window."""
 
-    def __init__(self, config: RunConfig) -> None:
-        p: Params = config.params
-        self._p = p
-        self._per_minute = config.clock.speedup / 60.0  # simulated minutes per wall second
-        self._invoked: dict[str, float] = {}
-        self._waits: list[float] = []
-        self._served = 0
-        self._gave_up = 0
-        self._occupancy = TimeWeighted()
+    prims = frozenset({"spaces"})
+    events = frozenset({"arrive", "park", "leave", "give_up", "actor_start", "actor_end"})
+
+    def __init__(self, config: RunConfig[Params], history: History) -> None:
+        super().__init__(config, history)
+        p = self.params
+        self._waits = history.waits("spaces", "acquire")
+        self._occupancy = history.level("spaces", "held")
         self._end = 0.0
         # The steady window is what the queueing model describes: it opens after one mean
         # drive-and-park cycle (the car park starts empty, not in equilibrium) and closes when
@@ -108,59 +117,51 @@ class CarparkAnalysis(Analysis):
         self._steady_occupancy = 0.0
         self._steady_waits: list[float] = []
         self._steady_full = 0
-        self._arrived_full: dict[str, bool] = {}
+        self._found_full: dict[Operation, bool] = {}
         self._checks = [VisitsAccounted([a.name for a in _cars(p)], p.visits)]
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        ts = event["ts"]
-        actor, kind = event["actor"], event["event"]
-        if actor != "engine" and actor != "coordinator":
-            self._end = ts  # events arrive in time order
+    def _seen(self, ts: float) -> None:
+        self._end = max(self._end, ts)
         if self._warm_area is None and ts >= self._warm:
             self._warm_area = self._occupancy.area(ts)
-        if kind != "op":
-            if kind == "actor_end" and self._steady_end is None:
-                self._close_steady_window(ts)
-            return
-        if event.get("prim") != "spaces":
-            return
-        op, phase = event.get("op"), event.get("phase")
-        if op == "acquire":
-            if phase == "invoke":
-                self._invoked[actor] = ts
-                self._arrived_full[actor] = self._occupancy.level >= self._p.capacity
-                return
-            started = self._invoked.pop(actor, ts)
-            wait = (ts - started) * self._per_minute
-            self._waits.append(wait)
-            full = self._arrived_full.pop(actor, False)
-            if self._steady_end is None and started >= self._warm:
-                self._steady_waits.append(wait)
-                self._steady_full += full
-            if phase == "ok":
-                self._served += 1
-                self._occupancy.change(ts, +1)
-            else:
-                self._gave_up += 1
-        elif op == "release" and phase == "invoke":
-            self._occupancy.change(ts, -1)
 
-    def _close_steady_window(self, ts: float) -> None:
-        self._steady_end = ts
-        if self._warm_area is not None and ts > self._warm:
-            area = self._occupancy.area(ts) - self._warm_area
-            self._steady_occupancy = area / (ts - self._warm)
+    def on_line(self, line: Line) -> None:
+        self._seen(line.ts)
+        if line.event == "actor_end" and self._steady_end is None:
+            self._steady_end = line.ts
+            if self._warm_area is not None and line.ts > self._warm:
+                area = self._occupancy.area(line.ts) - self._warm_area
+                self._steady_occupancy = area / (line.ts - self._warm)
+
+    def on_invoke(self, op: Operation) -> None:
+        self._seen(op.start)
+        if op.name == "acquire":
+            self._found_full[op] = self._occupancy.level >= self.params.capacity
+
+    def on_op(self, op: Operation) -> None:
+        done = op.done
+        if done is None:
+            self._found_full.pop(op, None)
+            return
+        self._seen(done.ts)
+        if op.name != "acquire":
+            return
+        full = self._found_full.pop(op, False)
+        if self._steady_end is None and op.start >= self._warm:
+            self._steady_waits.append(self.minutes(done.ts - op.start))
+            self._steady_full += full
 
     def metrics(self) -> dict[str, Any]:
         mean = self._occupancy.mean(self._end)
+        waits = [self.minutes(w) for w in self._waits.all]
         return {
-            "served": self._served,
-            "gave_up": self._gave_up,
-            **describe(self._waits, "wait"),
+            "served": len(self._waits.ok),
+            "gave_up": len(self._waits.timeout),
+            **describe(waits, "wait"),
             "occupancy_mean": mean,
-            "utilisation": mean / self._p.capacity,
+            "utilisation": mean / self.params.capacity,
             "occupancy_max": int(self._occupancy.maximum),
-            "sim_minutes": self._end * self._per_minute,
+            "sim_minutes": self.minutes(self._end),
             **self._steady(),
         }
 
@@ -172,7 +173,7 @@ class CarparkAnalysis(Analysis):
         return {
             "steady_wait_mean": sum(waits) / len(waits),
             "steady_p_wait": self._steady_full / len(waits),
-            "steady_utilisation": self._steady_occupancy / self._p.capacity,
+            "steady_utilisation": self._steady_occupancy / self.params.capacity,
         }
 
     def checks(self) -> list[Check]:
@@ -190,13 +191,15 @@ scenario = Scenario(
     primitives=lambda p: {"spaces": Semaphore(p.capacity)},
     actors=_cars,
     analysis=CarparkAnalysis,
+    states=States(
+        on={"arrive": "arriving", "park": "parked", "leave": "driving", "give_up": "driving"},
+        start={"car": "driving"},
+        tones={"arriving": "asking", "parked": "using", "driving": "idle"},
+    ),
     metrics=(
         Metric("served", "visits parked"),
         Metric("gave_up", "visits given up"),
-        Metric("wait_mean", "wait, mean", "sim min"),
-        Metric("wait_p50", "wait, p50", "sim min"),
-        Metric("wait_p95", "wait, p95", "sim min"),
-        Metric("wait_max", "wait, max", "sim min"),
+        *Metric.stats("wait", "wait", "sim min", show=("mean", "p50", "p95", "max")),
         Metric("occupancy_mean", "occupancy, mean", "spaces"),
         Metric("utilisation", "utilisation", "%"),
         Metric("occupancy_max", "occupancy, max", "spaces"),

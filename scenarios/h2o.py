@@ -15,18 +15,31 @@ often not the one that took it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
 
-from sim import Actor, Analysis, Check, Ctx, Duration, Metric, RunConfig, Scenario, Semaphore
+from sim import (
+    Actor,
+    Analysis,
+    Barrier,
+    Check,
+    Ctx,
+    Duration,
+    History,
+    Line,
+    LoggedValue,
+    Metric,
+    PrimSpec,
+    RunConfig,
+    Scenario,
+    Semaphore,
+    States,
+    Value,
+    Verdict,
+    describe,
+)
 from sim import actors as numbered
-from sim.checks import Verdict
-from sim.primitives import Barrier, PrimSpec, Value
-from sim.stats import describe
-
-_SHOW = 3
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -45,10 +58,10 @@ def _arrive(ctx: Ctx[Params]) -> None:
     ctx.log.info("arrive")
 
 
-def _release_molecule(ctx: Ctx[Params], hydrogens: Any, oxygens: Any) -> None:
+def _release_molecule(ctx: Ctx[Params], hydrogens: LoggedValue, oxygens: LoggedValue) -> None:
     # Called with mutex held, by the atom that completes a molecule; mutex stays locked until
     # the molecule's oxygen has passed the barrier.
-    hq, oq = ctx.prim("hydro_queue"), ctx.prim("oxy_queue")
+    hq, oq = ctx.prim("hydro_queue", Semaphore), ctx.prim("oxy_queue", Semaphore)
     hq.release()
     hq.release()
     hydrogens.value -= 2
@@ -60,12 +73,13 @@ def _release_molecule(ctx: Ctx[Params], hydrogens: Any, oxygens: Any) -> None:
 def _bond(ctx: Ctx[Params]) -> None:
     ctx.log.info("bond")
     ctx.sleep(ctx.draw(ctx.params.bond))
-    ctx.prim("barrier").wait()
+    ctx.prim("barrier", Barrier).wait()
 
 
 def hydrogen(ctx: Ctx[Params]) -> None:
     """Arrive, wait for a partner hydrogen and an oxygen, bond."""
-    mutex, hydrogens, oxygens = ctx.prim("mutex"), ctx.prim("hydrogens"), ctx.prim("oxygens")
+    mutex = ctx.prim("mutex", Semaphore)
+    hydrogens, oxygens = ctx.prim("hydrogens", Value), ctx.prim("oxygens", Value)
     _arrive(ctx)
     mutex.acquire()
     waiting = hydrogens.value + 1
@@ -74,13 +88,14 @@ def hydrogen(ctx: Ctx[Params]) -> None:
         _release_molecule(ctx, hydrogens, oxygens)
     else:
         mutex.release()
-    ctx.prim("hydro_queue").acquire()
+    ctx.prim("hydro_queue", Semaphore).acquire()
     _bond(ctx)
 
 
 def oxygen(ctx: Ctx[Params]) -> None:
     """Arrive, wait for two hydrogens, bond, and unlock the way for the next molecule."""
-    mutex, hydrogens, oxygens = ctx.prim("mutex"), ctx.prim("hydrogens"), ctx.prim("oxygens")
+    mutex = ctx.prim("mutex", Semaphore)
+    hydrogens, oxygens = ctx.prim("hydrogens", Value), ctx.prim("oxygens", Value)
     _arrive(ctx)
     mutex.acquire()
     oxygens.value += 1
@@ -88,12 +103,12 @@ def oxygen(ctx: Ctx[Params]) -> None:
         _release_molecule(ctx, hydrogens, oxygens)
     else:
         mutex.release()
-    ctx.prim("oxy_queue").acquire()
+    ctx.prim("oxy_queue", Semaphore).acquire()
     _bond(ctx)
     mutex.release()  # this molecule is complete: the next may form
 
 
-def _primitives(p: Params) -> dict[str, PrimSpec]:
+def _primitives(p: Params) -> dict[str, PrimSpec[Any]]:
     return {
         "mutex": Semaphore(1),
         "hydrogens": Value("i", 0, lock=False),  # guarded by mutex
@@ -115,35 +130,30 @@ class WellFormed(Check):
     events = frozenset({"bond"})
 
     def __init__(self) -> None:
+        super().__init__()
         self._current: list[str] = []
         self._molecules = 0
-        self._problems: list[str] = []
-        self._count = 0
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        self._current.append(event["actor"])
+    def on_line(self, line: Line) -> None:
+        self._current.append(line.actor)
         if len(self._current) < 3:
             return
         self._molecules += 1
         formula = Counter(_element(a) for a in self._current)
         if formula != Counter({"H": 2, "O": 1}):
-            self._count += 1
-            if len(self._problems) < _SHOW:
-                self._problems.append(
-                    f"molecule {self._molecules} ({', '.join(self._current)}, last at "
-                    f"{event['ts']:.4f} s) has {formula['H']} H + {formula['O']} O"
-                )
+            self.problems.add(
+                f"molecule {self._molecules} ({', '.join(self._current)}, last at "
+                f"{line.ts:.4f} s) has {formula['H']} H + {formula['O']} O"
+            )
         self._current = []
 
     def verdict(self) -> Verdict:
         if not self._molecules and not self._current:
-            return Verdict(self.name, "skip", "no atom bonded")
-        problems, count = list(self._problems), self._count
+            return self.skip("no atom bonded")
         if self._current:
-            count += 1
-            problems.append(f"{len(self._current)} atoms bonded without a full molecule: "
-                            + ", ".join(self._current))  # fmt: skip
-        return self._result(problems[:_SHOW], count, f"{self._molecules} molecules of H2O")
+            self.problems.add(f"{len(self._current)} atoms bonded without a full molecule: "
+                              + ", ".join(self._current))  # fmt: skip
+        return self.result(f"{self._molecules} molecules of H2O")
 
 
 class EveryAtomBonded(Check):
@@ -154,37 +164,44 @@ class EveryAtomBonded(Check):
     events = frozenset({"bond"})
 
     def __init__(self, names: list[str]) -> None:
+        super().__init__()
         self._bonds: Counter[str] = Counter(dict.fromkeys(names, 0))
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        self._bonds[event["actor"]] += 1
+    def on_line(self, line: Line) -> None:
+        self._bonds[line.actor] += 1
 
     def verdict(self) -> Verdict:
         if not self._bonds:
-            return Verdict(self.name, "skip", "no atoms")
-        wrong = [f"{a}: bonded {n} times" for a, n in sorted(self._bonds.items()) if n != 1]
-        return self._result(wrong[:_SHOW], len(wrong), f"{len(self._bonds)} atoms")
+            return self.skip("no atoms")
+        for a, n in sorted(self._bonds.items()):
+            if n != 1:
+                self.problems.add(f"{a}: bonded {n} times")
+        return self.result(f"{len(self._bonds)} atoms")
 
 
-class H2OAnalysis(Analysis):
+class H2OAnalysis(Analysis[Params]):
     """Molecules formed and how long each kind of atom waited for partners."""
 
-    def __init__(self, config: RunConfig) -> None:
-        p: Params = config.params
-        self._per_minute = config.clock.speedup / 60.0
+    events = frozenset({"arrive", "bond"})
+
+    def __init__(self, config: RunConfig[Params], history: History) -> None:
+        super().__init__(config, history)
         self._arrived: dict[str, float] = {}
         self._waits: dict[str, list[float]] = {"H": [], "O": []}
         self._bonds = 0
-        self._checks: list[Check] = [WellFormed(), EveryAtomBonded([a.name for a in _atoms(p)])]
+        self._checks: list[Check] = [
+            WellFormed(),
+            EveryAtomBonded([a.name for a in _atoms(self.params)]),
+        ]
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        kind, actor, ts = event["event"], event["actor"], event["ts"]
-        if kind == "arrive":
+    def on_line(self, line: Line) -> None:
+        actor, ts = line.actor, line.ts
+        if line.event == "arrive":
             self._arrived[actor] = ts
-        elif kind == "bond":
-            self._bonds += 1
-            waited = (ts - self._arrived.pop(actor, ts)) * self._per_minute
-            self._waits[_element(actor)].append(waited)
+            return
+        self._bonds += 1
+        waited = self.minutes(ts - self._arrived.pop(actor, ts))
+        self._waits[_element(actor)].append(waited)
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -208,11 +225,15 @@ scenario = Scenario(
     primitives=_primitives,
     actors=_atoms,
     analysis=H2OAnalysis,
+    states=States(
+        on={"arrive": "waiting for partners", "molecule": "releasing", "bond": "bonding"},
+        start={"hydrogen": "floating", "oxygen": "floating"},
+        tones={"waiting for partners": "asking", "bonding": "using", "releasing": "using",
+               "floating": "idle"},  # fmt: skip
+    ),
     metrics=(
         Metric("molecules", "molecules formed"),
-        Metric("h_wait_mean", "hydrogen wait for partners, mean", "sim min"),
-        Metric("h_wait_max", "hydrogen wait for partners, max", "sim min"),
-        Metric("o_wait_mean", "oxygen wait for partners, mean", "sim min"),
-        Metric("o_wait_max", "oxygen wait for partners, max", "sim min"),
+        *Metric.stats("h_wait", "hydrogen wait for partners", "sim min", show=("mean", "max")),
+        *Metric.stats("o_wait", "oxygen wait for partners", "sim min", show=("mean", "max")),
     ),
 )

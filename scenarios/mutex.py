@@ -13,18 +13,29 @@ so the log's intervals between them are exactly the times it was inside.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from sim import Actor, Analysis, Check, Ctx, Duration, Lock, Metric, RLock, RunConfig, Scenario
+from sim import (
+    Actor,
+    Analysis,
+    Check,
+    Ctx,
+    Duration,
+    History,
+    Line,
+    Lock,
+    Metric,
+    PrimSpec,
+    RLock,
+    RunConfig,
+    Scenario,
+    States,
+    Verdict,
+    describe,
+)
 from sim import actors as numbered
-from sim.checks import Verdict
-from sim.primitives import PrimSpec
-from sim.stats import describe
-
-_SHOW = 3
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -43,7 +54,7 @@ class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
 def worker(ctx: Ctx[Params]) -> None:
     """Think, then pass through the critical section; ``rounds`` times."""
     p = ctx.params
-    guard = None if p.lock == "none" else ctx.prim("guard")
+    guard = None if p.lock == "none" else ctx.prim("guard", RLock if p.lock == "rlock" else Lock)
     for round_ in range(p.rounds):
         ctx.sleep(ctx.draw(p.think))
         ctx.log.info("want", round=round_)
@@ -64,7 +75,7 @@ def _section(ctx: Ctx[Params], guard: Any, round_: int, level: int) -> None:
         guard.release()
 
 
-def _primitives(p: Params) -> dict[str, PrimSpec]:
+def _primitives(p: Params) -> dict[str, PrimSpec[Any]]:
     if p.lock == "none":
         return {}
     return {"guard": RLock() if p.lock == "rlock" else Lock()}
@@ -78,39 +89,37 @@ class MutualExclusion(Check):
     events = frozenset({"enter", "leave"})
 
     def __init__(self) -> None:
+        super().__init__()
         self._inside: dict[str, float] = {}  # actor -> when it entered (outermost level)
         self._entries = 0
         self._most = 0
-        self._examples: list[str] = []
-        self._races = 0
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        if event.get("level") != 0:
+    def on_line(self, line: Line) -> None:
+        if line.get("level") != 0:
             return
-        actor, ts = event["actor"], event["ts"]
-        if event["event"] == "leave":
+        actor, ts = line.actor, line.ts
+        if line.event == "leave":
             self._inside.pop(actor, None)
             return
         self._entries += 1
         if self._inside:
-            self._races += 1
-            if len(self._examples) < _SHOW:
-                others = ", ".join(f"{a} (since {t:.4f} s)" for a, t in self._inside.items())
-                verb = "was" if len(self._inside) == 1 else "were"
-                self._examples.append(f"{actor} entered at {ts:.4f} s while {others} {verb} inside")
+            others = ", ".join(f"{a} (since {t:.4f} s)" for a, t in self._inside.items())
+            verb = "was" if len(self._inside) == 1 else "were"
+            self.problems.add(f"{actor} entered at {ts:.4f} s while {others} {verb} inside")
         self._inside[actor] = ts
         self._most = max(self._most, len(self._inside))
 
     def verdict(self) -> Verdict:
         if not self._entries:
-            return Verdict(self.name, "skip", "nobody entered the critical section")
-        if not self._races:
+            return self.skip("nobody entered the critical section")
+        races = self.problems.count
+        if not races:
             return Verdict(self.name, "pass", f"{self._entries} entries, one at a time")
-        share = 100 * self._races / self._entries
+        share = 100 * races / self._entries
         detail = (
-            f"{self._races} of {self._entries} entries ({share:.0f} %) found another process "
+            f"{races} of {self._entries} entries ({share:.0f} %) found another process "
             f"already inside the critical section, up to {self._most} at once: nothing kept "
-            f"them out. E.g. " + "; ".join(self._examples)
+            f"them out. E.g. " + "; ".join(self.problems.shown)
         )
         return Verdict(self.name, "fail", detail, self.phenomenon)
 
@@ -123,31 +132,31 @@ class EveryRoundDone(Check):
     events = frozenset({"enter", "leave"})
 
     def __init__(self, names: list[str], rounds: int, depth: int) -> None:
+        super().__init__()
         self._expected = rounds * depth
         self._enters: Counter[str] = Counter(dict.fromkeys(names, 0))
         self._exits: Counter[str] = Counter(dict.fromkeys(names, 0))
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        (self._enters if event["event"] == "enter" else self._exits)[event["actor"]] += 1
+    def on_line(self, line: Line) -> None:
+        (self._enters if line.event == "enter" else self._exits)[line.actor] += 1
 
     def verdict(self) -> Verdict:
         if not self._enters:
-            return Verdict(self.name, "skip", "no workers")
-        short = [
-            f"{a}: entered {n}, left {self._exits[a]} of {self._expected}"
-            for a, n in sorted(self._enters.items())
-            if n != self._expected or self._exits[a] != self._expected
-        ]
-        total = sum(self._enters.values())
-        return self._result(short[:_SHOW], len(short), f"{total} entries, each left again")
+            return self.skip("no workers")
+        for a, n in sorted(self._enters.items()):
+            if n != self._expected or self._exits[a] != self._expected:
+                self.problems.add(f"{a}: entered {n}, left {self._exits[a]} of {self._expected}")
+        return self.result(f"{sum(self._enters.values())} entries, each left again")
 
 
-class MutexAnalysis(Analysis):
+class MutexAnalysis(Analysis[Params]):
     """Waits for the lock and the crowd inside, from the domain events."""
 
-    def __init__(self, config: RunConfig) -> None:
-        p: Params = config.params
-        self._per_minute = config.clock.speedup / 60.0
+    events = frozenset({"want", "enter", "leave"})
+
+    def __init__(self, config: RunConfig[Params], history: History) -> None:
+        super().__init__(config, history)
+        p = self.params
         self._locked = p.lock != "none"
         self._wanted: dict[str, float] = {}
         self._waits: list[float] = []
@@ -160,22 +169,22 @@ class MutexAnalysis(Analysis):
             EveryRoundDone([a.name for a in _workers(p)], p.rounds, p.depth),
         ]
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        kind = event["event"]
+    def on_line(self, line: Line) -> None:
+        kind, actor, ts = line.event, line.actor, line.ts
         if kind == "want":
-            self._wanted[event["actor"]] = event["ts"]
-        elif kind == "enter":
-            self._deepest = max(self._deepest, event["level"] + 1)
-            if event["level"] != 0:
+            self._wanted[actor] = ts
+            return
+        level = line.get("level")
+        if kind == "enter":
+            self._deepest = max(self._deepest, level + 1)
+            if level != 0:
                 return
-            actor = event["actor"]
-            wanted = self._wanted.pop(actor, event["ts"])
-            self._waits.append((event["ts"] - wanted) * self._per_minute)
+            self._waits.append(self.minutes(ts - self._wanted.pop(actor, ts)))
             self._crowded += bool(self._inside)
             self._inside.add(actor)
             self._most = max(self._most, len(self._inside))
-        elif kind == "leave" and event["level"] == 0:
-            self._inside.discard(event["actor"])
+        elif level == 0:
+            self._inside.discard(actor)
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -191,6 +200,12 @@ class MutexAnalysis(Analysis):
         return list(self._checks)
 
 
+def _nested(line: Line) -> str | None:
+    # Leaving an inner level of a nested critical section leaves the actor inside the outer.
+    level = line.get("level") if line.event == "leave" else None
+    return "inside" if isinstance(level, int) and level > 0 else None
+
+
 def _workers(p: Params) -> list[Actor]:
     return numbered("worker", p.workers, worker)
 
@@ -202,14 +217,18 @@ scenario = Scenario(
     primitives=_primitives,
     actors=_workers,
     analysis=MutexAnalysis,
+    states=States(
+        on={"want": "wanting", "enter": "inside", "leave": "outside"},
+        start={"worker": "outside"},
+        tones={"wanting": "asking", "inside": "using", "outside": "idle"},
+        when=_nested,
+    ),
     metrics=(
         Metric("entries", "entries into the critical section"),
         Metric("crowded_entries", "entries while another was inside"),
         Metric("inside_max", "inside at once, max", "processes"),
         Metric("depth_max", "nesting depth, max", "levels"),
-        Metric("wait_mean", "wait for the lock, mean", "sim min"),
-        Metric("wait_p95", "wait for the lock, p95", "sim min"),
-        Metric("wait_max", "wait for the lock, max", "sim min"),
+        *Metric.stats("wait", "wait for the lock", "sim min"),
     ),
     phenomena={"race": "two or more processes inside the critical section at the same time"},
 )

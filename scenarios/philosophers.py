@@ -10,16 +10,29 @@ one of them can always get both forks.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from sim import Analysis, Check, Ctx, Duration, Lock, Metric, RunConfig, Scenario, Semaphore
+from sim import (
+    Actor,
+    Analysis,
+    Check,
+    Ctx,
+    Duration,
+    History,
+    Line,
+    Lock,
+    Metric,
+    PrimSpec,
+    RunConfig,
+    Scenario,
+    Semaphore,
+    States,
+    Verdict,
+    describe,
+)
 from sim import actors as numbered
-from sim.checks import Verdict
-from sim.primitives import PrimSpec
-from sim.stats import describe
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -46,8 +59,8 @@ def philosopher(ctx: Ctx[Params]) -> None:
     first, second = (
         (min(left, right), max(left, right)) if p.strategy == "ordered" else (left, right)
     )
-    forks = ctx.prim(f"fork-{first}"), ctx.prim(f"fork-{second}")
-    waiter = ctx.prim("waiter") if p.strategy == "waiter" else None
+    forks = ctx.prim(f"fork-{first}", Lock), ctx.prim(f"fork-{second}", Lock)
+    waiter = ctx.prim("waiter", Semaphore) if p.strategy == "waiter" else None
     for meal in range(p.meals):
         ctx.sleep(ctx.draw(p.think))
         ctx.log.info("hungry", meal=meal)
@@ -65,8 +78,8 @@ def philosopher(ctx: Ctx[Params]) -> None:
         ctx.log.info("done_eating", meal=meal)
 
 
-def _primitives(p: Params) -> dict[str, PrimSpec]:
-    prims: dict[str, PrimSpec] = {f"fork-{i}": Lock() for i in range(p.philosophers)}
+def _primitives(p: Params) -> dict[str, PrimSpec[Any]]:
+    prims: dict[str, PrimSpec[Any]] = {f"fork-{i}": Lock() for i in range(p.philosophers)}
     if p.strategy == "waiter":
         prims["waiter"] = Semaphore(p.philosophers - 1)
     return prims
@@ -77,47 +90,49 @@ class EveryoneAte(Check):
 
     name = "every philosopher ate every meal"
     needs_completion = True
+    events = frozenset({"eat"})
 
     def __init__(self, names: list[str], meals: int) -> None:
+        super().__init__()
         self._meals = meals
         self._ate: Counter[str] = Counter(dict.fromkeys(names, 0))
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        if event.get("event") == "eat":
-            self._ate[event["actor"]] += 1
+    def on_line(self, line: Line) -> None:
+        self._ate[line.actor] += 1
 
     def verdict(self) -> Verdict:
-        short = [f"{a}: {n} of {self._meals}" for a, n in sorted(self._ate.items())
-                 if n != self._meals]  # fmt: skip
-        return self._result(short[:3], len(short), f"{sum(self._ate.values())} meals")
+        for a, n in sorted(self._ate.items()):
+            if n != self._meals:
+                self.problems.add(f"{a}: {n} of {self._meals}")
+        return self.result(f"{sum(self._ate.values())} meals")
 
 
-class PhilosophersAnalysis(Analysis):
-    def __init__(self, config: RunConfig) -> None:
-        p: Params = config.params
-        self._per_minute = config.clock.speedup / 60.0
+class PhilosophersAnalysis(Analysis[Params]):
+    """Meals, and how long each philosopher was hungry before eating."""
+
+    events = frozenset({"hungry", "eat"})
+
+    def __init__(self, config: RunConfig[Params], history: History) -> None:
+        super().__init__(config, history)
         self._hungry: dict[str, float] = {}
         self._waits: list[float] = []
-        self._meals = 0
-        self._checks = [EveryoneAte([a.name for a in _actors(p)], p.meals)]
+        self._checks = [EveryoneAte([a.name for a in _actors(self.params)], self.params.meals)]
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        kind = event.get("event")
-        if kind == "hungry":
-            self._hungry[event["actor"]] = event["ts"]
-        elif kind == "eat":
-            self._meals += 1
-            started = self._hungry.pop(event["actor"], event["ts"])
-            self._waits.append((event["ts"] - started) * self._per_minute)
+    def on_line(self, line: Line) -> None:
+        if line.event == "hungry":
+            self._hungry[line.actor] = line.ts
+        else:
+            started = self._hungry.pop(line.actor, line.ts)
+            self._waits.append(self.minutes(line.ts - started))
 
     def metrics(self) -> dict[str, Any]:
-        return {"meals": self._meals, **describe(self._waits, "hungry")}
+        return {"meals": len(self._waits), **describe(self._waits, "hungry")}
 
     def checks(self) -> list[Check]:
         return list(self._checks)
 
 
-def _actors(p: Params) -> list[Any]:
+def _actors(p: Params) -> list[Actor]:
     return numbered("phil", p.philosophers, philosopher)
 
 
@@ -128,10 +143,13 @@ scenario = Scenario(
     primitives=_primitives,
     actors=_actors,
     analysis=PhilosophersAnalysis,
+    states=States(
+        on={"hungry": "hungry", "eat": "eating", "done_eating": "thinking"},
+        start={"philosopher": "thinking"},
+        tones={"hungry": "asking", "eating": "using", "thinking": "idle"},
+    ),
     metrics=(
         Metric("meals", "meals eaten"),
-        Metric("hungry_mean", "hungry until eating, mean", "sim min"),
-        Metric("hungry_p95", "hungry until eating, p95", "sim min"),
-        Metric("hungry_max", "hungry until eating, max", "sim min"),
+        *Metric.stats("hungry", "hungry until eating", "sim min"),
     ),
 )

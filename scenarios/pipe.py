@@ -13,16 +13,27 @@ ping's send to its pong's arrival is the round-trip time, measured from the log 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from sim import Actor, Analysis, Check, Ctx, Duration, Metric, RunConfig, Scenario
-from sim.checks import Verdict
-from sim.invariants.pipe import PipeTraffic, Received
-from sim.primitives import Pipe, PrimSpec
-from sim.stats import describe
+from sim import (
+    Actor,
+    Analysis,
+    Check,
+    Ctx,
+    Duration,
+    History,
+    Metric,
+    Operation,
+    Pipe,
+    PrimSpec,
+    RunConfig,
+    Scenario,
+    Verdict,
+    describe,
+)
+from sim.kinds.pipe import PipeModel
 
 GREETING = "Hallo Pipe!"
 
@@ -43,7 +54,7 @@ class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
 def sender(ctx: Ctx[Params]) -> None:
     """Send ``messages`` tuples, then close: closing is what tells the receiver it is over."""
     p = ctx.params
-    out = ctx.prim("chan").sender()
+    out = ctx.prim("chan", Pipe).sender()
     for i in range(p.messages):
         ctx.sleep(ctx.draw(p.pause))
         out.send((i, GREETING))
@@ -53,7 +64,7 @@ def sender(ctx: Ctx[Params]) -> None:
 def receiver(ctx: Ctx[Params]) -> None:
     """Read until EOFError: the loop does not know how many messages will come."""
     p = ctx.params
-    into = ctx.prim("chan").receiver()
+    into = ctx.prim("chan", Pipe).receiver()
     received = 0
     while True:
         try:
@@ -69,7 +80,7 @@ def receiver(ctx: Ctx[Params]) -> None:
 def pinger(ctx: Ctx[Params]) -> None:
     """Send a ping on end ``a``, wait for its pong; ``messages`` times. Then close."""
     p = ctx.params
-    end = ctx.prim("chan").end("a")
+    end = ctx.prim("chan", Pipe).end("a")
     for i in range(p.messages):
         ctx.sleep(ctx.draw(p.pause))
         end.send(("ping", i))
@@ -79,7 +90,7 @@ def pinger(ctx: Ctx[Params]) -> None:
 
 def ponger(ctx: Ctx[Params]) -> None:
     """Answer every ping on end ``b`` with a pong of the same number, until EOF."""
-    end = ctx.prim("chan").end("b")
+    end = ctx.prim("chan", Pipe).end("b")
     answered = 0
     while True:
         try:
@@ -98,8 +109,14 @@ def _actors(p: Params) -> list[Actor]:
     return [Actor("pinger", pinger), Actor("ponger", ponger)]
 
 
-def _primitives(p: Params) -> dict[str, PrimSpec]:
+def _primitives(p: Params) -> dict[str, PrimSpec[Any]]:
     return {"chan": Pipe(duplex=p.mode == "pingpong")}
+
+
+def _traffic(history: History) -> PipeModel:
+    model = history.model("chan")
+    assert isinstance(model, PipeModel)
+    return model
 
 
 class EverythingThenEof(Check):
@@ -107,19 +124,19 @@ class EverythingThenEof(Check):
 
     name = "every message arrived, then EOF ended the reader"
     needs_completion = True
+    events = frozenset()
 
-    def __init__(self, p: Params, traffic: PipeTraffic) -> None:
+    def __init__(self, p: Params) -> None:
+        super().__init__()
         self._p = p
-        self._t = traffic
 
     def verdict(self) -> Verdict:
-        n, d = self._p.messages, self._t.directions
+        n, d = self._p.messages, _traffic(self.history).directions
         if self._p.mode == "oneway":
             # One-way: "b" sends, "a" receives.
             wanted = {"b": [[i, GREETING] for i in range(n)]}
         else:
             wanted = {"a": [["ping", i] for i in range(n)], "b": [["pong", i] for i in range(n)]}
-        problems = []
         for end, items in wanted.items():
             got = [r.item for r in d[end].recvs]
             if got != items:
@@ -127,50 +144,49 @@ class EverythingThenEof(Check):
                     (k for k, (g, w) in enumerate(zip(got, items, strict=False)) if g != w), None
                 )
                 where = f"first difference at #{first}" if first is not None else "a prefix"
-                problems.append(f"{d[end].label}: {len(got)} of {len(items)} arrived ({where})")
+                self.problems.add(f"{d[end].label}: {len(got)} of {len(items)} arrived ({where})")
         # The reading loop ends on EOF: from the sender (oneway) or the pinger (pingpong).
         if d["b" if self._p.mode == "oneway" else "a"].eof is None:
-            problems.append("the reader never saw EOF")
-        total = n * len(wanted)
-        return self._result(problems, len(problems), f"{total} messages in order, then EOF")
-
-    def feed(self, event: Mapping[str, Any]) -> None:
-        pass  # the analysis feeds the shared traffic record
+            self.problems.add("the reader never saw EOF")
+        return self.result(f"{n * len(wanted)} messages in order, then EOF")
 
 
-class PipeAnalysis(Analysis):
-    """Latency and queueing (oneway) or round-trip time (pingpong), in wall ms, from the ops."""
+class PipeAnalysis(Analysis[Params]):
+    """Latency and queueing (oneway) or round-trip time (pingpong), in wall ms, from the
+    history of the pipe."""
 
-    def __init__(self, config: RunConfig) -> None:
-        p: Params = config.params
-        self._p = p
-        self._t = PipeTraffic("chan")
-        self._check = EverythingThenEof(p, self._t)
-
-    def feed(self, event: Mapping[str, Any]) -> None:
-        self._t.feed(event)
+    def __init__(self, config: RunConfig[Params], history: History) -> None:
+        super().__init__(config, history)
+        self._check = EverythingThenEof(self.params)
 
     def metrics(self) -> dict[str, Any]:
-        d = self._t.directions
-        if self._p.mode == "pingpong":
+        d = _traffic(self.history).directions
+        if self.params.mode == "pingpong":
             pings, pongs = d["a"].sends, d["b"].recvs
-            rtts = [1000 * (pong.ts - ping.ts) for ping, pong in zip(pings, pongs, strict=False)]
+            rtts = [1000 * (_end(pong) - ping.start)
+                    for ping, pong in zip(pings, pongs, strict=False)]  # fmt: skip
             return {"rounds": len(pongs), **describe(rtts, "rtt")}
         way = d["b"]
-        latency = [1000 * (r.ts - s.ts) for s, r in zip(way.sends, way.recvs, strict=False)]
+        latency = [1000 * (_end(r) - s.start) for s, r in zip(way.sends, way.recvs, strict=False)]
+        eof = way.eof
         return {
-            "sent": sum(1 for s in way.sends if s.done),
+            "sent": sum(1 for s in way.sends if s.ok),
             "received": len(way.recvs),
             **describe(latency, "latency"),
-            "in_pipe_max": _most_in_flight([s.ts for s in way.sends], [r.ts for r in way.recvs]),
+            "in_pipe_max": _most_in_flight([s.start for s in way.sends],
+                                           [_end(r) for r in way.recvs]),  # fmt: skip
             "in_pipe_at_close": _in_flight_at(way.closed, way.sends, way.recvs),
             "eof_after_close_ms": (
-                1000 * (way.eof[0] - way.closed) if way.eof and way.closed is not None else None
+                1000 * (_end(eof) - way.closed) if eof and way.closed is not None else None
             ),
         }
 
     def checks(self) -> list[Check]:
         return [self._check]
+
+
+def _end(op: Operation) -> float:
+    return op.end if op.end is not None else op.start
 
 
 def _most_in_flight(sent: list[float], received: list[float]) -> int:
@@ -183,11 +199,11 @@ def _most_in_flight(sent: list[float], received: list[float]) -> int:
     return most
 
 
-def _in_flight_at(t: float | None, sends: list[Any], recvs: list[Received]) -> int | None:
+def _in_flight_at(t: float | None, sends: list[Operation], recvs: list[Operation]) -> int | None:
     """Messages sent before ``t`` and not yet received by then."""
     if t is None:
         return None
-    return sum(1 for s in sends if s.ts < t) - sum(1 for r in recvs if r.ts < t)
+    return sum(1 for s in sends if s.start < t) - sum(1 for r in recvs if _end(r) < t)
 
 
 scenario = Scenario(
@@ -201,16 +217,11 @@ scenario = Scenario(
     metrics=(
         Metric("sent", "messages sent"),
         Metric("received", "messages received"),
-        Metric("latency_mean", "send to receive, mean", "ms"),
-        Metric("latency_p95", "send to receive, p95", "ms"),
-        Metric("latency_max", "send to receive, max", "ms"),
+        *Metric.stats("latency", "send to receive", "ms"),
         Metric("in_pipe_max", "messages waiting in the pipe, max"),
         Metric("in_pipe_at_close", "messages in the pipe when the sender closed"),
         Metric("eof_after_close_ms", "EOF after the sender's close", "ms"),
         Metric("rounds", "ping-pong rounds"),
-        Metric("rtt_mean", "round trip, mean", "ms"),
-        Metric("rtt_p50", "round trip, p50", "ms"),
-        Metric("rtt_p95", "round trip, p95", "ms"),
-        Metric("rtt_max", "round trip, max", "ms"),
+        *Metric.stats("rtt", "round trip", "ms", show=("mean", "p50", "p95", "max")),
     ),
 )

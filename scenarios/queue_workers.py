@@ -20,17 +20,31 @@ end markers.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from sim import Actor, Analysis, Check, Ctx, Duration, Metric, RunConfig, Scenario
+from sim import (
+    Actor,
+    Analysis,
+    Check,
+    Ctx,
+    Duration,
+    History,
+    JoinableQueue,
+    Line,
+    Metric,
+    Operation,
+    PrimSpec,
+    Queue,
+    RunConfig,
+    Scenario,
+    States,
+    Verdict,
+    describe,
+)
 from sim import actors as numbered
-from sim.checks import Verdict
-from sim.invariants.queue import QueueLedger
-from sim.primitives import JoinableQueue, PrimSpec, Queue
-from sim.stats import describe
+from sim.kinds.queue import QueueModel
 
 JOBS = "jobs"
 
@@ -51,7 +65,7 @@ class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
 def producer(ctx: Ctx[Params]) -> None:
     """Put ``items`` numbered items; (joinable: wait until all work is done); end markers."""
     p = ctx.params
-    jobs = ctx.prim(JOBS)
+    jobs = ctx.prim(JOBS, Queue)
     for n in range(p.items):
         ctx.sleep(ctx.draw(p.produce))
         jobs.put({"producer": ctx.index, "n": n})
@@ -67,7 +81,7 @@ def producer(ctx: Ctx[Params]) -> None:
 def consumer(ctx: Ctx[Params]) -> None:
     """Get and work on items until as many end markers as producers have come."""
     p = ctx.params
-    jobs = ctx.prim(JOBS)
+    jobs = ctx.prim(JOBS, Queue)
     ends = 0
     while ends < p.producers:
         item = jobs.get()
@@ -81,7 +95,7 @@ def consumer(ctx: Ctx[Params]) -> None:
     ctx.log.info("stop", ends=ends)
 
 
-def _primitives(p: Params) -> dict[str, PrimSpec]:
+def _primitives(p: Params) -> dict[str, PrimSpec[Any]]:
     kind = JoinableQueue if p.variant == "joinable" else Queue
     return {JOBS: kind(p.maxsize)}
 
@@ -100,24 +114,26 @@ class EveryItemHandledOnce(Check):
     events = frozenset({"handled"})
 
     def __init__(self, p: Params) -> None:
+        super().__init__()
         self._expected = {(i, n) for i in range(p.producers) for n in range(p.items)}
         self._handled: Counter[tuple[int, int]] = Counter()
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        self._handled[(event["producer"], event["n"])] += 1
+    def on_line(self, line: Line) -> None:
+        self._handled[(line["producer"], line["n"])] += 1
 
     def verdict(self) -> Verdict:
         if not self._expected:
-            return Verdict(self.name, "skip", "no items")
+            return self.skip("no items")
         twice = sorted(k for k, c in self._handled.items() if c > 1)
         missing = sorted(self._expected - set(self._handled))
         stray = sorted(set(self._handled) - self._expected)
-        problems = [f"producer {i}'s item {n} handled {self._handled[(i, n)]} times"
-                    for i, n in twice[:3]]  # fmt: skip
-        problems += [f"producer {i}'s item {n} never handled" for i, n in missing[:3]]
-        problems += [f"producer {i}'s item {n} was never produced" for i, n in stray[:3]]
-        count = len(twice) + len(missing) + len(stray)
-        return self._result(problems[:3], count, f"{len(self._expected)} items, each handled once")
+        shown = [f"producer {i}'s item {n} handled {self._handled[(i, n)]} times"
+                 for i, n in twice[:3]]  # fmt: skip
+        shown += [f"producer {i}'s item {n} never handled" for i, n in missing[:3]]
+        shown += [f"producer {i}'s item {n} was never produced" for i, n in stray[:3]]
+        self.problems.extend(shown[:3])
+        self.problems.count = len(twice) + len(missing) + len(stray)
+        return self.result(f"{len(self._expected)} items, each handled once")
 
 
 class HandledInOrder(Check):
@@ -132,79 +148,73 @@ class HandledInOrder(Check):
     events = frozenset({"handled"})
 
     def __init__(self, p: Params) -> None:
+        super().__init__()
         self._consumers = p.consumers
         self._last: dict[int, int] = {}
         self._seen = 0
-        self._problems: list[str] = []
-        self._count = 0
 
-    def feed(self, event: Mapping[str, Any]) -> None:
+    def on_line(self, line: Line) -> None:
         self._seen += 1
-        producer, n = event["producer"], event["n"]
+        producer, n = line["producer"], line["n"]
         last = self._last.get(producer, -1)
         if n < last:
-            self._count += 1
-            if len(self._problems) < 3:
-                self._problems.append(
-                    f"producer {producer}'s item {n} handled after its item {last}"
-                )
+            self.problems.add(f"producer {producer}'s item {n} handled after its item {last}")
         self._last[producer] = max(last, n)
 
     def verdict(self) -> Verdict:
         if self._consumers != 1:
-            return Verdict(self.name, "skip", f"{self._consumers} consumers: order not promised")
+            return self.skip(f"{self._consumers} consumers: order not promised")
         if not self._seen:
-            return Verdict(self.name, "skip", "nothing handled")
-        return self._result(self._problems, self._count, f"{self._seen} items, in order")
+            return self.skip("nothing handled")
+        return self.result(f"{self._seen} items, in order")
 
 
 def _is_end(item: Any) -> bool:
     return isinstance(item, dict) and bool(item.get("end"))
 
 
-class QueueWorkersAnalysis(Analysis):
-    """Queue length, time in the queue, who handled what, and the joins, from the log."""
+class QueueWorkersAnalysis(Analysis[Params]):
+    """Queue length, time in the queue, who handled what, and the joins, from the history."""
 
-    def __init__(self, config: RunConfig) -> None:
-        p: Params = config.params
-        self._p = p
-        self._per_minute = config.clock.speedup / 60.0
-        self._ledger = QueueLedger()
+    prims = frozenset({JOBS})
+    events = frozenset({"handled", "all_done"})
+
+    def __init__(self, config: RunConfig[Params], history: History) -> None:
+        super().__init__(config, history)
+        p = self.params
         self._end = 0.0
+        self._length = history.level(JOBS, "length")
+        self._joins = history.waits(JOBS, "join")
         self._per_consumer: Counter[str] = Counter({a.name: 0 for a in _actors(p)
                                                     if a.name.startswith("consumer")})  # fmt: skip
         self._last_n: dict[int, int] = {}
         self._overtaken = 0
-        self._joins: list[float] = []
-        self._join_began: dict[str, float] = {}
         self._all_done: float | None = None
         self._checks: list[Check] = [EveryItemHandledOnce(p), HandledInOrder(p)]
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        kind = event["event"]
-        if kind == "op" and event.get("prim") == JOBS:
-            self._end = max(self._end, event["ts"])
-            self._ledger.feed(event)
-            if event.get("op") == "join":
-                if event.get("phase") == "invoke":
-                    self._join_began[event["actor"]] = event["ts"]
-                elif event["actor"] in self._join_began:
-                    began = self._join_began.pop(event["actor"])
-                    self._joins.append((event["ts"] - began) * self._per_minute)
-        elif kind == "handled":
-            self._per_consumer[event["actor"]] += 1
-            # Overtaken: a later item of the same producer was handled before this one.
-            producer, n = event["producer"], event["n"]
-            if n < self._last_n.get(producer, -1):
-                self._overtaken += 1
-            self._last_n[producer] = max(self._last_n.get(producer, -1), n)
-        elif kind == "all_done":
-            self._all_done = event["ts"]
+    def on_invoke(self, op: Operation) -> None:
+        self._end = max(self._end, op.start)
+
+    def on_op(self, op: Operation) -> None:
+        self._end = max(self._end, op.end or op.start)
+
+    def on_line(self, line: Line) -> None:
+        if line.event == "all_done":
+            self._all_done = line.ts
+            return
+        self._per_consumer[line.actor] += 1
+        # Overtaken: a later item of the same producer was handled before this one.
+        producer, n = line["producer"], line["n"]
+        if n < self._last_n.get(producer, -1):
+            self._overtaken += 1
+        self._last_n[producer] = max(self._last_n.get(producer, -1), n)
 
     def metrics(self) -> dict[str, Any]:
-        real = [t for t in self._ledger.transfers if not _is_end(t.item)]
+        model = self.history.model(JOBS)
+        assert isinstance(model, QueueModel)
+        real = [t for t in model.ledger.transits if not _is_end(t.item)]
         in_queue = [
-            max(0.0, t.get_ok - t.put_ok) * self._per_minute
+            self.minutes(max(0.0, t.get_ok - t.put_ok))
             for t in real
             if t.get_ok is not None and t.put_ok is not None
         ]
@@ -213,12 +223,12 @@ class QueueWorkersAnalysis(Analysis):
             "items": sum(1 for t in real if t.got),
             "handled_per_consumer": " / ".join(str(n) for n in shares),
             "overtaken": self._overtaken,
-            "queue_len_max": int(self._ledger.length.maximum),
-            "queue_len_mean": self._ledger.length.mean(self._end),
+            "queue_len_max": int(self._length.maximum),
+            "queue_len_mean": self._length.mean(self._end),
             **describe(in_queue, "in_queue"),
         }
-        if self._p.variant == "joinable":
-            found.update(describe(self._joins, "join_wait"))
+        if self.params.variant == "joinable":
+            found.update(describe([self.minutes(w) for w in self._joins.all], "join_wait"))
             found["all_done_s"] = self._all_done
         return found
 
@@ -233,17 +243,18 @@ scenario = Scenario(
     primitives=_primitives,
     actors=_actors,
     analysis=QueueWorkersAnalysis,
+    states=States(
+        on={"handled": "idle", "all_done": "finishing"},
+        tones={"idle": "idle", "finishing": "using"},
+    ),
     metrics=(
         Metric("items", "items got and handled"),
         Metric("handled_per_consumer", "items per consumer"),
         Metric("overtaken", "items handled after a later item of their producer"),
         Metric("queue_len_max", "queue length, max", "items"),
         Metric("queue_len_mean", "queue length, mean", "items"),
-        Metric("in_queue_mean", "time in the queue, mean", "sim min"),
-        Metric("in_queue_p95", "time in the queue, p95", "sim min"),
-        Metric("in_queue_max", "time in the queue, max", "sim min"),
-        Metric("join_wait_mean", "join waited, mean", "sim min"),
-        Metric("join_wait_max", "join waited, max", "sim min"),
+        *Metric.stats("in_queue", "time in the queue", "sim min"),
+        *Metric.stats("join_wait", "join waited", "sim min", show=("mean", "max")),
         Metric("all_done_s", "last join returned at", "s"),
     ),
 )

@@ -18,18 +18,30 @@ locks protect, so the log's intervals are exactly the times each one was using t
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from sim import Actor, Analysis, Check, Ctx, Duration, Lock, Metric, RunConfig, Scenario, Semaphore
+from sim import (
+    Actor,
+    Analysis,
+    Check,
+    Ctx,
+    Duration,
+    History,
+    Line,
+    Lock,
+    Metric,
+    PrimSpec,
+    RunConfig,
+    Scenario,
+    Semaphore,
+    States,
+    Value,
+    Verdict,
+    describe,
+)
 from sim import actors as numbered
-from sim.checks import Verdict
-from sim.primitives import PrimSpec, Value
-from sim.stats import describe
-
-_SHOW = 3
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -51,8 +63,9 @@ class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
 def reader(ctx: Ctx[Params]) -> None:
     """Think, then read; ``reads`` times. The first reader in locks out the writers."""
     p = ctx.params
-    mutex, resource, count = ctx.prim("mutex"), ctx.prim("resource"), ctx.prim("read_count")
-    order = ctx.prim("order") if p.policy == "fair" else None
+    mutex, count = ctx.prim("mutex", Lock), ctx.prim("read_count", Value)
+    resource = ctx.prim("resource", Semaphore)
+    order = ctx.prim("order", Lock) if p.policy == "fair" else None
     for round_ in range(p.reads):
         ctx.sleep(ctx.draw(p.reader_think))
         ctx.log.info("want_read", round=round_)
@@ -78,8 +91,8 @@ def reader(ctx: Ctx[Params]) -> None:
 def writer(ctx: Ctx[Params]) -> None:
     """Think, then write alone; ``writes`` times."""
     p = ctx.params
-    resource = ctx.prim("resource")
-    order = ctx.prim("order") if p.policy == "fair" else None
+    resource = ctx.prim("resource", Semaphore)
+    order = ctx.prim("order", Lock) if p.policy == "fair" else None
     for round_ in range(p.writes):
         ctx.sleep(ctx.draw(p.writer_think))
         ctx.log.info("want_write", round=round_)
@@ -94,8 +107,8 @@ def writer(ctx: Ctx[Params]) -> None:
         resource.release()
 
 
-def _primitives(p: Params) -> dict[str, PrimSpec]:
-    prims: dict[str, PrimSpec] = {
+def _primitives(p: Params) -> dict[str, PrimSpec[Any]]:
+    prims: dict[str, PrimSpec[Any]] = {
         "mutex": Lock(),
         # A semaphore, not a Lock: the reader that releases it is often not the one that took it.
         "resource": Semaphore(1),
@@ -116,15 +129,14 @@ class Exclusion(Check):
     events = _ACCESS
 
     def __init__(self) -> None:
+        super().__init__()
         self._readers: set[str] = set()
         self._writers: set[str] = set()
         self._entries = 0
         self._most_readers = 0
-        self._problems: list[str] = []
-        self._count = 0
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        kind, actor = event["event"], event["actor"]
+    def on_line(self, line: Line) -> None:
+        kind, actor = line.event, line.actor
         if kind == "exit_read":
             self._readers.discard(actor)
         elif kind == "exit_write":
@@ -134,20 +146,18 @@ class Exclusion(Check):
             inside = self._writers if kind == "enter_read" else self._writers | self._readers
             others = sorted(inside)
             if others:
-                self._count += 1
-                if len(self._problems) < _SHOW:
-                    self._problems.append(
-                        f"{actor} entered ({kind}) at {event['ts']:.4f} s while "
-                        f"{', '.join(others)} {'was' if len(others) == 1 else 'were'} inside"
-                    )
+                self.problems.add(
+                    f"{actor} entered ({kind}) at {line.ts:.4f} s while {', '.join(others)} "
+                    f"{'was' if len(others) == 1 else 'were'} inside"
+                )
             (self._readers if kind == "enter_read" else self._writers).add(actor)
             self._most_readers = max(self._most_readers, len(self._readers))
 
     def verdict(self) -> Verdict:
         if not self._entries:
-            return Verdict(self.name, "skip", "nobody entered the resource")
+            return self.skip("nobody entered the resource")
         ok = f"{self._entries} entries; up to {self._most_readers} readers at once, writers alone"
-        return self._result(self._problems, self._count, ok)
+        return self.result(ok)
 
 
 class WriterWaitBound(Check):
@@ -156,17 +166,18 @@ class WriterWaitBound(Check):
     phenomenon = "writer_starvation"
     events = frozenset({"want_write", "enter_write", "enter_read"})
 
-    def __init__(self, bound: float, per_minute: float) -> None:
+    def __init__(self, bound: float, minutes: Any) -> None:
+        super().__init__()
         self.name = f"no writer waits over {bound:g} sim min"
         self._bound = bound
-        self._per_minute = per_minute
+        self._minutes = minutes
         self._wanted: dict[str, tuple[float, int]] = {}  # writer -> (ts, reads entered so far)
         self._reads = 0
         self._writes = 0
         self._starved: list[tuple[float, str, float, int]] = []
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        kind, actor, ts = event["event"], event["actor"], event["ts"]
+    def on_line(self, line: Line) -> None:
+        kind, actor, ts = line.event, line.actor, line.ts
         if kind == "enter_read":
             self._reads += 1
         elif kind == "want_write":
@@ -174,13 +185,13 @@ class WriterWaitBound(Check):
         else:
             self._writes += 1
             since, reads_then = self._wanted.pop(actor, (ts, self._reads))
-            wait = (ts - since) * self._per_minute
+            wait = self._minutes(ts - since)
             if wait > self._bound:
                 self._starved.append((wait, actor, since, self._reads - reads_then))
 
     def verdict(self) -> Verdict:
         if not self._writes:
-            return Verdict(self.name, "skip", "no write got in")
+            return self.skip("no write got in")
         if not self._starved:
             ok = f"{self._writes} writes, none waited over {self._bound:g} sim min"
             return Verdict(self.name, "pass", ok, self.phenomenon)
@@ -199,31 +210,33 @@ class EveryAccessDone(Check):
 
     name = "every read and write done"
     needs_completion = True
-    events = _ACCESS
+    events = frozenset({"exit_read", "exit_write"})
 
     def __init__(self, expected: dict[str, int]) -> None:
+        super().__init__()
         self._expected = expected
         self._done: Counter[str] = Counter(dict.fromkeys(expected, 0))
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        if event["event"].startswith("exit_"):
-            self._done[event["actor"]] += 1
+    def on_line(self, line: Line) -> None:
+        self._done[line.actor] += 1
 
     def verdict(self) -> Verdict:
         if not self._expected:
-            return Verdict(self.name, "skip", "no actors")
-        short = [f"{a}: {self._done[a]} of {n}" for a, n in sorted(self._expected.items())
-                 if self._done[a] != n]  # fmt: skip
-        return self._result(short[:_SHOW], len(short), f"{sum(self._done.values())} accesses")
+            return self.skip("no actors")
+        for a, n in sorted(self._expected.items()):
+            if self._done[a] != n:
+                self.problems.add(f"{a}: {self._done[a]} of {n}")
+        return self.result(f"{sum(self._done.values())} accesses")
 
 
-class ReadersWritersAnalysis(Analysis):
+class ReadersWritersAnalysis(Analysis[Params]):
     """Waits of readers and writers, and how many read at once, from the domain events."""
 
-    def __init__(self, config: RunConfig) -> None:
-        p: Params = config.params
-        self._p = p
-        self._per_minute = config.clock.speedup / 60.0
+    events = _ACCESS | {"want_read", "want_write"}
+
+    def __init__(self, config: RunConfig[Params], history: History) -> None:
+        super().__init__(config, history)
+        p = self.params
         self._wanted: dict[str, float] = {}
         self._waits: dict[str, list[float]] = {"read": [], "write": []}
         self._reading: set[str] = set()
@@ -231,20 +244,17 @@ class ReadersWritersAnalysis(Analysis):
         expected = {a.name: p.reads if a.role is reader else p.writes for a in _actors(p)}
         self._checks: list[Check] = [
             Exclusion(),
-            WriterWaitBound(p.writer_wait_bound, self._per_minute),
+            WriterWaitBound(p.writer_wait_bound, self.minutes),
             EveryAccessDone(expected),
         ]
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        kind = event["event"]
-        if kind not in _ACCESS and kind not in ("want_read", "want_write"):
-            return
-        actor, ts = event["actor"], event["ts"]
+    def on_line(self, line: Line) -> None:
+        kind, actor, ts = line.event, line.actor, line.ts
         what = kind.partition("_")[2]
         if kind.startswith("want_"):
             self._wanted[actor] = ts
         elif kind.startswith("enter_"):
-            self._waits[what].append((ts - self._wanted.pop(actor, ts)) * self._per_minute)
+            self._waits[what].append(self.minutes(ts - self._wanted.pop(actor, ts)))
             if what == "read":
                 self._reading.add(actor)
                 self._most = max(self._most, len(self._reading))
@@ -252,7 +262,7 @@ class ReadersWritersAnalysis(Analysis):
             self._reading.discard(actor)
 
     def metrics(self) -> dict[str, Any]:
-        bound = self._p.writer_wait_bound
+        bound = self.params.writer_wait_bound
         return {
             "reads": len(self._waits["read"]),
             "writes": len(self._waits["write"]),
@@ -277,17 +287,26 @@ scenario = Scenario(
     primitives=_primitives,
     actors=_actors,
     analysis=ReadersWritersAnalysis,
+    states=States(
+        on={
+            "want_read": "want read",
+            "enter_read": "reading",
+            "exit_read": "thinking",
+            "want_write": "want write",
+            "enter_write": "writing",
+            "exit_write": "thinking",
+        },
+        start={"reader": "thinking", "writer": "thinking"},
+        tones={"want read": "asking", "want write": "asking", "reading": "using",
+               "writing": "using", "thinking": "idle"},  # fmt: skip
+    ),
     metrics=(
         Metric("reads", "reads"),
         Metric("writes", "writes"),
         Metric("readers_max", "readers inside at once, max"),
-        Metric("writer_wait_mean", "writer wait, mean", "sim min"),
-        Metric("writer_wait_p95", "writer wait, p95", "sim min"),
-        Metric("writer_wait_max", "writer wait, max", "sim min"),
+        *Metric.stats("writer_wait", "writer wait", "sim min"),
         Metric("starved_writes", "writes waiting over the bound"),
-        Metric("reader_wait_mean", "reader wait, mean", "sim min"),
-        Metric("reader_wait_p95", "reader wait, p95", "sim min"),
-        Metric("reader_wait_max", "reader wait, max", "sim min"),
+        *Metric.stats("reader_wait", "reader wait", "sim min"),
     ),
     phenomena={
         "writer_starvation": "a writer waits longer than writer_wait_bound while readers, "

@@ -22,17 +22,31 @@ final value, so the result is in the log. Lost updates = expected - final, exact
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from sim import Actor, Analysis, Check, Ctx, Lock, Metric, RunConfig, Scenario
+from sim import (
+    Actor,
+    Analysis,
+    Array,
+    Barrier,
+    Check,
+    Ctx,
+    History,
+    Lock,
+    Metric,
+    Operation,
+    PrimSpec,
+    RunConfig,
+    Scenario,
+    SharedMemory,
+    Value,
+    Verdict,
+    describe,
+)
 from sim import actors as numbered
-from sim.checks import Verdict
-from sim.invariants.counter import ReadModifyWrite
-from sim.primitives import Array, Barrier, PrimSpec, SharedMemory, Value
-from sim.stats import describe
+from sim.kinds.shared import ReadModifyWrite
 
 AUDITOR = "auditor"
 
@@ -63,17 +77,26 @@ def _guards(
     if p.lock == "none":
         return none, none
     if p.store == "shared_memory":
-        mutex = ctx.prim("mutex")
+        mutex = ctx.prim("mutex", Lock)
         return (mutex, none) if p.lock == "explicit" else (none, mutex)
     # A synchronized Value or Array already takes its own lock inside every single access
     # (unlogged, inside multiprocessing); "explicit" takes that same lock around both.
-    return (ctx.prim("counter").get_lock(), none) if p.lock == "explicit" else (none, none)
+    if p.lock != "explicit":
+        return none, none
+    store: type[Value] | type[Array] = Value if p.store == "value" else Array
+    return ctx.prim("counter", store).get_lock(), none
+
+
+def _counter(ctx: Ctx[Params]) -> Any:
+    # A Value, an Array or a SharedMemory block: ``counter.value`` or ``counter[slot]``.
+    store = {"value": Value, "array": Array, "shared_memory": SharedMemory}[ctx.params.store]
+    return ctx.prim("counter", store)
 
 
 def worker(ctx: Ctx[Params]) -> None:
     """Add 1 to every slot of the counter, ``increments`` times, then wait for the others."""
     p = ctx.params
-    counter, barrier = ctx.prim("counter"), ctx.prim("barrier")
+    counter, barrier = _counter(ctx), ctx.prim("barrier", Barrier)
     whole, each = _guards(ctx)
     barrier.wait()  # everyone starts together, so the increments really overlap
     for _ in range(p.increments):
@@ -95,7 +118,7 @@ def worker(ctx: Ctx[Params]) -> None:
 def auditor(ctx: Ctx[Params]) -> None:
     """After every worker has finished, read the final value of each slot (into the log)."""
     p = ctx.params
-    counter, barrier = ctx.prim("counter"), ctx.prim("barrier")
+    counter, barrier = _counter(ctx), ctx.prim("barrier", Barrier)
     barrier.wait()
     barrier.wait()
     final = [counter.value] if p.store == "value" else [counter[s] for s in range(p.slots)]
@@ -103,16 +126,16 @@ def auditor(ctx: Ctx[Params]) -> None:
     ctx.log.info("audit", final=final, expected=expected, lost=[expected - v for v in final])
 
 
-def _primitives(p: Params) -> dict[str, PrimSpec]:
+def _primitives(p: Params) -> dict[str, PrimSpec[Any]]:
     synchronized = p.lock != "none"
-    counter: PrimSpec
+    counter: PrimSpec[Any]
     if p.store == "value":
         counter = Value("i", 0, lock=synchronized)
     elif p.store == "array":
         counter = Array("i", p.slots, lock=synchronized)
     else:
         counter = SharedMemory(p.slots)
-    prims: dict[str, PrimSpec] = {"counter": counter, "barrier": Barrier(p.processes + 1)}
+    prims: dict[str, PrimSpec[Any]] = {"counter": counter, "barrier": Barrier(p.processes + 1)}
     if synchronized and p.store == "shared_memory":
         prims["mutex"] = Lock()  # a raw block has no lock of its own
     return prims
@@ -137,74 +160,62 @@ class NoLostUpdates(Check):
     name = "no lost updates (final value = processes x increments)"
     phenomenon = "lost_updates"
     needs_completion = True
+    prims = frozenset({"counter"})
 
-    def __init__(self, p: Params, rmw: ReadModifyWrite) -> None:
+    def __init__(self, p: Params) -> None:
+        super().__init__()
         self._expected = p.processes * p.increments
         self._slots = p.slots
-        self._rmw = rmw
         #: The auditor's read of each slot (``None`` for a Value), once it has read it.
         self.final: dict[Any, int] = {}
 
-    def feed(self, event: Mapping[str, Any]) -> None:
+    def on_op(self, op: Operation) -> None:
         # The auditor reads only after the last barrier: its reads are the final values.
-        if (
-            event["actor"] == AUDITOR
-            and event.get("event") == "op"
-            and event.get("prim") == "counter"
-            and (event.get("op"), event.get("phase")) == ("read", "ok")
-        ):
-            self.final[event.get("index")] = int(event["value"])
+        done = op.done
+        if op.actor == AUDITOR and op.name == "read" and done is not None and done.phase == "ok":
+            self.final[op.invoke.index] = int(done.value)
 
     def verdict(self) -> Verdict:
         if len(self.final) != self._slots:
-            return Verdict(self.name, "skip", "the auditor did not read every slot")
+            return self.skip("the auditor did not read every slot")
         expected, final = self._expected * self._slots, sum(self.final.values())
         if final == expected:
             return Verdict(self.name, "pass", f"the counter ended at {final}, as expected",
                            self.phenomenon)  # fmt: skip
-        detail = _lost_words(expected, final, self._rmw.collisions)
+        model = self.history.model("counter")
+        assert isinstance(model, ReadModifyWrite)
+        detail = _lost_words(expected, final, model.collisions)
         return Verdict(self.name, "fail", detail, self.phenomenon)
 
 
-class CounterAnalysis(Analysis):
-    """Lost updates (exact, from the auditor's reads), collisions and lock waits from the log."""
+class CounterAnalysis(Analysis[Params]):
+    """Lost updates (exact, from the auditor's reads), collisions and lock waits, from the
+    history of ``counter`` and of the lock."""
 
-    def __init__(self, config: RunConfig) -> None:
-        p: Params = config.params
-        self._p = p
-        self._per_minute = config.clock.speedup / 60.0
-        # One tracker, fed here; the check reads its collisions for its words.
-        self._rmw = ReadModifyWrite("counter")
-        self._check = NoLostUpdates(p, self._rmw)
-        self._lock = "mutex" if p.store == "shared_memory" else "counter.lock"
-        self._asked: dict[str, float] = {}
-        self._waits: list[float] = []
-
-    def feed(self, event: Mapping[str, Any]) -> None:
-        self._rmw.feed(event)
-        if event.get("event") != "op" or event.get("prim") != self._lock:
-            return
-        if event.get("op") == "acquire":
-            if event.get("phase") == "invoke":
-                self._asked[event["actor"]] = event["ts"]
-            elif event["actor"] in self._asked:
-                waited = event["ts"] - self._asked.pop(event["actor"])
-                self._waits.append(waited * self._per_minute)
+    def __init__(self, config: RunConfig[Params], history: History) -> None:
+        super().__init__(config, history)
+        p = self.params
+        self._check = NoLostUpdates(p)
+        lock = "mutex" if p.store == "shared_memory" else "counter.lock"
+        self._waits = history.waits(lock, "acquire")
 
     def metrics(self) -> dict[str, Any]:
+        p = self.params
+        model = self.history.model("counter")
+        assert isinstance(model, ReadModifyWrite)
         final = self._check.final
-        expected = self._p.processes * self._p.increments * self._p.slots
-        total = sum(final.values()) if len(final) == self._p.slots else None
+        expected = p.processes * p.increments * p.slots
+        total = sum(final.values()) if len(final) == p.slots else None
         lost = None if total is None else expected - total
         return {
-            "increments": self._rmw.cycles,
+            "increments": model.cycles,
             "expected": expected,
             "final": total,
             "lost_updates": lost,
             "lost_share": None if lost is None else lost / expected,
-            "collisions": self._rmw.collisions,
-            "stale_writes": self._rmw.stale,
-            **describe(self._waits, "lock_wait"),
+            "collisions": model.collisions,
+            "stale_writes": model.stale,
+            **describe([self.minutes(w) for w in self._waits.all], "lock_wait"),
         }
 
     def checks(self) -> list[Check]:
@@ -227,8 +238,7 @@ scenario = Scenario(
         Metric("lost_share", "updates lost, share", "%"),
         Metric("collisions", "same value read by two before either wrote"),
         Metric("stale_writes", "writes over a value not read"),
-        Metric("lock_wait_mean", "lock wait, mean", "sim min"),
-        Metric("lock_wait_max", "lock wait, max", "sim min"),
+        *Metric.stats("lock_wait", "lock wait", "sim min", show=("mean", "max")),
     ),
     phenomena={
         "lost_updates": "two processes read the counter before either wrote it back, so one "

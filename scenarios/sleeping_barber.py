@@ -14,18 +14,30 @@ occupied waiting chairs counted from the log is exact.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
 
-from sim import Actor, Analysis, Check, Ctx, Duration, Lock, Metric, RunConfig, Scenario, Semaphore
+from sim import (
+    Actor,
+    Analysis,
+    Check,
+    Ctx,
+    Duration,
+    History,
+    Line,
+    Lock,
+    Metric,
+    PrimSpec,
+    RunConfig,
+    Scenario,
+    Semaphore,
+    States,
+    Value,
+    Verdict,
+    describe,
+)
 from sim import actors as numbered
-from sim.checks import Verdict
-from sim.primitives import PrimSpec, Value
-from sim.stats import describe
-
-_SHOW = 3
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -44,35 +56,36 @@ class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
 def customer(ctx: Ctx[Params]) -> None:
     """Arrive; sit down and wait for the barber, or leave if every chair is taken."""
     p = ctx.params
-    seats, waiting = ctx.prim("seats"), ctx.prim("waiting")
+    seats, waiting = ctx.prim("seats", Lock), ctx.prim("waiting", Value)
     ctx.sleep(ctx.rng.uniform(0.0, p.open_for))
     ctx.log.info("arrive")
     with seats:
         sitting = waiting.value
         if sitting >= p.chairs:
-            away = ctx.prim("turned_away")
+            away = ctx.prim("turned_away", Value)
             away.value += 1
             ctx.log.info("turned_away", waiting=sitting)
             return
         waiting.value = sitting + 1
         ctx.log.info("sit_down", waiting=sitting + 1)
-    ctx.prim("customers").release()  # wakes the barber if he sleeps
-    ctx.prim("barber").acquire()  # until the barber calls
+    ctx.prim("customers", Semaphore).release()  # wakes the barber if he sleeps
+    ctx.prim("barber", Semaphore).acquire()  # until the barber calls
     with seats:
         sitting = waiting.value - 1
         waiting.value = sitting  # the waiting chair is free again
         ctx.log.info("to_chair", waiting=sitting)
-    ctx.prim("cut_done").acquire()
+    ctx.prim("cut_done", Semaphore).acquire()
     ctx.log.info("leave")
-    ctx.prim("chair_free").release()
+    ctx.prim("chair_free", Semaphore).release()
 
 
 def barber(ctx: Ctx[Params]) -> None:
     """Sleep until a customer waits, call, cut, see the customer out; until all have come."""
     p = ctx.params
-    seats, waiting, away = ctx.prim("seats"), ctx.prim("waiting"), ctx.prim("turned_away")
-    customers, chair = ctx.prim("customers"), ctx.prim("barber")
-    cut_done, chair_free = ctx.prim("cut_done"), ctx.prim("chair_free")
+    seats = ctx.prim("seats", Lock)
+    waiting, away = ctx.prim("waiting", Value), ctx.prim("turned_away", Value)
+    customers, chair = ctx.prim("customers", Semaphore), ctx.prim("barber", Semaphore)
+    cut_done, chair_free = ctx.prim("cut_done", Semaphore), ctx.prim("chair_free", Semaphore)
     served = 0
     while True:
         with seats:
@@ -93,7 +106,7 @@ def barber(ctx: Ctx[Params]) -> None:
     ctx.log.info("close", served=served, turned_away=gone)
 
 
-def _primitives(p: Params) -> dict[str, PrimSpec]:
+def _primitives(p: Params) -> dict[str, PrimSpec[Any]]:
     return {
         "seats": Lock(),  # guards the two counters
         "waiting": Value("i", 0, lock=False),
@@ -113,20 +126,23 @@ class EveryCustomerAccounted(Check):
     events = frozenset({"leave", "turned_away"})
 
     def __init__(self, names: list[str]) -> None:
+        super().__init__()
         self._names = names
         self._outcomes: dict[str, list[str]] = {n: [] for n in names}
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        self._outcomes.setdefault(event["actor"], []).append(event["event"])
+    def on_line(self, line: Line) -> None:
+        self._outcomes.setdefault(line.actor, []).append(line.event)
 
     def verdict(self) -> Verdict:
         if not self._names:
-            return Verdict(self.name, "skip", "no customers")
-        wrong = [f"{c}: {' + '.join(o) or 'neither'}" for c, o in sorted(self._outcomes.items())
-                 if len(o) != 1]  # fmt: skip
+            return self.skip("no customers")
+        for c, o in sorted(self._outcomes.items()):
+            if len(o) != 1:
+                self.problems.add(f"{c}: {' + '.join(o) or 'neither'}")
         served = sum(o == ["leave"] for o in self._outcomes.values())
-        ok = f"{served} served + {len(self._names) - served} turned away = {len(self._names)}"
-        return self._result(wrong[:_SHOW], len(wrong), ok)
+        return self.result(
+            f"{served} served + {len(self._names) - served} turned away = {len(self._names)}"
+        )
 
 
 class WaitingRoom(Check):
@@ -135,40 +151,34 @@ class WaitingRoom(Check):
     events = frozenset({"sit_down", "to_chair", "turned_away"})
 
     def __init__(self, chairs: int) -> None:
+        super().__init__()
         self.name = f"at most {chairs} waiting, turned away only when full"
         self._chairs = chairs
         self._sitting = 0
         self._most = 0
         self._seen = 0
-        self._problems: list[str] = []
-        self._count = 0
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        kind, ts, actor = event["event"], event["ts"], event["actor"]
+    def on_line(self, line: Line) -> None:
+        kind, ts, actor = line.event, line.ts, line.actor
         self._seen += 1
-        problem = ""
         if kind == "sit_down":
             self._sitting += 1
             self._most = max(self._most, self._sitting)
             if self._sitting > self._chairs:
-                problem = f"{actor} sat down at {ts:.4f} s as customer {self._sitting} waiting"
+                self.problems.add(f"{actor} sat down at {ts:.4f} s as customer {self._sitting} "
+                                  "waiting")  # fmt: skip
         elif kind == "to_chair":
             self._sitting -= 1
         elif self._sitting < self._chairs:
-            problem = (
+            self.problems.add(
                 f"{actor} was turned away at {ts:.4f} s with only {self._sitting} of "
                 f"{self._chairs} chairs taken"
             )
-        if problem:
-            self._count += 1
-            if len(self._problems) < _SHOW:
-                self._problems.append(problem)
 
     def verdict(self) -> Verdict:
         if not self._seen:
-            return Verdict(self.name, "skip", "no customer came in")
-        ok = f"at most {self._most} of {self._chairs} chairs taken"
-        return self._result(self._problems, self._count, ok)
+            return self.skip("no customer came in")
+        return self.result(f"at most {self._most} of {self._chairs} chairs taken")
 
 
 class OneInTheChair(Check):
@@ -179,36 +189,36 @@ class OneInTheChair(Check):
     events = frozenset({"to_chair", "leave"})
 
     def __init__(self) -> None:
+        super().__init__()
         self._in_chair: dict[str, float] = {}
         self._calls = 0
-        self._problems: list[str] = []
-        self._count = 0
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        actor, ts = event["actor"], event["ts"]
-        if event["event"] == "leave":
+    def on_line(self, line: Line) -> None:
+        actor, ts = line.actor, line.ts
+        if line.event == "leave":
             self._in_chair.pop(actor, None)
             return
         self._calls += 1
         if self._in_chair:
-            self._count += 1
-            if len(self._problems) < _SHOW:
-                others = ", ".join(self._in_chair)
-                self._problems.append(f"{actor} took the chair at {ts:.4f} s from {others}")
+            others = ", ".join(self._in_chair)
+            self.problems.add(f"{actor} took the chair at {ts:.4f} s from {others}")
         self._in_chair[actor] = ts
 
     def verdict(self) -> Verdict:
         if not self._calls:
-            return Verdict(self.name, "skip", "nobody was called to the chair")
-        return self._result(self._problems, self._count, f"{self._calls} haircuts, one by one")
+            return self.skip("nobody was called to the chair")
+        return self.result(f"{self._calls} haircuts, one by one")
 
 
-class BarberAnalysis(Analysis):
+class BarberAnalysis(Analysis[Params]):
     """Served, turned away, waits and the barber's working time, from the domain events."""
 
-    def __init__(self, config: RunConfig) -> None:
-        p: Params = config.params
-        self._per_minute = config.clock.speedup / 60.0
+    events = frozenset({"arrive", "sit_down", "to_chair", "turned_away", "leave", "asleep",
+                        "cut_start", "cut_end"})  # fmt: skip
+
+    def __init__(self, config: RunConfig[Params], history: History) -> None:
+        super().__init__(config, history)
+        p = self.params
         self._arrived: dict[str, float] = {}
         self._waits: list[float] = []
         self._turned_away = 0
@@ -225,8 +235,8 @@ class BarberAnalysis(Analysis):
             OneInTheChair(),
         ]
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        kind, actor, ts = event["event"], event["actor"], event["ts"]
+    def on_line(self, line: Line) -> None:
+        kind, actor, ts = line.event, line.actor, line.ts
         if kind == "arrive":
             self._arrived[actor] = ts
         elif kind == "sit_down":
@@ -234,7 +244,7 @@ class BarberAnalysis(Analysis):
             self._most = max(self._most, self._sitting)
         elif kind == "to_chair":
             self._sitting -= 1
-            self._waits.append((ts - self._arrived.pop(actor, ts)) * self._per_minute)
+            self._waits.append(self.minutes(ts - self._arrived.pop(actor, ts)))
         elif kind == "turned_away":
             self._turned_away += 1
         elif kind == "leave":
@@ -246,8 +256,6 @@ class BarberAnalysis(Analysis):
         elif kind == "cut_end" and self._cut_from is not None:
             self._busy += ts - self._cut_from
             self._cut_from = None
-        else:
-            return
         # The shop is open from the first arrival to the last customer's exit.
         self._first = ts if self._first is None else self._first
         self._last = ts
@@ -261,7 +269,7 @@ class BarberAnalysis(Analysis):
             "waiting_max": self._most,
             "naps": self._naps,
             "utilisation": self._busy / span if span > 0 else None,
-            "sim_minutes": span * self._per_minute,
+            "sim_minutes": self.minutes(span),
         }
 
     def checks(self) -> list[Check]:
@@ -283,12 +291,19 @@ scenario = Scenario(
     primitives=_primitives,
     actors=_actors,
     analysis=BarberAnalysis,
+    states=States(
+        on={"arrive": "arriving", "sit_down": "sitting", "to_chair": "in the chair",
+            "leave": "gone", "turned_away": "gone", "asleep": "asleep",
+            "cut_start": "cutting", "cut_end": "idle"},
+        start={"customer": "outside", "barber": "idle"},
+        tones={"arriving": "asking", "sitting": "asking", "in the chair": "using",
+               "cutting": "using", "asleep": "idle", "gone": "idle", "outside": "idle",
+               "idle": "idle"},
+    ),  # fmt: skip
     metrics=(
         Metric("served", "customers served"),
         Metric("turned_away", "customers turned away"),
-        Metric("wait_mean", "wait for the barber, mean", "sim min"),
-        Metric("wait_p95", "wait for the barber, p95", "sim min"),
-        Metric("wait_max", "wait for the barber, max", "sim min"),
+        *Metric.stats("wait", "wait for the barber", "sim min"),
         Metric("waiting_max", "waiting at once, max", "customers"),
         Metric("naps", "times the barber fell asleep"),
         Metric("utilisation", "barber busy cutting", "%"),

@@ -13,14 +13,27 @@ a false start.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from sim import Actor, Analysis, Check, Ctx, Duration, Event, Metric, RunConfig, Scenario
+from sim import (
+    Actor,
+    Analysis,
+    Check,
+    Ctx,
+    Duration,
+    Event,
+    History,
+    Line,
+    Metric,
+    Operation,
+    RunConfig,
+    Scenario,
+    States,
+    Verdict,
+)
 from sim import actors as numbered
-from sim.checks import Verdict
 
 GUN = "gun"
 STARTER = "starter"
@@ -42,13 +55,13 @@ def starter(ctx: Ctx[Params]) -> None:
     """Wait ``delay`` minutes, then fire: set the Event."""
     ctx.sleep(ctx.params.delay)
     ctx.log.info("fire")
-    ctx.prim(GUN).set()
+    ctx.prim(GUN, Event).set()
 
 
 def runner(ctx: Ctx[Params]) -> None:
     """Walk to the line, wait for the signal, run."""
     p = ctx.params
-    gun = ctx.prim(GUN)
+    gun = ctx.prim(GUN, Event)
     walk, race = ctx.draw(p.arrive), ctx.draw(p.race)
     ctx.sleep(walk)
     ctx.log.info("ready")
@@ -77,19 +90,20 @@ class NoFalseStart(Check):
     prims = frozenset({GUN})
 
     def __init__(self, runners: int) -> None:
+        super().__init__()
         self._runners = runners
         self._fired: float | None = None
         self._starts = 0
         self._early: list[tuple[str, float]] = []
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        if event["event"] == "op":
-            if event.get("op") == "set" and event.get("phase") == "invoke" and self._fired is None:
-                self._fired = event["ts"]
-            return
+    def on_invoke(self, op: Operation) -> None:
+        if op.name == "set" and self._fired is None:
+            self._fired = op.start
+
+    def on_line(self, line: Line) -> None:
         self._starts += 1
         if self._fired is None:
-            self._early.append((event["actor"], event["ts"]))
+            self._early.append((line.actor, line.ts))
 
     def verdict(self) -> Verdict:
         if not self._starts:
@@ -117,11 +131,12 @@ class EveryoneFinished(Check):
     events = frozenset({"finish"})
 
     def __init__(self, runners: int) -> None:
+        super().__init__()
         self._runners = runners
         self._finished: set[str] = set()
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        self._finished.add(event["actor"])
+    def on_line(self, line: Line) -> None:
+        self._finished.add(line.actor)
 
     def verdict(self) -> Verdict:
         missing = self._runners - len(self._finished)
@@ -130,47 +145,46 @@ class EveryoneFinished(Check):
         return Verdict(self.name, "pass", f"{self._runners} runners finished")
 
 
-class StartSignalAnalysis(Analysis):
-    """Wake-up latency after the signal, in wall milliseconds, from the op events on ``gun``."""
+class StartSignalAnalysis(Analysis[Params]):
+    """Wake-up latency after the signal, in wall milliseconds, from the ops on ``gun``."""
 
-    def __init__(self, config: RunConfig) -> None:
-        p: Params = config.params
-        self._p = p
+    prims = frozenset({GUN})
+    events = frozenset({"start"})
+
+    def __init__(self, config: RunConfig[Params], history: History) -> None:
+        super().__init__(config, history)
+        p = self.params
         self._fired: float | None = None  # set invoke
-        self._waiting_since: dict[str, float] = {}  # runner -> invoke of its current wait
         self._latencies: list[float] = []
-        self._wakes: list[float] = []
         self._late = 0
         self._timeouts = 0
         self._false_starts = 0
         self._checks: list[Check] = [NoFalseStart(p.runners), EveryoneFinished(p.runners)]
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        kind = event["event"]
-        if kind == "start" and self._fired is None:
+    def on_line(self, line: Line) -> None:
+        if self._fired is None:
             self._false_starts += 1
-        if kind != "op" or event.get("prim") != GUN:
+
+    def on_invoke(self, op: Operation) -> None:
+        if op.name == "set" and self._fired is None:
+            self._fired = op.start
+
+    def on_op(self, op: Operation) -> None:
+        done = op.done
+        if op.name != "wait" or done is None:
             return
-        op, phase, actor, ts = event.get("op"), event.get("phase"), event["actor"], event["ts"]
-        if op == "set" and phase == "invoke" and self._fired is None:
-            self._fired = ts
-        elif op == "wait" and phase == "invoke":
-            self._waiting_since[actor] = ts
-        elif op == "wait" and phase == "timeout":
+        if done.phase == "timeout":
             self._timeouts += 1
-            self._waiting_since.pop(actor, None)
-        elif op == "wait" and phase == "ok":
-            since = self._waiting_since.pop(actor, ts)
-            if self._fired is None or since > self._fired:
+        elif done.phase == "ok":
+            if self._fired is None or op.start > self._fired:
                 self._late += 1  # arrived after the shot: the flag was already set
             else:
-                self._latencies.append((ts - self._fired) * 1000)
-                self._wakes.append(ts)
+                self._latencies.append((done.ts - self._fired) * 1000)
 
     def metrics(self) -> dict[str, Any]:
         lat = self._latencies
         return {
-            "runners": self._p.runners,
+            "runners": self.params.runners,
             "woken": len(lat),
             "late": self._late,
             "wait_timeouts": self._timeouts,
@@ -192,6 +206,12 @@ scenario = Scenario(
     primitives=lambda p: {GUN: Event()},
     actors=_actors,
     analysis=StartSignalAnalysis,
+    states=States(
+        on={"ready": "ready", "start": "racing", "finish": "finished", "fire": "fired"},
+        start={"runner": "walking"},
+        tones={"ready": "asking", "racing": "using", "fired": "using", "finished": "idle",
+               "walking": "idle"},  # fmt: skip
+    ),
     metrics=(
         Metric("runners", "runners"),
         Metric("woken", "waiting when the signal came"),

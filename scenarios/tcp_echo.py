@@ -15,20 +15,31 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict, deque
-from collections.abc import Mapping
 from itertools import pairwise
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import msgspec
 
-from sim import Actor, Analysis, Check, Ctx, Duration, Event, Metric, RunConfig, Scenario
+from sim import (
+    Actor,
+    Analysis,
+    Check,
+    Ctx,
+    Duration,
+    Event,
+    History,
+    Metric,
+    Operation,
+    PrimSpec,
+    RunConfig,
+    Scenario,
+    TcpStream,
+    Value,
+    Verdict,
+    describe,
+)
 from sim import actors as numbered
-from sim.checks import Verdict
-from sim.primitives import PrimSpec, Value
-from sim.stats import describe
-
-if TYPE_CHECKING:
-    from sim.runtime._sockets import LoggedStream
+from sim.kinds.tcp import Stream, TcpModel
 
 _SOCKET = "echo"  # the name both ends' socket operations carry as ``prim`` in the log
 
@@ -52,8 +63,8 @@ def server(ctx: Ctx[Params]) -> None:
     """Listen, publish the port, accept every client, echo each one's lines in a thread."""
     p = ctx.params
     listener = ctx.tcp_listen(_SOCKET, p.port)
-    ctx.prim("port").value = listener.port
-    ctx.prim("ready").set()
+    ctx.prim("port", Value).value = listener.port
+    ctx.prim("ready", Event).set()
     handlers: list[_Handler] = []
     # The server knows how many clients the run has: it accepts exactly that many connections
     # and stops when all of them are closed, so the run ends without a shutdown message.
@@ -75,7 +86,7 @@ def server(ctx: Ctx[Params]) -> None:
 class _Handler(threading.Thread):
     """One client's connection on the server: echo each line until the client closes."""
 
-    def __init__(self, ctx: Ctx[Params], conn: LoggedStream) -> None:
+    def __init__(self, ctx: Ctx[Params], conn: TcpStream) -> None:
         # A daemon thread: if the engine stops the server, its threads must not keep it alive.
         super().__init__(name=f"echo {conn.peer}", daemon=True)
         self._ctx = ctx
@@ -97,8 +108,8 @@ class _Handler(threading.Thread):
 def client(ctx: Ctx[Params]) -> None:
     """Wait for the server, connect, send every line and read its echo back."""
     p = ctx.params
-    ctx.prim("ready").wait()
-    port = ctx.prim("port").value
+    ctx.prim("ready", Event).wait()
+    port = ctx.prim("port", Value).value
     with ctx.tcp_connect(_SOCKET, port) as conn:
         sent = 0
         while sent < p.lines:
@@ -118,7 +129,7 @@ def _line(actor: str, i: int) -> str:
     return f"{actor} says hello #{i}"
 
 
-def _primitives(p: Params) -> dict[str, PrimSpec]:
+def _primitives(p: Params) -> dict[str, PrimSpec[Any]]:
     # The port needs no lock of its own: it is written once, before "ready" is set, and read
     # only after "ready" has been seen, so the Event orders the write before every read.
     return {"port": Value("i", 0, lock=False), "ready": Event()}
@@ -128,37 +139,13 @@ def _actors(p: Params) -> list[Actor]:
     return [Actor("server", server), *numbered("client", p.clients, client)]
 
 
-class _Conversations:
-    """Who said what on which connection, read from the ``op`` events on the socket."""
+def _talk(history: History) -> TcpModel | None:
+    model = history.model(_SOCKET)
+    return model if isinstance(model, TcpModel) else None
 
-    def __init__(self) -> None:
-        # Client actor -> its local address (from connect ok), the server's peer name for it.
-        self.local: dict[str, str] = {}
-        self.accepted: set[str] = set()
-        # Keyed by client actor (client side) or by peer address (server side).
-        self.client_sent: dict[str, list[str]] = defaultdict(list)
-        self.client_got: dict[str, list[str]] = defaultdict(list)
-        self.server_got: dict[str, list[str]] = defaultdict(list)
-        self.server_sent: dict[str, list[str]] = defaultdict(list)
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        if event.get("event") != "op" or event.get("kind") != "tcp" or event.get("phase") != "ok":
-            return
-        actor, op = event["actor"], event.get("op")
-        if actor == "server":
-            peer = event.get("peer", "?")
-            if op == "accept":
-                self.accepted.add(peer)
-            elif op == "recv":
-                self.server_got[peer].append(event["item"])
-            elif op == "send":
-                self.server_sent[peer].append(event["item"])
-        elif op == "connect":
-            self.local[actor] = event["local"]
-        elif op == "send":
-            self.client_sent[actor].append(event["item"])
-        elif op == "recv":
-            self.client_got[actor].append(event["item"])
+def _client_stream(model: TcpModel, client: str) -> Stream | None:
+    return next((st for (actor, _), st in model.streams.items() if actor == client), None)
 
 
 def _first_difference(a: list[str], b: list[str]) -> str:
@@ -178,39 +165,37 @@ class EchoedInOrder(Check):
 
     name = "every line echoed identically, in order"
     needs_completion = True
-    prims = frozenset({_SOCKET})
+    events = frozenset()
 
     def __init__(self, clients: list[str], lines: int) -> None:
+        super().__init__()
         self._clients = clients
         self._lines = lines
-        self._talk = _Conversations()
-
-    def feed(self, event: Mapping[str, Any]) -> None:
-        self._talk.feed(event)
 
     def verdict(self) -> Verdict:
-        t = self._talk
-        if not any(t.client_sent.values()):
-            return Verdict(self.name, "skip", "no line was sent")
-        wrong = []
+        t = _talk(self.history)
+        mine = {c: _client_stream(t, c) for c in self._clients} if t is not None else {}
+        if t is None or not any(st is not None and st.sent for st in mine.values()):
+            return self.skip("no line was sent")
         for c in self._clients:
+            client = mine[c] or Stream(c, "?")
             peer = t.local.get(c, "?")
+            server = t.streams.get(("server", peer)) or Stream("server", peer)
             hops = [
-                ("sent", t.client_sent[c]),
-                ("server read", t.server_got[peer]),
-                ("server wrote", t.server_sent[peer]),
-                ("read back", t.client_got[c]),
+                ("sent", client.sent),
+                ("server read", server.got),
+                ("server wrote", server.sent),
+                ("read back", client.got),
             ]
-            if len(hops[0][1]) != self._lines:
-                wrong.append(f"{c}: sent {len(hops[0][1])} of {self._lines} lines")
+            if len(client.sent) != self._lines:
+                self.problems.add(f"{c}: sent {len(client.sent)} of {self._lines} lines")
                 continue
             for (_, before), (where, after) in pairwise(hops):
                 if before != after:
-                    wrong.append(f"{c}: {where}: {_first_difference(before, after)}")
+                    self.problems.add(f"{c}: {where}: {_first_difference(before, after)}")
                     break
-        total = sum(len(v) for v in t.client_got.values())
-        return self._result(wrong[:3], len(wrong), f"{total} lines echoed on "
-                            f"{len(self._clients)} connections")  # fmt: skip
+        total = sum(len(st.got) for st in mine.values() if st is not None)
+        return self.result(f"{total} lines echoed on {len(self._clients)} connections")
 
 
 class EveryConnectionAccepted(Check):
@@ -218,71 +203,68 @@ class EveryConnectionAccepted(Check):
 
     name = "every client's connection accepted"
     needs_completion = True
-    prims = frozenset({_SOCKET})
+    events = frozenset()
 
     def __init__(self, clients: list[str]) -> None:
+        super().__init__()
         self._clients = clients
-        self._talk = _Conversations()
-
-    def feed(self, event: Mapping[str, Any]) -> None:
-        self._talk.feed(event)
 
     def verdict(self) -> Verdict:
-        t = self._talk
-        if not t.local and not t.accepted:
-            return Verdict(self.name, "skip", "nobody connected")
-        missing = [
-            f"{c}: " + (f"{t.local[c]} never accepted" if c in t.local else "never connected")
-            for c in self._clients
-            if t.local.get(c) not in t.accepted
-        ]
-        return self._result(missing[:3], len(missing), f"{len(t.accepted)} connections accepted")
+        t = _talk(self.history)
+        accepted = set(t.accepted.get("server", [])) if t is not None else set()
+        if t is None or (not t.local and not accepted):
+            return self.skip("nobody connected")
+        for c in self._clients:
+            if t.local.get(c) not in accepted:
+                self.problems.add(f"{c}: " + (f"{t.local[c]} never accepted" if c in t.local
+                                              else "never connected"))  # fmt: skip
+        return self.result(f"{len(accepted)} connections accepted")
 
 
-class EchoAnalysis(Analysis):
-    """Round-trip times and connection counts, from the ``op`` events on the sockets."""
+class EchoAnalysis(Analysis[Params]):
+    """Round-trip times and connection counts, from the history of the sockets."""
 
-    def __init__(self, config: RunConfig) -> None:
-        p: Params = config.params
-        clients = [a.name for a in _actors(p) if a.name != "server"]
+    prims = frozenset({_SOCKET})
+
+    def __init__(self, config: RunConfig[Params], history: History) -> None:
+        super().__init__(config, history)
+        clients = [a.name for a in _actors(self.params) if a.name != "server"]
         self._accepted = 0
         # Per client, the send invokes still waiting for their echo (FIFO: TCP keeps order).
-        self._in_flight: dict[str, deque[tuple[str, float]]] = defaultdict(deque)
+        self._in_flight: dict[str, deque[float]] = defaultdict(deque)
         self._rtts: list[float] = []
         self._open = 0
         self._open_max = 0
         self._bytes = 0
         self._setup: list[float] = []
-        self._connecting: dict[str, float] = {}
         self._checks: list[Check] = [
             EveryConnectionAccepted(clients),
-            EchoedInOrder(clients, p.lines),
+            EchoedInOrder(clients, self.params.lines),
         ]
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        if event.get("event") != "op" or event.get("kind") != "tcp":
+    def on_invoke(self, op: Operation) -> None:
+        if op.actor != "server" and op.name == "send":
+            self._in_flight[op.actor].append(op.start)
+
+    def on_op(self, op: Operation) -> None:
+        done = op.done
+        if done is None or done.phase != "ok":
             return
-        actor, op, phase, ts = event["actor"], event.get("op"), event.get("phase"), event["ts"]
-        if actor == "server":
-            if op == "accept" and phase == "ok":
+        name, ts = op.name, done.ts
+        if op.actor == "server":
+            if name == "accept":
                 self._accepted += 1
                 self._open += 1
                 self._open_max = max(self._open_max, self._open)
-            elif op == "close" and phase == "ok" and "peer" in event:
+            elif name == "close" and op.invoke.peer is not None:
                 self._open -= 1  # a connection; the listener's close has no peer
             return
-        if op == "connect":
-            if phase == "invoke":
-                self._connecting[actor] = ts
-            elif phase == "ok":
-                self._setup.append((ts - self._connecting.pop(actor, ts)) * 1000)
-        elif op == "send" and phase == "invoke":
-            self._in_flight[actor].append((event["item"], ts))
-        elif op == "recv" and phase == "ok":
-            self._bytes += event.get("bytes", 0)
-            if self._in_flight[actor]:
-                _, sent = self._in_flight[actor].popleft()
-                self._rtts.append((ts - sent) * 1000)
+        if name == "connect":
+            self._setup.append((ts - op.start) * 1000)
+        elif name == "recv":
+            self._bytes += done.get("bytes", 0)
+            if self._in_flight[op.actor]:
+                self._rtts.append((ts - self._in_flight[op.actor].popleft()) * 1000)
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -310,10 +292,7 @@ scenario = Scenario(
         Metric("open_max", "connections open at once, max"),
         Metric("echoed", "lines echoed"),
         Metric("bytes_echoed", "bytes echoed", "B"),
-        Metric("connect_mean", "connect, mean", "wall ms"),
-        Metric("rtt_mean", "round trip, mean", "wall ms"),
-        Metric("rtt_p50", "round trip, p50", "wall ms"),
-        Metric("rtt_p95", "round trip, p95", "wall ms"),
-        Metric("rtt_max", "round trip, max", "wall ms"),
+        *Metric.stats("connect", "connect", "wall ms", show=("mean",)),
+        *Metric.stats("rtt", "round trip", "wall ms", show=("mean", "p50", "p95", "max")),
     ),
 )

@@ -21,11 +21,25 @@ from typing import Annotated, Any
 
 import msgspec
 
-from sim import Actor, Analysis, Check, Ctx, Duration, Event, Metric, RunConfig, Scenario
+from sim import (
+    Actor,
+    Analysis,
+    Check,
+    Ctx,
+    Duration,
+    Event,
+    History,
+    Line,
+    Metric,
+    PrimSpec,
+    RunConfig,
+    Scenario,
+    Value,
+    Verdict,
+    describe,
+)
 from sim import actors as numbered
-from sim.checks import Verdict
-from sim.primitives import PrimSpec, Value
-from sim.stats import describe
+from sim.kinds.udp import UdpModel
 
 _SOCKET = "datagrams"  # the name every UDP socket of the run carries as ``prim`` in the log
 
@@ -54,9 +68,9 @@ def receiver(ctx: Ctx[Params]) -> None:
     """Bind, publish the port, and receive until every datagram came or the rest are lost."""
     p = ctx.params
     inbox = ctx.udp(_SOCKET)
-    ctx.prim("port").value = inbox.port
-    ctx.prim("ready").set()
-    done = ctx.prim("done")
+    ctx.prim("port", Value).value = inbox.port
+    ctx.prim("ready", Event).set()
+    done = ctx.prim("done", Value)
     expected = p.senders * p.datagrams
     received = 0
     finished = False
@@ -77,8 +91,8 @@ def receiver(ctx: Ctx[Params]) -> None:
 def sender(ctx: Ctx[Params]) -> None:
     """Send ``datagrams`` numbered datagrams, dropping or delaying some of them on purpose."""
     p = ctx.params
-    ctx.prim("ready").wait()
-    port = ctx.prim("port").value
+    ctx.prim("ready", Event).wait()
+    port = ctx.prim("port", Value).value
     out = ctx.udp(_SOCKET)
     # The receiver sees only this port; the log needs it to tell who sent what.
     ctx.log.info("bound", port=out.port)
@@ -103,7 +117,7 @@ def sender(ctx: Ctx[Params]) -> None:
     if held is not None:
         out.sendto(held, port)
     out.close()
-    done = ctx.prim("done")
+    done = ctx.prim("done", Value)
     with done.get_lock():
         done.value += 1
 
@@ -123,7 +137,7 @@ def _parse(text: str) -> tuple[str, int] | None:
         return None
 
 
-def _primitives(p: Params) -> dict[str, PrimSpec]:
+def _primitives(p: Params) -> dict[str, PrimSpec[Any]]:
     # "port" is written once before "ready" is set and read after it: the Event orders it, no
     # lock needed. "done" is incremented by every sender, so it needs its lock.
     return {"port": Value("i", 0, lock=False), "ready": Event(), "done": Value("i", 0)}
@@ -137,68 +151,41 @@ def _actors(p: Params) -> list[Actor]:
     return [Actor("receiver", receiver), *_senders(p)]
 
 
-class _Deliveries:
-    """What was sent and what arrived, read from the UDP ``op`` events and ``bound``."""
+def _deliveries(history: History) -> UdpModel | None:
+    model = history.model(_SOCKET)
+    return model if isinstance(model, UdpModel) else None
 
-    def __init__(self) -> None:
-        self.port_of: dict[int, str] = {}  # sender's socket port -> sender actor
-        self.sent: Counter[str] = Counter()  # datagram text -> times sent
-        self.sent_at: dict[str, float] = {}  # datagram text -> ts of its sendto invoke
-        # In arrival order: (ts, text, port it came from).
-        self.arrived: list[tuple[float, str, int]] = []
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        kind = event["event"]
-        if kind == "bound":
-            self.port_of[event["port"]] = event["actor"]
-            return
-        if kind != "op" or event.get("prim") != _SOCKET:
-            return
-        op, phase = event.get("op"), event.get("phase")
-        if op == "sendto" and phase == "invoke":
-            self.sent_at[event["item"]] = event["ts"]
-        elif op == "sendto" and phase == "ok":
-            self.sent[event["item"]] += 1
-        elif op == "recvfrom" and phase == "ok":
-            self.arrived.append((event["ts"], event["item"], event["sender"]))
-
-    def numbers(self) -> dict[str, list[int]]:
-        """Per sender, the numbers of the datagrams that arrived, in arrival order."""
-        found: dict[str, list[int]] = defaultdict(list)
-        for _, text, _ in self.arrived:
-            parsed = _parse(text)
-            if parsed is not None:
-                found[parsed[0]].append(parsed[1])
-        return found
+def _numbers(model: UdpModel | None) -> dict[str, list[int]]:
+    """Per sender, the numbers of the datagrams that arrived, in arrival order."""
+    found: dict[str, list[int]] = defaultdict(list)
+    for arrival in model.arrived if model is not None else ():
+        parsed = _parse(arrival.text)
+        if parsed is not None:
+            found[parsed[0]].append(parsed[1])
+    return found
 
 
 class BoundariesKept(Check):
     """Every ``recvfrom`` returned exactly one datagram that was sent, whole, from its sender."""
 
     name = "each datagram arrives whole, from its sender"
-    events = frozenset({"bound"})
-    prims = frozenset({_SOCKET})
-
-    def __init__(self) -> None:
-        self._d = _Deliveries()
-
-    def feed(self, event: Mapping[str, Any]) -> None:
-        self._d.feed(event)
+    events = frozenset()
 
     def verdict(self) -> Verdict:
-        d = self._d
-        if not d.arrived:
-            return Verdict(self.name, "skip", "no datagram arrived")
-        wrong = []
-        for _, text, port in d.arrived:
+        d = _deliveries(self.history)
+        if d is None or not d.arrived:
+            return self.skip("no datagram arrived")
+        for arrival in d.arrived:
+            text, port = arrival.text, arrival.port
             parsed = _parse(text)
             if text not in d.sent or parsed is None:
-                wrong.append(f"{text[:40]!r} is not a datagram that was sent")
+                self.problems.add(f"{text[:40]!r} is not a datagram that was sent")
             elif d.port_of.get(port) != parsed[0]:
-                wrong.append(f"{text[:20]!r} came from port {port}, not from {parsed[0]}")
-        sizes = sorted({len(text.encode()) for _, text, _ in d.arrived})
-        ok = f"{len(d.arrived)} datagrams of {sizes[0]}..{sizes[-1]} bytes, each whole"
-        return self._result(wrong[:3], len(wrong), ok)
+                self.problems.add(f"{text[:20]!r} came from port {port}, not from {parsed[0]}")
+        sizes = sorted({len(a.text.encode()) for a in d.arrived})
+        return self.result(f"{len(d.arrived)} datagrams of {sizes[0]}..{sizes[-1]} bytes, each "
+                           "whole")  # fmt: skip
 
 
 class NoLoss(Check):
@@ -207,21 +194,17 @@ class NoLoss(Check):
     name = "no datagram lost"
     phenomenon = "datagram_loss"
     needs_completion = True
-    events = frozenset({"bound"})
-    prims = frozenset({_SOCKET})
+    events = frozenset()
 
     def __init__(self, senders: list[str], datagrams: int) -> None:
+        super().__init__()
         self._senders = senders
         self._datagrams = datagrams
-        self._d = _Deliveries()
-
-    def feed(self, event: Mapping[str, Any]) -> None:
-        self._d.feed(event)
 
     def verdict(self) -> Verdict:
         if not self._senders:
-            return Verdict(self.name, "skip", "no senders")
-        got = self._d.numbers()
+            return self.skip("no senders")
+        got = _numbers(_deliveries(self.history))
         total = len(self._senders) * self._datagrams
         missing = {s: sorted(set(range(self._datagrams)) - set(got[s])) for s in self._senders}
         lost = sum(len(m) for m in missing.values())
@@ -240,20 +223,14 @@ class InOrder(Check):
 
     name = "datagrams arrive in the order sent"
     phenomenon = "datagram_reordering"
-    events = frozenset({"bound"})
-    prims = frozenset({_SOCKET})
-
-    def __init__(self) -> None:
-        self._d = _Deliveries()
-
-    def feed(self, event: Mapping[str, Any]) -> None:
-        self._d.feed(event)
+    events = frozenset()
 
     def verdict(self) -> Verdict:
-        late = out_of_order(self._d.numbers())
-        arrived = len(self._d.arrived)
+        d = _deliveries(self.history)
+        late = out_of_order(_numbers(d))
+        arrived = len(d.arrived) if d is not None else 0
         if not arrived:
-            return Verdict(self.name, "skip", "no datagram arrived")
+            return self.skip("no datagram arrived")
         if not late:
             return Verdict(self.name, "pass", f"{arrived} datagrams, each sender's in order",
                            self.phenomenon)  # fmt: skip
@@ -277,42 +254,44 @@ def out_of_order(numbers: Mapping[str, list[int]]) -> list[tuple[str, int, int]]
     return late
 
 
-class DatagramAnalysis(Analysis):
-    """Sent, dropped, lost, late and one-way delay, from the log alone."""
+class DatagramAnalysis(Analysis[Params]):
+    """Sent, dropped, lost, late and one-way delay, from the history of the sockets."""
 
-    def __init__(self, config: RunConfig) -> None:
-        p: Params = config.params
-        self._p = p
-        self._d = _Deliveries()
+    events = frozenset({"drop", "hold_back"})
+
+    def __init__(self, config: RunConfig[Params], history: History) -> None:
+        super().__init__(config, history)
+        p = self.params
         self._dropped = 0
         self._held = 0
         senders = [a.name for a in _senders(p)]
         self._checks: list[Check] = [BoundariesKept(), NoLoss(senders, p.datagrams), InOrder()]
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        self._d.feed(event)
-        if event["event"] == "drop":
+    def on_line(self, line: Line) -> None:
+        if line.event == "drop":
             self._dropped += 1
-        elif event["event"] == "hold_back":
+        else:
             self._held += 1
 
     def metrics(self) -> dict[str, Any]:
-        d = self._d
-        total = self._p.senders * self._p.datagrams
-        arrived = Counter(text for _, text, _ in d.arrived)
-        lost = total - sum(len(set(n)) for n in d.numbers().values())
+        d = _deliveries(self.history)
+        total = self.params.senders * self.params.datagrams
+        arrived = d.arrived if d is not None else []
+        counts = Counter(a.text for a in arrived)
+        numbers = _numbers(d)
+        lost = total - sum(len(set(n)) for n in numbers.values())
         # One-way delay: sendto invoke to recvfrom ok. Both ends stamp their lines with the
         # same monotonic clock, so the difference is meaningful across processes.
-        delays = [(ts - d.sent_at[text]) * 1000 for ts, text, _ in d.arrived if text in d.sent_at]
+        delays = [(a.ts - a.sent.start) * 1000 for a in arrived if a.sent is not None]
         return {
-            "sent": sum(d.sent.values()),
+            "sent": sum(d.sent.values()) if d is not None else 0,
             "dropped": self._dropped,
             "held_back": self._held,
-            "received": len(d.arrived),
+            "received": len(arrived),
             "lost": lost,
             "loss_rate": lost / total if total else None,
-            "out_of_order": len(out_of_order(d.numbers())),
-            "duplicated": sum(c - 1 for c in arrived.values()),
+            "out_of_order": len(out_of_order(numbers)),
+            "duplicated": sum(c - 1 for c in counts.values()),
             **describe(delays, "delay"),
         }
 
@@ -336,9 +315,7 @@ scenario = Scenario(
         Metric("loss_rate", "loss rate", "%"),
         Metric("out_of_order", "arrived out of order"),
         Metric("duplicated", "arrived twice"),
-        Metric("delay_mean", "one-way delay, mean", "wall ms"),
-        Metric("delay_p95", "one-way delay, p95", "wall ms"),
-        Metric("delay_max", "one-way delay, max", "wall ms"),
+        *Metric.stats("delay", "one-way delay", "wall ms"),
     ),
     phenomena={
         "datagram_loss": "datagrams never arrive: UDP does not acknowledge or resend",

@@ -2,17 +2,29 @@
 
 A TOML file describes a scenario; ``python -m sim run`` runs it as real OS processes that share
 multiprocessing primitives and stream structured events to a socket coordinator, which writes one
-log per run. This module is the public API for scenario authors and scripts.
+log per run. This module is the public API for scenario authors and scripts: everything a
+scenario module needs is importable from here, and nothing else in sim is meant to be.
 """
 
 from __future__ import annotations
 
 from .analysis import Analysis, Report
-from .checks import Check, Verdict
+from .checks import Check, Problems, Verdict
 from .config import RunConfig, load_config
 from .durations import Duration
 from .errors import ActorCrashed, ConfigError, ProtocolError, ReplayError, ScenarioError, SimError
-from .primitives import (
+from .history import (
+    History,
+    Hold,
+    Level,
+    Line,
+    Operation,
+    State,
+    Subscriber,
+    Transfer,
+    Waits,
+)
+from .kinds import (
     Array,
     Barrier,
     BoundedSemaphore,
@@ -28,10 +40,20 @@ from .primitives import (
     SharedMemory,
     Value,
 )
+from .kinds.barrier import LoggedBarrier
+from .kinds.condition import LoggedCondition
+from .kinds.event import LoggedEvent
+from .kinds.pipe import LoggedConnection, LoggedPipe
+from .kinds.queue import LoggedQueue
+from .kinds.semaphore import LoggedSemaphore
+from .kinds.shared import LoggedArray, LoggedSharedMemory, LoggedValue
+from .kinds.tcp import TcpListener, TcpStream
+from .kinds.udp import UdpSocket
 from .runtime.ctx import Ctx
-from .scenario import Actor, Metric, Scenario, actors
+from .scenario import Actor, Metric, Scenario, States, actors
+from .stats import TimeWeighted, describe, percentile
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Actor",
@@ -46,11 +68,27 @@ __all__ = [
     "Ctx",
     "Duration",
     "Event",
+    "History",
+    "Hold",
     "JoinableQueue",
+    "Level",
+    "Line",
     "Lock",
+    "LoggedArray",
+    "LoggedBarrier",
+    "LoggedCondition",
+    "LoggedConnection",
+    "LoggedEvent",
+    "LoggedPipe",
+    "LoggedQueue",
+    "LoggedSemaphore",
+    "LoggedSharedMemory",
+    "LoggedValue",
     "Metric",
+    "Operation",
     "Pipe",
     "PrimSpec",
+    "Problems",
     "ProtocolError",
     "Queue",
     "RLock",
@@ -62,9 +100,20 @@ __all__ = [
     "Semaphore",
     "SharedMemory",
     "SimError",
+    "State",
+    "States",
+    "Subscriber",
+    "TcpListener",
+    "TcpStream",
+    "TimeWeighted",
+    "Transfer",
+    "UdpSocket",
     "Value",
     "Verdict",
+    "Waits",
     "__version__",
     "actors",
+    "describe",
     "load_config",
+    "percentile",
 ]

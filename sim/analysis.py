@@ -1,4 +1,4 @@
-"""Turn a finished run's log into metrics and invariant verdicts.
+"""Turn a finished run's log into metrics and invariant verdicts, in one pass of its history.
 
 The engine calls this at the end of a run, and replay calls it again on the same file: both read
 the log, never the engine's memory, so what a run reports can always be recomputed.
@@ -6,29 +6,55 @@ the log, never the engine's memory, so what a run reports can always be recomput
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .checks import Check, Router, Verdict, generic_checks, settle
-from .events import Finding, ordered, read_events
+from .checks import Check, Verdict, generic_checks, settle
+from .errors import ScenarioError
+from .history import History, Subscriber
+from .history.lines import Finding, Line, ordered, read_lines
+
+if TYPE_CHECKING:
+    from .config import RunConfig
+    from .scenario import Scenario
 
 __all__ = ["Analysis", "Report", "analyse"]
 
+P = TypeVar("P")
 
-class Analysis:
-    """A scenario's own reading of a run. Subclass it; the engine feeds events in time order."""
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        """See one event."""
+class Analysis(Subscriber, Generic[P]):
+    """A scenario's own reading of a run: subclass it, subscribe to what you need (``prims``,
+    ``events`` and the hooks of :class:`~sim.history.Subscriber`), return your metrics.
+
+    Resource statistics come from the history itself (``history.waits("spaces", "acquire")``,
+    ``history.level("spaces", "held")``), so an analysis keeps only what is its scenario's own.
+    By default an analysis sees nothing; declare ``events`` and ``prims``.
+    """
+
+    prims: frozenset[str] | None = frozenset()
+    events: frozenset[str] | None = frozenset()
+
+    def __init__(self, config: RunConfig[P], history: History) -> None:
+        self.config = config
+        self.params: P = config.params
+        self.history = history
+        # Simulated minutes per second of ``ts`` (the wall-mode scale, also in virtual runs).
+        self._per_second = config.clock.speedup / 60.0
+
+    def minutes(self, seconds: float) -> float:
+        """Simulated minutes that ``seconds`` of the log's ``ts`` stand for."""
+        return seconds * self._per_second
 
     def metrics(self) -> dict[str, Any]:
         """The scenario's summary metrics, by the keys its ``Scenario.metrics`` declares."""
         return {}
 
     def checks(self) -> list[Check]:
-        """The scenario's own invariant checks; they are fed every event too."""
+        """The scenario's own invariant checks; they subscribe to the history too."""
         return []
 
 
@@ -40,6 +66,7 @@ class Report:
     verdicts: list[Verdict]
     findings: list[Finding] = field(default_factory=list)
     events: int = 0
+    history: History | None = None
 
     @property
     def ok(self) -> bool:
@@ -52,42 +79,7 @@ class Report:
         return self.metrics.get("stopped", False) is True
 
 
-def analyse(
-    events_path: Path,
-    analysis: Analysis,
-    primitives: Mapping[str, Mapping[str, Any]],
-    actors: Iterable[str],
-    *,
-    expected: Iterable[str] = (),
-    findings: list[Finding] | None = None,
-) -> Report:
-    """Read ``events_path`` and run the generic and the scenario's checks over it.
-
-    ``expected`` names the phenomena the config declares (their checks failing is the demo
-    working). Whether the engine stopped the run early is read from the log itself (its
-    ``stopping`` event), so that the run and its replay reach the same verdicts.
-    """
-    findings = [] if findings is None else findings
-    stopped = _Stopped()
-    checks = [*generic_checks(primitives, actors), *analysis.checks(), stopped]
-    router = Router(checks)
-    router.add(analysis.feed)
-    count = router.run(ordered(read_events(events_path, findings), findings=findings))
-    if count == 0:
-        findings.append(Finding(0, "the log has no events: there is nothing to check"))
-    metrics = analysis.metrics()
-    metrics["events"] = count
-    metrics["stopped"] = stopped.seen
-    declared = frozenset(expected)
-    verdicts = [
-        settle(c, c.verdict(), expected=declared, stopped=stopped.seen)
-        for c in checks
-        if c is not stopped
-    ]
-    return Report(metrics, verdicts, findings, count)
-
-
-class _Stopped(Check):
+class _Stopped(Subscriber):
     """Notes the engine's ``stopping`` event: the actors were stopped before their end."""
 
     events = frozenset({"stopping"})
@@ -95,6 +87,73 @@ class _Stopped(Check):
     def __init__(self) -> None:
         self.seen = False
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        if event["actor"] == "engine":
+    def on_line(self, line: Line) -> None:
+        if line.actor == "engine":
             self.seen = True
+
+
+def analyse(
+    source: Path | Iterable[Iterable[Line]],
+    *,
+    primitives: Mapping[str, Mapping[str, Any]],
+    actors: Iterable[str],
+    config: RunConfig[Any] | None = None,
+    scenario: Scenario[Any] | None = None,
+    expected: Iterable[str] = (),
+    findings: list[Finding] | None = None,
+    subscribers: Sequence[Subscriber] = (),
+    track_states: bool = False,
+) -> Report:
+    """Read ``source`` (an events file, or chunks of lines in time order) into a history and
+    run the generic checks, the scenario's analysis and checks, and ``subscribers`` over it.
+
+    ``expected`` names the phenomena the config declares (their checks failing is the demo
+    working). Whether the engine stopped the run early is read from the log itself (its
+    ``stopping`` event), so that the run and its replay reach the same verdicts.
+    """
+    findings = [] if findings is None else findings
+    actors = list(actors)
+    history = History(
+        primitives,
+        actors=actors,
+        states=scenario.states if scenario is not None else None,
+        track_states=track_states,
+    )
+    checks = generic_checks(history, actors)
+    analysis = None
+    if scenario is not None and config is not None:
+        analysis = scenario.analysis(config, history)
+        checks.extend(analysis.checks())
+    stopped = _Stopped()
+    for sub in [*checks, *([analysis] if analysis is not None else []), stopped, *subscribers]:
+        history.subscribe(sub)
+    chunks = ordered(read_lines(source, findings)) if isinstance(source, Path) else source
+    for chunk in chunks:
+        history.feed(chunk)
+    history.finish()
+    if history.lines == 0:
+        findings.append(Finding(0, "the log has no events: there is nothing to check"))
+    for line in history.malformed[:3]:
+        findings.append(Finding(line.number, "an op line whose prim, kind, op or phase is not "
+                                "a name: not written by sim"))  # fmt: skip
+    metrics = analysis.metrics() if analysis is not None else {}
+    if scenario is not None:
+        _declared(scenario, metrics)
+    metrics["events"] = history.lines
+    metrics["stopped"] = stopped.seen
+    declared = frozenset(expected)
+    verdicts = [settle(c, c.verdict(), expected=declared, stopped=stopped.seen) for c in checks]
+    return Report(metrics, verdicts, findings, history.lines, history)
+
+
+def _declared(scenario: Scenario[Any], metrics: Mapping[str, Any]) -> None:
+    """A metric computed but not declared would never be shown: that is a scenario's bug."""
+    keys = [m.key for m in scenario.metrics]
+    for key in metrics:
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ScenarioError(
+                f"{scenario.name}: the analysis computes metric {key!r}, which Scenario.metrics "
+                f"does not declare{hint}"
+            )

@@ -1,30 +1,34 @@
-"""Invariant checks over a run's event history, fed in time order.
+"""Invariant checks: small consumers of a run's history, each giving a :class:`Verdict`.
 
-Each check sees every event once and gives a :class:`Verdict`. A check that finds nothing to
-look at says ``skip``, never ``pass``: a check that cannot fail must not claim success.
+A check subscribes to the facts it needs (operations, holds, transfers of some primitives;
+lines of some events) and says at the end what it found, in words a student can read. A check
+that finds nothing to look at says ``skip``, never ``pass``: a check that cannot fail must not
+claim success. The per-kind checks live with their kinds (sim.kinds); here are the base class,
+the one problem collector every check shares, and the checks every run gets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from . import invariants
+from .history import History, Subscriber
+from .history.lines import Line
 
 __all__ = [
     "ActorsEnded",
     "Check",
     "NoDeadlock",
-    "Router",
-    "SemaphoreBound",
+    "Problems",
     "SeqContiguous",
     "Verdict",
     "generic_checks",
     "settle",
 ]
 
-_SHOW = 3  # violations spelled out per check; the rest are counted
+#: Problems spelled out per check; the rest are counted.
+SHOW = 3
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,39 @@ class Verdict:
         return self.status == "fail"
 
 
-class Check:
-    """Base class: override ``feed`` and ``verdict``.
+class Problems:
+    """What a check found wrong: the first few in words, all of them counted."""
+
+    __slots__ = ("count", "shown")
+
+    def __init__(self) -> None:
+        self.shown: list[str] = []
+        self.count = 0
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def add(self, text: str | Callable[[], str]) -> None:
+        """One more problem; ``text`` may be a function, called only if it will be shown."""
+        self.count += 1
+        if len(self.shown) < SHOW:
+            self.shown.append(text if isinstance(text, str) else text())
+
+    def extend(self, texts: Iterable[str]) -> None:
+        for text in texts:
+            self.add(text)
+
+    def detail(self) -> str:
+        more = f" (and {self.count - len(self.shown)} more)" if self.count > len(self.shown) else ""
+        return "; ".join(self.shown) + more
+
+
+class Check(Subscriber):
+    """Base class: subscribe to facts (see :class:`~sim.history.Subscriber`), then give a
+    :meth:`verdict`.
 
     ``phenomenon`` names what a failure of this check shows, so that a demo config can declare
     it as expected (``expect = ["lost_updates"]``). ``needs_completion`` marks checks that only
@@ -53,116 +88,43 @@ class Check:
     name = "check"
     phenomenon: str | None = None
     needs_completion = False
-    # What the check needs to see: op events on these primitives, events of these names.
-    # None for both means every event (correct, but slower on a long log).
-    prims: frozenset[str] | None = None
-    events: frozenset[str] | None = None
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        raise NotImplementedError
+    def __init__(self) -> None:
+        self.problems = Problems()
 
     def verdict(self) -> Verdict:
         raise NotImplementedError
 
-    def _result(self, problems: list[str], count: int, ok: str) -> Verdict:
+    def result(self, ok: str, problems: Problems | None = None) -> Verdict:
+        """``pass`` with ``ok`` if no problem was found, else ``fail`` naming the problems."""
+        problems = self.problems if problems is None else problems
         if not problems:
             return Verdict(self.name, "pass", ok, self.phenomenon)
-        more = f" (and {count - len(problems)} more)" if count > len(problems) else ""
-        return Verdict(self.name, "fail", "; ".join(problems) + more, self.phenomenon)
+        return Verdict(self.name, "fail", problems.detail(), self.phenomenon)
+
+    def skip(self, why: str) -> Verdict:
+        """Nothing to look at: ``skip``, never ``pass`` (a check that cannot fail must not
+        claim success)."""
+        return Verdict(self.name, "skip", why)
 
 
 class SeqContiguous(Check):
     """Every actor's ``seq`` runs 0, 1, 2, ... with no gap: no line was lost on the way."""
 
     name = "seq contiguous"
+    events = frozenset()
 
-    def __init__(self) -> None:
-        self._next: dict[str, int] = {}
-        self._problems: list[str] = []
-        self._count = 0
-        self._lines = 0
-
-    def feed(self, event: Mapping[str, Any]) -> None:
-        actor, seq = event["actor"], event["seq"]
-        expected = self._next.get(actor, 0)
-        self._lines += 1
-        if seq == expected:  # the common case, kept short: this runs for every line
-            self._next[actor] = seq + 1
-            return
-        self._count += 1
-        if len(self._problems) < _SHOW:
-            self._problems.append(
-                f"{actor}: seq {seq} at ts {event['ts']:.6f} where {expected} was due "
-                f"({seq - expected:+d})"
+    def verdict(self) -> Verdict:
+        h = self.history
+        if not h.lines:
+            return self.skip("no events")
+        for line, due in h.gaps:
+            self.problems.add(
+                f"{line.actor}: seq {line.seq} at ts {line.ts:.6f} where {due} was due "
+                f"({line.seq - due:+d})"
             )
-        self._next[actor] = max(expected, seq + 1)
-
-    def verdict(self) -> Verdict:
-        if not self._lines:
-            return Verdict(self.name, "skip", "no events")
-        ok = f"{len(self._next)} actors, {self._lines} lines, no gaps"
-        return self._result(self._problems, self._count, ok)
-
-
-class SemaphoreBound(Check):
-    """Holders of a semaphore, counted over [acquire ok, release invoke], never exceed its value.
-
-    Counting holders alone cannot see a release without an acquire (a car that leaves twice):
-    the count drops and the semaphore silently admits one more than its value. So for a
-    semaphore that starts above 0, a completed release must never outnumber the acquires begun.
-    """
-
-    def __init__(self, prim: str, value: int) -> None:
-        self.prim = prim
-        self.value = value
-        # A semaphore that starts at 0 is a signal: nobody gets through before a release.
-        self.name = (f"{prim}: at most {value} holders" if value else
-                     f"{prim}: no acquire without an earlier release")  # fmt: skip
-        self.prims = frozenset({prim})
-        self._held = 0
-        self._max = 0
-        self._ops = 0
-        self._problems: list[str] = []
-        self._count = 0
-        self._begun = 0
-        self._released = 0
-
-    def feed(self, event: Mapping[str, Any]) -> None:
-        if event.get("event") != "op" or event.get("prim") != self.prim:
-            return
-        op, phase = event.get("op"), event.get("phase")
-        if op == "acquire" and phase == "invoke":
-            self._begun += 1
-        elif op == "release" and phase == "ok" and self.value:
-            self._released += 1
-            if self._released > self._begun:
-                self._count += 1
-                if len(self._problems) < _SHOW:
-                    self._problems.append(
-                        f"{event['actor']} released at ts {event['ts']:.6f} (seq {event['seq']}) "
-                        f"more than was ever acquired: the semaphore now admits more than "
-                        f"{self.value}"
-                    )
-                self._released = self._begun  # report each extra release once
-        if op == "acquire" and phase == "ok":
-            self._ops += 1
-            self._held += 1
-            self._max = max(self._max, self._held)
-            if self._held > self.value:
-                self._count += 1
-                if len(self._problems) < _SHOW:
-                    self._problems.append(
-                        f"{self._held} holders at ts {event['ts']:.6f} when {event['actor']} "
-                        f"acquired (seq {event['seq']})"
-                    )
-        elif op == "release" and phase == "invoke":
-            self._held -= 1
-
-    def verdict(self) -> Verdict:
-        if not self._ops:
-            return Verdict(self.name, "skip", "no acquire completed")
-        ok = f"{self._ops} acquires, at most {self._max} held at once"
-        return self._result(self._problems, self._count, ok)
+        self.problems.count = h.gap_count
+        return self.result(f"{len(h.next_seq)} actors, {h.lines} lines, no gaps")
 
 
 class ActorsEnded(Check):
@@ -176,29 +138,29 @@ class ActorsEnded(Check):
     events = frozenset({"actor_end", "exit", "stopping"})
 
     def __init__(self, actors: Iterable[str]) -> None:
+        super().__init__()
         self._actors = set(actors)
-        self._ends: dict[str, Mapping[str, Any]] = {}
+        self._ends: dict[str, Line] = {}
         self._exits: dict[str, int | None] = {}
         self._stopped = False
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        kind = event["event"]
+    def on_line(self, line: Line) -> None:
+        kind = line.event
         if kind == "actor_end":
-            self._ends[event["actor"]] = event
-        elif event["actor"] == "engine":
+            self._ends[line.actor] = line
+        elif line.actor == "engine":
             if kind == "exit":
-                self._exits[event.get("target", "")] = event.get("code")
+                self._exits[str(line.get("target", ""))] = line.get("code")
             else:
                 self._stopped = True
 
     def verdict(self) -> Verdict:
         if not self._actors:
-            return Verdict(self.name, "skip", "no actors")
-        problems: list[str] = []
+            return self.skip("no actors")
         stopped = 0
         for actor in sorted(self._actors):
             end = self._ends.get(actor)
-            status = end.get("status", "?") if end else "no end record"
+            status = str(end.get("status", "?")) if end else "no end record"
             code = self._exits.get(actor)
             if status == "ok" and code == 0:
                 continue
@@ -208,13 +170,13 @@ class ActorsEnded(Check):
                 stopped += 1
                 continue
             what = status
-            if end and end.get("error"):
+            if end is not None and end.get("error"):
                 what += f" ({end['error']} at {end.get('where', '?')})"
-            problems.append(f"{actor}: {what}, exit code {code}")
+            self.problems.add(f"{actor}: {what}, exit code {code}")
         ok = f"{len(self._actors)} actors"
         if stopped:
             ok += f", {stopped} of them stopped by the engine"
-        return self._result(problems[:_SHOW], len(problems), ok)
+        return self.result(ok)
 
 
 class NoDeadlock(Check):
@@ -225,35 +187,35 @@ class NoDeadlock(Check):
     events = frozenset({"deadlock", "run_start"})
 
     def __init__(self) -> None:
-        self._found: Mapping[str, Any] | None = None
-        self._events = 0
+        super().__init__()
+        self._found: Line | None = None
+        self._started = False
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        self._events += 1
-        if event["event"] == "deadlock" and event["actor"] == "engine":
-            self._found = event
+    def on_line(self, line: Line) -> None:
+        if line.actor != "engine":
+            return
+        if line.event == "deadlock":
+            self._found = line
+        else:
+            self._started = True
 
     def verdict(self) -> Verdict:
         if self._found is None:
-            if not self._events:
-                return Verdict(self.name, "skip", "no run_start event from the engine")
+            if not self._started:
+                return self.skip("no run_start event from the engine")
             return Verdict(self.name, "pass", "never stalled", self.phenomenon)
-        detail = f"at {self._found['ts']:.3f} s: {self._found.get('explanation', '')}"
+        detail = f"at {self._found.ts:.3f} s: {self._found.get('explanation', '')}"
         return Verdict(self.name, "fail", detail, self.phenomenon)
 
 
-def generic_checks(
-    primitives: Mapping[str, Mapping[str, Any]], actors: Iterable[str]
-) -> list[Check]:
-    """The checks every run gets, whatever its scenario."""
+def generic_checks(history: History, actors: Iterable[str]) -> list[Check]:
+    """The checks every run gets, whatever its scenario: the line contract, the actors' ends,
+    deadlocks, and each primitive's kind's own checks."""
     checks: list[Check] = [SeqContiguous(), ActorsEnded(actors), NoDeadlock()]
-    for name, info in primitives.items():
-        kind = info.get("kind")
-        if kind in ("semaphore", "bounded_semaphore"):
-            checks.append(SemaphoreBound(name, int(info["value"])))
-        elif kind == "lock":
-            checks.append(SemaphoreBound(name, 1))
-        checks.extend(invariants.checks_for(name, info))
+    for name, info in history.primitives.items():
+        kind = history.kind(str(info.get("kind", "")))
+        if kind is not None:
+            checks.extend(kind.checks(name, info))
     return checks
 
 
@@ -271,39 +233,3 @@ def settle(check: Check, verdict: Verdict, *, expected: frozenset[str], stopped:
         f"expected {verdict.phenomenon}, but it did not appear ({verdict.detail})",
         verdict.phenomenon,
     )
-
-
-class Router:
-    """Feeds each event only to the checks that declared an interest in it."""
-
-    def __init__(self, checks: Iterable[Check]) -> None:
-        self._every: list[Any] = []
-        self._by_prim: dict[Any, list[Any]] = {}
-        self._by_event: dict[str, list[Any]] = {}
-        for check in checks:
-            if check.prims is None and check.events is None:
-                self._every.append(check.feed)
-                continue
-            for prim in check.prims or ():
-                self._by_prim.setdefault(prim, []).append(check.feed)
-            for name in check.events or ():
-                self._by_event.setdefault(name, []).append(check.feed)
-
-    def add(self, feed: Any) -> None:
-        """Also feed every event to ``feed`` (a scenario's analysis)."""
-        self._every.append(feed)
-
-    def run(self, events: Iterable[Mapping[str, Any]]) -> int:
-        """Feed ``events`` (in time order) to whoever wants them; returns how many there were."""
-        every, by_prim, by_event = self._every, self._by_prim, self._by_event
-        count = 0
-        for event in events:
-            count += 1
-            for feed in every:
-                feed(event)
-            name = event["event"]
-            targets = by_prim.get(event.get("prim")) if name == "op" else by_event.get(name)
-            if targets:
-                for feed in targets:
-                    feed(event)
-        return count

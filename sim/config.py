@@ -14,7 +14,7 @@ import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 StartMethod = Literal["fork", "forkserver", "spawn"]
+P = TypeVar("P")
 
 
 class ClockConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -72,14 +73,15 @@ class _Top(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """A fully validated run: which scenario, its typed parameters, clock and engine settings."""
+class RunConfig(Generic[P]):
+    """A fully validated run: which scenario, its typed parameters (``params``, of the
+    scenario's ``Params`` type), clock and engine settings."""
 
     source: Path
     scenario: str
     title: str
     seed: int | None
-    params: Any
+    params: P
     clock: ClockConfig
     engine: EngineConfig
     # Phenomena this config is meant to demonstrate (a deadlock, lost updates).
@@ -242,7 +244,7 @@ def _lookup(data: Any, path: str) -> Any:
 
 def load_config(
     name: str | Path, overrides: Sequence[str] = (), seed: int | None = None
-) -> RunConfig:
+) -> RunConfig[Any]:
     """Read, override and validate a config. Raises ConfigError naming the file and key."""
     path = resolve_config_path(name)
     source = path.name if Path(name).parent == Path(".") else str(name)
@@ -266,7 +268,7 @@ def config_from_data(
     path: Path,
     overrides: Sequence[str] = (),
     seed: int | None = None,
-) -> RunConfig:
+) -> RunConfig[Any]:
     """Validate already-parsed config data (a TOML file's, or a run's resolved config)."""
     overridden: set[str] = set()
     for item in overrides:

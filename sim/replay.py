@@ -16,10 +16,10 @@ from typing import Any
 import msgspec
 
 from . import scenario as _scenario
-from .analysis import Analysis, Report, analyse
+from .analysis import Report, analyse
 from .config import RunConfig, config_from_data
 from .errors import ConfigError, ReplayError, ScenarioError
-from .events import Finding
+from .history.lines import Finding
 from .manifest import SCHEMA_VERSION
 
 __all__ = ["LoadedRun", "load_run", "replay"]
@@ -35,7 +35,7 @@ class LoadedRun:
     events_path: Path
     run_dir: Path | None
     manifest: dict[str, Any] | None
-    config: RunConfig | None
+    config: RunConfig[Any] | None
     primitives: dict[str, dict[str, Any]]
     actors: list[str]
     findings: list[Finding] = field(default_factory=list)
@@ -141,7 +141,6 @@ def _pick(manifest: dict[str, Any] | None, header: dict[str, Any] | None, key: s
 def replay(loaded: LoadedRun) -> tuple[Report, _scenario.Scenario[Any] | None]:
     """Recompute the run's metrics and verdicts from its log."""
     spec = None
-    analysis = Analysis()
     expected: tuple[str, ...] = ()
     if loaded.config is not None:
         try:
@@ -149,13 +148,13 @@ def replay(loaded: LoadedRun) -> tuple[Report, _scenario.Scenario[Any] | None]:
         except ScenarioError as exc:
             loaded.findings.append(Finding(0, f"{exc}: only the generic checks apply", "warning"))
         else:
-            analysis = spec.analysis(loaded.config)
             expected = loaded.config.expect
     report = analyse(
         loaded.events_path,
-        analysis,
-        loaded.primitives,
-        loaded.actors,
+        primitives=loaded.primitives,
+        actors=loaded.actors,
+        config=loaded.config,
+        scenario=spec,
         expected=expected,
         findings=loaded.findings,
     )

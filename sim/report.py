@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .checks import Verdict
-from .events import Finding
+from .history.lines import Finding
 from .scenario import Metric
 
 __all__ = ["format_value", "print_findings", "print_summary"]
@@ -57,7 +57,7 @@ def print_summary(
     table.add_column(style="bold")
     table.add_column(justify="right")
     for metric in declared:
-        if metric.key in metrics:
+        if metric.show and metric.key in metrics:
             table.add_row(metric.label, format_value(metrics[metric.key], metric.unit))
     table.add_row("events logged", format_value(metrics.get("events", 0)))
     table.add_row("wall time", f"{wall_s:.2f} s")

@@ -38,7 +38,7 @@ def new_run_id(scenario: str) -> str:
     return f"{scenario}-{stamp}-{secrets.token_hex(2)}"
 
 
-def run(config: RunConfig, out: Path, *, console: Console | None = None) -> RunOutcome:
+def run(config: RunConfig[Any], out: Path, *, console: Console | None = None) -> RunOutcome:
     """Run ``config`` into a new directory under ``out``; print progress and a summary to
     ``console`` (nothing when None)."""
     spec = _scenario.load(config.scenario)
@@ -71,9 +71,10 @@ def run(config: RunConfig, out: Path, *, console: Console | None = None) -> RunO
     execution = execute(planned, run_dir, display, seed=seed, on_started=started)
     report = analyse(
         execution.events_path,
-        spec.analysis(config),
-        prims,
-        execution.actors,
+        primitives=prims,
+        actors=execution.actors,
+        config=config,
+        scenario=spec,
         expected=config.expect,
     )
     # The verdicts decide, so that replay reaches the same one from the log alone; only a stop

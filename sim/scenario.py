@@ -20,10 +20,12 @@ from .errors import ScenarioError
 if TYPE_CHECKING:
     from .analysis import Analysis
     from .config import RunConfig
-    from .primitives import PrimSpec
+    from .history import History
+    from .history.lines import Line
+    from .kinds import PrimSpec
     from .runtime.ctx import Ctx
 
-__all__ = ["Actor", "Metric", "Scenario", "actors", "available", "load"]
+__all__ = ["Actor", "Metric", "Scenario", "States", "actors", "available", "load"]
 
 P = TypeVar("P", bound=msgspec.Struct)
 
@@ -47,11 +49,61 @@ def actors(prefix: str, count: int, role: Callable[[Ctx[Any]], None]) -> list[Ac
 
 @dataclass(frozen=True)
 class Metric:
-    """A summary metric's key in run.json, its label in the table and its unit."""
+    """A summary metric's key in run.json, its label in the table and its unit.
+
+    Every metric an analysis computes must be declared (a key that is not is an error, never
+    silently dropped); ``show=False`` keeps one out of the summary table (it is still in
+    run.json and in a sweep's results).
+    """
 
     key: str
     label: str
     unit: str = ""
+    show: bool = True
+
+    @staticmethod
+    def stats(
+        prefix: str, label: str, unit: str = "", show: Sequence[str] = ("mean", "p95", "max")
+    ) -> tuple[Metric, ...]:
+        """The four metrics :func:`sim.describe` computes for ``prefix`` (mean, p50, p95,
+        max), labelled ``"{label}, mean"`` ...; those not in ``show`` stay out of the table."""
+        return tuple(
+            Metric(f"{prefix}_{stat}", f"{label}, {stat}", unit, stat in show)
+            for stat in ("mean", "p50", "p95", "max")
+        )
+
+
+#: How a display colours a state: what the actor waited for and has now (``using``), about to
+#: ask for it (``asking``), doing something else (``idle``).
+Tone = str
+
+
+@dataclass(frozen=True)
+class States:
+    """What a scenario's domain events mean for the timeline: the state each event puts its
+    actor in (``on``), the state each role starts in (``start``), and how each state is shown
+    (``tones``: ``using``, ``asking`` or ``idle``).
+
+    ``when``, if given, is asked first for every line and may return a state name (a state
+    that depends on a field of the event, not only on its name), or None to fall back to
+    ``on``.
+    """
+
+    on: Mapping[str, str] = field(default_factory=dict)
+    start: Mapping[str, str] = field(default_factory=dict)
+    tones: Mapping[str, Tone] = field(default_factory=dict)
+    when: Callable[[Line], str | None] | None = None
+
+    def __call__(self, line: Line) -> tuple[str, Tone] | None:
+        state: str | None = None
+        if self.when is not None:
+            state = self.when(line)
+        if state is None:
+            if line.event == "actor_start":
+                state = self.start.get(str(line.get("role", "")))
+            else:
+                state = self.on.get(line.event)
+        return None if state is None else (state, self.tones.get(state, "idle"))
 
 
 @dataclass(frozen=True)
@@ -61,10 +113,12 @@ class Scenario(Generic[P]):
     name: str
     description: str
     params: type[P]
-    primitives: Callable[[P], Mapping[str, PrimSpec]]
+    primitives: Callable[[P], Mapping[str, PrimSpec[Any]]]
     actors: Callable[[P], Sequence[Actor]]
-    analysis: Callable[[RunConfig], Analysis]
+    analysis: Callable[[RunConfig[P], History], Analysis[P]]
     metrics: Sequence[Metric] = field(default_factory=tuple)
+    # What the scenario's domain events mean on the timeline (the player, the plot).
+    states: States | None = None
     # Phenomena a config of this scenario may declare in ``expect``, with what each means.
     # "deadlock" is always available: the engine detects it for every scenario.
     phenomena: Mapping[str, str] = field(default_factory=dict)

@@ -7,15 +7,20 @@ import random
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
+from structlog.typing import FilteringBoundLogger
+
+from sim import kinds
 from sim.durations import Duration
 from sim.errors import ScenarioError
+from sim.kinds.tcp import TcpListener, TcpStream, tcp_connect, tcp_listen
+from sim.kinds.udp import UdpSocket, udp
 
-from . import _sockets
 from .clock import Clock
 
 __all__ = ["Ctx"]
 
 P = TypeVar("P")
+W = TypeVar("W")
 
 
 class Ctx(Generic[P]):
@@ -30,10 +35,10 @@ class Ctx(Generic[P]):
         name: str,
         index: int,
         params: P,
-        prims: Mapping[str, Any],
+        prims: Mapping[str, tuple[str, Any]],
         clock: Clock,
         rng: random.Random,
-        log: Any,
+        log: FilteringBoundLogger,
     ) -> None:
         self.name = name
         #: Position of this actor in the scenario's actor list (0-based).
@@ -43,17 +48,24 @@ class Ctx(Generic[P]):
         #: This actor's own RNG, derived from the run seed and the actor's name.
         self.rng = rng
         #: A structlog logger: ``ctx.log.info("park", visit=2)`` writes one event line.
-        self.log = log
+        self.log: FilteringBoundLogger = log
         self._prims = prims
 
-    def prim(self, name: str) -> Any:
-        """The shared primitive called ``name`` in the scenario, wrapped so it logs every op."""
+    def prim(self, name: str, kind: type[kinds.PrimSpec[W]]) -> W:
+        """The shared primitive called ``name``, of the kind the spec class ``kind`` declares
+        (``ctx.prim("spaces", Semaphore)``), wrapped so that it logs every operation."""
         try:
-            return self._prims[name]
+            actual, wrapped = self._prims[name]
         except KeyError:
             close = difflib.get_close_matches(name, list(self._prims), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ScenarioError(f"{self.name}: no primitive named {name!r}{hint}") from None
+        spec = kinds.get(actual).spec
+        if spec is None or not issubclass(spec, kind):
+            raise ScenarioError(
+                f"{self.name}: primitive {name!r} is a {actual}, not a {kind.__name__}"
+            )
+        return wrapped  # type: ignore[no-any-return]
 
     def sleep(self, minutes: float) -> None:
         """Let ``minutes`` simulated minutes pass."""
@@ -69,16 +81,16 @@ class Ctx(Generic[P]):
 
     def tcp_listen(
         self, name: str, port: int = 0, *, host: str = "127.0.0.1", backlog: int = 64
-    ) -> _sockets.LoggedListener:
+    ) -> TcpListener:
         """A listening TCP socket called ``name`` in the log (port 0: the OS picks one)."""
-        return _sockets.tcp_listen(name, self.log, host, port, backlog)
+        return tcp_listen(name, self.log, self.clock, host, port, backlog)
 
     def tcp_connect(
         self, name: str, port: int, *, host: str = "127.0.0.1", timeout: float | None = None
-    ) -> _sockets.LoggedStream:
+    ) -> TcpStream:
         """A TCP connection to ``host:port``, logged under ``name``."""
-        return _sockets.tcp_connect(name, self.log, self.clock, host, port, timeout)
+        return tcp_connect(name, self.log, self.clock, host, port, timeout)
 
-    def udp(self, name: str, port: int = 0, *, host: str = "127.0.0.1") -> _sockets.LoggedDatagram:
+    def udp(self, name: str, port: int = 0, *, host: str = "127.0.0.1") -> UdpSocket:
         """A bound UDP socket, logged under ``name`` (port 0: any free port)."""
-        return _sockets.udp(name, self.log, self.clock, host, port)
+        return udp(name, self.log, self.clock, host, port)

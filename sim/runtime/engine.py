@@ -35,7 +35,7 @@ import anyio
 from sim.config import RunConfig
 from sim.coordinator import Coordinator, LiveCounters, address_of, bind
 from sim.errors import ConfigError, ScenarioError
-from sim.primitives import PrimSpec
+from sim.kinds import PrimSpec
 from sim.scenario import Actor, Scenario, module_name
 
 from . import _launcher, worker
@@ -98,14 +98,14 @@ def _context(method: str, scenario_module: str) -> BaseContext:
 class Plan:
     """What a run will start, asked of the scenario once: its primitives and actors."""
 
-    config: RunConfig
-    prims: dict[str, PrimSpec]
+    config: RunConfig[Any]
+    prims: dict[str, PrimSpec[Any]]
     actors: list[Actor]
     # What run.json and the log's run_start record about each primitive.
     described: dict[str, dict[str, Any]]
 
 
-def plan(config: RunConfig, scenario: Scenario[Any]) -> Plan:
+def plan(config: RunConfig[Any], scenario: Scenario[Any]) -> Plan:
     """Ask the scenario for its primitives and actors; actor names must be unique."""
     prims = dict(scenario.primitives(config.params))
     actors = list(scenario.actors(config.params))
@@ -157,7 +157,7 @@ def execute(
 class _Supervisor:
     def __init__(
         self,
-        config: RunConfig,
+        config: RunConfig[Any],
         actors: Sequence[Actor],
         raw: dict[str, tuple[str, Any]],
         mp: BaseContext,
@@ -554,7 +554,10 @@ def _assert_single_threaded(method: str) -> None:
         # A thread in the engine could hold a lock at the moment of fork and leave it held
         # forever in the child; refuse rather than risk a hang.
         names = ", ".join(t.name for t in threading.enumerate())
-        raise RuntimeError(f"engine is multi-threaded ({names}); cannot fork safely")
+        raise ScenarioError(
+            f"the engine is multi-threaded ({names}), so it cannot fork safely: a scenario "
+            "module must not start threads when it is imported"
+        )
 
 
 def _release(raw: dict[str, tuple[str, Any]]) -> None:

@@ -25,7 +25,9 @@ from typing import Any
 import msgspec
 import structlog
 
-from ._logged import wrap
+from sim import kinds
+from sim.errors import ScenarioError
+
 from ._sink import ORPHANED_EXIT, BatchingSink
 from .clock import Clock
 from .ctx import Ctx
@@ -142,6 +144,13 @@ def _processors(actor: str, pid: int, t0_ns: int, guard: _StopGuard) -> list[Any
     return [stamp, render]
 
 
+def _wrap(name: str, kind: str, raw: Any, log: Any, clock: Clock) -> Any:
+    wrap = kinds.get(kind).wrap
+    if wrap is None:
+        raise ScenarioError(f"primitive {name}: kind {kind!r} has no logged wrapper")
+    return wrap(name, raw, log, clock)
+
+
 def main(boot: Boot) -> None:
     """Process target of every actor: connect, configure logging, run the role, report."""
     with contextlib.suppress(ValueError):
@@ -175,7 +184,8 @@ def main(boot: Boot) -> None:
     )
     log = structlog.get_logger()
     clock = Clock(boot.speedup, boot.t0_ns)
-    prims = {name: wrap(name, kind, raw, log, clock) for name, (kind, raw) in boot.prims.items()}
+    prims = {name: (kind, _wrap(name, kind, raw, log, clock))
+             for name, (kind, raw) in boot.prims.items()}  # fmt: skip
     ctx: Ctx[Any] = Ctx(
         name=boot.actor,
         index=boot.index,
@@ -205,7 +215,7 @@ def main(boot: Boot) -> None:
         # SIGTERM while logging the end: the record above may be missing, the exit code is not.
         code = TERMINATED_EXIT
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    for prim in prims.values():
+    for _, prim in prims.values():
         detach = getattr(prim, "detach", None)
         if detach is not None:
             detach()

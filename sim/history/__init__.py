@@ -1,0 +1,459 @@
+"""One history model: a single pass over a run's lines that says what they mean.
+
+A :class:`History` is fed lines in time order (at replay from the file, live from the
+coordinator's stream) and hands typed facts to its subscribers: each operation when it begins
+and when it returns (paired, with its wait), each hold when it begins and ends, transfers
+(put → got, sent → received, released → acquired, notify → woken), gauge changes, every line
+that is not an operation, and, on request, what each actor is doing. What an operation means
+is the business of its primitive's kind (sim.kinds): the history asks the kind's model and
+passes on what it says. Checks, analyses, the live view, the exports, the plot, the player and
+the Python API all read these facts; none of them pairs lines or tracks holders itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .facts import Category, Hold, Operation, State, Transfer, TransferKind
+from .lines import Finding, Line, chunks, ordered, read_lines
+from .stats import Level, Waits
+from .subscriber import Subscriber
+
+if TYPE_CHECKING:
+    from sim.kinds._base import Kind, Model
+
+__all__ = [
+    "Finding",
+    "History",
+    "Hold",
+    "Level",
+    "Line",
+    "Operation",
+    "State",
+    "StateMap",
+    "Subscriber",
+    "Transfer",
+    "Waits",
+    "chunks",
+    "ordered",
+    "read_lines",
+]
+
+_SYSTEM = frozenset({"engine", "coordinator"})
+
+#: How a scenario names the states its domain events put an actor in: a mapping from event
+#: name to (state, category) and from role to the state its actors start in, or a function of
+#: the line (for a state that depends on a field).
+StateMap = Callable[[Line], "tuple[str, str] | None"]
+
+
+_HOOKS = ("on_invoke", "on_op", "on_hold_start", "on_hold", "on_transfer", "on_gauge")
+
+
+def _overrides(sub: Subscriber, hook: str) -> bool:
+    return getattr(type(sub), hook) is not getattr(Subscriber, hook)
+
+
+class _Actor:
+    __slots__ = ("blocked", "domain", "ended", "holds", "name", "state")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ended = ""
+        self.domain: tuple[str, str] | None = None
+        self.blocked: list[Operation] = []
+        self.holds: list[Hold] = []
+        self.state: State | None = None
+
+
+class History:
+    """Reads a run's lines once and tells its subscribers what they mean.
+
+    ``primitives`` is what the run declared (run.json's ``primitives``: name → description
+    with its ``kind``); a primitive the log names that was not declared (a socket, a Value's
+    own lock) gets a model of the kind its lines say. ``states`` is the scenario's own names
+    for what its domain events mean (see :class:`~sim.scenario.Scenario`); ``track_states``
+    turns on :meth:`Subscriber.on_state`.
+    """
+
+    def __init__(
+        self,
+        primitives: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        actors: Iterable[str] = (),
+        states: StateMap | None = None,
+        track_states: bool = False,
+    ) -> None:
+        from sim import kinds
+
+        self._kinds = kinds
+        self.primitives: dict[str, Mapping[str, Any]] = dict(primitives or {})
+        self.actors: list[str] = list(actors)
+        self.now = 0.0
+        self.lines = 0
+        self.ops = 0
+        #: Per actor: the seq its next line must carry, and the gaps seen (actor, seq, due).
+        self.next_seq: dict[str, int] = {}
+        self.gaps: list[tuple[Line, int]] = []
+        self.gap_count = 0
+        #: Completion lines whose invoke never came (a lost line, or a foreign log).
+        self.orphans = 0
+        #: Operation lines whose fields are not what the contract says (malformed).
+        self.malformed: list[Line] = []
+        self.ended: dict[str, str] = {}
+        self.started: set[str] = set()
+        self._models: dict[str, Model] = {}
+        self._open: dict[str, dict[Any, Operation | list[Operation]]] = {}
+        self._subs: list[Subscriber] = []
+        # Per primitive and hook, the bound methods to call; filled on a primitive's first op.
+        self._routes: dict[str, tuple[list[Callable[..., None]], ...]] = {}
+        self._lines_every: list[Callable[[Line], None]] = []
+        self._lines_by_event: dict[str, list[Callable[[Line], None]]] = {}
+        self._states = states
+        self.track_states = track_states
+        self._actors: dict[str, _Actor] = {}
+        self._state_subs: list[Callable[[State], None]] = []
+        self._finish_subs: list[Callable[[], None]] = []
+        for name, info in self.primitives.items():
+            self._new_model(name, str(info.get("kind", "")), info)
+        if track_states:
+            for actor in self.actors:
+                self._actor(actor)
+
+    # -- subscribing ---------------------------------------------------------------------------
+
+    def subscribe(self, sub: Subscriber) -> Subscriber:
+        """Add ``sub``; it sees every fact from now on. Returns it."""
+        self._subs.append(sub)
+        sub.attach(self)
+        self._routes.clear()
+        if _overrides(sub, "on_line"):
+            if sub.events is None and sub.prims is None:
+                self._lines_every.append(sub.on_line)
+            for event in sub.events or ():
+                self._lines_by_event.setdefault(event, []).append(sub.on_line)
+        if _overrides(sub, "on_state"):
+            self._state_subs.append(sub.on_state)
+        if _overrides(sub, "on_finish"):
+            self._finish_subs.append(sub.on_finish)
+        return sub
+
+    def _route(self, prim: str) -> tuple[list[Callable[..., None]], ...]:
+        routes = self._routes.get(prim)
+        if routes is None:
+            wanted = [
+                s for s in self._subs if (s.prims is None and s.events is None) or
+                (s.prims is not None and prim in s.prims)
+            ]  # fmt: skip
+            routes = tuple(
+                [getattr(s, hook) for s in wanted if _overrides(s, hook)] for hook in _HOOKS
+            )
+            self._routes[prim] = routes
+        return routes
+
+    # -- models ----------------------------------------------------------------------------
+
+    def model(self, prim: str) -> Model | None:
+        """The model of primitive ``prim`` (None if the run has no such primitive)."""
+        return self._models.get(prim)
+
+    def models(self) -> Mapping[str, Model]:
+        return self._models
+
+    def kind(self, name: str) -> Kind | None:
+        """The registered kind called ``name``."""
+        return self._kinds.find(name)
+
+    def _new_model(self, name: str, kind_name: str, info: Mapping[str, Any]) -> Model | None:
+        kind = self._kinds.find(kind_name)
+        if kind is None:
+            return None
+        model = kind.model(name, info, self)
+        self._models[name] = model
+        self._open[name] = {}
+        return model
+
+    # -- feeding ---------------------------------------------------------------------------
+
+    def feed(self, chunk: Iterable[Line]) -> None:
+        """See ``chunk``'s lines, in time order."""
+        next_seq = self.next_seq
+        models = self._models
+        for line in chunk:
+            self.lines += 1
+            actor = line.actor
+            due = next_seq.get(actor, 0)
+            if line.seq != due:
+                self._gap(line, due)
+            else:
+                next_seq[actor] = due + 1
+            if line.ts > self.now:
+                self.now = line.ts
+            if line.event == "op":
+                prim = line.prim
+                model = models.get(prim) if type(prim) is str else None
+                if model is None:
+                    model = self._unknown(line)
+                    if model is None:
+                        continue
+                if line.phase == "invoke":
+                    self._invoke(model, line)
+                else:
+                    self._complete(model, line)
+            else:
+                self._line(line)
+
+    def feed_file(self, path: Any, findings: list[Finding] | None = None) -> None:
+        """Read ``path`` (an events file) in time order, then :meth:`finish`."""
+        for chunk in ordered(read_lines(path, findings)):
+            self.feed(chunk)
+        self.finish()
+
+    def _gap(self, line: Line, due: int) -> None:
+        self.gap_count += 1
+        if len(self.gaps) < 3:
+            self.gaps.append((line, due))
+        self.next_seq[line.actor] = max(due, line.seq + 1)
+
+    def _unknown(self, line: Line) -> Model | None:
+        prim, kind = line.prim, line.kind
+        op, phase = line.op, line.phase
+        if not (type(prim) is str and type(kind) is str and type(op) is str
+                and type(phase) is str) or prim in self._models:  # fmt: skip
+            self.malformed.append(line)
+            return None
+        model = self._new_model(prim, kind, {"kind": kind})
+        if model is None:
+            self.malformed.append(line)
+        return model
+
+    def _invoke(self, model: Model, line: Line) -> None:
+        kind = self._kinds.find(str(line.kind))
+        op = Operation(line, kind is not None and line.op in kind.blocking)
+        self.ops += 1
+        key = model.key(line)
+        pending = self._open[model.name]
+        there = pending.get(key)
+        if there is None:
+            pending[key] = op
+        elif isinstance(there, list):
+            there.append(op)
+        else:
+            pending[key] = [there, op]
+        routes = self._route(model.name)
+        for hook in routes[0]:
+            hook(op)
+        model.invoke(op)
+        if self.track_states and op.blocking:
+            a = self._actor(op.actor)
+            a.blocked.append(op)
+            self._restate(a)
+
+    def _complete(self, model: Model, line: Line) -> None:
+        key = model.key(line)
+        pending = self._open[model.name]
+        there = pending.get(key)
+        if there is None:
+            self.orphans += 1
+            return
+        if isinstance(there, list):
+            op = there.pop(0)
+            if len(there) == 1:
+                pending[key] = there[0]
+        else:
+            op = there
+            del pending[key]
+        op.done = line
+        model.complete(op)
+        for hook in self._route(model.name)[1]:
+            hook(op)
+        if self.track_states and op.blocking:
+            a = self._actor(op.actor)
+            if op in a.blocked:
+                a.blocked.remove(op)
+            self._restate(a)
+
+    def _line(self, line: Line) -> None:
+        event = line.event
+        actor = line.actor
+        if event == "actor_start":
+            self.started.add(actor)
+        elif event == "actor_end":
+            self._end_actor(actor, line.ts, str(line.get("status", "ok")))
+        elif event == "exit" and actor == "engine":
+            target = line.get("target")
+            # No end line of its own: the actor died (SIGKILL, a crash that could not unwind).
+            if isinstance(target, str) and target not in self.ended:
+                self._end_actor(target, line.ts, "died")
+        for hook in self._lines_every:
+            hook(line)
+        hooks = self._lines_by_event.get(event)
+        if hooks:
+            for hook in hooks:
+                hook(line)
+        if self.track_states and actor not in _SYSTEM and event != "actor_end":
+            a = self._actor(actor)
+            if self._states is not None:
+                named = self._states(line)
+                if named is not None:
+                    a.domain = named
+            self._restate(a)
+
+    def _end_actor(self, actor: str, ts: float, status: str) -> None:
+        self.ended[actor] = status
+        died = status == "died"
+        for name, pending in self._open.items():
+            cut = [k for k in pending if isinstance(k, tuple) and k and k[0] == actor]
+            if not cut:
+                continue
+            ops: list[Operation] = []
+            for k in cut:
+                there = pending.pop(k)
+                ops.extend(there if isinstance(there, list) else [there])
+            hooks = self._route(name)[1]
+            for op in sorted(ops, key=lambda o: o.start):
+                for hook in hooks:
+                    hook(op)
+        for model in self._models.values():
+            model.actor_ended(actor, ts, died)
+        if self.track_states:
+            a = self._actor(actor)
+            a.ended = status
+            a.blocked.clear()
+            self._restate(a)
+
+    def finish(self) -> None:
+        """The log has ended: operations that never returned are handed on as ``pending``,
+        holds still open are cut, and every subscriber's :meth:`~Subscriber.on_finish` runs."""
+        for name, pending in self._open.items():
+            ops: list[Operation] = []
+            for there in pending.values():
+                ops.extend(there if isinstance(there, list) else [there])
+            pending.clear()
+            hooks = self._route(name)[1]
+            for op in sorted(ops, key=lambda o: o.start):
+                for hook in hooks:
+                    hook(op)
+        for model in self._models.values():
+            for hold in list(model.holds or ()):
+                self.close_hold(model, hold, self.now, cut="log")
+        for hook in self._finish_subs:
+            hook()
+
+    # -- what models report --------------------------------------------------------------------
+
+    def open_hold(
+        self, model: Model, actor: str, ts: float, op: Operation | None = None
+    ) -> Hold:
+        """``actor`` begins to hold (a unit of) the model's primitive at ``ts``, because
+        ``op`` returned."""
+        hold = Hold(actor, model.name, ts, op)
+        if model.holds is not None:
+            model.holds.add(hold)
+        for hook in self._route(model.name)[2]:
+            hook(hold)
+        if self.track_states:
+            a = self._actor(actor)
+            a.holds.append(hold)
+            self._restate(a)
+        return hold
+
+    def close_hold(self, model: Model, hold: Hold, ts: float, cut: str = "") -> None:
+        """``hold`` ends at ``ts``; ``cut`` says why if it was not released."""
+        hold.end = max(ts, hold.start)
+        hold.cut = cut
+        holds = model.holds
+        if holds is not None and hold in holds.all:
+            holds.remove(hold)
+        for hook in self._route(model.name)[3]:
+            hook(hold)
+        if self.track_states:
+            a = self._actors.get(hold.actor)
+            if a is not None and hold in a.holds:
+                a.holds.remove(hold)
+                self._restate(a)
+
+    def transfer(self, src: Operation, dst: Operation, what: TransferKind) -> None:
+        """``src`` caused ``dst`` to return."""
+        hooks = self._route(dst.prim)[4]
+        if hooks:
+            fact = Transfer(src, dst, what)
+            for hook in hooks:
+                hook(fact)
+
+    def gauge_changed(self, model: Model) -> None:
+        hooks = self._route(model.name)[5]
+        for hook in hooks:
+            hook(self.now, model.name, model.gauges)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def pending(self) -> list[Operation]:
+        """Operations begun and not returned, oldest first."""
+        ops: list[Operation] = []
+        for pending in self._open.values():
+            for there in pending.values():
+                ops.extend(there if isinstance(there, list) else [there])
+        return sorted(ops, key=lambda o: o.start)
+
+    def holders(self, prim: str) -> list[str]:
+        model = self._models.get(prim)
+        return [] if model is None else model.holders()
+
+    def state_of(self, actor: str) -> State | None:
+        """What ``actor`` does now (on a history that tracks states)."""
+        a = self._actors.get(actor)
+        return None if a is None else a.state
+
+    def states(self) -> dict[str, State]:
+        return {name: a.state for name, a in self._actors.items() if a.state is not None}
+
+    def waits(self, prim: str, op: str) -> Waits:
+        """A collector of the waits of ``op`` on ``prim`` (seconds), from now on."""
+        return self.subscribe(Waits(prim, op))  # type: ignore[return-value]
+
+    def level(self, prim: str, series: str) -> Level:
+        """The time-weighted level of one of ``prim``'s gauge series, from now on."""
+        model = self._models.get(prim)
+        start = 0.0 if model is None else float(model.gauges.get(series, 0.0))
+        return self.subscribe(Level(prim, series, self.now, start))  # type: ignore[return-value]
+
+    # -- actor states ----------------------------------------------------------------------
+
+    def _actor(self, name: str) -> _Actor:
+        a = self._actors.get(name)
+        if a is None:
+            a = self._actors[name] = _Actor(name)
+            self._restate(a)
+        return a
+
+    def _restate(self, a: _Actor) -> None:
+        category: Category
+        tone = ""
+        if a.ended:
+            state, category, detail = (a.ended if a.ended != "ok" else "done"), "done", ""
+        elif a.blocked:
+            op = a.blocked[-1]
+            kind = self._kinds.find(op.kind)
+            held = ", ".join(sorted({h.prim for h in a.holds}))
+            detail = f"{op.prim} (holds {held})" if held else op.prim
+            state = kind.label(op.name) if kind is not None else "waiting"
+            category = "wait"
+        elif a.domain is not None:
+            state, category = a.domain[0], "domain"
+            detail = ", ".join(sorted({h.prim for h in a.holds}))
+            tone = a.domain[1]
+        elif a.holds:
+            state, category = "holding", "hold"
+            detail = ", ".join(sorted({h.prim for h in a.holds}))
+        elif a.name in self.started:
+            state, category, detail = "running", "run", ""
+        else:
+            state, category, detail = "not started", "new", ""
+        old = a.state
+        if old is not None and (old.state, old.category, old.detail) == (state, category, detail):
+            return
+        a.state = State(a.name, self.now, state, category, detail, tone)
+        for hook in self._state_subs:
+            hook(a.state)

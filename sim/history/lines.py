@@ -1,0 +1,212 @@
+"""Reading a run's events file back: typed lines, in time order, problems as findings.
+
+Every line is decoded straight into a :class:`Line`, a msgspec Struct holding the contract's
+fields and the payload fields the primitive kinds read. That is both the contract check (a line
+whose ``ts``, ``actor``, ``seq`` or ``event`` is missing or of the wrong type does not decode)
+and the fastest way msgspec has to read a line: about 0.36 µs, against 1.1 µs for a dict and
+the same check by hand. Any other field stays in the line's raw bytes and is decoded only when
+somebody asks for it (:attr:`Line.fields`), which most consumers never do.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from operator import attrgetter
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+__all__ = ["Finding", "Line", "chunks", "ordered", "read_lines"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something about the files themselves (not the run): a torn or non-JSON line is an
+    ``error`` (lines were lost); a missing manifest or a newer schema is a ``warning``."""
+
+    line: int
+    problem: str
+    severity: str = "error"
+
+
+class Line(msgspec.Struct, gc=False):
+    """One line of ``events.jsonl``: the contract's fields, the fields of an ``op`` line, and
+    the rest of the line on demand (``line["visit"]``, ``line.get("visit")``).
+
+    ``prim``, ``kind``, ``op`` and the payload fields are typed ``Any``: a domain event may use
+    these names for values of its own, so only an ``op`` line's are taken as what they say.
+    """
+
+    ts: float
+    actor: str
+    seq: int
+    event: str
+    pid: int = 0
+    # The global scheduling step of a virtual run's line (see docs/log-format.md).
+    step: int | None = None
+    prim: Any = None
+    kind: Any = None
+    op: Any = None
+    phase: Any = None
+    item: Any = None
+    value: Any = None
+    index: Any = None
+    timeout: Any = None
+    n: Any = None
+    end: Any = None
+    peer: Any = None
+    error: Any = None
+    # Not fields of the log: filled in by the reader. Their names cannot occur in a real line
+    # (the engine never writes them), and a hostile line that carries them is overwritten.
+    raw: bytes = msgspec.field(default=b"", name="~raw")
+    number: int = msgspec.field(default=0, name="~number")
+    cache: dict[str, Any] | None = msgspec.field(default=None, name="~cache")
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """Every field of the line, as written (decoded from the raw line on first use)."""
+        if self.cache is None:
+            self.cache = _decode_dict(self.raw) if self.raw else _from_struct(self)
+        return self.cache
+
+    def __getitem__(self, key: str) -> Any:
+        return self.fields[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A field of the line, or ``default``."""
+        return self.fields.get(key, default)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.fields
+
+
+_decode_dict = msgspec.json.Decoder(dict[str, Any]).decode
+_OWN = frozenset({"raw", "number", "cache"})
+
+
+def _from_struct(line: Line) -> dict[str, Any]:
+    # A line made in memory (a test, the live stream) has no raw bytes: its fields are these.
+    return {
+        name: value
+        for name in line.__struct_fields__
+        if name not in _OWN and (value := getattr(line, name)) is not None
+    }
+
+
+decode_line = msgspec.json.Decoder(Line).decode
+
+# Lines handed on at a time: large enough that the per-chunk work vanishes, small enough that
+# memory stays flat in the log's length.
+_CHUNK = 1 << 14
+
+
+def read_lines(path: Path, findings: list[Finding] | None = None) -> Iterator[list[Line]]:
+    """The lines of ``path`` in file order, in chunks; bad lines become findings, never
+    exceptions (a torn last line, a line that is not JSON or not an event line, a line nested
+    too deep to decode)."""
+    decode = decode_line
+    chunk: list[Line] = []
+    append = chunk.append
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                line = decode(raw)
+            except (msgspec.DecodeError, RecursionError):
+                _bad(raw, number, findings)
+                if not raw.endswith(b"\n"):
+                    break
+                continue
+            line.raw = raw
+            line.number = number
+            append(line)
+            if len(chunk) >= _CHUNK:
+                yield chunk
+                chunk = []
+                append = chunk.append
+        if chunk and not chunk[-1].raw.endswith(b"\n"):
+            # The last line decoded although its newline is missing: it may still be torn
+            # (a cut after a closing brace), and the engine always ends a line with one.
+            torn = chunk.pop()
+            if findings is not None:
+                findings.append(Finding(torn.number, "last line is torn (no newline)"))
+    if chunk:
+        yield chunk
+
+
+def _bad(raw: bytes, number: int, findings: list[Finding] | None) -> None:
+    if findings is None:
+        return
+    if not raw.endswith(b"\n"):
+        findings.append(Finding(number, "last line is torn (no newline)"))
+        return
+    try:
+        _decode_dict(raw)
+    except msgspec.DecodeError as exc:
+        findings.append(Finding(number, f"not JSON: {exc}"))
+        return
+    except RecursionError:
+        findings.append(Finding(number, "nested too deeply to read: not an event line"))
+        return
+    findings.append(Finding(number, "not an event line: it lacks ts, actor, seq or event, or one "
+                            "of them has the wrong type"))  # fmt: skip
+
+
+def chunks(lines: Iterable[Line], size: int = _CHUNK) -> Iterator[list[Line]]:
+    """``lines`` regrouped into lists of at most ``size`` (for lines made in memory)."""
+    chunk: list[Line] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+_TS = attrgetter("ts")
+_STEP = attrgetter("step")
+
+
+def ordered(
+    source: Iterable[list[Line]], window: float = 1.0, findings: list[Finding] | None = None
+) -> Iterator[list[Line]]:
+    """The chunks of ``source`` regrouped in time order, with memory bounded by ``window``
+    seconds of log.
+
+    The file is in order per actor (one connection each) and only roughly across actors (each
+    sends in batches), so sorting a sliding window restores the global order: a line is handed
+    on once the file has reached lines ``window`` seconds newer than it. Each line is sorted a
+    bounded number of times, and the sort is stable, so that lines of one actor with the same
+    time keep their ``seq`` order. A virtual run's lines (they carry ``step``) are already in
+    step order in the file and are passed through as they are.
+
+    A line that arrives later than the window allows is still analysed, late; that says
+    nothing about the run (the transport delivered it late), so it is no finding.
+    """
+    buf: list[Line] = []
+    newest = float("-inf")
+    sort_at = 0
+    for chunk in source:
+        if not chunk:
+            continue
+        if chunk[0].step is not None and not buf:
+            yield chunk
+            continue
+        buf.extend(chunk)
+        newest = max(newest, max(map(_TS, chunk)))
+        if len(buf) < sort_at:
+            continue
+        buf.sort(key=_TS)
+        cut = bisect.bisect_right(buf, newest - window, key=_TS)
+        if cut:
+            yield buf[:cut]
+            del buf[:cut]
+        # Sort again only once at least as many lines have come as are kept: a line is then
+        # sorted a bounded number of times, however many lines the window holds.
+        sort_at = 2 * len(buf)
+    if buf:
+        buf.sort(key=_TS)
+        yield buf

@@ -1,0 +1,259 @@
+"""What every primitive kind provides, and the small machinery the kinds share.
+
+A kind module (``sim/kinds/semaphore.py``...) holds everything about its kind: the spec a
+scenario declares (:class:`PrimSpec`), the wrapper that logs every operation in the actors,
+the :class:`Model` that says what each operation means when the log is read back (who holds
+what, what blocks, what wakes whom, what moved where, the gauges), and the kind's generic
+checks. It describes itself with one :class:`Kind`, which the registry in ``sim.kinds`` maps
+from the log's ``kind`` field.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from multiprocessing.context import BaseContext
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from sim.history.facts import Hold, Operation, TransferKind
+
+if TYPE_CHECKING:
+    from sim.checks import Check
+    from sim.history import History
+    from sim.history.lines import Line
+    from sim.runtime.clock import Clock
+
+__all__ = ["Holds", "Kind", "Logged", "Model", "PrimSpec", "Wakes", "item_key", "limit"]
+
+W = TypeVar("W")
+
+
+@dataclass(frozen=True)
+class PrimSpec(Generic[W]):
+    """Base of every primitive a scenario declares; ``kind`` is what the log's ``kind`` says.
+
+    The type parameter is the logged wrapper an actor gets for it, so that
+    ``ctx.prim("spaces", Semaphore)`` is typed as what it returns.
+    """
+
+    kind: ClassVar[str]
+
+    def build(self, mp: BaseContext) -> Any:
+        """Create the raw multiprocessing object in the engine, before any actor starts."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What run.json records about this primitive (replay's checks read it back)."""
+        return {"kind": self.kind}
+
+
+class Model:
+    """What the operations on one primitive mean, followed line by line.
+
+    The history creates one model per primitive and calls :meth:`invoke` and :meth:`complete`
+    with each operation, in time order, and :meth:`actor_ended` when an actor is gone. A model
+    tells the history what follows from them, through ``self.history``: holds opened and
+    closed, transfers, gauge values. Subclass it per kind; the base pairs nothing and means
+    nothing.
+    """
+
+    #: Initial value of each gauge series, before the first line.
+    series: ClassVar[tuple[str, ...]] = ()
+    #: What is held of this primitive now, for a kind whose units are held (the history keeps
+    #: it up to date as holds open and close).
+    holds: Holds | None = None
+
+    def __init__(self, name: str, info: Mapping[str, Any], history: History) -> None:
+        self.name = name
+        self.info = info
+        self.history = history
+        self.gauges: dict[str, float] = dict.fromkeys(self.series, 0)
+
+    # -- what the history calls --------------------------------------------------------------
+
+    def key(self, line: Line) -> Any:
+        """What pairs a completion line with its invoke, besides the primitive: the actor and
+        the operation, and for a kind whose actors run several operations at once (a server
+        thread per connection), what tells them apart."""
+        return (line.actor, line.op)
+
+    def invoke(self, op: Operation) -> None:
+        """``op`` has begun (its invoke line)."""
+
+    def complete(self, op: Operation) -> None:
+        """``op`` has returned (its completion line is ``op.done``)."""
+
+    def actor_ended(self, actor: str, ts: float, died: bool) -> None:
+        """``actor`` has ended (``died``: killed, or crashed without unwinding)."""
+
+    # -- what consumers ask ------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int | None:
+        """The most the main gauge can show (units, slots, parties), if there is a most."""
+        return None
+
+    def holders(self) -> list[str]:
+        """Who holds this primitive (a unit of it) now."""
+        return [] if self.holds is None else self.holds.actors()
+
+    def describe_wait(self, op: Operation) -> str:
+        """What ``op``, blocked, waits for, in words (the deadlock report uses it)."""
+        held = self.holders()
+        return f"held by {', '.join(held)}" if held else ""
+
+    # -- helpers for subclasses ----------------------------------------------------------------
+
+    def set_gauge(self, **values: float) -> None:
+        changed = False
+        gauges = self.gauges
+        for series, value in values.items():
+            if gauges.get(series) != value:
+                gauges[series] = value
+                changed = True
+        if changed:
+            self.history.gauge_changed(self)
+
+
+class Holds:
+    """The holds of one primitive, oldest first, and per actor (a dict as an ordered set)."""
+
+    __slots__ = ("all", "by_actor")
+
+    def __init__(self) -> None:
+        self.all: dict[Hold, None] = {}
+        self.by_actor: dict[str, list[Hold]] = {}
+
+    def __len__(self) -> int:
+        return len(self.all)
+
+    def __iter__(self) -> Iterator[Hold]:
+        return iter(self.all)
+
+    def add(self, hold: Hold) -> None:
+        self.all[hold] = None
+        self.by_actor.setdefault(hold.actor, []).append(hold)
+
+    def remove(self, hold: Hold) -> None:
+        del self.all[hold]
+        mine = self.by_actor[hold.actor]
+        mine.remove(hold)
+        if not mine:
+            del self.by_actor[hold.actor]
+
+    def mine(self, actor: str) -> list[Hold]:
+        return self.by_actor.get(actor, [])
+
+    def actors(self) -> list[str]:
+        return [h.actor for h in self.all]
+
+
+@dataclass(slots=True)
+class _Wake:
+    op: Operation
+    left: int
+
+
+class Wakes:
+    """Which completion a release, notify, set or last arrival caused.
+
+    A waker (a ``release``) is offered to the waiters that were already waiting when it came;
+    the earliest waker after a waiter began is the one that let it go. ``left`` is how many
+    waiters a waker may still account for (a ``notify_all`` wakes them all).
+    """
+
+    __slots__ = ("_queue",)
+
+    def __init__(self) -> None:
+        self._queue: deque[_Wake] = deque()
+
+    def offer(self, op: Operation, count: int) -> None:
+        if count > 0:
+            self._queue.append(_Wake(op, count))
+
+    def clear(self) -> None:
+        self._queue.clear()
+
+    def take(self, woken: Operation) -> Operation | None:
+        """The waker that let ``woken`` go, if there is one; it accounts for one waiter less."""
+        queue = self._queue
+        found = None
+        start = woken.start
+        for wake in queue:
+            if wake.op.start > start and wake.op.actor != woken.actor:
+                wake.left -= 1
+                found = wake.op
+                break
+        while queue and queue[0].left <= 0:
+            queue.popleft()
+        return found
+
+
+def _no_checks(name: str, info: Mapping[str, Any]) -> list[Check]:
+    return []
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One primitive kind, as the registry knows it.
+
+    ``wrap(name, raw, log, clock)`` makes the logged wrapper an actor uses; ``model`` reads the
+    kind's operations back; ``checks(name, info)`` gives the kind's generic invariant checks
+    for one primitive; ``blocking`` names the operations that can block their caller (their
+    duration is a wait), ``waiting`` what a person calls the state of an actor blocked in one.
+    ``spec`` is None for a kind a scenario does not declare but opens at run time (sockets).
+    """
+
+    name: str
+    model: type[Model]
+    spec: type[PrimSpec[Any]] | None = None
+    wrap: Callable[[str, Any, Any, Clock], Any] | None = None
+    checks: Callable[[str, Mapping[str, Any]], list[Check]] = _no_checks
+    blocking: frozenset[str] = frozenset()
+    waiting: Mapping[str, str] = field(default_factory=dict)
+    # What the message flow of a kind is, for displays: (sending op, receiving op).
+    flow: tuple[str, str] | None = None
+
+    def label(self, op: str) -> str:
+        """The state of an actor blocked in ``op`` (``waiting``, ``getting``)."""
+        return self.waiting.get(op, "waiting")
+
+
+def item_key(item: Any) -> Any:
+    """An item as something hashable that compares by value (lists and dicts as JSON text)."""
+    if item is None or isinstance(item, (str, int, float)):
+        return item
+    import msgspec
+
+    return msgspec.json.encode(item, order="sorted")
+
+
+class Logged:
+    """Base of the wrappers actors use: every operation logged as two ``op`` lines.
+
+    Jepsen style: ``phase="invoke"`` before the call and ``ok``/``fail``/``timeout`` after it.
+    The engine wraps each primitive once per actor; a scenario only ever sees these wrappers,
+    so no operation can go unlogged. Timeouts are given in simulated minutes, like every
+    duration in a scenario.
+    """
+
+    kind = "primitive"
+
+    def __init__(self, name: str, raw: Any, log: Any, clock: Clock) -> None:
+        self.name = name
+        self._raw = raw
+        self._clock = clock
+        # Binding once keeps the per-operation cost to the two log calls.
+        self._log = log.bind(prim=name, kind=self.kind)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+def limit(timeout: float | None, block: bool = True) -> dict[str, float]:
+    """The ``timeout`` field of an invoke line: present whenever the call cannot block forever
+    (deadlock detection counts only invokes without it as blocked)."""
+    if not block:
+        return {"timeout": 0.0}
+    return {} if timeout is None else {"timeout": timeout}

@@ -1,0 +1,261 @@
+"""Condition variables (kind ``condition``): a lock plus a waiting room.
+
+``multiprocessing.Condition()``'s lock is an RLock: its owner may acquire it again, and
+``wait`` gives every level up at once and takes them all back. The wrapper logs ``wait``
+invoke just before the wait gives the lock up and ``wait`` ok/timeout once it has the lock
+back, and ``release`` invoke before the lock is released. So from the log, an actor holds the
+lock from ``acquire`` ok to ``release`` invoke, and again from ``wait`` ok (or ``timeout``) to
+its next ``wait`` invoke or ``release`` invoke. A ``wait`` without the lock raises at once
+(logged ``fail``): nothing is given up or taken back.
+
+Which waiter a ``notify`` wakes is up to the operating system (the waiters race for an
+internal semaphore); the log shows who did wake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.context import BaseContext
+from typing import Any, ClassVar
+
+from sim.checks import Check, Verdict
+from sim.history.facts import Hold, Operation
+
+from ._base import Kind, PrimSpec, Wakes
+from .rlock import OwnerModel
+from .semaphore import LoggedSemaphore
+
+__all__ = [
+    "Condition",
+    "ConditionModel",
+    "LoggedCondition",
+    "NotifiedAfterNotify",
+    "OneHolder",
+    "WaitWithLock",
+]
+
+
+class LoggedCondition(LoggedSemaphore):
+    """A Condition: its lock (acquire/release, ``with``), wait, wait_for, notify, notify_all.
+
+    ``wait`` releases the lock while it waits: in the log the holder is gone from ``wait``
+    invoke until ``wait`` ok/timeout, which is when it holds the lock again.
+    """
+
+    def __init__(self, name: str, raw: Any, log: Any, clock: Any) -> None:
+        super().__init__(name, raw, log, clock, "condition")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Release the lock and block until notified (or ``timeout`` simulated minutes)."""
+        seconds = None if timeout is None else self._clock.seconds(timeout)
+        if timeout is None:
+            self._log.info("op", op="wait", phase="invoke")
+        else:
+            self._log.info("op", op="wait", phase="invoke", timeout=timeout)
+        notified = bool(self._call("wait", self._raw.wait, seconds))
+        self._log.info("op", op="wait", phase="ok" if notified else "timeout")
+        return notified
+
+    def _call(self, op: str, method: Any, *args: Any) -> Any:
+        # multiprocessing raises AssertionError (or RuntimeError) when the lock is not held:
+        # close the operation in the log so that it does not look blocked forever.
+        try:
+            return method(*args)
+        except (AssertionError, RuntimeError) as exc:
+            self._log.info("op", op=op, phase="fail", error=f"{type(exc).__name__}: {exc}")
+            raise
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> bool:
+        """Wait until ``predicate()`` is true; every wait on the way is logged."""
+        deadline = None if timeout is None else self._clock.now() + timeout
+        result = predicate()
+        while not result:
+            remaining = None if deadline is None else deadline - self._clock.now()
+            if remaining is not None and remaining <= 0:
+                break
+            self.wait(remaining)
+            result = predicate()
+        return bool(result)
+
+    def notify(self, n: int = 1) -> None:
+        self._log.info("op", op="notify", phase="invoke", n=n)
+        self._call("notify", self._raw.notify, n)
+        self._log.info("op", op="notify", phase="ok")
+
+    def notify_all(self) -> None:
+        self._log.info("op", op="notify_all", phase="invoke")
+        self._call("notify_all", self._raw.notify_all)
+        self._log.info("op", op="notify_all", phase="ok")
+
+
+@dataclass(frozen=True)
+class Condition(PrimSpec[LoggedCondition]):
+    """A condition variable with its own lock: wait until notified, notify one or all."""
+
+    kind: ClassVar[str] = "condition"
+
+    def build(self, mp: BaseContext) -> Any:
+        return mp.Condition()
+
+
+class ConditionModel(OwnerModel):
+    """The lock of a Condition (as an RLock), and who is in ``wait``."""
+
+    series = ("held", "waiting", "in wait")
+
+    def __init__(self, name: str, info: Any, history: Any) -> None:
+        super().__init__(name, info, history)
+        # Waiters and the depth each gave up, to take back when it returns.
+        self.sleeping: dict[str, int] = {}
+        self._notified = Wakes()
+
+    def invoke(self, op: Operation) -> None:
+        name = op.invoke.op
+        if name == "wait":
+            actor = op.invoke.actor
+            if self.owner == actor and self.depth > 0:
+                self.sleeping[actor] = self.depth
+                self.owner, self.depth = None, 0
+                self._let_go(op)
+                self.set_gauge(**{"in wait": len(self.sleeping)})
+        elif name in ("notify", "notify_all"):
+            waiters = len(self.sleeping)
+            n = op.invoke.n
+            count = waiters if name == "notify_all" else min(n if type(n) is int else 1, waiters)
+            self._notified.offer(op, count)
+        else:
+            super().invoke(op)
+
+    def complete(self, op: Operation) -> None:
+        if op.invoke.op != "wait":
+            super().complete(op)
+            return
+        done = op.done
+        assert done is not None
+        actor = op.invoke.actor
+        depth = self.sleeping.pop(actor, None)
+        if depth is None:
+            return  # the wait raised (no lock): nothing was given up or taken back
+        if not self.sleeping:
+            self._notified.clear()
+        if done.phase == "ok":
+            waker = self._notified.take(op)
+            if waker is not None:
+                self.history.transfer(waker, op, "notify")
+        self.owner, self.depth = actor, depth
+        self.history.open_hold(self, actor, done.ts, op)
+        self.set_gauge(held=len(self.holds or ()), **{"in wait": len(self.sleeping)})
+
+    def actor_ended(self, actor: str, ts: float, died: bool) -> None:
+        self.sleeping.pop(actor, None)
+        super().actor_ended(actor, ts, died)
+
+
+class OneHolder(Check):
+    """Mutual exclusion: at most one actor holds the condition's lock at any moment."""
+
+    def __init__(self, prim: str) -> None:
+        super().__init__()
+        self.prim = prim
+        self.prims = frozenset({prim})
+        self.name = f"{prim}: one holder of the lock at a time"
+        self._entries = 0
+
+    def on_hold_start(self, hold: Hold) -> None:
+        self._entries += 1
+        model = self.history.model(self.prim)
+        assert model is not None and model.holds is not None
+        others = sorted(h.actor for h in model.holds if h is not hold and h.actor != hold.actor)
+        if others:
+            op = hold.op
+            how = "acquired it"
+            if op is not None and op.invoke.op == "wait" and op.done is not None:
+                how = f"came back from wait ({op.done.phase})"
+            self.problems.add(
+                f"{hold.actor} {how} at {hold.start:.6f} s while {', '.join(others)} held it"
+            )
+
+    def verdict(self) -> Verdict:
+        if not self._entries:
+            return self.skip("nobody took the lock")
+        return self.result(
+            f"{self._entries} times taken (acquire or back from wait), never by two at once"
+        )
+
+
+class WaitWithLock(Check):
+    """``wait``, ``notify`` and ``notify_all`` are only called by the lock's holder."""
+
+    def __init__(self, prim: str) -> None:
+        super().__init__()
+        self.prim = prim
+        self.prims = frozenset({prim})
+        self.name = f"{prim}: wait and notify only while holding the lock"
+        self._calls = 0
+
+    def on_invoke(self, op: Operation) -> None:
+        name = op.invoke.op
+        if name not in ("wait", "notify", "notify_all"):
+            return
+        self._calls += 1
+        model = self.history.model(self.prim)
+        assert isinstance(model, ConditionModel)
+        if model.owner != op.actor:
+            self.problems.add(f"{op.actor} called {name} at {op.start:.6f} s without holding "
+                              "the lock")  # fmt: skip
+
+    def verdict(self) -> Verdict:
+        if not self._calls:
+            return self.skip("no wait or notify")
+        return self.result(f"{self._calls} waits and notifies, each by the lock's holder")
+
+
+class NotifiedAfterNotify(Check):
+    """A wait that returns ok (notified, not timed out) was woken by a notify: some ``notify``
+    or ``notify_all`` was invoked between the wait's invoke and its ok. (The waiter logs its
+    invoke before giving the lock up, and a notifier must hold the lock, so a notify meant for
+    it is always invoked after that line.)"""
+
+    def __init__(self, prim: str) -> None:
+        super().__init__()
+        self.prims = frozenset({prim})
+        self.name = f"{prim}: every wake-up follows a notify"
+        self._last_notify = float("-inf")
+        self._woken = 0
+
+    def on_invoke(self, op: Operation) -> None:
+        if op.invoke.op in ("notify", "notify_all"):
+            self._last_notify = op.start
+
+    def on_op(self, op: Operation) -> None:
+        done = op.done
+        if op.invoke.op != "wait" or done is None or done.phase != "ok":
+            return
+        self._woken += 1
+        if self._last_notify <= op.start:
+            self.problems.add(
+                f"{op.actor} woke at {done.ts:.6f} s with no notify since its wait at "
+                f"{op.start:.6f} s"
+            )
+
+    def verdict(self) -> Verdict:
+        if not self._woken:
+            return self.skip("no wait was notified")
+        return self.result(f"{self._woken} wake-ups, each after a notify")
+
+
+def _checks(name: str, info: Any) -> list[Check]:
+    return [OneHolder(name), WaitWithLock(name), NotifiedAfterNotify(name)]
+
+
+KINDS = [
+    Kind(
+        "condition",
+        ConditionModel,
+        Condition,
+        LoggedCondition,
+        _checks,
+        frozenset({"acquire", "wait"}),
+    )
+]

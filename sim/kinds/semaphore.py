@@ -1,0 +1,318 @@
+"""Semaphores and locks (kinds ``semaphore``, ``bounded_semaphore``, ``lock``): units taken by
+``acquire`` and given back by ``release``.
+
+A semaphore that starts with ``value`` units is a pool (the car park's spaces): an actor holds
+a unit from its ``acquire`` ok until its ``release``. The log brackets every operation, and a
+``release`` is logged (``invoke``) before it takes effect, so from the log's point of view the
+holder has gone before anybody else can be woken: holder counts from the log are exact. A
+unit may be given back by another process than the one that took it (readers-writers: the
+last reader out releases what the first one took); that release ends the longest-held unit.
+A ``Lock`` is a pool of one unit (and, in multiprocessing, may also be released by another
+process). A semaphore that starts at 0 is a *signal*: one process releases (sends a signal),
+another acquires (receives it); nothing is held in between.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.context import BaseContext
+from types import TracebackType
+from typing import Any, ClassVar
+
+from sim.checks import Check, Verdict
+from sim.history.facts import Hold, Operation
+
+from ._base import Holds, Kind, Logged, Model, PrimSpec, Wakes, limit
+
+__all__ = [
+    "BoundedSemaphore",
+    "Lock",
+    "LoggedSemaphore",
+    "Semaphore",
+    "SemaphoreBound",
+    "UnitModel",
+]
+
+
+class LoggedSemaphore(Logged):
+    """What an actor gets for a Semaphore, BoundedSemaphore or Lock: acquire and release,
+    also as a context manager."""
+
+    def __init__(self, name: str, raw: Any, log: Any, clock: Any, kind: str) -> None:
+        self.kind = kind
+        super().__init__(name, raw, log, clock)
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        """Take one unit; with ``timeout`` (simulated minutes) give up after that long."""
+        log = self._log
+        log.info("op", op="acquire", phase="invoke", **limit(timeout, block))
+        if timeout is None:
+            got = self._raw.acquire(block)
+        else:
+            got = self._raw.acquire(block, self._clock.seconds(timeout))
+        if got:
+            log.info("op", op="acquire", phase="ok")
+        else:
+            log.info("op", op="acquire", phase="timeout" if block else "fail")
+        return bool(got)
+
+    def release(self) -> None:
+        """Give one unit back."""
+        # "invoke" is logged before the release takes effect: from the log's point of view the
+        # holder has gone before anybody else can be woken, so holder counts stay exact.
+        self._log.info("op", op="release", phase="invoke")
+        try:
+            self._raw.release()
+        except (ValueError, AssertionError) as exc:
+            self._log.info("op", op="release", phase="fail", error=str(exc))
+            raise
+        self._log.info("op", op="release", phase="ok")
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+@dataclass(frozen=True)
+class Semaphore(PrimSpec[LoggedSemaphore]):
+    """A counting semaphore with ``value`` free units (the car park's spaces)."""
+
+    kind: ClassVar[str] = "semaphore"
+    value: int = 1
+
+    def build(self, mp: BaseContext) -> Any:
+        return mp.Semaphore(self.value)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "value": self.value}
+
+
+@dataclass(frozen=True)
+class BoundedSemaphore(Semaphore):
+    """A semaphore whose ``release`` beyond the initial value raises ValueError."""
+
+    kind: ClassVar[str] = "bounded_semaphore"
+
+    def build(self, mp: BaseContext) -> Any:
+        return mp.BoundedSemaphore(self.value)
+
+
+@dataclass(frozen=True)
+class Lock(PrimSpec[LoggedSemaphore]):
+    """A mutual-exclusion lock: a pool of one unit."""
+
+    kind: ClassVar[str] = "lock"
+
+    def build(self, mp: BaseContext) -> Any:
+        return mp.Lock()
+
+
+class UnitModel(Model):
+    """Units held per actor (a pool), or signals pending (a semaphore that starts at 0)."""
+
+    series = ("held", "waiting")
+
+    def __init__(self, name: str, info: Any, history: Any) -> None:
+        super().__init__(name, info, history)
+        self.value = int(info.get("value", 1)) if info.get("kind") != "lock" else 1
+        self.signal = self.value == 0 and info.get("kind") != "lock"
+        self.holds = Holds()
+        # Units whose holder ended without releasing them: still taken, and another process
+        # may give them back (readers-writers' last reader out).
+        self.left: deque[Hold] = deque()
+        self.waiting = 0
+        self.acquired = 0
+        self.most = 0
+        # Signals given (a release each) and not yet taken, oldest first.
+        self.signals: deque[Operation] = deque()
+        self._wakes = Wakes()
+        # A release whose invoke ended a hold, until it returns (a failed release reopens it).
+        self._releasing: dict[str, Hold] = {}
+        if self.signal:
+            self.gauges = {"signals": 0, "waiting": 0}
+
+    @property
+    def capacity(self) -> int | None:
+        return None if self.signal else self.value
+
+    @property
+    def taken(self) -> int:
+        """Units taken now: held, or left taken by an actor that has ended."""
+        assert self.holds is not None
+        return len(self.holds) + len(self.left)
+
+    def invoke(self, op: Operation) -> None:
+        name = op.invoke.op
+        if name == "acquire":
+            self.waiting += 1
+            self.set_gauge(waiting=self.waiting)
+        elif name == "release":
+            if self.signal:
+                self.signals.append(op)
+                self.set_gauge(signals=len(self.signals))
+            else:
+                self._release(op)
+            if self.waiting > 0:
+                self._wakes.offer(op, 1)
+
+    def _release(self, op: Operation) -> None:
+        assert self.holds is not None
+        actor = op.invoke.actor
+        mine = self.holds.mine(actor)
+        if mine:
+            hold = mine[-1]
+        elif self.left:
+            self.left.popleft()  # a unit whose holder has ended comes back
+            self.set_gauge(held=self.taken)
+            return
+        elif self.holds:
+            hold = next(iter(self.holds))  # another's unit: the longest held goes
+        else:
+            return  # nothing taken: a release without an acquire (the check reports it)
+        self._releasing[actor] = hold
+        self.history.close_hold(self, hold, op.invoke.ts)
+        self.set_gauge(held=self.taken)
+
+    def complete(self, op: Operation) -> None:
+        done = op.done
+        assert done is not None
+        name, phase = op.invoke.op, done.phase
+        if name == "acquire":
+            self.waiting -= 1
+            if phase == "ok":
+                self.acquired += 1
+                if self.signal:
+                    if self.signals:
+                        self.history.transfer(self.signals.popleft(), op, "signal")
+                    self.set_gauge(signals=len(self.signals), waiting=self.waiting)
+                    return
+                waker = self._wakes.take(op)
+                if waker is not None:
+                    self.history.transfer(waker, op, "unit")
+                self.history.open_hold(self, op.invoke.actor, done.ts, op)
+                self.most = max(self.most, self.taken)
+                self.set_gauge(held=self.taken, waiting=self.waiting)
+                return
+            if self.waiting <= 0:
+                self._wakes.clear()  # a wake-up nobody took (its waiter gave up) wakes nobody
+            self.set_gauge(waiting=self.waiting)
+        elif name == "release":
+            hold = self._releasing.pop(op.invoke.actor, None)
+            if phase == "ok":
+                return
+            if self.signal and self.signals and self.signals[-1] is op:
+                self.signals.pop()
+                self.set_gauge(signals=len(self.signals))
+            elif hold is not None:
+                # The release raised: the unit was never given back, the holder holds on.
+                self.history.open_hold(self, hold.actor, done.ts, hold.op)
+                self.set_gauge(held=self.taken)
+
+    def actor_ended(self, actor: str, ts: float, died: bool) -> None:
+        assert self.holds is not None
+        for hold in list(self.holds.mine(actor)):
+            # The unit stays taken (nobody released it), so the gauges keep counting it; only
+            # the hold ends here. A dead actor's unit is lost for the rest of the run.
+            self.history.close_hold(self, hold, ts, cut="died" if died else "ended")
+            self.left.append(hold)
+
+
+class SemaphoreBound(Check):
+    """Holders of a semaphore never exceed its value, and it never gets back more than it gave.
+
+    Counting holders alone cannot see a release without an acquire (a car that leaves twice):
+    the count drops and the semaphore silently admits one more than its value. So for a
+    semaphore that starts above 0, a completed release must never outnumber the acquires
+    begun. For a signal (a semaphore that starts at 0), every acquire must follow a release.
+    """
+
+    def __init__(self, prim: str, value: int) -> None:
+        super().__init__()
+        self.prim = prim
+        self.value = value
+        self.name = (f"{prim}: at most {value} holders" if value else
+                     f"{prim}: no acquire without an earlier release")  # fmt: skip
+        self.prims = frozenset({prim})
+        self._begun = 0
+        self._released = 0
+        self._signals = 0
+
+    def _model(self) -> UnitModel:
+        model = self.history.model(self.prim)
+        assert isinstance(model, UnitModel)
+        return model
+
+    def on_invoke(self, op: Operation) -> None:
+        name = op.invoke.op
+        if name == "acquire":
+            self._begun += 1
+        elif name == "release":
+            self._signals += 1
+
+    def on_hold_start(self, hold: Hold) -> None:
+        taken = self._model().taken
+        if taken > self.value:
+            self.problems.add(
+                lambda: f"{taken} holders at ts {hold.start:.6f} when {hold.actor} acquired"
+            )
+
+    def on_op(self, op: Operation) -> None:
+        done = op.done
+        if done is None or done.phase != "ok":
+            return
+        name = op.invoke.op
+        if name == "release" and self.value:
+            self._released += 1
+            if self._released > self._begun:
+                self.problems.add(
+                    f"{op.actor} released at ts {done.ts:.6f} (seq {done.seq}) more than was "
+                    f"ever acquired: the semaphore now admits more than {self.value}"
+                )
+                self._released = self._begun  # report each extra release once
+        elif name == "acquire" and not self.value:
+            self._signals -= 1
+            if self._signals < 0:
+                self.problems.add(
+                    f"{op.actor} acquired at ts {done.ts:.6f} (seq {done.seq}) with no release "
+                    "before it"
+                )
+                self._signals = 0  # report each one once
+
+    def verdict(self) -> Verdict:
+        model = self._model()
+        if not model.acquired:
+            return self.skip("no acquire completed")
+        if self.value:
+            return self.result(f"{model.acquired} acquires, at most {model.most} held at once")
+        return self.result(f"{model.acquired} acquires, each after a release")
+
+
+def _wrap(kind: str) -> Any:
+    def wrap(name: str, raw: Any, log: Any, clock: Any) -> LoggedSemaphore:
+        return LoggedSemaphore(name, raw, log, clock, kind)
+
+    return wrap
+
+
+def _checks(name: str, info: Any) -> list[Check]:
+    value = 1 if info.get("kind") == "lock" else int(info.get("value", 1))
+    return [SemaphoreBound(name, value)]
+
+
+_BLOCKING = frozenset({"acquire"})
+KINDS = [
+    Kind(name, UnitModel, spec, _wrap(name), _checks, _BLOCKING)
+    for name, spec in (
+        ("semaphore", Semaphore),
+        ("bounded_semaphore", BoundedSemaphore),
+        ("lock", Lock),
+    )
+]
