@@ -24,7 +24,18 @@ if TYPE_CHECKING:
     from sim.history.lines import Line
     from sim.runtime.clock import Clock
 
-__all__ = ["Holds", "Kind", "Logged", "Model", "PrimSpec", "Wakes", "item_key", "limit"]
+__all__ = [
+    "Display",
+    "Holds",
+    "Kind",
+    "Logged",
+    "Model",
+    "PrimSpec",
+    "Reading",
+    "Wakes",
+    "item_key",
+    "limit",
+]
 
 W = TypeVar("W")
 
@@ -46,6 +57,16 @@ class PrimSpec(Generic[W]):
     def describe(self) -> dict[str, Any]:
         """What run.json records about this primitive (replay's checks read it back)."""
         return {"kind": self.kind}
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A primitive's state at one moment, as one gauge a display draws: a ``value`` against a
+    ``capacity`` (if it has one), and the same in words (``3/130 taken, 2 waiting``)."""
+
+    value: float
+    capacity: float | None
+    text: str
 
 
 class Model:
@@ -97,6 +118,10 @@ class Model:
     def holders(self) -> list[str]:
         """Who holds this primitive (a unit of it) now."""
         return [] if self.holds is None else self.holds.actors()
+
+    def reading(self) -> Reading | None:
+        """The state now, for a gauge on the live view and the player (None: no gauge)."""
+        return None
 
     def describe_wait(self, op: Operation) -> str:
         """What ``op``, blocked, waits for, in words (the deadlock report uses it)."""
@@ -195,6 +220,21 @@ def _no_checks(name: str, info: Mapping[str, Any]) -> list[Check]:
 
 
 @dataclass(frozen=True)
+class Display:
+    """How pictures show a kind: its gauge series (name and style: ``fill`` for the level,
+    ``--`` for processes waiting, ``-`` a plain line, ``:`` a count), the title and unit of
+    a panel of them, and ``rank``: which kinds a panel with room for a few shows first (a
+    pool of units or a queue before a lock, a lock before a barrier). ``lock``: a kind with
+    one holder at most, so that many of one sort (five forks) are drawn together."""
+
+    series: tuple[tuple[str, str], ...] = ()
+    title: str = ""
+    unit: str = ""
+    rank: int = 9
+    lock: bool = False
+
+
+@dataclass(frozen=True)
 class Kind:
     """One primitive kind, as the registry knows it.
 
@@ -214,6 +254,7 @@ class Kind:
     waiting: Mapping[str, str] = field(default_factory=dict)
     # What the message flow of a kind is, for displays: (sending op, receiving op).
     flow: tuple[str, str] | None = None
+    display: Display = field(default_factory=Display)
 
     def label(self, op: str) -> str:
         """The state of an actor blocked in ``op`` (``waiting``, ``getting``)."""

@@ -29,7 +29,7 @@ from sim.checks import Check, Verdict
 from sim.history.facts import Operation
 from sim.history.lines import Line
 
-from ._base import Kind, Logged, Model, PrimSpec, Wakes, limit
+from ._base import Display, Kind, Logged, Model, PrimSpec, Reading, Wakes, limit
 
 __all__ = ["Barrier", "BarrierModel", "Generations", "LoggedBarrier"]
 
@@ -90,6 +90,9 @@ class BarrierModel(Model):
     @property
     def capacity(self) -> int | None:
         return self.parties
+
+    def reading(self) -> Reading:
+        return Reading(self.waiting, self.parties, f"{self.waiting}/{self.parties} arrived")
 
     def invoke(self, op: Operation) -> None:
         if op.invoke.op != "wait":
@@ -235,4 +238,15 @@ def _checks(name: str, info: Any) -> list[Check]:
     return [Generations(name, parties)]
 
 
-KINDS = [Kind("barrier", BarrierModel, Barrier, LoggedBarrier, _checks, frozenset({"wait"}))]
+KINDS = [
+    Kind(
+        "barrier",
+        BarrierModel,
+        Barrier,
+        LoggedBarrier,
+        _checks,
+        frozenset({"wait"}),
+        display=Display((("waiting", "fill"),), "processes waiting at the barrier", "processes",
+                        rank=3),
+    )
+]  # fmt: skip

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from sim.checks import Check, Verdict
 from sim.history.facts import Hold, Operation
 
-from ._base import Kind, PrimSpec, Wakes
+from ._base import Display, Kind, PrimSpec, Reading, Wakes
 from .rlock import OwnerModel
 from .semaphore import LoggedSemaphore
 
@@ -109,6 +109,12 @@ class ConditionModel(OwnerModel):
         # Waiters and the depth each gave up, to take back when it returns.
         self.sleeping: dict[str, int] = {}
         self._notified = Wakes()
+
+    def reading(self) -> Reading:
+        assert self.holds is not None
+        holders = ", ".join(self.holders()) or "nobody"
+        return Reading(len(self.holds), 1, f"held by {holders}, {self.waiting} waiting, "
+                       f"{len(self.sleeping)} in wait")  # fmt: skip
 
     def invoke(self, op: Operation) -> None:
         name = op.invoke.op
@@ -257,5 +263,12 @@ KINDS = [
         LoggedCondition,
         _checks,
         frozenset({"acquire", "wait"}),
+        display=Display(
+            (("held", "fill"), ("waiting", "--"), ("in wait", ":")),
+            "the condition's lock over time: held, waiting for it, waiting in wait()",
+            "processes",
+            rank=1,
+            lock=True,
+        ),
     )
 ]

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from sim.checks import Check, Verdict
 from sim.history.facts import Operation
 
-from ._base import Kind, Logged, Model, PrimSpec, Wakes, limit
+from ._base import Display, Kind, Logged, Model, PrimSpec, Reading, Wakes, limit
 
 __all__ = ["Event", "EventModel", "LoggedEvent", "NoWaitBeforeSet"]
 
@@ -70,6 +70,10 @@ class EventModel(Model):
         self.flag = False
         self.waiting = 0
         self._wakes = Wakes()
+
+    def reading(self) -> Reading:
+        flag = "● set" if self.flag else "○ clear"
+        return Reading(float(self.flag), None, f"{flag}, {self.waiting} waiting")
 
     def invoke(self, op: Operation) -> None:
         name = op.invoke.op
@@ -168,4 +172,15 @@ def _checks(name: str, info: Any) -> list[Check]:
     return [NoWaitBeforeSet(name)]
 
 
-KINDS = [Kind("event", EventModel, Event, LoggedEvent, _checks, frozenset({"wait"}))]
+KINDS = [
+    Kind(
+        "event",
+        EventModel,
+        Event,
+        LoggedEvent,
+        _checks,
+        frozenset({"wait"}),
+        display=Display((("set", "fill"), ("waiting", "--")),
+                        "event flag and processes waiting for it", "processes", rank=3),
+    )
+]  # fmt: skip

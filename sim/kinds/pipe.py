@@ -21,7 +21,7 @@ from sim.checks import Check, Verdict
 from sim.history.facts import Operation
 from sim.history.lines import Line
 
-from ._base import Kind, Logged, Model, PrimSpec
+from ._base import Display, Kind, Logged, Model, PrimSpec, Reading
 
 __all__ = [
     "Direction",
@@ -150,6 +150,11 @@ class PipeModel(Model):
 
     def key(self, line: Line) -> Any:
         return (line.actor, line.op, line.end)
+
+    def reading(self) -> Reading:
+        self._peak = max(getattr(self, "_peak", 0), self._in_pipe)
+        return Reading(self._in_pipe, max(self._peak, 1),
+                       f"{self._in_pipe} in transit (peak {self._peak})")  # fmt: skip
 
     def invoke(self, op: Operation) -> None:
         end = op.invoke.end
@@ -308,5 +313,7 @@ KINDS = [
         frozenset({"send", "recv"}),
         {"send": "sending", "recv": "receiving"},
         ("send", "recv"),
+        Display((("in pipe", "fill"),), "messages in transit (sent and not yet received)",
+                "items", rank=0),
     )
-]
+]  # fmt: skip

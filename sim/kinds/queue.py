@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 from sim.checks import Check, Verdict
 from sim.history.facts import Operation
 
-from ._base import Kind, Logged, Model, PrimSpec, item_key, limit
+from ._base import Display, Kind, Logged, Model, PrimSpec, Reading, item_key, limit
 
 __all__ = [
     "Bounded",
@@ -207,11 +207,22 @@ class QueueModel(Model):
         self.ledger = Ledger()
         self.maxsize = int(info.get("maxsize", 0) or 0)
         self.length = 0
+        self._peak = 0
         self._putting: dict[Operation, Transit] = {}
 
     @property
     def capacity(self) -> int | None:
         return self.maxsize or None
+
+    def reading(self) -> Reading:
+        most = int(self.history_peak)
+        if self.maxsize:
+            return Reading(self.length, self.maxsize, f"{self.length}/{self.maxsize} queued")
+        return Reading(self.length, max(most, 1), f"{self.length} queued (peak {most})")
+
+    @property
+    def history_peak(self) -> int:
+        return self._peak
 
     def invoke(self, op: Operation) -> None:
         if op.invoke.op != "put":
@@ -240,6 +251,7 @@ class QueueModel(Model):
             if done.phase == "ok":
                 if not transit.got:
                     self.length += 1
+                    self._peak = max(self._peak, self.length)
                     self.set_gauge(length=self.length)
             else:
                 transit.failed = True
@@ -469,7 +481,10 @@ def _checks(name: str, info: Any) -> list[Check]:
 
 _BLOCKING = frozenset({"put", "get", "join", "join_thread"})
 _WAITING = {"put": "putting", "get": "getting", "join": "joining", "join_thread": "joining"}
+_DISPLAY = Display((("length", "fill"),), "queue length over time (items put and not yet got)",
+                   "items", rank=0)  # fmt: skip
 KINDS = [
-    Kind(name, QueueModel, spec, _wrap(name), _checks, _BLOCKING, _WAITING, ("put", "get"))
+    Kind(name, QueueModel, spec, _wrap(name), _checks, _BLOCKING, _WAITING, ("put", "get"),
+         _DISPLAY)
     for name, spec in (("queue", Queue), ("joinable_queue", JoinableQueue))
-]
+]  # fmt: skip

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from sim.checks import Check, Verdict
 from sim.history.facts import Hold, Operation
 
-from ._base import Holds, Kind, Model, PrimSpec, Wakes
+from ._base import Display, Holds, Kind, Model, PrimSpec, Reading, Wakes
 from .semaphore import LoggedSemaphore
 
 __all__ = ["OneOwner", "OwnerModel", "RLock", "ReleasedByOwner"]
@@ -56,6 +56,12 @@ class OwnerModel(Model):
     @property
     def capacity(self) -> int | None:
         return 1
+
+    def reading(self) -> Reading:
+        assert self.holds is not None
+        holders = ", ".join(self.holders()) or "nobody"
+        deep = f" (depth {self.depth})" if self.depth > 1 else ""
+        return Reading(len(self.holds), 1, f"held by {holders}{deep}, {self.waiting} waiting")
 
     def invoke(self, op: Operation) -> None:
         name = op.invoke.op
@@ -224,4 +230,9 @@ def _checks(name: str, info: Any) -> list[Check]:
     return [OneOwner(name), ReleasedByOwner(name)]
 
 
-KINDS = [Kind("rlock", OwnerModel, RLock, _wrap, _checks, frozenset({"acquire"}))]
+LOCK_DISPLAY = Display((("held", "fill"), ("waiting", "--")),
+                       "locks held over time, processes waiting",
+                       "locks held / processes waiting", rank=1, lock=True)  # fmt: skip
+KINDS = [
+    Kind("rlock", OwnerModel, RLock, _wrap, _checks, frozenset({"acquire"}), display=LOCK_DISPLAY)
+]

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from sim.checks import Check, Verdict
 from sim.history.facts import Hold, Operation
 
-from ._base import Holds, Kind, Logged, Model, PrimSpec, Wakes, limit
+from ._base import Display, Holds, Kind, Logged, Model, PrimSpec, Reading, Wakes, limit
 
 __all__ = [
     "BoundedSemaphore",
@@ -142,6 +142,16 @@ class UnitModel(Model):
     @property
     def capacity(self) -> int | None:
         return None if self.signal else self.value
+
+    def reading(self) -> Reading:
+        if self.signal:
+            text = f"{len(self.signals)} signals pending, {self.waiting} waiting"
+            return Reading(len(self.signals), None, text)
+        if self.info.get("kind") == "lock":
+            holders = ", ".join(self.holders()) or "nobody"
+            return Reading(self.taken, 1, f"held by {holders}, {self.waiting} waiting")
+        return Reading(self.taken, self.value, f"{self.taken}/{self.value} taken, "
+                       f"{self.waiting} waiting")  # fmt: skip
 
     @property
     def taken(self) -> int:
@@ -308,11 +318,16 @@ def _checks(name: str, info: Any) -> list[Check]:
 
 
 _BLOCKING = frozenset({"acquire"})
+_SERIES = (("held", "fill"), ("signals", "fill"), ("waiting", "--"))
+_POOL = Display(_SERIES, "occupancy over time: units held against capacity, processes waiting",
+                "units (held / waiting)", rank=0)  # fmt: skip
+_LOCK = Display(_SERIES, "locks held over time, processes waiting",
+                "locks held / processes waiting", rank=1, lock=True)  # fmt: skip
 KINDS = [
-    Kind(name, UnitModel, spec, _wrap(name), _checks, _BLOCKING)
-    for name, spec in (
-        ("semaphore", Semaphore),
-        ("bounded_semaphore", BoundedSemaphore),
-        ("lock", Lock),
+    Kind(name, UnitModel, spec, _wrap(name), _checks, _BLOCKING, display=display)
+    for name, spec, display in (
+        ("semaphore", Semaphore, _POOL),
+        ("bounded_semaphore", BoundedSemaphore, _POOL),
+        ("lock", Lock, _LOCK),
     )
 ]

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 from sim.checks import Check, Verdict
 from sim.history.facts import Operation
 
-from ._base import Kind, Logged, Model, PrimSpec
+from ._base import Display, Kind, Logged, Model, PrimSpec, Reading
 from .rlock import OneOwner
 from .semaphore import LoggedSemaphore
 
@@ -287,6 +287,13 @@ class ReadModifyWrite(Model):
         # Per (slot, actor): when its read began, and its latest read since it last wrote.
         self._reads: dict[tuple[Hashable, str], tuple[float, Any]] = {}
 
+    def reading(self) -> Reading | None:
+        value = self.gauges.get("value")
+        if value is None:
+            return None
+        writes = f", {self.writes} write{'s' if self.writes != 1 else ''}" if self.writes else ""
+        return Reading(value, None, f"value {value:g}{writes}")
+
     def invoke(self, op: Operation) -> None:
         line = op.invoke
         if line.op != "write":
@@ -405,8 +412,10 @@ def _checks(name: str, info: Any) -> list[Check]:
     return checks
 
 
+_DISPLAY = Display((("value", "-"), ("writes", ":")),
+                   "shared value over time, and the writes that completed", "value", rank=2)
 KINDS = [
-    Kind(name, ReadModifyWrite, spec, wrap, _checks)
+    Kind(name, ReadModifyWrite, spec, wrap, _checks, display=_DISPLAY)
     for name, spec, wrap in (
         ("value", Value, LoggedValue),
         ("array", Array, LoggedArray),

@@ -17,7 +17,7 @@ from typing import Any
 from sim.history.facts import Operation
 from sim.history.lines import Line
 
-from ._base import Kind, Logged, Model, item_key
+from ._base import Display, Kind, Logged, Model, Reading, item_key
 
 __all__ = ["Stream", "TcpListener", "TcpModel", "TcpStream", "tcp_connect", "tcp_listen"]
 
@@ -189,6 +189,11 @@ class TcpModel(Model):
             found = self.streams[(actor, peer)] = Stream(actor, peer)
         return found
 
+    def reading(self) -> Reading:
+        self._peak = max(getattr(self, "_peak", 0), self._in_flight)
+        return Reading(self._in_flight, max(self._peak, 1),
+                       f"{self._in_flight} in transit (peak {self._peak})")  # fmt: skip
+
     def invoke(self, op: Operation) -> None:
         if op.invoke.op == "send":
             key = item_key(op.invoke.item)
@@ -246,5 +251,7 @@ KINDS = [
         blocking=frozenset(_WAITING),
         waiting=_WAITING,
         flow=("send", "recv"),
+        display=Display((("in flight", "fill"),),
+                        "messages in transit (sent and not yet received)", "items", rank=0),
     )
-]
+]  # fmt: skip

@@ -14,7 +14,7 @@ from typing import Any
 
 from sim.history.facts import Operation
 
-from ._base import Kind, Logged, Model, item_key
+from ._base import Display, Kind, Logged, Model, Reading, item_key
 
 __all__ = ["Arrival", "UdpModel", "UdpSocket", "udp"]
 
@@ -122,6 +122,11 @@ class UdpModel(Model):
         """Datagrams from a port none of the run's sockets had."""
         return [a for a in self.arrived if a.port not in self.port_of]
 
+    def reading(self) -> Reading:
+        self._peak = max(getattr(self, "_peak", 0), self._in_flight)
+        return Reading(self._in_flight, max(self._peak, 1),
+                       f"{self._in_flight} in transit (peak {self._peak})")  # fmt: skip
+
     def invoke(self, op: Operation) -> None:
         if op.invoke.op == "sendto":
             self._sends.setdefault(item_key(op.invoke.item), deque()).append(op)
@@ -163,5 +168,7 @@ KINDS = [
         blocking=frozenset({"recvfrom"}),
         waiting={"recvfrom": "receiving"},
         flow=("sendto", "recvfrom"),
+        display=Display((("in flight", "fill"),),
+                        "messages in transit (sent and not yet received)", "items", rank=0),
     )
-]
+]  # fmt: skip
