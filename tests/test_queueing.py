@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from fractions import Fraction
 
 import pytest
@@ -52,7 +53,7 @@ def solve_birth_death(
             q[n][n + 1] = arrival
         if n > 0:
             q[n][n - 1] = min(n, servers) * service
-        q[n][n] = -sum(q[n])
+        q[n][n] = -sum(q[n], Fraction(0))
     # Rows of the system are the columns of Q; the last balance equation is replaced by the
     # normalisation (the balance equations are linearly dependent).
     rows = [[q[i][j] for i in range(size)] + [Fraction(0)] for j in range(size)]
@@ -348,7 +349,7 @@ def test_finite_source_tends_to_mmc_with_many_sources() -> None:
         (lambda: mmc(0.0, 1.0, 2), "arrival_rate must be > 0"),
         (lambda: mmc(1.0, -2.0, 2), "service_mean must be > 0 and finite, got -2.0"),
         (lambda: mmc(1.0, math.nan, 2), "service_mean must be > 0 and finite, got nan"),
-        (lambda: mmc(1.0, 1.0, 2.5), "servers must be an integer, got 2.5"),
+        (lambda: mmc(1.0, 1.0, 2.5), "servers must be an integer, got 2.5"),  # type: ignore[arg-type]
         (lambda: mmc(1.0, 1.0, True), "servers must be an integer, got True"),
         (lambda: mmck(1.0, 1.0, 3, 2), r"capacity must be >= servers \(3\), got 2"),
         (lambda: mmck(1.0, 1.0, 1, 0), "capacity must be > 0, got 0"),
@@ -360,8 +361,9 @@ def test_finite_source_tends_to_mmc_with_many_sources() -> None:
         (lambda: machine_repair(4, 0, 1.0, 1.0), "servers must be > 0, got 0"),
     ],
 )
-def test_bad_parameters_raise_a_scenario_error_naming_them(call: object, message: str) -> None:
-    assert callable(call)
+def test_bad_parameters_raise_a_scenario_error_naming_them(
+    call: Callable[[], Prediction | float], message: str
+) -> None:
     with pytest.raises(ScenarioError, match=message) as caught:
         call()
     assert isinstance(caught.value, SimError)
