@@ -78,6 +78,21 @@ def test_t_cdf_inverts_the_quantile(df: float, p: float) -> None:
 
 def test_t_cdf_known_values() -> None:
     assert student_t_cdf(0.0, 4) == 0.5
+    assert student_t_cdf(math.inf, 4) == 1.0
+    assert student_t_cdf(-math.inf, 4) == 0.0
+
+
+@pytest.mark.parametrize("df", [10_001.0, 20_000.0, 50_000.0])
+def test_t_cdf_is_continuous_where_the_expansion_takes_over(df: float) -> None:
+    # Above 10,000 df the CDF comes from the expansion while t^2 < df / 100, else from the
+    # fraction: on either side of that edge (ten digits apart) the far tail must agree.
+    edge = math.sqrt(0.01 * df)
+    inside, outside = student_t_cdf(-edge * (1 - 1e-10), df), student_t_cdf(-edge * (1 + 1e-10), df)
+    assert 0.0 < outside < inside < 1e-20
+    # The density alone makes them differ by about 2e-10 t^2 (d log F / dt ~ -t, as for the
+    # normal, since t^2 << df); a
+    # jump between the two methods would show on top of that.
+    assert (inside / outside - 1) / (2e-10 * edge**2) == pytest.approx(1.0, abs=0.02)
     # df = 1: Cauchy, F(t) = 1/2 + atan(t) / pi; df = 2: F(t) = 1/2 + t / (2 sqrt(2 + t^2)).
     for t in (-30.0, -2.0, -0.3, 0.7, 5.0):
         assert student_t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, rel=1e-12)
@@ -96,6 +111,21 @@ def test_regularized_beta_known_values() -> None:
     assert regularized_beta(2.0, 3.0, 1.0) == 1.0
     with pytest.raises(ScenarioError, match="0 <= x <= 1"):
         regularized_beta(2.0, 3.0, 1.5)
+
+
+@pytest.mark.parametrize("a", [1e4, 1e6, 5e8])
+def test_regularized_beta_with_a_huge_parameter(a: float) -> None:
+    # I_x(a, 1/2) with x = 2a / (2a + t^2) is twice the t tail at t with 2a degrees of freedom,
+    # which the expansion gives to rounding. t is recomputed from the float x, so that both
+    # sides are about the same x.
+    for i in range(1, 60):
+        t = i / 10
+        x = 2 * a / (2 * a + t * t)
+        exact = 2 * student_t_cdf(-math.sqrt(2 * a * (1 - x) / x), 2 * a)
+        error = abs(regularized_beta(a, 0.5, x) / exact - 1)
+        assert error < 2e-16 * a, t
+        if a * (1 - x) < 1:  # far from x = a / (a + b): no loss of digits at all
+            assert error < 1e-13, t
 
 
 def test_normal_quantile_known_values() -> None:
