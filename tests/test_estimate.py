@@ -90,8 +90,7 @@ def test_t_cdf_is_continuous_where_the_expansion_takes_over(df: float) -> None:
     inside, outside = student_t_cdf(-edge * (1 - 1e-10), df), student_t_cdf(-edge * (1 + 1e-10), df)
     assert 0.0 < outside < inside < 1e-20
     # The density alone makes them differ by about 2e-10 t^2 (d log F / dt ~ -t, as for the
-    # normal, since t^2 << df); a
-    # jump between the two methods would show on top of that.
+    # normal, since t^2 << df); a jump between the two methods would show on top of that.
     assert (inside / outside - 1) / (2e-10 * edge**2) == pytest.approx(1.0, abs=0.02)
     # df = 1: Cauchy, F(t) = 1/2 + atan(t) / pi; df = 2: F(t) = 1/2 + t / (2 sqrt(2 + t^2)).
     for t in (-30.0, -2.0, -0.3, 0.7, 5.0):
