@@ -124,6 +124,14 @@ def _check_positive(name: str, value: float) -> None:
         raise ScenarioError(f"{name} must be > 0 and finite, got {value}")
 
 
+def _ratio_or_product(name: str, value: float) -> float:
+    # Each factor may be fine and the product or ratio still under- or overflow; its logarithm
+    # is taken below, so say which parameters are to blame instead of a math domain error.
+    if not 0.0 < value < math.inf:
+        raise ScenarioError(f"{name} = {value} is out of the floating-point range")
+    return value
+
+
 def _normalise(logs: list[float]) -> list[float]:
     """Probabilities from unnormalised log weights (log-sum-exp, so no weight overflows)."""
     peak = max(logs)
@@ -178,7 +186,7 @@ def mmc(arrival_rate: float, service_mean: float, servers: int) -> Prediction:
     _check_positive("arrival_rate", arrival_rate)
     _check_positive("service_mean", service_mean)
     _check_count("servers", servers)
-    load = arrival_rate * service_mean
+    load = _ratio_or_product("arrival_rate * service_mean", arrival_rate * service_mean)
     rho = load / servers
     if rho >= 1:
         raise ScenarioError(
@@ -215,7 +223,7 @@ def mmck(arrival_rate: float, service_mean: float, servers: int, capacity: int) 
     _check_count("capacity", capacity)
     if capacity < servers:
         raise ScenarioError(f"capacity must be >= servers ({servers}), got {capacity}")
-    load = arrival_rate * service_mean
+    load = _ratio_or_product("arrival_rate * service_mean", arrival_rate * service_mean)
     log_load, log_rho = math.log(load), math.log(load / servers)
     # p_n ~ A^n / n! up to c, then A^c / c! * rho^(n - c): the birth-death chain's product form.
     logs = [n * log_load - math.lgamma(n + 1) for n in range(servers + 1)]
@@ -259,7 +267,8 @@ def _finite(
     _check_count("servers", servers)
     _check_positive("idle_mean", idle_mean)
     _check_positive("service_mean", service_mean)
-    p = _normalise(_log_weights(sources, servers, service_mean / idle_mean, waiting))
+    ratio = _ratio_or_product("service_mean / idle_mean", service_mean / idle_mean)
+    p = _normalise(_log_weights(sources, servers, ratio, waiting))
     # Only idle sources can arrive, each at rate 1 / idle_mean: arrivals see state n with
     # weight (N - n) p_n (the arrival theorem: what the other N - 1 sources look like).
     seen = [(sources - n) * pn for n, pn in enumerate(p)]

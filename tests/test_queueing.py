@@ -359,6 +359,9 @@ def test_finite_source_tends_to_mmc_with_many_sources() -> None:
         (lambda: engset(0, 3, 1.0, 1.0), "sources must be > 0, got 0"),
         (lambda: engset(4, 3, 0.0, 1.0), "idle_mean must be > 0"),
         (lambda: machine_repair(4, 0, 1.0, 1.0), "servers must be > 0, got 0"),
+        (lambda: mmck(1e-200, 1e-200, 1, 3), r"arrival_rate \* service_mean = 0.0 is out of"),
+        (lambda: mmc(1e200, 1e200, 2), r"arrival_rate \* service_mean = inf is out of"),
+        (lambda: engset(3, 2, 1e300, 1e-300), "service_mean / idle_mean = 0.0 is out of"),
     ],
 )
 def test_bad_parameters_raise_a_scenario_error_naming_them(
