@@ -30,6 +30,10 @@ import structlog
 from anyio.abc import SocketListener, SocketStream, TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .errors import ProtocolError
+from .history import History, Operation
+from .history.lines import Line, decode_line
+
 __all__ = ["Coordinator", "LiveCounters", "address_of", "bind"]
 
 # No event the engine writes comes near this; a longer line is a broken or hostile client.
@@ -44,100 +48,58 @@ class _Hello(msgspec.Struct):
     pid: int
 
 
-class _Line(msgspec.Struct):
-    # The contract's fields, plus what the live counters read. Other fields are kept verbatim.
-    ts: float
-    actor: str
-    pid: int
-    seq: int
-    event: str
-    # Meaningful on op events only: a domain event may use these names for its own values.
-    prim: Any = None
-    kind: Any = None
-    op: Any = None
-    phase: Any = None
-    timeout: Any = None
-
-
 @dataclass
 class LiveCounters:
-    """What the progress view and the stall detector read, updated as lines arrive."""
+    """What the transport saw, and the run's live history (what the lines mean so far), for the
+    progress display and the stall detector."""
 
+    history: History = field(default_factory=History)
     events: int = 0
-    actors_started: int = 0
-    actors_ended: int = 0
     refused: int = 0
     protocol_errors: int = 0
     lines: Counter[str] = field(default_factory=Counter)
-    # Per primitive: units held (acquire ok .. release invoke) and acquirers still waiting.
-    held: Counter[str] = field(default_factory=Counter)
-    waiting: Counter[str] = field(default_factory=Counter)
-    # Who holds each lock-like primitive, for "who waits on what" when a run stalls.
-    holders: dict[str, list[str]] = field(default_factory=dict)
-    # Actors inside an operation with no timeout: (prim, op) they are blocked in, if they are.
-    pending: dict[str, tuple[str, str]] = field(default_factory=dict)
-    live: set[str] = field(default_factory=set)
-    started: set[str] = field(default_factory=set)
+    # Actors whose process the engine has seen exit (an actor killed logs no end of its own).
+    exited: set[str] = field(default_factory=set)
     # time.monotonic() of the last line any actor sent: a stall is a long silence.
     last_event: float = field(default_factory=time.monotonic)
     # When the run's coordinator was made: the live view's clock counts from here.
     began: float = field(default_factory=time.monotonic)
 
-    def count(self, line: _Line) -> None:
-        self.events += 1
-        event = line.event
-        if event == "op" and isinstance(line.prim, str):
-            self._op(line, line.prim)
-        elif event == "actor_start":
-            self.actors_started += 1
-            self.live.add(line.actor)
-            self.started.add(line.actor)
-        elif event == "actor_end":
-            self.actors_ended += 1
-            self.gone(line.actor)
-
-    def _op(self, line: _Line, prim: str) -> None:
-        op, actor = line.op, line.actor
-        if line.phase == "invoke":
-            if line.timeout is None:
-                self.pending[actor] = (prim, op or "?")
-            if op == "acquire":
-                self.waiting[prim] += 1
-            elif op == "release" or (op == "wait" and line.kind == "condition"):
-                # A condition's wait gives its lock up until it returns.
-                self.held[prim] -= 1
-                holders = self.holders.get(prim)
-                if holders and actor in holders:
-                    holders.remove(actor)
-            return
-        self.pending.pop(actor, None)
-        if op == "acquire":
-            self.waiting[prim] -= 1
-        if (op == "acquire" and line.phase == "ok") or (op == "wait" and line.kind == "condition"):
-            self.held[prim] += 1
-            self.holders.setdefault(prim, []).append(actor)
-
     def gone(self, actor: str) -> None:
-        """``actor`` has ended (or its process has exited)."""
-        self.live.discard(actor)
-        self.pending.pop(actor, None)
+        """``actor``'s process has exited."""
+        self.exited.add(actor)
+
+    def live(self) -> set[str]:
+        """Actors that have started and neither ended nor exited."""
+        h = self.history
+        return {a for a in h.started if a not in h.ended and a not in self.exited}
+
+    def blocked(self) -> dict[str, Operation]:
+        """Per actor, the operation it is blocked in, if it can block forever (no timeout)."""
+        found: dict[str, Operation] = {}
+        for op in self.history.pending():
+            if op.blocking and op.invoke.timeout is None:
+                found[op.actor] = op
+        return found
 
     def stalled(self, stall_s: float) -> bool:
         """Every live actor is blocked in an operation without timeout, and nothing has
         happened for ``stall_s`` seconds: nobody is left who could wake anybody."""
-        return (
-            bool(self.live)
-            and time.monotonic() - self.last_event >= stall_s
-            and all(actor in self.pending for actor in self.live)
-        )
+        live = self.live()
+        if not live or time.monotonic() - self.last_event < stall_s:
+            return False
+        blocked = self.blocked()
+        return all(actor in blocked for actor in live)
 
     def waits(self) -> list[dict[str, Any]]:
         """Who waits on what, and who holds it."""
+        blocked = self.blocked()
         found = []
-        for actor in sorted(self.live):
-            prim, op = self.pending.get(actor, ("?", "?"))
+        for actor in sorted(self.live()):
+            op = blocked.get(actor)
+            prim, name = (op.prim, op.name) if op is not None else ("?", "?")
             found.append(
-                {"actor": actor, "prim": prim, "op": op, "held_by": self.holders.get(prim, [])}
+                {"actor": actor, "prim": prim, "op": name, "held_by": self.history.holders(prim)}
             )
         return found
 
@@ -170,11 +132,13 @@ class Coordinator:
         buffer: int = 64,
         hello_timeout: float = 10.0,
         listener: socket.socket | None = None,
+        history: History | None = None,
     ) -> None:
         """``listener``: a socket made by :func:`bind` (this coordinator then owns it), so that
-        its address is known before the event loop runs; by default one is bound on entry."""
+        its address is known before the event loop runs; by default one is bound on entry.
+        ``history``: the run's live history, fed every line as it arrives."""
         self.events_path = events_path
-        self.counters = LiveCounters()
+        self.counters = LiveCounters(history if history is not None else History())
         self._secret = secret.encode()
         self._t0_ns = t0_ns
         self._transport = transport
@@ -294,9 +258,10 @@ class Coordinator:
         return self._loggers[actor]
 
     def _put_local(self, line: bytes) -> None:
-        actor = msgspec.json.decode(line, type=_Line).actor
-        self.counters.lines[actor] += 1
+        parsed = decode_line(line)
+        self.counters.lines[parsed.actor] += 1
         self.counters.events += 1
+        self.counters.history.feed((parsed,))
         if self._overflow:
             # Lines already waiting must go first: this actor's lines stay in seq order.
             self._overflow.append(line)
@@ -390,36 +355,30 @@ class Coordinator:
         return None, bytearray()
 
     async def _pump(self, stream: SocketStream, actor: str, buf: bytearray) -> None:
-        decode = msgspec.json.Decoder(_Line).decode
         counters = self.counters
+        feed = counters.history.feed
         max_line = self._max_line
         while True:
             cut = buf.rfind(b"\n")
             if cut >= 0:
                 block = bytes(buf[: cut + 1])
                 del buf[: cut + 1]
+                lines: list[Line] = []
                 good = 0
-                error: str | None = None
-                for line in block.split(b"\n")[:-1]:
-                    if len(line) > max_line:
-                        error = f"line longer than {max_line} bytes"
-                        break
-                    try:
-                        parsed = decode(line)
-                    except msgspec.DecodeError as exc:
-                        error = f"not a valid event line: {exc}"
-                        break
-                    if parsed.actor != actor:
-                        error = f"line claims actor {parsed.actor!r}"
-                        break
-                    counters.count(parsed)
-                    good += len(line) + 1
-                counters.lines[actor] += block.count(b"\n", 0, good)
+                error: _Broken | None = None
+                try:
+                    good = _parse(block, actor, max_line, lines)
+                except _Broken as exc:
+                    error = exc
+                    good = exc.good
+                counters.events += len(lines)
+                counters.lines[actor] += len(lines)
                 counters.last_event = time.monotonic()
+                feed(lines)
                 if good:
                     await self._send.send(block[:good] if error else block)
                 if error is not None:
-                    self._protocol_error(stream, actor, error)
+                    self._protocol_error(stream, actor, str(error))
                     return
             if len(buf) > max_line:
                 self._protocol_error(stream, actor, f"line longer than {max_line} bytes")
@@ -436,6 +395,33 @@ class Coordinator:
         self.logger("coordinator").warning(
             "protocol_error", peer=_peer(stream), client=actor, reason=reason
         )
+
+
+class _Broken(ProtocolError):
+    """A line that breaks the protocol, and how many bytes before it were good."""
+
+    def __init__(self, reason: str, good: int) -> None:
+        super().__init__(reason)
+        self.good = good
+
+
+def _parse(block: bytes, actor: str, max_line: int, into: list[Line]) -> int:
+    """Decode ``block``'s lines (each checked: length, JSON, the contract, the actor) into
+    ``into``; returns the bytes taken, or raises ProtocolError at the first bad line."""
+    good = 0
+    decode = decode_line
+    for raw in block.split(b"\n")[:-1]:
+        if len(raw) > max_line:
+            raise _Broken(f"line longer than {max_line} bytes", good)
+        try:
+            line = decode(raw)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise _Broken(f"not a valid event line: {exc}", good) from None
+        if line.actor != actor:
+            raise _Broken(f"line claims actor {line.actor!r}", good)
+        into.append(line)
+        good += len(raw) + 1
+    return good
 
 
 def bind(transport: Literal["tcp", "unix"]) -> socket.socket:

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -25,9 +24,15 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .events import ordered, read_events
-from .export import STATE_COLORS, Timeline, speedup_of
-from .replay import LoadedRun
+from .errors import ConfigError
+from .export import speedup_of
+from .history import History
+from .history.facts import State
+from .history.lines import Line
+from .replay import LoadedRun, lines_of, open_history
+from .views import Board
+from .views.board import stem_of
+from .views.frame import frame, sim_time
 
 __all__ = ["play", "render"]
 
@@ -50,66 +55,25 @@ def play(loaded: LoadedRun, console: Console, speed: float = 1.0) -> None:
     without waiting. The log is streamed: memory does not grow with its length.
     """
     if not speed > 0:
-        raise ValueError(f"speed must be > 0, not {speed}")
-    board = _Board(loaded)
-    events = ordered(read_events(loaded.events_path))
+        raise ConfigError(f"must be > 0, got {speed:g}", source="--speed")
+    history = open_history(loaded, track_states=True)
+    board = history.subscribe(Board())
+    assert isinstance(board, Board)
+    lines = lines_of(loaded)
     if console.is_terminal:
-        _animate(loaded, board, events, console, speed)
+        _animate(loaded, history, board, lines, console, speed)
     else:
-        _print_timeline(loaded, board, events, console)
-
-
-# -- what the board knows ------------------------------------------------------------------------
-
-
-class _Board(Timeline):
-    """The timeline, plus what a viewer wants besides: the latest engine news, counts."""
-
-    def __init__(self, loaded: LoadedRun) -> None:
-        super().__init__(
-            loaded.primitives,
-            scenario=loaded.config.scenario if loaded.config is not None else "",
-            actors=loaded.actors,
-            track_states=True,
-        )
-        self.names = list(loaded.actors)
-        self.writes: Counter[str] = Counter()
-        self.peak: dict[str, float] = {}
-        self.news = ""
-        self.deadlocked = False
-        self.changes: deque[tuple[float, str, str, str, str]] = deque()
-
-    def on_state(self, ts: float, actor: str, state: str, category: str, detail: str) -> None:
-        if actor not in self.names:
-            self.names.append(actor)
-        self.changes.append((ts, actor, state, category, detail))
-
-    def on_gauge(self, ts: float, prim: str, values: Mapping[str, float]) -> None:
-        for value in values.values():
-            self.peak[prim] = max(self.peak.get(prim, 0), value)
-
-    def on_op(self, op: Any, end: float) -> None:
-        if op.name == "write" and op.outcome == "ok":
-            self.writes[op.prim] += 1
-
-    def on_mark(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        if event["actor"] != "engine" or kind not in ("deadlock", "stopping"):
-            return
-        if kind == "stopping" and self.deadlocked:
-            return  # its reason repeats the deadlock's explanation
-        self.deadlocked = self.deadlocked or kind == "deadlock"
-        what = event.get("explanation") or event.get("reason") or ""
-        self.news = f"{kind}: {what}" if what else str(kind)
+        board.keep_changes = True
+        _print_timeline(loaded, history, board, lines, console)
 
 
 # -- the live board ------------------------------------------------------------------------------
 
 
-def _animate(loaded: LoadedRun, board: _Board, events: Iterator[dict[str, Any]],
+def _animate(loaded: LoadedRun, history: History, board: Board, lines: Iterator[Line],
              console: Console, speed: float) -> None:  # fmt: skip
     total = _total_wall(loaded)
-    pending = next(events, None)
+    pending = next(lines, None)
     began = time.monotonic()
     now = 0.0
     # Refreshed from this loop, not by rich's thread: a frame then always shows a consistent
@@ -117,18 +81,17 @@ def _animate(loaded: LoadedRun, board: _Board, events: Iterator[dict[str, Any]],
     with Live(console=console, auto_refresh=False, transient=False) as live:
         while True:
             now = (time.monotonic() - began) * speed
-            while pending is not None and pending["ts"] <= now:
-                board.feed(pending)
-                pending = next(events, None)
-            board.changes.clear()
+            while pending is not None and pending.ts <= now:
+                history.feed((pending,))
+                pending = next(lines, None)
             if pending is None:
-                board.finish()
-                now = max(board.now, 0.0)
+                history.finish()
+                now = max(history.now, 0.0)
                 live.update(render(loaded, board, now, speed, total, console), refresh=True)
                 break
             live.update(render(loaded, board, now, speed, total, console), refresh=True)
             time.sleep(1 / _FPS)
-    console.print(f"[dim]end of the log: {board.events:,} events, {now:.2f} s of the run[/]")
+    console.print(f"[dim]end of the log: {history.lines:,} events, {now:.2f} s of the run[/]")
 
 
 def _total_wall(loaded: LoadedRun) -> float | None:
@@ -136,169 +99,20 @@ def _total_wall(loaded: LoadedRun) -> float | None:
     return float(wall) if isinstance(wall, (int, float)) else None
 
 
-def _sim(seconds: float, speedup: float | None) -> str:
-    if not speedup:
-        return ""
-    minutes = int(seconds * speedup / 60)
-    return f"{minutes // 60:d} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
-
-
-def _style(state: str, category: str) -> str:
-    if category == "done":
-        return "dim"
-    color = STATE_COLORS.get(state, "#17becf")
-    return f"bold {color}" if category == "wait" else color
-
-
-def render(loaded: LoadedRun, board: Timeline, now: float, speed: float,
+def render(loaded: LoadedRun, board: Board, now: float, speed: float,
            total: float | None, console: Console) -> RenderableType:  # fmt: skip
     """One frame of the board at run time ``now`` (wall seconds since the run started)."""
-    width = min(console.width, _WIDTH)
-    speedup = speedup_of(loaded)
-    clock = f"wall {now:6.2f} s" + (f" / {total:.2f} s" if total else "")
-    if speedup:
-        clock += f" · simulated {_sim(now, speedup)}"
-    clock += f" · speed {speed:g}x · {board.events:,} events"
-    parts: list[RenderableType] = [
-        Text(loaded.title, style="bold cyan", no_wrap=True, overflow="ellipsis"),
-        Text(clock, style="dim", no_wrap=True, overflow="ellipsis"),
-        _gauges(loaded, board, width),
-    ]
-    names = getattr(board, "names", None) or list(loaded.actors)
-    room = max(console.height - _CHROME_LINES - len(_gauge_rows(loaded, board)) - 1, 3)
-    if len(names) <= room:
-        parts.append(_lanes(board, names, now, speedup, width))
-    else:
-        parts.append(_groups(board, names, width, room))
-    news = getattr(board, "news", "")
-    if news:
-        parts.append(Text(news, style="bold red", no_wrap=True, overflow="ellipsis"))
-    return Group(*parts)
+    return frame(board, title=loaded.title, speedup=speedup_of(loaded), now=now, speed=speed,
+                 total=total, console=console)  # fmt: skip
 
 
-@dataclass
-class _GaugeRow:
-    name: str
-    value: float
-    capacity: float | None
-    text: str
-
-
-def _gauge_rows(loaded: LoadedRun, board: Timeline) -> list[_GaugeRow]:
-    rows: list[_GaugeRow] = []
-    locks: dict[str, list[str]] = {}
-    peak = getattr(board, "peak", {})
-    writes = getattr(board, "writes", Counter())
-    for prim, values in board.gauges().items():
-        info = loaded.primitives.get(prim, {})
-        kind = str(info.get("kind", ""))
-        capacity = Timeline.capacity(info)
-        if kind in ("lock", "rlock", "condition"):
-            locks.setdefault(prim.rstrip("0123456789").rstrip("-_") or prim, []).append(prim)
-        elif "signals" in values:
-            text = f"{values['signals']:g} signals pending, {values.get('waiting', 0):g} waiting"
-            rows.append(_GaugeRow(prim, values["signals"], None, text))
-        elif "held" in values and kind:
-            units, waiting = values["held"], values.get("waiting", 0)
-            text = f"{units:g}/{capacity} taken, {waiting:g} waiting"
-            rows.append(_GaugeRow(prim, units, capacity, text))
-        elif "length" in values or "in pipe" in values or "in flight" in values:
-            n = values.get("length", values.get("in pipe", values.get("in flight", 0)))
-            what = "queued" if "length" in values else "in transit"
-            top = capacity or max(peak.get(prim, 0), 1)
-            text = f"{n:g} {what}" if capacity else f"{n:g} {what} (peak {top:g})"
-            rows.append(_GaugeRow(prim, n, top, text))
-        elif "set" in values:
-            flag = "● set" if values["set"] else "○ clear"
-            rows.append(_GaugeRow(prim, values["set"], None,
-                                  f"{flag}, {values.get('waiting', 0):g} waiting"))  # fmt: skip
-        elif kind == "barrier":
-            rows.append(_GaugeRow(prim, values.get("waiting", 0), capacity,
-                                  f"{values.get('waiting', 0):g}/{capacity} arrived"))  # fmt: skip
-        elif "value" in values:
-            count = writes.get(prim, 0)
-            extra = f", {count} write{'s' if count != 1 else ''}" if count else ""
-            rows.append(_GaugeRow(prim, values["value"], None, f"value {values['value']:g}{extra}"))
-    for stem, prims in locks.items():
-        held = [p for p in prims if board.gauges()[p].get("held")]
-        waiting = sum(board.gauges()[p].get("waiting", 0) for p in prims)
-        if len(prims) == 1:
-            holders = ", ".join(board.holders(prims[0])) or "nobody"
-            rows.append(_GaugeRow(prims[0], len(held), 1,
-                                  f"held by {holders}, {waiting:g} waiting"))  # fmt: skip
-        else:
-            marks = "".join("■" if p in held else "□" for p in prims)
-            text = f"{marks} {len(held)}/{len(prims)} held, {waiting:g} waiting"
-            rows.append(_GaugeRow(f"{stem}*", len(held), len(prims), text))
-    return rows
-
-
-def _gauges(loaded: LoadedRun, board: Timeline, width: int) -> RenderableType:
-    grid = Table.grid(padding=(0, 1))
-    grid.add_column(style="bold", width=12, no_wrap=True, overflow="ellipsis")
-    grid.add_column(width=22)
-    grid.add_column(no_wrap=True, overflow="ellipsis", max_width=width - 37)
-    for row in _gauge_rows(loaded, board):
-        bar: RenderableType = Text("")
-        if row.capacity:
-            bar = ProgressBar(total=row.capacity, completed=min(row.value, row.capacity), width=22)
-        grid.add_row(row.name, bar, row.text)
-    return grid
-
-
-def _lanes(board: Timeline, names: list[str], now: float, speedup: float | None,
-           width: int) -> RenderableType:  # fmt: skip
-    grid = Table.grid(padding=(0, 1))
-    grid.add_column(width=12, no_wrap=True, overflow="ellipsis")
-    grid.add_column(width=11, no_wrap=True)
-    grid.add_column(no_wrap=True, overflow="ellipsis", max_width=width - 38)
-    grid.add_column(width=12, justify="right", no_wrap=True)
-    for name in names:
-        state, category, detail, since = board.state_of(name)
-        if not state:
-            grid.add_row(Text(name, style="dim"), Text("not started", style="dim"), "", "")
-            continue
-        # How long it has been in this state: what makes a long wait stand out.
-        elapsed = max(now - since, 0.0)
-        took = f"{elapsed * speedup / 60:.0f} min" if speedup else f"{elapsed:.1f} s"
-        grid.add_row(name, Text(state, style=_style(state, category)), detail,
-                     "" if category == "done" else Text(took, style="dim"))  # fmt: skip
-    return grid
-
-
-def _groups(board: Timeline, names: list[str], width: int, room: int) -> RenderableType:
-    groups: dict[str, list[tuple[str, str]]] = {}
-    for name in names:
-        stem = name.rsplit("-", 1)[0] if "-" in name else name
-        state, category, _, _ = board.state_of(name)
-        groups.setdefault(stem, []).append((state or "not started", category))
-    cells = width - 2
-    # One coloured cell per actor under its group's counts, if the screen has the rows: the
-    # lanes, folded.
-    strips = sum(1 + -(-len(members) // cells) for members in groups.values()) <= room
-    lines: list[Text] = []
-    for stem, members in groups.items():
-        counts = Counter(state for state, _ in members)
-        styles = {state: _style(state, category) if category else "dim"
-                  for state, category in members}  # fmt: skip
-        line = Text(f"{stem} ({len(members)})", style="bold", no_wrap=True, overflow="ellipsis")
-        for state, n in counts.most_common():
-            line.append("  ")
-            line.append(f"{state} {n}", style=styles[state])
-        lines.append(line)
-        if strips:
-            for start in range(0, len(members), cells):
-                strip = Text("  ", no_wrap=True)
-                for state, _ in members[start : start + cells]:
-                    strip.append("█", style=styles[state])
-                lines.append(strip)
-    return Group(*lines)
+_sim = sim_time
 
 
 # -- the printed timeline ------------------------------------------------------------------------
 
 
-def _print_timeline(loaded: LoadedRun, board: _Board, events: Iterator[dict[str, Any]],
+def _print_timeline(loaded: LoadedRun, history: History, board: Board, lines: Iterator[Line],
                     console: Console) -> None:  # fmt: skip
     speedup = speedup_of(loaded)
     lanes = len(loaded.actors) <= _TIMELINE_LANES
@@ -309,29 +123,30 @@ def _print_timeline(loaded: LoadedRun, board: _Board, events: Iterator[dict[str,
     total = _total_wall(loaded)
     step = (total / _SNAPSHOTS) if total else 1.0
     next_at = step
-    for event in events:
+    for line in lines:
         if not lanes:
-            while event["ts"] >= next_at:
+            while line.ts >= next_at:
                 out.snapshot(next_at, board, loaded)
                 next_at += step
-        board.feed(event)
+        history.feed((line,))
         if board.news:
-            out.flush(event["ts"] + _FLICKER_S)
-            out.line(event["ts"], "engine", board.news, "")
+            out.flush(line.ts + _FLICKER_S)
+            out.line(line.ts, "engine", board.news, "")
             board.news = ""
         if lanes:
             while board.changes:
-                out.change(*board.changes.popleft())
-            out.flush(event["ts"] - _FLICKER_S)
+                out.change(board.changes.popleft())
+            out.flush(line.ts - _FLICKER_S)
         board.changes.clear()
-    board.finish()
+    history.finish()
     while board.changes:
-        out.change(*board.changes.popleft())
+        out.change(board.changes.popleft())
     out.flush(float("inf"))
+    now = history.now
     if not lanes:
-        out.snapshot(board.now, board, loaded)
-    console.print(f"end of the log: {board.events:,} events, {board.now:.3f} s of the run"
-                  + (f" ({_sim(board.now, speedup)} simulated)" if speedup else ""),
+        out.snapshot(now, board, loaded)
+    console.print(f"end of the log: {history.lines:,} events, {now:.3f} s of the run"
+                  + (f" ({_sim(now, speedup)} simulated)" if speedup else ""),
                   highlight=False)  # fmt: skip
 
 
@@ -346,7 +161,11 @@ class _Lines:
         self._last: dict[str, list[Any]] = {}
         self._shown: dict[str, tuple[str, str]] = {}
 
-    def change(self, ts: float, actor: str, state: str, category: str, detail: str) -> None:
+    def change(self, change: State) -> None:
+        ts, actor, state, category, detail = (change.since, change.actor, change.state,
+                                              change.category, change.detail)  # fmt: skip
+        if category == "new":
+            return
         last = self._last.get(actor)
         # Superseded at once, it never showed; a scenario's own event (park, eat) is kept,
         # however short, because the scenario said it happened.
@@ -373,17 +192,16 @@ class _Lines:
         text = f"{ts:9.3f} s {sim:>13}  {who:<12} {what:<11} {detail}".rstrip()
         self._console.print(text, highlight=False, soft_wrap=True)
 
-    def snapshot(self, ts: float, board: Timeline, loaded: LoadedRun) -> None:
+    def snapshot(self, ts: float, board: Board, loaded: LoadedRun) -> None:
         counts: dict[str, Counter[str]] = {}
         for name in loaded.actors:
-            stem = name.rsplit("-", 1)[0] if "-" in name else name
-            state = board.state_of(name)[0] or "not started"
-            counts.setdefault(stem, Counter())[state] += 1
+            state = board.state(name)
+            counts.setdefault(stem_of(name), Counter())[state.state if state else "not started"] += 1
         groups = "; ".join(
             f"{stem}: " + ", ".join(f"{s} {n}" for s, n in c.most_common())
             for stem, c in counts.items()
         )
-        gauges = "; ".join(f"{row.name} {row.text}" for row in _gauge_rows(loaded, board))
+        gauges = "; ".join(f"{row.name} {row.text}" for row in board.rows())
         sim = _sim(ts, self._speedup)
         text = f"{ts:9.3f} s {sim:>13}  {groups}" + (f" | {gauges}" if gauges else "")
         self._console.print(text, highlight=False, soft_wrap=True)

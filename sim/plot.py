@@ -30,43 +30,37 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from .events import ordered, read_events
-from .export import (
-    BLOCKING,
-    STATE_COLORS,
-    Op,
-    Timeline,
-    describe_params,
-    is_signal,
-    speedup_of,
-)
-from .replay import LoadedRun
+from .errors import ConfigError
+from .export import describe_params, speedup_of
+from .history import History, Operation, State, Subscriber
+from .history.lines import Line
+from .kinds import Kind
+from .replay import LoadedRun, open_history
+from .views import color_of
 
-__all__ = ["GANTT_MAX_ACTORS", "STATE_COLORS", "plot"]
+__all__ = ["GANTT_MAX_ACTORS", "plot"]
 
 GANTT_MAX_ACTORS = 50
 _SAMPLES = 1500  # points of the state-count curves drawn for runs with many actors
 
 _FALLBACK = ("#17becf", "#bcbd22", "#8c564b", "#7f7f7f", "#393b79", "#637939")
 _SERIES_COLORS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-# Gauge kinds in the order the top panel prefers them: what has a capacity to fill first.
-# Kinds whose gauge fills up to a capacity (or shows what is in transit): the top panel's first
-# choice. Failing those, a shared value, then locks, then barriers and events.
-_FILLS = ("semaphore", "bounded_semaphore", "queue", "joinable_queue", "pipe", "tcp", "udp")
 # Operations that send block only while a buffer is full; their waits are shown only if they
 # did block (p95 longer than this, in wall seconds).
 _SENDS = frozenset({"put", "send"})
 _BLOCKED_S = 0.001
-_LOCKS = ("lock", "rlock", "condition")
 
 
 def plot(loaded: LoadedRun, path: Path) -> None:
     """Draw ``loaded`` into ``path`` (``.png`` or ``.svg``)."""
     suffix = path.suffix.lower()
     if suffix not in (".png", ".svg"):
-        raise ValueError(f"{path}: the plot is written as .png or .svg, not {suffix or 'nothing'}")
+        raise ConfigError(f"the plot is written as .png or .svg, not {suffix or 'nothing'}",
+                          source=str(path))  # fmt: skip
+    history = open_history(loaded, track_states=True)
     data = _Collector(loaded)
-    data.feed_all(ordered(read_events(loaded.events_path)))
+    history.subscribe(data)
+    history.feed_file(loaded.events_path)
     # SVG text stays text (not outlines): smaller, searchable, and readable by screen readers.
     with plt.rc_context({"svg.fonttype": "none"}):
         fig = _figure(loaded, data)
@@ -76,25 +70,17 @@ def plot(loaded: LoadedRun, path: Path) -> None:
             plt.close(fig)
 
 
-class _Collector(Timeline):
+class _Collector(Subscriber):
     """Keeps what the panels draw: gauge steps, waits, and actor states (lanes or counts)."""
 
     def __init__(self, loaded: LoadedRun) -> None:
         self.names = list(loaded.actors)
         self.lanes = 0 < len(self.names) <= GANTT_MAX_ACTORS
-        super().__init__(
-            loaded.primitives,
-            scenario=loaded.config.scenario if loaded.config is not None else "",
-            actors=self.names,
-            track_states=True,
-        )
         self.series: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
-        for prim, values in self.gauges().items():
-            for name, value in values.items():
-                self.series[(prim, name)].append((0.0, value))
         self.waits: dict[str, list[float]] = defaultdict(list)
         self.pending = 0
         self.segments: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        self.colors: dict[str, str] = {}
         self.marks: list[tuple[float, str]] = []
         # Many actors: counts per state, sampled on a grid that coarsens as the run goes on,
         # so that memory stays bounded however long the log is.
@@ -104,6 +90,17 @@ class _Collector(Timeline):
         self.step = 0.01
         self.next_at = 0.0
         self.end = 0.0
+        self.events = 0
+
+    def attach(self, history: History) -> None:
+        super().attach(history)
+        for prim, model in history.models().items():
+            for name, value in model.gauges.items():
+                self.series[(prim, name)].append((0.0, value))
+
+    def kind_of(self, prim: str) -> Kind | None:
+        model = self.history.model(prim)
+        return None if model is None else self.history.kind(str(model.info.get("kind", "")))
 
     def on_gauge(self, ts: float, prim: str, values: Mapping[str, float]) -> None:
         for name, value in values.items():
@@ -111,13 +108,14 @@ class _Collector(Timeline):
             if not points or points[-1][1] != value:
                 points.append((ts, value))
 
-    def on_op(self, op: Op, end: float) -> None:
+    def on_op(self, op: Operation) -> None:
+        end = op.end if op.end is not None else self.history.now
         if op.name == "write" and op.kind == "value" and op.outcome == "ok":
             # Writes that completed, beside the value: a counter whose value falls behind
             # its writes has lost updates.
             points = self.series[(op.prim, "writes")]
             points.append((end, (points[-1][1] if points else 0) + 1))
-        if op.name not in BLOCKING:
+        if not op.blocking:
             return
         wait = op.wait
         if wait is None:
@@ -125,15 +123,18 @@ class _Collector(Timeline):
         else:
             self.waits[f"{op.name} {op.prim}"].append(wait)
 
-    def on_mark(self, event: dict[str, Any]) -> None:
-        if event["actor"] == "engine" and event.get("event") in ("deadlock", "stopping"):
-            self.marks.append((event["ts"], str(event["event"])))
-        if event["actor"] not in ("engine", "coordinator"):
-            self.end = max(self.end, event["ts"])
+    def on_line(self, line: Line) -> None:
+        if line.actor == "engine" and line.event in ("deadlock", "stopping", "fault"):
+            self.marks.append((line.ts, line.event))
+        if line.actor not in ("engine", "coordinator"):
+            self.end = max(self.end, line.ts)
 
-    def on_state(self, ts: float, actor: str, state: str, category: str, detail: str) -> None:
+    def on_state(self, state: State) -> None:
+        ts, actor = state.since, state.actor
         self.end = max(self.end, ts)
-        label = "" if category == "done" else state
+        label = "" if state.category in ("done", "new") else state.state
+        if label and label not in self.colors:
+            self.colors[label] = color_of(state.state, state.category, state.tone)
         if self.lanes:
             self.segments[actor].append((ts, label))
             return
@@ -152,9 +153,9 @@ class _Collector(Timeline):
             self.counts[label] += 1
         self.current[actor] = label
 
-    def finish(self) -> None:
-        super().finish()
-        self.end = max(self.end, self.now)
+    def on_finish(self) -> None:
+        self.events = self.history.lines
+        self.end = max(self.end, self.history.now)
         if not self.lanes:
             self.samples.append((self.end, dict(self.counts)))
 
@@ -172,7 +173,7 @@ def _figure(loaded: LoadedRun, data: _Collector) -> Figure:
     gauges = fig.add_subplot(grid[1])
     lanes = fig.add_subplot(grid[2], sharex=gauges)
     hist = fig.add_subplot(grid[3])
-    _draw_gauges(gauges, loaded, data)
+    _draw_gauges(gauges, data)
     if data.lanes:
         _draw_lanes(lanes, data)
     else:
@@ -229,14 +230,6 @@ def _sim_axis(ax: Axes, speedup: float, end: float) -> None:
     top.tick_params(labelsize=8)
 
 
-def _kind(loaded: LoadedRun, prim: str, series: str) -> str:
-    info = loaded.primitives.get(prim)
-    if info is not None:
-        return str(info.get("kind", ""))
-    # Primitives not declared by the scenario: a socket (named in code) or a Value's lock.
-    return {"in flight": "tcp", "held": "rlock", "waiting": "rlock"}.get(series, "")
-
-
 def _step(points: Sequence[tuple[float, float]], end: float) -> tuple[list[float], list[float]]:
     xs = [p[0] for p in points]
     ys = [p[1] for p in points]
@@ -261,47 +254,52 @@ def _total(series: Sequence[Sequence[tuple[float, float]]]) -> list[tuple[float,
     return out
 
 
-def _choose(loaded: LoadedRun, data: _Collector) -> list[tuple[str, str, list[str]]]:
-    """The gauges worth the top panel, as (kind, label, primitives), busiest first."""
-    by_kind: dict[str, list[str]] = defaultdict(list)
-    for prim, series in data.series:
-        kind = _kind(loaded, prim, series)
-        if prim not in by_kind[kind]:
-            by_kind[kind].append(prim)
+def _choose(data: _Collector) -> list[tuple[Kind, str, list[str]]]:
+    """The gauges worth the top panel, as (kind, label, primitives), busiest first: the kinds
+    of the best rank the run has (a pool or a queue before a shared value, before locks, before
+    barriers and events)."""
+    by_kind: dict[str, tuple[Kind, list[str]]] = {}
+    for prim, _ in data.series:
+        kind = data.kind_of(prim)
+        if kind is None or not kind.display.series:
+            continue
+        prims = by_kind.setdefault(kind.name, (kind, []))[1]
+        if prim not in prims:
+            prims.append(prim)
 
     def activity(prims: list[str]) -> int:
         return sum(len(points) for (p, _), points in data.series.items() if p in prims)
 
-    groups = [(kind, p, [p]) for kind in _FILLS for p in by_kind.get(kind, ())]
-    if not groups and by_kind.get("value"):
-        # A lock or a Condition that guards a shared value flickers between 0 and 1; the value
-        # it guards (the items in a buffer, a counter) says more. The busiest one.
-        busiest = max(by_kind["value"], key=lambda p: activity([p]))
-        groups = [("value", busiest, [busiest])]
-    for kind in _LOCKS if not groups else ():
-        prims = by_kind.get(kind, [])
-        if len(prims) > 3:
+    if not by_kind:
+        return []
+    best = min(kind.display.rank for kind, _ in by_kind.values())
+    groups: list[tuple[Kind, str, list[str]]] = []
+    for kind, prims in by_kind.values():
+        if kind.display.rank != best:
+            continue
+        if kind.display.lock and len(prims) > 3:
             # Many locks of one sort (five forks): how many of them are taken at once.
-            stem = _common_start(prims).rstrip("-_") or kind
-            groups.append((kind, f"{stem}* ({len(prims)} {kind}s)", prims))
+            stem = _common_start(prims).rstrip("-_") or kind.name
+            groups.append((kind, f"{stem}* ({len(prims)} {kind.name}s)", prims))
         else:
             groups.extend((kind, p, [p]) for p in prims)
-    for kind in ("barrier", "event") if not groups else ():
-        groups.extend((kind, p, [p]) for p in by_kind.get(kind, ()))
+    if best == 1:
+        # A lock or a Condition that guards a shared value flickers between 0 and 1; the value
+        # it guards (the items in a buffer, a counter) says more. The busiest one.
+        groups = [max(groups, key=lambda g: activity(g[2]))]
     return sorted(groups, key=lambda g: -activity(g[2]))[:4]
 
 
-def _draw_gauges(ax: Axes, loaded: LoadedRun, data: _Collector) -> None:
-    groups = _choose(loaded, data)
-    main = [kind for kind, _, _ in groups]
+def _draw_gauges(ax: Axes, data: _Collector) -> None:
+    groups = _choose(data)
     end = data.end
     colors = iter(_SERIES_COLORS * 3)
     drawn = 0
     top = 1.0
-    capacities: set[int] = set()
+    capacities: set[float] = set()
     for kind, label, members in groups:
         color = next(colors)
-        for series, style in _series_of(kind):
+        for series, style in kind.display.series:
             pts = [data.series.get((m, series), []) for m in members]
             if not any(pts) or (series == "writes" and not _counter(data, members[0])):
                 continue
@@ -318,12 +316,15 @@ def _draw_gauges(ax: Axes, loaded: LoadedRun, data: _Collector) -> None:
                 ax.step(xs, ys, where="post", color=line, linewidth=1.0, linestyle=style,
                         alpha=0.9, label=name)  # fmt: skip
             drawn += 1
-        capacity = sum(Timeline.capacity(loaded.primitives.get(m, {})) or 0 for m in members)
-        if capacity and kind != "event" and capacity not in capacities:
+        capacity = sum(
+            (model.capacity or 0) if (model := data.history.model(m)) is not None else 0
+            for m in members
+        )
+        if capacity and kind.name != "event" and capacity not in capacities:
             capacities.add(capacity)
             top = max(top, capacity)
             ax.axhline(capacity, color="#c62828", linestyle="--", linewidth=1.2)
-            ax.annotate(f"capacity {capacity}", (1.0, capacity), xycoords=("axes fraction",
+            ax.annotate(f"capacity {capacity:g}", (1.0, capacity), xycoords=("axes fraction",
                         "data"), xytext=(-4, 3), textcoords="offset points", ha="right",
                         va="bottom", fontsize=8, color="#c62828")  # fmt: skip
     if not drawn:
@@ -332,14 +333,18 @@ def _draw_gauges(ax: Axes, loaded: LoadedRun, data: _Collector) -> None:
     else:
         ax.legend(loc="upper left", fontsize=8, ncols=min(drawn, 3), framealpha=0.85)
     ax.set_ylim(0, top * 1.18 + 0.5)
-    signals = [is_signal(loaded.primitives.get(m, {})) for _, _, ms in groups for m in ms]
+    signals = [
+        bool(getattr(data.history.model(m), "signal", False)) for _, _, ms in groups for m in ms
+    ]
     if signals and all(signals):
         # Semaphores that start at 0 pass signals: nothing is held, so nothing fills up.
         ax.set_ylabel("signals pending / processes waiting")
         title = "semaphores as signals: released and not yet acquired, processes waiting"
+    elif groups:
+        ax.set_ylabel(groups[0][0].display.unit)
+        title = groups[0][0].display.title
     else:
-        ax.set_ylabel(_gauge_unit(main))
-        title = _gauge_title(main)
+        title = "gauges"
     ax.set_title(title, loc="left", fontsize=10, fontweight="bold")
     ax.grid(axis="y", alpha=0.3)
 
@@ -352,56 +357,9 @@ def _counter(data: _Collector, prim: str) -> bool:
     return bool(values) and max(values) > 0 and values[-1] >= 0.9 * max(values)
 
 
-def _series_of(kind: str) -> list[tuple[str, str]]:
-    if kind in ("semaphore", "bounded_semaphore", *_LOCKS):
-        return [("held", "fill"), ("signals", "fill"), ("waiting", "--")]
-    if kind in ("queue", "joinable_queue"):
-        return [("length", "fill")]
-    if kind == "pipe":
-        return [("in pipe", "fill")]
-    if kind in ("tcp", "udp"):
-        return [("in flight", "fill")]
-    if kind == "barrier":
-        return [("waiting", "fill")]
-    if kind == "event":
-        return [("set", "fill"), ("waiting", "--")]
-    if kind == "value":
-        return [("value", "-"), ("writes", ":")]
-    return []
-
-
-def _gauge_title(kinds: Sequence[str]) -> str:
-    if any(k in ("semaphore", "bounded_semaphore", *_LOCKS) for k in kinds):
-        return "occupancy over time: units held against capacity, processes waiting"
-    if any(k in ("queue", "joinable_queue") for k in kinds):
-        return "queue length over time (items put and not yet got)"
-    if any(k in ("pipe", "tcp", "udp") for k in kinds):
-        return "messages in transit (sent and not yet received)"
-    if "value" in kinds:
-        return "shared value over time, and the writes that completed"
-    if "barrier" in kinds:
-        return "processes waiting at the barrier"
-    return "event flag and processes waiting for it"
-
-
-def _gauge_unit(kinds: Sequence[str]) -> str:
-    if any(k in ("semaphore", "bounded_semaphore") for k in kinds):
-        return "units (held / waiting)"
-    if any(k in ("queue", "joinable_queue", "pipe", "tcp", "udp") for k in kinds):
-        return "items"
-    if any(k in _LOCKS for k in kinds):
-        return "locks held / processes waiting"
-    if "value" in kinds:
-        return "value"
-    return "processes"
-
-
-def _colors_for(labels: Sequence[str]) -> dict[str, str]:
-    colors: dict[str, str] = {}
+def _colors_for(data: _Collector, labels: Sequence[str]) -> dict[str, str]:
     spare = iter(_FALLBACK * 4)
-    for label in labels:
-        colors[label] = STATE_COLORS.get(label) or next(spare)
-    return colors
+    return {label: data.colors.get(label) or next(spare) for label in labels}
 
 
 def _draw_lanes(ax: Axes, data: _Collector) -> None:
@@ -412,7 +370,7 @@ def _draw_lanes(ax: Axes, data: _Collector) -> None:
         for _, label in data.segments[name]:
             if label:
                 seen[label] = None
-    colors = _colors_for(list(seen))
+    colors = _colors_for(data, list(seen))
     for row, name in enumerate(names):
         bars: dict[str, list[tuple[float, float]]] = defaultdict(list)
         segs = data.segments[name]
@@ -434,7 +392,7 @@ def _draw_lanes(ax: Axes, data: _Collector) -> None:
 def _draw_counts(ax: Axes, data: _Collector, actors: int) -> None:
     samples = data.samples
     labels = list(dict.fromkeys(k for _, counts in samples for k, v in counts.items() if v > 0))
-    colors = _colors_for(labels)
+    colors = _colors_for(data, labels)
     if samples and labels:
         xs = [ts for ts, _ in samples]
         ys = [[counts.get(label, 0) for _, counts in samples] for label in labels]

@@ -9,6 +9,7 @@ missing manifest, a newer schema) are findings with line numbers, never tracebac
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,11 @@ from . import scenario as _scenario
 from .analysis import Report, analyse
 from .config import RunConfig, config_from_data
 from .errors import ConfigError, ReplayError, ScenarioError
-from .history.lines import Finding
+from .history import History
+from .history.lines import Finding, Line, ordered, read_lines
 from .manifest import SCHEMA_VERSION
 
-__all__ = ["LoadedRun", "load_run", "replay"]
+__all__ = ["LoadedRun", "lines_of", "load_run", "open_history", "replay"]
 
 # run_start is the engine's first line; it arrives within the first lines of the file.
 _HEADER_LINES = 10_000
@@ -159,3 +161,23 @@ def replay(loaded: LoadedRun) -> tuple[Report, _scenario.Scenario[Any] | None]:
         findings=loaded.findings,
     )
     return report, spec
+
+
+def open_history(loaded: LoadedRun, *, track_states: bool = False) -> History:
+    """A history of ``loaded``, not yet fed: its primitives, its actors, and the names its
+    scenario gives to the states of its actors (when the scenario can be loaded)."""
+    states = None
+    if loaded.config is not None:
+        try:
+            states = _scenario.load(loaded.config.scenario).states
+        except ScenarioError:
+            states = None
+    return History(
+        loaded.primitives, actors=loaded.actors, states=states, track_states=track_states
+    )
+
+
+def lines_of(loaded: LoadedRun) -> Iterator[Line]:
+    """The run's lines in time order, one at a time (for a display that steps through them)."""
+    for chunk in ordered(read_lines(loaded.events_path)):
+        yield from chunk

@@ -48,7 +48,7 @@ def run(config: RunConfig[Any], out: Path, *, console: Console | None = None) ->
     planned = plan(config, spec)
     prims = planned.described
     if console is not None and console.is_terminal and config.engine.live:
-        display = LiveView(console, f"{spec.name}: {spec.description}", prims, config.clock.speedup)
+        display = LiveView(console, f"{spec.name}: {spec.description}", config.clock.speedup)
     base: dict[str, Any] = {
         "run_id": run_dir.name,
         "status": "running",

@@ -31,10 +31,11 @@ from typing import IO, Any
 
 import msgspec
 
-from sim.events import ordered, read_events
-from sim.replay import LoadedRun
+from sim.history import Hold, Operation, Subscriber, Transfer
+from sim.history.lines import Line
+from sim.replay import LoadedRun, open_history
 
-from . import BLOCKING, Hold, Op, Timeline, describe_params, speedup_of
+from . import describe_params, speedup_of
 
 __all__ = ["export_chrome"]
 
@@ -54,6 +55,7 @@ _GLOBAL = frozenset({"deadlock", "stopping"})
 _FLOW_NAMES = {
     "message": "message",
     "unit": "release → acquire",
+    "signal": "release → acquire",
     "notify": "notify → wait",
     "set": "set → wait",
     "barrier": "barrier opens",
@@ -64,9 +66,11 @@ def export_chrome(loaded: LoadedRun, path: Path) -> int:
     """Write ``loaded`` as a Chrome Trace Event JSON file at ``path``; return the number of
     trace events written. The log is streamed: memory does not grow with its length."""
     with open(path, "wb") as fh:
+        history = open_history(loaded)
         writer = _TraceWriter(loaded, fh)
+        history.subscribe(writer)
         writer.begin()
-        writer.feed_all(ordered(read_events(loaded.events_path)))
+        history.feed_file(loaded.events_path)
         writer.end()
         return writer.written
 
@@ -81,21 +85,45 @@ def _span(start: float, end: float) -> tuple[float, float]:
     return t0, round(max(_us(end) - t0, _MIN_US), 3)
 
 
-def _args(line: Mapping[str, Any], more: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    skip = _OP_LINE if line.get("event") == "op" else _LINE
-    args = {k: v for k, v in line.items() if k not in skip}
+def _args(line: Line, more: Line | None = None) -> dict[str, Any]:
+    skip = _OP_LINE if line.event == "op" else _LINE
+    args = {k: v for k, v in line.fields.items() if k not in skip}
     if more is not None:
-        args.update({k: v for k, v in more.items() if k not in skip})
+        args.update({k: v for k, v in more.fields.items() if k not in skip})
     return args
 
 
-class _TraceWriter(Timeline):
+class _Lanes:
+    """Per actor, rows on which intervals never overlap: a new interval takes the lowest row
+    that is free at its start. A display that puts each row on its own track then never has
+    two overlapping spans on one track."""
+
+    def __init__(self) -> None:
+        self._free_at: dict[str, list[float]] = {}
+
+    def take(self, actor: str, ts: float) -> int:
+        rows = self._free_at.get(actor)
+        if rows is None:
+            self._free_at[actor] = [float("inf")]
+            return 0
+        for i, free in enumerate(rows):
+            if free <= ts:
+                rows[i] = float("inf")
+                return i
+        rows.append(float("inf"))
+        return len(rows) - 1
+
+    def give(self, actor: str, lane: int, ts: float) -> None:
+        self._free_at[actor][lane] = ts
+
+
+class _TraceWriter(Subscriber):
     def __init__(self, loaded: LoadedRun, out: IO[bytes]) -> None:
-        scenario = loaded.config.scenario if loaded.config is not None else ""
-        super().__init__(
-            loaded.primitives, scenario=scenario, actors=loaded.actors, min_span=_MIN_US / 1e6
-        )
         self._loaded = loaded
+        # Spans are drawn at least this long: a row stays busy that long.
+        self._min_span = _MIN_US / 1e6
+        self._op_lanes = _Lanes()
+        self._hold_lanes = _Lanes()
         self._out = out
         self._encode = msgspec.json.Encoder().encode
         self.written = 0
@@ -126,8 +154,9 @@ class _TraceWriter(Timeline):
         self._meta(_PRIM_PID, None, "process_sort_index", {"sort_index": 0})
         self._meta(_RUN_PID, _ENGINE_TID, "thread_name", {"name": "engine"})
         self._meta(_RUN_PID, _ENGINE_TID, "thread_sort_index", {"sort_index": 0})
-        for prim, values in self.gauges().items():
-            self._counter(0.0, prim, values)
+        for prim, model in self.history.models().items():
+            if model.gauges:
+                self._counter(0.0, prim, model.gauges)
 
     def end(self) -> None:
         self._flush()
@@ -171,30 +200,44 @@ class _TraceWriter(Timeline):
         self._emit({"ph": "C", "name": prim, "ts": _us(ts), "pid": _PRIM_PID, "tid": 0,
                     "args": dict(values)})  # fmt: skip
 
-    # -- timeline hooks ----------------------------------------------------------------------
+    # -- history hooks -----------------------------------------------------------------------
 
-    def on_op(self, op: Op, end: float) -> None:
+    def on_invoke(self, op: Operation) -> None:
+        op.lane = self._op_lanes.take(op.actor, op.start)
+
+    def on_op(self, op: Operation) -> None:
+        end = op.end if op.end is not None else max(self.history.now, op.start)
+        lane = op.lane
+        self._op_lanes.give(op.actor, lane, max(end, op.start + self._min_span))
         ts, dur = _span(op.start, end)
         args = _args(op.invoke, op.done)
         args["outcome"] = op.outcome if op.done is not None else "never returned"
-        args["seq"] = op.invoke.get("seq")
+        args["seq"] = op.invoke.seq
         self._emit({
-            "ph": "X", "name": f"{op.name} {op.prim}", "cat": "wait" if op.name in BLOCKING
+            "ph": "X", "name": f"{op.name} {op.prim}", "cat": "wait" if op.blocking
             else "op", "ts": ts, "dur": dur, "pid": _RUN_PID,
-            "tid": self._tid(op.actor, "ops", op.lane), "args": args,
+            "tid": self._tid(op.actor, "ops", lane), "args": args,
         })  # fmt: skip
+
+    def on_hold_start(self, hold: Hold) -> None:
+        hold.lane = self._hold_lanes.take(hold.actor, hold.start)
 
     def on_hold(self, hold: Hold) -> None:
-        ts, dur = _span(hold.start, hold.end)
-        args = {"until": "its actor ended" if hold.cut else "released"}
+        end = hold.end if hold.end is not None else hold.start
+        lane = hold.lane
+        self._hold_lanes.give(hold.actor, lane, max(end, hold.start + self._min_span))
+        ts, dur = _span(hold.start, end)
+        until = {"": "released", "died": "its actor died", "log": "the log ended"}
+        args = {"until": until.get(hold.cut, "its actor ended")}
         self._emit({
             "ph": "X", "name": f"holds {hold.prim}", "cat": "hold", "ts": ts, "dur": dur,
-            "pid": _RUN_PID, "tid": self._tid(hold.actor, "holds", hold.lane), "args": args,
+            "pid": _RUN_PID, "tid": self._tid(hold.actor, "holds", lane), "args": args,
         })  # fmt: skip
 
-    def on_flow(self, src: Op, dst: Op, what: str) -> None:
+    def on_transfer(self, transfer: Transfer) -> None:
+        src, dst = transfer.src, transfer.dst
         self._flows += 1
-        name = _FLOW_NAMES.get(what, what)
+        name = _FLOW_NAMES.get(transfer.what, transfer.what)
         # The arrow leaves the sending span just after it began (the item was handed over
         # then; the span may not have ended yet) and enters the receiving span just before it
         # ended (when the waiter was let go).
@@ -203,18 +246,19 @@ class _TraceWriter(Timeline):
         t0, dur = _span(dst.start, end)
         into = round(t0 + dur - _INSIDE_US, 3)
         common = {"name": name, "cat": "flow", "id": self._flows, "pid": _RUN_PID}
-        self._emit({**common, "ph": "s", "ts": out, "tid": self._tid(src.actor, "ops", src.lane)})
+        self._emit({**common, "ph": "s", "ts": out,
+                    "tid": self._tid(src.actor, "ops", src.lane)})  # fmt: skip
         self._emit({**common, "ph": "f", "bp": "e", "ts": into,
                     "tid": self._tid(dst.actor, "ops", dst.lane)})  # fmt: skip
 
     def on_gauge(self, ts: float, prim: str, values: Mapping[str, float]) -> None:
         self._counter(ts, prim, values)
 
-    def on_mark(self, event: dict[str, Any]) -> None:
-        actor = event["actor"]
-        name = str(event.get("event"))
-        mark: dict[str, Any] = {"ph": "i", "name": name, "ts": _us(event["ts"]), "pid": _RUN_PID,
-                                "args": _args(event)}  # fmt: skip
+    def on_line(self, line: Line) -> None:
+        actor = line.actor
+        name = line.event
+        mark: dict[str, Any] = {"ph": "i", "name": name, "ts": _us(line.ts), "pid": _RUN_PID,
+                                "args": _args(line)}  # fmt: skip
         if actor in ("engine", "coordinator"):
             mark["tid"] = _ENGINE_TID
             mark["s"] = "g" if name in _GLOBAL else "t"

@@ -15,10 +15,10 @@ from typing import Any
 
 import msgspec
 
-from sim.events import read_events
-from sim.replay import LoadedRun
+from sim.history import Operation, Subscriber
+from sim.replay import LoadedRun, open_history
 
-from . import Op, operations, speedup_of
+from . import speedup_of
 
 __all__ = ["COLUMNS", "export_csv"]
 
@@ -42,22 +42,32 @@ _OWN = frozenset({"item", "value", "ts", "actor", "pid", "seq", "event", "prim",
                   "phase"})  # fmt: skip
 
 
+class _Rows(Subscriber):
+    def __init__(self, writer: Any, speedup: float | None) -> None:
+        self._writer = writer
+        self._speedup = speedup
+        self._encode = msgspec.json.Encoder().encode
+        self.rows = 0
+
+    def on_op(self, op: Operation) -> None:
+        self._writer.writerow(_row(op, self._speedup, self._encode))
+        self.rows += 1
+
+
 def export_csv(loaded: LoadedRun, path: Path) -> int:
     """Write one row per operation of ``loaded`` to ``path``; return the number of rows.
 
-    The log is streamed in file order (pairing a completion with its invoke needs only each
-    actor's own order), so memory holds only the operations in flight.
+    The log is streamed through the run's history, so memory holds only the operations in
+    flight.
     """
-    speedup = speedup_of(loaded)
-    encode = msgspec.json.Encoder().encode
-    rows = 0
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(COLUMNS)
-        for op in operations(read_events(loaded.events_path)):
-            writer.writerow(_row(op, speedup, encode))
-            rows += 1
-    return rows
+        history = open_history(loaded)
+        rows = _Rows(writer, speedup_of(loaded))
+        history.subscribe(rows)
+        history.feed_file(loaded.events_path)
+    return rows.rows
 
 
 def _text(value: Any, encode: Any) -> str:
@@ -70,32 +80,32 @@ def _text(value: Any, encode: Any) -> str:
     return str(encode(value).decode())
 
 
-def _row(op: Op, speedup: float | None, encode: Any) -> list[Any]:
+def _row(op: Operation, speedup: float | None, encode: Any) -> list[Any]:
     invoke = op.invoke
     done = op.done
     end: Any = ""
     wait: Any = ""
     sim_min: Any = ""
     if done is not None:
-        end = done["ts"]
-        wait = done["ts"] - invoke["ts"]
+        end = done.ts
+        wait = done.ts - invoke.ts
         if speedup is not None:
             sim_min = wait * speedup / 60.0
-    detail = {k: v for k, v in invoke.items() if k not in _OWN}
+    detail = {k: v for k, v in invoke.fields.items() if k not in _OWN}
     if done is not None:
-        detail.update((k, v) for k, v in done.items() if k not in _OWN)
+        detail.update((k, v) for k, v in done.fields.items() if k not in _OWN)
     return [
-        invoke["actor"],
-        invoke.get("prim", ""),
-        invoke.get("kind", ""),
-        invoke.get("op", ""),
-        invoke["ts"],
+        invoke.actor,
+        invoke.prim,
+        invoke.kind,
+        invoke.op,
+        invoke.ts,
         end,
         wait,
         op.outcome,
-        _text(op.get("item"), encode),
+        _text(op.item, encode),
         _text(op.get("value"), encode),
         sim_min,
         _text(detail, encode) if detail else "",
-        invoke.get("seq", ""),
+        invoke.seq,
     ]

@@ -20,13 +20,15 @@ class Operation:
     """One operation on a primitive: its ``invoke`` line and, once it returned, its
     completion line (``ok``, ``timeout`` or ``fail``)."""
 
-    __slots__ = ("blocking", "done", "invoke")
+    __slots__ = ("blocking", "done", "invoke", "lane")
 
     def __init__(self, invoke: Line, blocking: bool) -> None:
         self.invoke = invoke
         self.done: Line | None = None
         #: The operation can block its caller (an acquire, a get): its duration is a wait.
         self.blocking = blocking
+        #: The row of its actor's a drawing puts it on (set by the drawing that needs one).
+        self.lane = 0
 
     @property
     def actor(self) -> str:
@@ -92,7 +94,7 @@ class Hold:
     died holding it (the unit is lost for the rest of the run), ``"log"`` the log ended.
     """
 
-    __slots__ = ("actor", "cut", "end", "op", "prim", "start")
+    __slots__ = ("actor", "cut", "end", "lane", "op", "prim", "start")
 
     def __init__(self, actor: str, prim: str, start: float, op: Operation | None = None) -> None:
         self.actor = actor
@@ -102,6 +104,8 @@ class Hold:
         self.cut = ""
         #: The operation whose return began the hold (an acquire, a condition's wait).
         self.op = op
+        #: The row of its actor's a drawing puts it on (set by the drawing that needs one).
+        self.lane = 0
 
     @property
     def duration(self) -> float | None:

@@ -58,6 +58,15 @@ class PrimSpec(Generic[W]):
         """What run.json records about this primitive (replay's checks read it back)."""
         return {"kind": self.kind}
 
+    def handed_over(self, raw: Any) -> list[Any]:
+        """What of ``raw`` the actors each take a copy of and the engine must close once all
+        of them have started (a pipe's ends: a reader sees EOF only when every copy of the
+        writing end is closed)."""
+        return []
+
+    def release(self, raw: Any) -> None:
+        """Free what outlives the processes, after the run (a shared-memory block)."""
+
 
 @dataclass(frozen=True)
 class Reading:

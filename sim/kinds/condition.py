@@ -267,7 +267,7 @@ KINDS = [
             (("held", "fill"), ("waiting", "--"), ("in wait", ":")),
             "the condition's lock over time: held, waiting for it, waiting in wait()",
             "processes",
-            rank=1,
+            rank=2,
             lock=True,
         ),
     )

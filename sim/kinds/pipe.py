@@ -113,6 +113,9 @@ class Pipe(PrimSpec[LoggedPipe]):
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "duplex": self.duplex}
 
+    def handed_over(self, raw: Any) -> list[Any]:
+        return list(raw)
+
 
 @dataclass
 class Direction:

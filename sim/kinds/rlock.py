@@ -232,7 +232,7 @@ def _checks(name: str, info: Any) -> list[Check]:
 
 LOCK_DISPLAY = Display((("held", "fill"), ("waiting", "--")),
                        "locks held over time, processes waiting",
-                       "locks held / processes waiting", rank=1, lock=True)  # fmt: skip
+                       "locks held / processes waiting", rank=2, lock=True)  # fmt: skip
 KINDS = [
     Kind("rlock", OwnerModel, RLock, _wrap, _checks, frozenset({"acquire"}), display=LOCK_DISPLAY)
 ]

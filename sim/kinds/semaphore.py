@@ -322,7 +322,7 @@ _SERIES = (("held", "fill"), ("signals", "fill"), ("waiting", "--"))
 _POOL = Display(_SERIES, "occupancy over time: units held against capacity, processes waiting",
                 "units (held / waiting)", rank=0)  # fmt: skip
 _LOCK = Display(_SERIES, "locks held over time, processes waiting",
-                "locks held / processes waiting", rank=1, lock=True)  # fmt: skip
+                "locks held / processes waiting", rank=2, lock=True)  # fmt: skip
 KINDS = [
     Kind(name, UnitModel, spec, _wrap(name), _checks, _BLOCKING, display=display)
     for name, spec, display in (

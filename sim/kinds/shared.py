@@ -208,6 +208,9 @@ class SharedMemory(PrimSpec[LoggedSharedMemory]):
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "slots": self.slots}
 
+    def release(self, raw: Any) -> None:
+        raw.close()
+
 
 class ShmHandle:
     """What actors receive for a shared-memory block: its name (the engine keeps the block)."""
@@ -413,7 +416,7 @@ def _checks(name: str, info: Any) -> list[Check]:
 
 
 _DISPLAY = Display((("value", "-"), ("writes", ":")),
-                   "shared value over time, and the writes that completed", "value", rank=2)
+                   "shared value over time, and the writes that completed", "value", rank=1)
 KINDS = [
     Kind(name, ReadModifyWrite, spec, wrap, _checks, display=_DISPLAY)
     for name, spec, wrap in (

@@ -35,8 +35,9 @@ import anyio
 from sim.config import RunConfig
 from sim.coordinator import Coordinator, LiveCounters, address_of, bind
 from sim.errors import ConfigError, ScenarioError
+from sim.history import History
 from sim.kinds import PrimSpec
-from sim.scenario import Actor, Scenario, module_name
+from sim.scenario import Actor, Scenario, States, module_name
 
 from . import _launcher, worker
 
@@ -103,6 +104,8 @@ class Plan:
     actors: list[Actor]
     # What run.json and the log's run_start record about each primitive.
     described: dict[str, dict[str, Any]]
+    # What the scenario's domain events mean, for the live view.
+    states: States | None = None
 
 
 def plan(config: RunConfig[Any], scenario: Scenario[Any]) -> Plan:
@@ -117,7 +120,7 @@ def plan(config: RunConfig[Any], scenario: Scenario[Any]) -> Plan:
             raise ScenarioError(f"{config.scenario}: actor name {actor.name!r} is not unique")
         seen.add(actor.name)
     described = {name: spec.describe() for name, spec in prims.items()}
-    return Plan(config, prims, actors, described)
+    return Plan(config, prims, actors, described, scenario.states)
 
 
 def execute(
@@ -142,6 +145,8 @@ def execute(
     supervisor = _Supervisor(
         config, actors, raw, mp, run_dir, display, seed, on_started, planned.described
     )
+    supervisor.states = planned.states
+    supervisor.specs = list(prims.values())
     try:
         # Bound before the event loop runs: the launcher's actors need the address.
         supervisor.listener = bind(config.engine.transport)
@@ -150,7 +155,7 @@ def execute(
         execution = anyio.run(supervisor.run)
     finally:
         supervisor.close()
-        _release(raw)
+        _release(list(prims.values()), raw)
     return execution
 
 
@@ -185,6 +190,8 @@ class _Supervisor:
         self.started_all = False
         self.counters: LiveCounters | None = None
         self.primitives = primitives
+        self.states: States | None = None
+        self.specs: list[PrimSpec[Any]] = []
         self.t0_ns = time.monotonic_ns()
         self.secret = secrets.token_hex(16)
         self.listener: socket.socket | None = None
@@ -223,7 +230,8 @@ class _Supervisor:
             )
             for i, a in enumerate(self.actors)
         ]
-        pipes = [end for kind, raw in self.raw.values() if kind == "pipe" for end in raw]
+        pipes = [end for spec, (_, raw) in zip(self.specs, self.raw.values(), strict=True)
+                 for end in spec.handed_over(raw)]  # fmt: skip
         _assert_single_threaded("fork")
         # Objects made before the fork are never touched by the collector again, so neither the
         # launcher nor its actors copy the pages that hold them.
@@ -264,8 +272,19 @@ class _Supervisor:
         secret = self.secret
         engine = self.config.engine
         listener, self.listener = self.listener, None  # the coordinator owns it now
+        history = History(
+            self.primitives,
+            actors=[a.name for a in self.actors],
+            states=self.states,
+            track_states=self.display is not None,
+        )
         async with Coordinator(
-            events_path, secret=secret, t0_ns=t0_ns, transport=engine.transport, listener=listener
+            events_path,
+            secret=secret,
+            t0_ns=t0_ns,
+            transport=engine.transport,
+            listener=listener,
+            history=history,
         ) as coordinator:
             log = coordinator.logger("engine")
             self.counters = coordinator.counters
@@ -365,10 +384,9 @@ class _Supervisor:
         self.started_all = True
         # Every actor has its copies now. The engine lets go of its pipe ends, so that a reader
         # sees EOF once the writers have closed theirs.
-        for kind, raw in self.raw.values():
-            if kind == "pipe":
-                for end in raw:
-                    end.close()
+        for spec, (_, raw) in zip(self.specs, self.raw.values(), strict=True):
+            for end in spec.handed_over(raw):
+                end.close()
         if self.live == 0:
             self.all_reaped.set()
 
@@ -485,7 +503,7 @@ class _Supervisor:
                 continue
             # An actor still starting up (slow under spawn) may be the one that wakes the rest.
             if any(
-                name not in counters.started and record.exitcode is None
+                name not in counters.history.started and record.exitcode is None
                 for name, record in self.records.items()
                 if record.pid is not None
             ):
@@ -560,8 +578,7 @@ def _assert_single_threaded(method: str) -> None:
         )
 
 
-def _release(raw: dict[str, tuple[str, Any]]) -> None:
-    """Free what outlives processes: shared-memory blocks are unlinked here, by their owner."""
-    for kind, obj in raw.values():
-        if kind == "shared_memory":
-            obj.close()
+def _release(specs: Sequence[PrimSpec[Any]], raw: dict[str, tuple[str, Any]]) -> None:
+    """Free what outlives processes (shared-memory blocks are unlinked here, by their owner)."""
+    for spec, (_, obj) in zip(specs, raw.values(), strict=True):
+        spec.release(obj)
