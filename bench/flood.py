@@ -8,12 +8,11 @@ Used by bench/log_pipeline.py and bench/transport.py (throughput of the log pipe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
 
-from sim import Actor, Analysis, Ctx, Metric, RunConfig, Scenario
+from sim import Actor, Analysis, Ctx, History, Line, Metric, RunConfig, Scenario
 from sim import actors as numbered
 
 
@@ -31,20 +30,22 @@ def flooder(ctx: Ctx[Params]) -> None:
         info("tick", i=i)
 
 
-class FloodAnalysis(Analysis):
+class FloodAnalysis(Analysis[Params]):
     """Counts ticks and the span of their timestamps (the pipeline's producing rate)."""
 
-    def __init__(self, config: RunConfig) -> None:
+    events = frozenset({"tick"})
+
+    def __init__(self, config: RunConfig[Params], history: History) -> None:
+        super().__init__(config, history)
         self._ticks = 0
         self._first = float("inf")
         self._last = float("-inf")
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        if event.get("event") == "tick":
-            self._ticks += 1
-            ts = event["ts"]
-            self._first = min(self._first, ts)
-            self._last = max(self._last, ts)
+    def on_line(self, line: Line) -> None:
+        self._ticks += 1
+        ts = line.ts
+        self._first = min(self._first, ts)
+        self._last = max(self._last, ts)
 
     def metrics(self) -> dict[str, Any]:
         span = self._last - self._first if self._ticks > 1 else 0.0

@@ -90,7 +90,7 @@ class _Collector(Subscriber):
         self.step = 0.01
         self.next_at = 0.0
         self.end = 0.0
-        self.events = 0
+        self.count = 0
 
     def attach(self, history: History) -> None:
         super().attach(history)
@@ -154,7 +154,7 @@ class _Collector(Subscriber):
         self.current[actor] = label
 
     def on_finish(self) -> None:
-        self.events = self.history.lines
+        self.count = self.history.lines
         self.end = max(self.end, self.history.now)
         if not self.lanes:
             self.samples.append((self.end, dict(self.counts)))
@@ -205,7 +205,7 @@ def _draw_header(ax: Axes, loaded: LoadedRun, data: _Collector, actors: int) -> 
     scenario = loaded.config.scenario if loaded.config is not None else "unknown scenario"
     ax.text(0.5, 1.0, loaded.title, ha="center", va="top", fontsize=14, fontweight="bold",
             transform=ax.transAxes)  # fmt: skip
-    lines = [f"scenario {scenario} · {actors} actors · {data.events:,} events · "
+    lines = [f"scenario {scenario} · {actors} actors · {data.count:,} events · "
              f"log {loaded.run_dir or loaded.events_path}"]  # fmt: skip
     params = describe_params(loaded, width=140)
     if params:

@@ -64,8 +64,10 @@ def finite_source(
     cars: int, spaces: int, drive_mean: float, park_mean: float, *, waiting: bool = True
 ) -> FiniteSource:
     """M/M/c//N (``waiting=True``) or the Engset loss system (``waiting=False``)."""
-    if cars <= 0 or spaces <= 0 or drive_mean <= 0 or park_mean <= 0:
-        raise ValueError("cars, spaces and both means must be positive")
+    for name, value in (("cars", cars), ("spaces", spaces), ("drive_mean", drive_mean),
+                        ("park_mean", park_mean)):  # fmt: skip
+        if value <= 0:
+            raise ScenarioError(f"{name} must be > 0, got {value}")
     ratio = park_mean / drive_mean  # lambda / mu
     logs = _log_weights(cars, spaces, ratio, waiting)
     peak = max(logs)

@@ -14,6 +14,7 @@ from rich.console import Console
 from . import scenario as _scenario
 from .analysis import Report, analyse
 from .config import RunConfig
+from .errors import SimError
 from .live import LiveView
 from .manifest import iso, versions, write_manifest
 from .report import print_summary
@@ -69,14 +70,21 @@ def run(config: RunConfig[Any], out: Path, *, console: Console | None = None) ->
         write_manifest(run_dir, base | {"coordinator": info})
 
     execution = execute(planned, run_dir, display, seed=seed, on_started=started)
-    report = analyse(
-        execution.events_path,
-        primitives=prims,
-        actors=execution.actors,
-        config=config,
-        scenario=spec,
-        expected=config.expect,
-    )
+    try:
+        report = analyse(
+            execution.events_path,
+            primitives=prims,
+            actors=execution.actors,
+            config=config,
+            scenario=spec,
+            expected=config.expect,
+        )
+    except SimError as exc:
+        # The log is complete; only reading it failed (a scenario's analysis is broken). The
+        # manifest says so rather than "running", and the error reaches the user.
+        write_manifest(run_dir, base | {"status": "failed", "reason": f"analysis: {exc}",
+                                        "ended_at": iso(execution.ended_at)})  # fmt: skip
+        raise
     # The verdicts decide, so that replay reaches the same one from the log alone; only a stop
     # from outside (Ctrl-C, the timeout) overrides them.
     status = execution.status

@@ -107,3 +107,22 @@ def out(tmp_path: Path) -> Iterator[Path]:
     folder = tmp_path / "logs"
     folder.mkdir()
     return folder
+
+
+def kind_verdicts(
+    prim: str, info: dict[str, Any], events: Sequence[dict[str, Any]]
+) -> list[Any]:
+    """The verdicts of ``prim``'s kind's own checks over a synthetic history (events as
+    dicts, fed in time order, ties in the given order)."""
+    from sim.history import History, line_of
+
+    history = History({prim: info})
+    kind = history.kind(info["kind"])
+    assert kind is not None
+    checks = kind.checks(prim, info)
+    for check in checks:
+        history.subscribe(check)
+    lines = [line_of({"pid": 1, "seq": 0, **e}) for e in events]
+    history.feed(sorted(lines, key=lambda line: line.ts))
+    history.finish()
+    return [check.verdict() for check in checks]

@@ -24,5 +24,5 @@ scenario = Scenario(
     params=Params,
     primitives=lambda p: {},
     actors=lambda p: [Actor(f"busy-{i:03d}", busy) for i in range(p.actors)],
-    analysis=lambda config: Analysis(),
+    analysis=Analysis,
 )

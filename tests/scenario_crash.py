@@ -27,5 +27,5 @@ scenario = Scenario(
     params=Params,
     primitives=lambda p: {},
     actors=lambda p: [Actor("crasher-000", crasher), Actor("steady-000", steady)],
-    analysis=lambda config: Analysis(),
+    analysis=Analysis,
 )

@@ -25,6 +25,7 @@ import pytest
 from anyio.abc import SocketStream
 
 from sim.coordinator import Coordinator
+from sim.history import History
 
 SECRET = "s3cret"
 # Upper bound for any single wait on the coordinator; generous, but far below the global timeout.
@@ -441,33 +442,39 @@ async def test_live_counters_follow_acquire_and_release(tmp_path: Path) -> None:
         await finish(client)
         await drained(coord)
 
-    def state() -> tuple[int, int]:
-        return coord.counters.held["lot"], coord.counters.waiting["lot"]
+    def state() -> tuple[float, float]:
+        model = coord.counters.history.model("lot")
+        assert model is not None
+        return model.gauges["held"], model.gauges["waiting"]
 
-    async with serve(tmp_path) as coord:
+    lot = {"kind": "semaphore", "value": 2}
+    history = History({"lot": lot, "gate": lot})
+    async with serve(tmp_path, history=history) as coord:
         assert state() == (0, 0)
-        await say("a", prim="lot", op="acquire", phase="invoke")
+        await say("a", prim="lot", kind="semaphore", op="acquire", phase="invoke")
         assert state() == (0, 1)
-        await say("a", prim="lot", op="acquire", phase="ok")
+        await say("a", prim="lot", kind="semaphore", op="acquire", phase="ok")
         assert state() == (1, 0)
-        await say("b", prim="lot", op="acquire", phase="invoke")
+        await say("b", prim="lot", kind="semaphore", op="acquire", phase="invoke")
         assert state() == (1, 1)
-        await say("b", prim="lot", op="acquire", phase="timeout")
+        await say("b", prim="lot", kind="semaphore", op="acquire", phase="timeout")
         assert state() == (1, 0)
-        await say("b", prim="lot", op="acquire", phase="invoke")
+        await say("b", prim="lot", kind="semaphore", op="acquire", phase="invoke")
         assert state() == (1, 1)
-        await say("a", prim="lot", op="release", phase="invoke")
+        await say("a", prim="lot", kind="semaphore", op="release", phase="invoke")
         assert state() == (0, 1)
-        await say("a", prim="lot", op="release", phase="ok")
+        await say("a", prim="lot", kind="semaphore", op="release", phase="ok")
         assert state() == (0, 1)
-        await say("b", prim="lot", op="acquire", phase="ok")
+        await say("b", prim="lot", kind="semaphore", op="acquire", phase="ok")
         assert state() == (1, 0)
         # Ops on another primitive, or without one, leave "lot" alone.
-        await say("a", prim="gate", op="acquire", phase="invoke")
+        await say("a", prim="gate", kind="semaphore", op="acquire", phase="invoke")
         await say("a", op="acquire", phase="invoke")
         assert state() == (1, 0)
-        assert coord.counters.waiting["gate"] == 1
+        gate = coord.counters.history.model("gate")
+        assert gate is not None and gate.gauges["waiting"] == 1
         assert coord.counters.events == 10
+        assert coord.counters.history.holders("lot") == ["b"]
 
 
 async def test_actor_start_and_end_are_counted(tmp_path: Path) -> None:
@@ -478,8 +485,9 @@ async def test_actor_start_and_end_are_counted(tmp_path: Path) -> None:
         )
         await finish(client)
         await drained(coord)
-        assert coord.counters.actors_started == 1
-        assert coord.counters.actors_ended == 1
+        assert coord.counters.history.started == {"alice"}
+        assert coord.counters.history.ended == {"alice": "ok"}
+        assert coord.counters.live() == set()
 
 
 # -- shutdown -----------------------------------------------------------------------------------
@@ -575,5 +583,5 @@ async def test_domain_events_may_use_op_field_names_for_their_own_values(tmp_pat
         await finish(client)
         await drained(coord)
         assert coord.counters.protocol_errors == 0
-        assert coord.counters.held["spaces"] == 1
+        assert coord.counters.history.holders("spaces") == ["alice"]
     assert lines_of(coord.events_path, "alice") == sent

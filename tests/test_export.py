@@ -6,6 +6,7 @@ every span, flow and counter value is known in advance.
 
 from __future__ import annotations
 
+
 import csv as _csv
 import json
 from collections import Counter, defaultdict
@@ -418,7 +419,10 @@ def test_exports_of_a_damaged_log_keep_what_can_be_read(tmp_path: Path) -> None:
     path.write_text("".join(lines) + '{"ts": 9.0, "actor": "car-a"', encoding="utf-8")  # torn
     loaded = load_run(folder)
     rows = export_csv(loaded, tmp_path / "ops.csv")
-    assert rows == 6  # the 7 operations less the one whose invoke was lost
+    assert rows == 7  # the one whose invoke was lost is still there, and says so
+    with open(tmp_path / "ops.csv", newline="", encoding="utf-8") as fh:
+        lost = [row for row in _csv.DictReader(fh) if "missing from the log" in row["detail"]]
+    assert [(row["actor"], row["op"], row["wait_s"]) for row in lost] == [("car-a", "acquire", "0.0")]
     validate_trace(json.loads(_exported(loaded, tmp_path).read_text(encoding="utf-8")))
 
 

@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 
 import sim.player as player
+from sim import ConfigError
 from sim.player import play
 from sim.replay import LoadedRun, load_run
 
@@ -119,5 +120,5 @@ def test_speed_must_be_positive(tmp_path: Path) -> None:
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "events.jsonl").write_text("")
-    with pytest.raises(ValueError, match="speed"):
+    with pytest.raises(ConfigError, match="speed"):
         play(load_run(folder), Console(file=io.StringIO()), 0)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sim.events import ordered, read_events
+from sim import ConfigError
 from sim.plot import GANTT_MAX_ACTORS, _Collector, plot
-from sim.replay import LoadedRun, load_run
+from sim.replay import LoadedRun, load_run, open_history
 
 from .conftest import finished, manifest_of
 
@@ -70,7 +70,9 @@ def test_occupancy_drawn_is_the_run_s_own_occupancy(tmp_path: Path) -> None:
         "clock.speedup=12000",
     )
     data = _Collector(loaded)
-    data.feed_all(ordered(read_events(loaded.events_path)))
+    history = open_history(loaded, track_states=True)
+    history.subscribe(data)
+    history.feed_file(loaded.events_path)
     held = [v for _, v in data.series[("spaces", "held")]]
     metrics = manifest_of(loaded.run_dir or tmp_path)["metrics"]
     assert max(held) == metrics["occupancy_max"] == 5
@@ -129,6 +131,6 @@ def test_only_png_and_svg(tmp_path: Path) -> None:
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "events.jsonl").write_text("")
-    with pytest.raises(ValueError, match=r"\.png or \.svg"):
+    with pytest.raises(ConfigError, match=r"\.png or \.svg"):
         plot(load_run(folder), tmp_path / "plot.jpg")
     assert not (tmp_path / "plot.jpg").exists()

@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from sim.invariants.barrier import checks_for
 
-from .conftest import finished
+from .conftest import finished, kind_verdicts
 
 WORKERS, PHASES = 4, 4
 QUICK = ["-s", f"params.phases={PHASES}", "-s", "clock.speedup=4800"]
@@ -84,10 +83,7 @@ def _wait(actor: str, phase: str, ts: float, index: int | None = None) -> dict[s
 
 
 def _verdict(events: list[dict[str, Any]], parties: int = 3) -> tuple[str, str]:
-    (check,) = checks_for("b", {"kind": "barrier", "parties": parties})
-    for e in sorted(events, key=lambda e: e["ts"]):
-        check.feed(e)
-    verdict = check.verdict()
+    (verdict,) = kind_verdicts("b", {"kind": "barrier", "parties": parties}, events)
     return verdict.status, verdict.detail
 
 

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from sim.invariants.condition import checks_for
 
-from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files
+from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files, kind_verdicts
 
 # Capacity 1, fixed durations. The consumers reach the buffer at once and find it empty (the
 # first items come after 2 minutes, 0.15 s); the producers make 2 items per 2 minutes, the
@@ -149,11 +148,7 @@ def _op(ts: float, actor: str, op: str, phase: str) -> dict[str, Any]:
 
 
 def _verdicts(history: list[dict[str, Any]]) -> dict[str, str]:
-    checks = checks_for("c", {"kind": "condition"})
-    for event in history:
-        for check in checks:
-            check.feed(event)
-    return {c.verdict().name: c.verdict().status for c in checks}
+    return {v.name: v.status for v in kind_verdicts("c", {"kind": "condition"}, history)}
 
 
 def test_condition_checks_catch_planted_faults() -> None:
@@ -193,8 +188,6 @@ def test_condition_checks_catch_planted_faults() -> None:
 
 def test_a_wait_that_raised_is_not_taken_for_a_hold() -> None:
     # While b holds the lock, a calls wait() without it (it raises): one holder, not two.
-    from sim.invariants.condition import OneHolder, WaitWithLock
-
     lines = [
         ("b", 0, "acquire", "invoke"),
         ("b", 1, "acquire", "ok"),
@@ -203,11 +196,11 @@ def test_a_wait_that_raised_is_not_taken_for_a_hold() -> None:
         ("b", 2, "release", "invoke"),
         ("b", 3, "release", "ok"),
     ]
-    one, with_lock = OneHolder("buf"), WaitWithLock("buf")
-    for ts, (actor, seq, op, phase) in enumerate(lines):
-        event = {"ts": ts / 10, "actor": actor, "pid": 1, "seq": seq, "event": "op",
-                 "prim": "buf", "kind": "condition", "op": op, "phase": phase}  # fmt: skip
-        one.feed(event)
-        with_lock.feed(event)
-    assert one.verdict().status == "pass", one.verdict()
-    assert with_lock.verdict().status == "fail"  # the wait without the lock is what is wrong
+    events = [
+        {"ts": ts / 10, "actor": actor, "pid": 1, "seq": seq, "event": "op", "prim": "buf",
+         "kind": "condition", "op": op, "phase": phase}
+        for ts, (actor, seq, op, phase) in enumerate(lines)
+    ]  # fmt: skip
+    one, with_lock, _ = kind_verdicts("buf", {"kind": "condition"}, events)
+    assert one.status == "pass", one
+    assert with_lock.status == "fail"  # the wait without the lock is what is wrong

@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from sim.invariants.mutex import checks_for
 
-from .conftest import finished
+from .conftest import finished, kind_verdicts
 
 QUICK = ["-s", "params.rounds=3", "-s", "clock.speedup=3000"]
 
@@ -136,11 +135,7 @@ def _op(actor: str, op: str, phase: str, ts: float) -> dict[str, Any]:
 
 
 def _verdicts(events: list[dict[str, Any]]) -> list[str]:
-    checks = checks_for("r", {"kind": "rlock"})
-    for e in events:
-        for check in checks:
-            check.feed(e)
-    return [c.verdict().status for c in checks]
+    return [v.status for v in kind_verdicts("r", {"kind": "rlock"}, events)]
 
 
 def test_rlock_checks_catch_two_owners_and_a_foreign_release() -> None:

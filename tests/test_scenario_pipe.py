@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from sim.invariants.pipe import checks_for
 
-from .conftest import Finished, finished
+from .conftest import Finished, finished, kind_verdicts
 
 # 15 messages, one every 0.2 minutes, read at 0.4 minutes each: messages pile up in the pipe.
 ONEWAY = [
@@ -128,11 +127,7 @@ def _op(ts: float, actor: str, end: str, op: str, phase: str, **kw: Any) -> dict
 
 
 def _verdicts(history: list[dict[str, Any]]) -> dict[str, Any]:
-    checks = checks_for("p", {"kind": "pipe", "duplex": False})
-    for event in history:
-        for check in checks:
-            check.feed(event)
-    return {c.name: c.verdict() for c in checks}
+    return {v.name: v for v in kind_verdicts("p", {"kind": "pipe", "duplex": False}, history)}
 
 
 def test_pipe_checks_catch_reordering_loss_and_a_shared_end() -> None:

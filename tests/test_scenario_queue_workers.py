@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from sim.invariants.queue import checks_for
 
-from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files
+from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files, kind_verdicts
 
 QUICK = ["-s", "params.items=12", "-s", "clock.speedup=3000"]
 
@@ -181,11 +180,8 @@ def _op(ts: float, actor: str, op: str, phase: str, **fields: Any) -> dict[str, 
 
 
 def _verdicts(kind: str, history: list[dict[str, Any]]) -> dict[str, str]:
-    checks = checks_for("q", {"kind": kind, "maxsize": 2})
-    for event in history:
-        for check in checks:
-            check.feed(event)
-    return {c.verdict().name: c.verdict().status for c in checks}
+    verdicts = kind_verdicts("q", {"kind": kind, "maxsize": 2}, history)
+    return {v.name: v.status for v in verdicts}
 
 
 def put(ts: float, actor: str, item: Any) -> list[dict[str, Any]]:

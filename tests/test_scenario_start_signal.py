@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from sim.invariants.event import checks_for
 
-from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files
+from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files, kind_verdicts
 
 QUICK = ["-s", "params.runners=6", "-s", "params.race.mean=1", "-s", "clock.speedup=600"]
 
@@ -124,10 +123,8 @@ def _op(ts: float, actor: str, op: str, phase: str) -> dict[str, Any]:
 
 
 def _status(history: list[dict[str, Any]]) -> str:
-    (check,) = checks_for("e", {"kind": "event"})
-    for event in history:
-        check.feed(event)
-    return check.verdict().status
+    (verdict,) = kind_verdicts("e", {"kind": "event"}, history)
+    return verdict.status
 
 
 def test_event_check_measures_against_set_invoke() -> None:

@@ -94,6 +94,8 @@ def _row(op: Operation, speedup: float | None, encode: Any) -> list[Any]:
     detail = {k: v for k, v in invoke.fields.items() if k not in _OWN}
     if done is not None:
         detail.update((k, v) for k, v in done.fields.items() if k not in _OWN)
+    if op.orphan:
+        detail["invoke"] = "missing from the log"
     return [
         invoke.actor,
         invoke.prim,

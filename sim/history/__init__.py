@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .facts import Category, Hold, Operation, State, Transfer, TransferKind
-from .lines import Finding, Line, chunks, ordered, read_lines
+from .lines import Finding, Line, chunks, line_of, ordered, read_lines
 from .stats import Level, Waits
 from .subscriber import Subscriber
 
@@ -36,6 +36,7 @@ __all__ = [
     "Transfer",
     "Waits",
     "chunks",
+    "line_of",
     "ordered",
     "read_lines",
 ]
@@ -125,6 +126,15 @@ class History:
 
     def subscribe(self, sub: Subscriber) -> Subscriber:
         """Add ``sub``; it sees every fact from now on. Returns it."""
+        for attr in ("prims", "events"):
+            wanted = getattr(sub, attr)
+            if wanted is not None and not isinstance(wanted, (set, frozenset)):
+                from sim.errors import ScenarioError
+
+                raise ScenarioError(
+                    f"{type(sub).__name__}.{attr} must be a set of names (or None for all), "
+                    f"not {wanted!r}"
+                )
         self._subs.append(sub)
         sub.attach(self)
         self._routes.clear()
@@ -255,7 +265,19 @@ class History:
         pending = self._open[model.name]
         there = pending.get(key)
         if there is None:
+            # A completion whose invoke is missing (a lost line, or a history written by
+            # hand): the operation still returned; it is taken as begun at that moment.
             self.orphans += 1
+            kind = self._kinds.find(str(line.kind))
+            op = Operation(line, kind is not None and line.op in kind.blocking)
+            routes = self._route(model.name)
+            for hook in routes[0]:
+                hook(op)
+            model.invoke(op)
+            op.done = line
+            model.complete(op)
+            for hook in routes[1]:
+                hook(op)
             return
         if isinstance(there, list):
             op = there.pop(0)

@@ -61,6 +61,12 @@ class Operation:
         return "pending" if self.done is None else str(self.done.phase)
 
     @property
+    def orphan(self) -> bool:
+        """Its invoke line is missing from the log (lost): it is shown as begun when it
+        returned."""
+        return self.done is self.invoke
+
+    @property
     def ok(self) -> bool:
         return self.done is not None and self.done.phase == "ok"
 

@@ -11,7 +11,7 @@ somebody asks for it (:attr:`Line.fields`), which most consumers never do.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Finding", "Line", "chunks", "ordered", "read_lines"]
+__all__ = ["Finding", "Line", "chunks", "line_of", "ordered", "read_lines"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,15 @@ def _from_struct(line: Line) -> dict[str, Any]:
 
 
 decode_line = msgspec.json.Decoder(Line).decode
+_encode = msgspec.json.Encoder().encode
+
+
+def line_of(fields: Mapping[str, Any]) -> Line:
+    """A line made in memory from its fields, as if read from a file (a synthetic history)."""
+    raw = _encode(fields) + b"\n"
+    line = decode_line(raw)
+    line.raw = raw
+    return line
 
 # Lines handed on at a time: large enough that the per-chunk work vanishes, small enough that
 # memory stays flat in the log's length.

@@ -1,0 +1,48 @@
+"""Replaying the kept run logs of every bundled config gives the metrics and verdicts recorded
+before the history model was written (tests/fixtures/record.py made them).
+
+Metrics and each verdict's name and status must be identical. A verdict's words may only
+differ where the new wording is listed here, with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.record import RUNS, replayed, unpack
+
+FIXTURES = sorted(p.name for p in RUNS.iterdir() if p.is_dir())
+
+# (verdict name, old detail) -> why the words changed. Signals (semaphores that start at 0)
+# were said to be "at most 0 held at once", which reads like a violation; a Value's own lock
+# is now checked by the one RLock check, which also counts re-entries.
+_REWORDED = {
+    "no acquire without an earlier release": "a signal semaphore: each acquire after a release",
+    "counter.lock: one owner at a time": "the RLock check of sim.kinds.rlock",
+    "done.lock: one owner at a time": "the RLock check of sim.kinds.rlock",
+}
+
+
+def _reworded(name: str) -> bool:
+    return any(name.endswith(key) for key in _REWORDED)
+
+
+def test_every_bundled_config_has_a_fixture() -> None:
+    configs = sorted(p.stem for p in (RUNS.parents[2] / "configs").glob("*.toml"))
+    assert FIXTURES == configs
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_replaying_a_kept_log_gives_the_recorded_metrics_and_verdicts(
+    name: str, tmp_path: Path
+) -> None:
+    expected = json.loads((RUNS / name / "expected.json").read_text())
+    got = replayed(unpack(RUNS / name, tmp_path))
+    assert got["metrics"] == expected["metrics"]
+    assert [v[:2] for v in got["verdicts"]] == [v[:2] for v in expected["verdicts"]]
+    for (vname, _, old), (_, _, new) in zip(expected["verdicts"], got["verdicts"], strict=True):
+        if old != new:
+            assert _reworded(vname), f"{vname}: {old!r} became {new!r}"
