@@ -228,8 +228,12 @@ scenario = Scenario(
     states=States(
         on={"arrive": "waiting for partners", "molecule": "releasing", "bond": "bonding"},
         start={"hydrogen": "floating", "oxygen": "floating"},
-        tones={"waiting for partners": "asking", "bonding": "using", "releasing": "using",
-               "floating": "idle"},  # fmt: skip
+        tones={
+            "waiting for partners": "asking",
+            "bonding": "using",
+            "releasing": "using",
+            "floating": "idle",
+        },
     ),
     metrics=(
         Metric("molecules", "molecules formed"),

@@ -173,8 +173,9 @@ class PipeAnalysis(Analysis[Params]):
             "sent": sum(1 for s in way.sends if s.ok),
             "received": len(way.recvs),
             **describe(latency, "latency"),
-            "in_pipe_max": _most_in_flight([s.start for s in way.sends],
-                                           [_end(r) for r in way.recvs]),  # fmt: skip
+            "in_pipe_max": _most_in_flight(
+                [s.start for s in way.sends], [_end(r) for r in way.recvs]
+            ),
             "in_pipe_at_close": _in_flight_at(way.closed, way.sends, way.recvs),
             "eof_after_close_ms": (
                 1000 * (_end(eof) - way.closed) if eof and way.closed is not None else None

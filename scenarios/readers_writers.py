@@ -297,8 +297,13 @@ scenario = Scenario(
             "exit_write": "thinking",
         },
         start={"reader": "thinking", "writer": "thinking"},
-        tones={"want read": "asking", "want write": "asking", "reading": "using",
-               "writing": "using", "thinking": "idle"},  # fmt: skip
+        tones={
+            "want read": "asking",
+            "want write": "asking",
+            "reading": "using",
+            "writing": "using",
+            "thinking": "idle",
+        },
     ),
     metrics=(
         Metric("reads", "reads"),

@@ -83,8 +83,9 @@ def _guards(
     # (unlogged, inside multiprocessing); "explicit" takes that same lock around both.
     if p.lock != "explicit":
         return none, none
-    store: type[Value] | type[Array] = Value if p.store == "value" else Array
-    return ctx.prim("counter", store).get_lock(), none
+    if p.store == "value":
+        return ctx.prim("counter", Value).get_lock(), none
+    return ctx.prim("counter", Array).get_lock(), none
 
 
 def _counter(ctx: Ctx[Params]) -> Any:

@@ -209,8 +209,13 @@ scenario = Scenario(
     states=States(
         on={"ready": "ready", "start": "racing", "finish": "finished", "fire": "fired"},
         start={"runner": "walking"},
-        tones={"ready": "asking", "racing": "using", "fired": "using", "finished": "idle",
-               "walking": "idle"},  # fmt: skip
+        tones={
+            "ready": "asking",
+            "racing": "using",
+            "fired": "using",
+            "finished": "idle",
+            "walking": "idle",
+        },
     ),
     metrics=(
         Metric("runners", "runners"),

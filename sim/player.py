@@ -18,11 +18,8 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, RenderableType
 from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
 
 from .errors import ConfigError
 from .export import speedup_of
@@ -196,7 +193,9 @@ class _Lines:
         counts: dict[str, Counter[str]] = {}
         for name in loaded.actors:
             state = board.state(name)
-            counts.setdefault(stem_of(name), Counter())[state.state if state else "not started"] += 1
+            counts.setdefault(stem_of(name), Counter())[
+                state.state if state else "not started"
+            ] += 1
         groups = "; ".join(
             f"{stem}: " + ", ".join(f"{s} {n}" for s, n in c.most_common())
             for stem, c in counts.items()

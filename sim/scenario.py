@@ -124,7 +124,7 @@ class Scenario(Generic[P]):
     phenomena: Mapping[str, str] = field(default_factory=dict)
     # What queueing theory (or another model) predicts for a config, by metric key; sweeps put
     # it beside the measured values as ``theory_<key>``.
-    theory: Callable[[RunConfig], Mapping[str, float]] | None = None
+    theory: Callable[[RunConfig[P]], Mapping[str, float]] | None = None
 
 
 def module_name(name: str) -> str:

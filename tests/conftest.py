@@ -109,9 +109,7 @@ def out(tmp_path: Path) -> Iterator[Path]:
     return folder
 
 
-def kind_verdicts(
-    prim: str, info: dict[str, Any], events: Sequence[dict[str, Any]]
-) -> list[Any]:
+def kind_verdicts(prim: str, info: dict[str, Any], events: Sequence[dict[str, Any]]) -> list[Any]:
     """The verdicts of ``prim``'s kind's own checks over a synthetic history (events as
     dicts, fed in time order, ties in the given order)."""
     from sim.history import History, line_of

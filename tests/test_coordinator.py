@@ -472,7 +472,8 @@ async def test_live_counters_follow_acquire_and_release(tmp_path: Path) -> None:
         await say("a", op="acquire", phase="invoke")
         assert state() == (1, 0)
         gate = coord.counters.history.model("gate")
-        assert gate is not None and gate.gauges["waiting"] == 1
+        assert gate is not None
+        assert gate.gauges["waiting"] == 1
         assert coord.counters.events == 10
         assert coord.counters.history.holders("lot") == ["b"]
 

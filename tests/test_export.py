@@ -6,7 +6,6 @@ every span, flow and counter value is known in advance.
 
 from __future__ import annotations
 
-
 import csv as _csv
 import json
 from collections import Counter, defaultdict
@@ -422,7 +421,9 @@ def test_exports_of_a_damaged_log_keep_what_can_be_read(tmp_path: Path) -> None:
     assert rows == 7  # the one whose invoke was lost is still there, and says so
     with open(tmp_path / "ops.csv", newline="", encoding="utf-8") as fh:
         lost = [row for row in _csv.DictReader(fh) if "missing from the log" in row["detail"]]
-    assert [(row["actor"], row["op"], row["wait_s"]) for row in lost] == [("car-a", "acquire", "0.0")]
+    assert [(row["actor"], row["op"], row["wait_s"]) for row in lost] == [
+        ("car-a", "acquire", "0.0")
+    ]
     validate_trace(json.loads(_exported(loaded, tmp_path).read_text(encoding="utf-8")))
 
 

@@ -32,7 +32,7 @@ def _reworded(name: str) -> bool:
 
 def test_every_bundled_config_has_a_fixture() -> None:
     configs = sorted(p.stem for p in (RUNS.parents[2] / "configs").glob("*.toml"))
-    assert FIXTURES == configs
+    assert configs == FIXTURES
 
 
 @pytest.mark.parametrize("name", FIXTURES)

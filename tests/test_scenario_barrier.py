@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-
 from .conftest import finished, kind_verdicts
 
 WORKERS, PHASES = 4, 4

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-
-from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files, kind_verdicts
+from .conftest import alive, events_of, kind_verdicts, manifest_of, only_run_dir, sim, socket_files
 
 # Capacity 1, fixed durations. The consumers reach the buffer at once and find it empty (the
 # first items come after 2 minutes, 0.15 s); the producers make 2 items per 2 minutes, the

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-
 from .conftest import finished, kind_verdicts
 
 QUICK = ["-s", "params.rounds=3", "-s", "clock.speedup=3000"]

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-
 from .conftest import Finished, finished, kind_verdicts
 
 # 15 messages, one every 0.2 minutes, read at 0.4 minutes each: messages pile up in the pipe.

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-
-from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files, kind_verdicts
+from .conftest import alive, events_of, kind_verdicts, manifest_of, only_run_dir, sim, socket_files
 
 QUICK = ["-s", "params.items=12", "-s", "clock.speedup=3000"]
 

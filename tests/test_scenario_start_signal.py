@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-
-from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files, kind_verdicts
+from .conftest import alive, events_of, kind_verdicts, manifest_of, only_run_dir, sim, socket_files
 
 QUICK = ["-s", "params.runners=6", "-s", "params.race.mean=1", "-s", "clock.speedup=600"]
 

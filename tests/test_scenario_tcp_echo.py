@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from scenarios.tcp_echo import EchoedInOrder, EveryConnectionAccepted
+from sim.history import History, line_of
 
 from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files
 
@@ -152,9 +153,11 @@ def test_the_checks_catch_a_changed_echo_and_an_unaccepted_client() -> None:
     ]
     echo = EchoedInOrder(["client-000"], lines=1)
     accepted = EveryConnectionAccepted(["client-000", "client-001"])
-    for event in history:
-        echo.feed(event)
-        accepted.feed(event)
+    replayed = History()
+    replayed.subscribe(echo)
+    replayed.subscribe(accepted)
+    replayed.feed([line_of(e) for e in history])
+    replayed.finish()
     assert echo.verdict().status == "fail"
     assert "server wrote: line 0: 'a' became 'A'" in echo.verdict().detail
     assert accepted.verdict().status == "fail"

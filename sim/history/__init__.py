@@ -365,9 +365,7 @@ class History:
 
     # -- what models report --------------------------------------------------------------------
 
-    def open_hold(
-        self, model: Model, actor: str, ts: float, op: Operation | None = None
-    ) -> Hold:
+    def open_hold(self, model: Model, actor: str, ts: float, op: Operation | None = None) -> Hold:
         """``actor`` begins to hold (a unit of) the model's primitive at ``ts``, because
         ``op`` returned."""
         hold = Hold(actor, model.name, ts, op)

@@ -107,6 +107,7 @@ def line_of(fields: Mapping[str, Any]) -> Line:
     line.raw = raw
     return line
 
+
 # Lines handed on at a time: large enough that the per-chunk work vanishes, small enough that
 # memory stays flat in the log's length.
 _CHUNK = 1 << 14

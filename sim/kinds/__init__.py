@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 
-from ._base import Holds, Kind, Logged, Model, PrimSpec, Wakes, item_key, limit
+from ._base import Display, Holds, Kind, Logged, Model, PrimSpec, Reading, Wakes, item_key, limit
 from .barrier import Barrier
 from .condition import Condition
 from .event import Event
@@ -26,6 +26,7 @@ __all__ = [
     "Barrier",
     "BoundedSemaphore",
     "Condition",
+    "Display",
     "Event",
     "Holds",
     "JoinableQueue",
@@ -37,6 +38,7 @@ __all__ = [
     "PrimSpec",
     "Queue",
     "RLock",
+    "Reading",
     "Semaphore",
     "SharedMemory",
     "Value",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from sim.history.facts import Hold, Operation, TransferKind
+from sim.history.facts import Hold, Operation
 
 if TYPE_CHECKING:
     from sim.checks import Check

@@ -76,7 +76,7 @@ class Barrier(PrimSpec[LoggedBarrier]):
 class BarrierModel(Model):
     """Arrivals waiting, and which last arrival let each generation go."""
 
-    series = ("waiting",)
+    series: ClassVar[tuple[str, ...]] = ("waiting",)
 
     def __init__(self, name: str, info: Any, history: Any) -> None:
         super().__init__(name, info, history)
@@ -188,8 +188,7 @@ class Generations(Check):
         index = done.index
         if not isinstance(index, int) or not 0 <= index < self.parties:
             self.problems.add(
-                f"{op.actor} returned index {index!r} at {done.ts:.6f} s, not "
-                f"0..{self.parties - 1}"
+                f"{op.actor} returned index {index!r} at {done.ts:.6f} s, not 0..{self.parties - 1}"
             )
             return
         self._place(_Return(op.actor, op.start, done.ts, index))

@@ -102,7 +102,7 @@ class Condition(PrimSpec[LoggedCondition]):
 class ConditionModel(OwnerModel):
     """The lock of a Condition (as an RLock), and who is in ``wait``."""
 
-    series = ("held", "waiting", "in wait")
+    series: ClassVar[tuple[str, ...]] = ("held", "waiting", "in wait")
 
     def __init__(self, name: str, info: Any, history: Any) -> None:
         super().__init__(name, info, history)
@@ -171,7 +171,8 @@ class OneHolder(Check):
     def on_hold_start(self, hold: Hold) -> None:
         self._entries += 1
         model = self.history.model(self.prim)
-        assert model is not None and model.holds is not None
+        assert model is not None
+        assert model.holds is not None
         others = sorted(h.actor for h in model.holds if h is not hold and h.actor != hold.actor)
         if others:
             op = hold.op

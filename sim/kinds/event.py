@@ -63,7 +63,7 @@ class Event(PrimSpec[LoggedEvent]):
 class EventModel(Model):
     """The flag and its waiters; a ``set`` wakes everybody waiting."""
 
-    series = ("set", "waiting")
+    series: ClassVar[tuple[str, ...]] = ("set", "waiting")
 
     def __init__(self, name: str, info: Any, history: Any) -> None:
         super().__init__(name, info, history)
@@ -158,8 +158,7 @@ class NoWaitBeforeSet(Check):
         why = "after a clear, no set since" if self._any_set else "before any set"
         assert op.done is not None
         self.problems.add(
-            f"{op.actor}: wait invoked at {op.start:.6f} s returned ok at {op.done.ts:.6f} s, "
-            f"{why}"
+            f"{op.actor}: wait invoked at {op.start:.6f} s returned ok at {op.done.ts:.6f} s, {why}"
         )
 
     def verdict(self) -> Verdict:

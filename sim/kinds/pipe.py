@@ -142,7 +142,7 @@ class Direction:
 class PipeModel(Model):
     """One pipe's traffic, by direction (keyed by the sending end)."""
 
-    series = ("in pipe",)
+    series: ClassVar[tuple[str, ...]] = ("in pipe",)
 
     def __init__(self, name: str, info: Any, history: Any) -> None:
         super().__init__(name, info, history)
@@ -195,9 +195,13 @@ class PipeModel(Model):
                 self.history.transfer(into.sends[k], op, "message")
             self._in_pipe -= 1
             self.set_gauge(**{"in pipe": self._in_pipe})
-        elif name == "recv" and done.phase == "fail" and done.error == "EOFError":
-            if into.eof is None:
-                into.eof = op
+        elif (
+            name == "recv"
+            and done.phase == "fail"
+            and done.error == "EOFError"
+            and into.eof is None
+        ):
+            into.eof = op
 
 
 class FifoNoLoss(Check):
@@ -271,7 +275,8 @@ class EofAfterLastSend(Check):
             self.problems.extend(d.late)
         summary = []
         for d in seen:
-            assert d.eof is not None and d.eof.end is not None
+            assert d.eof is not None
+            assert d.eof.end is not None
             eof_ts, actor = d.eof.end, d.eof.actor
             if d.closed is not None and d.closed > eof_ts:
                 self.problems.add(f"{d.label}: EOF at {eof_ts:.4f} s before {d.sender} was "

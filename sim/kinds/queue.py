@@ -198,7 +198,7 @@ class QueueModel(Model):
     its get ``ok`` (zero time if the get came first).
     """
 
-    series = ("length",)
+    series: ClassVar[tuple[str, ...]] = ("length",)
 
     def __init__(self, name: str, info: Any, history: Any) -> None:
         global ledgers_built
@@ -372,7 +372,8 @@ class PerProducerFifo(_LedgerCheck):
 
 
 def _overtaken(producer: str, later: Transit, earlier: Transit) -> str:
-    assert later.get is not None and earlier.get is not None
+    assert later.get is not None
+    assert earlier.get is not None
     return (
         f"{producer}'s put #{later.position + 1} {_text(later.item)} was got by "
         f"{later.consumer} at {later.get_ok:.6f} s, before {earlier.consumer} even asked for "

@@ -38,7 +38,7 @@ class RLock(PrimSpec[LoggedSemaphore]):
 class OwnerModel(Model):
     """Owner and depth of a re-entrant lock, followed from its acquires and releases."""
 
-    series = ("held", "waiting")
+    series: ClassVar[tuple[str, ...]] = ("held", "waiting")
 
     def __init__(self, name: str, info: Any, history: Any) -> None:
         super().__init__(name, info, history)
@@ -156,7 +156,8 @@ class OneOwner(Check):
 
     def on_hold_start(self, hold: Hold) -> None:
         model = self.history.model(self.prim)
-        assert model is not None and model.holds is not None
+        assert model is not None
+        assert model.holds is not None
         others = [h.actor for h in model.holds if h is not hold and h.actor != hold.actor]
         if others:
             self.problems.add(

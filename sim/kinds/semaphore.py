@@ -118,7 +118,7 @@ class Lock(PrimSpec[LoggedSemaphore]):
 class UnitModel(Model):
     """Units held per actor (a pool), or signals pending (a semaphore that starts at 0)."""
 
-    series = ("held", "waiting")
+    series: ClassVar[tuple[str, ...]] = ("held", "waiting")
 
     def __init__(self, name: str, info: Any, history: Any) -> None:
         super().__init__(name, info, history)

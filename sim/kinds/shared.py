@@ -415,8 +415,12 @@ def _checks(name: str, info: Any) -> list[Check]:
     return checks
 
 
-_DISPLAY = Display((("value", "-"), ("writes", ":")),
-                   "shared value over time, and the writes that completed", "value", rank=1)
+_DISPLAY = Display(
+    (("value", "-"), ("writes", ":")),
+    "shared value over time, and the writes that completed",
+    "value",
+    rank=1,
+)
 KINDS = [
     Kind(name, ReadModifyWrite, spec, wrap, _checks, display=_DISPLAY)
     for name, spec, wrap in (

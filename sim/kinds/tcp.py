@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from sim.history.facts import Operation
 from sim.history.lines import Line
@@ -164,7 +164,7 @@ class TcpModel(Model):
     """Every connection on one named socket: who connected from where, who accepted whom, and
     what each side sent and received, in order; a send is matched to the peer's receive."""
 
-    series = ("in flight",)
+    series: ClassVar[tuple[str, ...]] = ("in flight",)
 
     def __init__(self, name: str, info: Any, history: Any) -> None:
         super().__init__(name, info, history)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections import Counter, deque
-from typing import Any
+from typing import Any, ClassVar
 
 from sim.history.facts import Operation
 
@@ -106,7 +106,7 @@ class Arrival:
 class UdpModel(Model):
     """Every datagram on one named socket kind: sockets by port, what was sent, what arrived."""
 
-    series = ("in flight",)
+    series: ClassVar[tuple[str, ...]] = ("in flight",)
 
     def __init__(self, name: str, info: Any, history: Any) -> None:
         super().__init__(name, info, history)

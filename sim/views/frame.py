@@ -130,17 +130,17 @@ def _groups(board: Board, names: list[str], width: int, room: int) -> Renderable
     strips = sum(1 + -(-len(members) // cells) for members in groups.values()) <= room
     lines: list[Text] = []
     for stem, members in groups.items():
-        counts = Counter(state for state, _ in members)
+        counts = Counter(label for label, _ in members)
         styles = {label: _style(state) for label, state in members}
         line = Text(f"{stem} ({len(members)})", style="bold", no_wrap=True, overflow="ellipsis")
-        for state, n in counts.most_common():
+        for label, n in counts.most_common():
             line.append("  ")
-            line.append(f"{state} {n}", style=styles[state])
+            line.append(f"{label} {n}", style=styles[label])
         lines.append(line)
         if strips:
             for start in range(0, len(members), cells):
                 strip = Text("  ", no_wrap=True)
-                for state, _ in members[start : start + cells]:
-                    strip.append("█", style=styles[state])
+                for label, _ in members[start : start + cells]:
+                    strip.append("█", style=styles[label])
                 lines.append(strip)
     return Group(*lines)

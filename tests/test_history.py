@@ -1,0 +1,256 @@
+"""One history model: every consumer agrees on who held what, and when.
+
+The same synthetic histories go to the checks, to the live history the coordinator keeps, to
+the Chrome export (the timeline a student looks at) and to the board the player and the live
+view draw. None of them tracks holders on its own, so none of them can disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sim import kinds
+from sim.analysis import analyse
+from sim.coordinator import LiveCounters, _parse
+from sim.export.chrome import export_chrome
+from sim.history import History, Hold, Subscriber, line_of
+from sim.replay import load_run
+from sim.views import Board
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _op(
+    ts: float, actor: str, prim: str, kind: str, op: str, phase: str, **more: Any
+) -> dict[str, Any]:
+    return {"ts": ts, "actor": actor, "pid": 1, "event": "op", "prim": prim, "kind": kind,
+            "op": op, "phase": phase, **more}  # fmt: skip
+
+
+def _with_seq(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seqs: dict[str, int] = {}
+    out = []
+    for e in events:
+        seq = seqs.get(e["actor"], 0)
+        seqs[e["actor"]] = seq + 1
+        out.append({**e, "seq": seq})
+    return out
+
+
+# a acquires the rlock; b tries to release it (refused: not the owner); a releases at t=5.
+RLOCK = [
+    _op(1.0, "a", "r", "rlock", "acquire", "invoke"),
+    _op(1.1, "a", "r", "rlock", "acquire", "ok"),
+    _op(2.0, "b", "r", "rlock", "release", "invoke"),
+    _op(2.1, "b", "r", "rlock", "release", "fail", error="cannot release un-acquired lock"),
+    _op(5.0, "a", "r", "rlock", "release", "invoke"),
+    _op(5.1, "a", "r", "rlock", "release", "ok"),
+]
+# A bounded semaphore's holder releases and the release raises: the unit was never given back.
+FAILED_RELEASE = [
+    _op(1.0, "a", "s", "bounded_semaphore", "acquire", "invoke"),
+    _op(1.1, "a", "s", "bounded_semaphore", "acquire", "ok"),
+    _op(2.0, "a", "s", "bounded_semaphore", "release", "invoke"),
+    _op(2.1, "a", "s", "bounded_semaphore", "release", "fail", error="released too many times"),
+    _op(4.0, "a", "s", "bounded_semaphore", "release", "invoke"),
+    _op(4.1, "a", "s", "bounded_semaphore", "release", "ok"),
+]
+# b holds the condition's lock; a calls wait() without it (it raises at once).
+RAISED_WAIT = [
+    _op(1.0, "b", "c", "condition", "acquire", "invoke"),
+    _op(1.1, "b", "c", "condition", "acquire", "ok"),
+    _op(2.0, "a", "c", "condition", "wait", "invoke"),
+    _op(2.1, "a", "c", "condition", "wait", "fail", error="AssertionError: not owned"),
+    _op(3.0, "b", "c", "condition", "release", "invoke"),
+    _op(3.1, "b", "c", "condition", "release", "ok"),
+]
+# One item put, got twice.
+GOT_TWICE = [
+    _op(1.0, "p", "q", "queue", "put", "invoke", item=7),
+    _op(1.1, "p", "q", "queue", "put", "ok", item=7),
+    _op(2.0, "c", "q", "queue", "get", "invoke"),
+    _op(2.1, "c", "q", "queue", "get", "ok", item=7),
+    _op(3.0, "d", "q", "queue", "get", "invoke"),
+    _op(3.1, "d", "q", "queue", "get", "ok", item=7),
+]
+CASES = {
+    "rlock": (RLOCK, {"r": {"kind": "rlock"}}, [("a", "r", 1.1, 5.0)]),
+    "failed release": (
+        FAILED_RELEASE,
+        {"s": {"kind": "bounded_semaphore", "value": 1}},
+        # The hold ends at the release's invoke, and begins again when the release raised.
+        [("a", "s", 1.1, 2.0), ("a", "s", 2.1, 4.0)],
+    ),
+    "raised wait": (RAISED_WAIT, {"c": {"kind": "condition"}}, [("b", "c", 1.1, 3.0)]),
+    "got twice": (GOT_TWICE, {"q": {"kind": "queue", "maxsize": 0}}, []),
+}
+
+
+class _Holds(Subscriber):
+    def __init__(self) -> None:
+        self.holds: list[Hold] = []
+
+    def on_hold(self, hold: Hold) -> None:
+        self.holds.append(hold)
+
+
+def _log(folder: Path, events: list[dict[str, Any]], primitives: dict[str, Any]) -> Path:
+    actors = sorted({e["actor"] for e in events})
+    start = {"ts": 0.0, "actor": "engine", "pid": 1, "seq": 0, "event": "run_start",
+             "primitives": primitives, "actor_names": actors}  # fmt: skip
+    folder.mkdir()
+    with open(folder / "events.jsonl", "w", encoding="utf-8") as fh:
+        for e in [start, *_with_seq(events)]:
+            fh.write(json.dumps(e) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_checks_live_history_timeline_and_board_agree_on_holds(case: str, tmp_path: Path) -> None:
+    events, primitives, expected = CASES[case]
+    folder = _log(tmp_path / "run", events, primitives)
+
+    # 1. The analysis: holds as facts, and the kind checks over the same pass.
+    holds = _Holds()
+    report = analyse(
+        folder / "events.jsonl",
+        primitives=primitives,
+        actors=sorted({e["actor"] for e in events}),
+        subscribers=[holds],
+    )
+    got = [(h.actor, h.prim, h.start, h.end) for h in holds.holds if h.cut != "log"]
+    assert got == expected
+
+    # 2. The live history, fed the raw lines through the coordinator's own parser, one actor's
+    # line at a time: after every line it names the same holders the replay knew then.
+    live = LiveCounters(History(primitives))
+    replayed = History(primitives)
+    for e in _with_seq(events):
+        raw = (json.dumps(e) + "\n").encode()
+        lines: list[Any] = []
+        _parse(raw, e["actor"], 1 << 16, lines)
+        live.history.feed(lines)
+        replayed.feed([line_of(e)])
+        for prim in primitives:
+            assert live.history.holders(prim) == replayed.holders(prim), (case, e)
+
+    # 3. The timeline: the Chrome trace's hold spans are exactly these holds.
+    loaded = load_run(folder)
+    export_chrome(loaded, tmp_path / "trace.json")
+    trace = json.loads((tmp_path / "trace.json").read_text(encoding="utf-8"))
+    names = {e["tid"]: e["args"]["name"] for e in trace["traceEvents"]
+             if e.get("ph") == "M" and e.get("name") == "thread_name"}  # fmt: skip
+    spans = sorted(
+        (names[e["tid"]].split(" holds")[0], e["name"].split()[1], e["ts"] / 1e6,
+         round((e["ts"] + e["dur"]) / 1e6, 6))
+        for e in trace["traceEvents"] if e.get("cat") == "hold"
+    )  # fmt: skip
+    assert spans == [(a, p, s, e) for a, p, s, e in expected]
+
+    # 4. The board (player and live view): between the holds' start and end, the holder is
+    # shown; after the last release, nobody.
+    history = History(primitives, track_states=True)
+    board = history.subscribe(Board())
+    assert isinstance(board, Board)
+    for line in (line_of(e) for e in _with_seq(events)):
+        history.feed([line])
+        for actor, prim, start, end in expected:
+            inside = start <= line.ts < end
+            text = next(r.text for r in board.rows() if r.name == prim)
+            if inside and prim != "s":
+                assert f"held by {actor}" in text, (case, line.ts, text)
+    for prim in primitives:
+        assert history.holders(prim) == []
+
+    # The checks: what each case is about, said in words.
+    verdicts = {v.name: v for v in report.verdicts}
+    if case == "rlock":
+        assert verdicts["r: one owner at a time"].status == "pass"
+        released = verdicts["r: released only by its owner"]
+        assert released.status == "pass"
+        assert "1 by others refused by the lock" in released.detail
+    elif case == "raised wait":
+        assert verdicts["c: one holder of the lock at a time"].status == "pass"
+        assert verdicts["c: wait and notify only while holding the lock"].status == "fail"
+    elif case == "got twice":
+        phantom = verdicts["q: every get returns an item put, once"]
+        assert phantom.status == "fail"
+        assert re.search(r"d got 7 at 3\.1\d* s: never put, or already got", phantom.detail)
+    elif case == "failed release":
+        assert verdicts["s: at most 1 holders"].status == "pass"
+
+
+def test_each_queue_s_ledger_is_built_once_per_replay(tmp_path: Path) -> None:
+    from sim.kinds import queue
+    from tests.fixtures.record import RUNS, replayed, unpack
+
+    before = queue.ledgers_built
+    replayed(unpack(RUNS / "queue_workers-joinable", tmp_path))
+    # One queue (jobs): one ledger, although five checks and the analysis read it.
+    assert queue.ledgers_built - before == 1
+
+
+def test_no_check_keeps_its_own_problem_cap_and_scenarios_use_only_the_public_api() -> None:
+    sources = [*ROOT.glob("sim/**/*.py"), *ROOT.glob("scenarios/*.py")]
+    assert sources
+    for path in sources:
+        text = path.read_text(encoding="utf-8")
+        assert "_SHOW" not in text, path
+        assert "if len(self._problems)" not in text, path
+    for path in ROOT.glob("scenarios/*.py"):
+        text = path.read_text(encoding="utf-8")
+        private = re.findall(r"^\s*(?:from|import) (sim(?:\.\w+)*\._\w+)", text, re.MULTILINE)
+        assert not private, (path, private)
+
+
+def test_every_kind_is_known_to_the_registry_and_describes_itself() -> None:
+    for name, kind in kinds.all_kinds().items():
+        assert kind.name == name
+        assert kind.display.series, name  # every kind can be drawn
+        if kind.spec is not None:
+            assert kind.spec.kind == name
+            assert kind.wrap is not None
+
+
+@pytest.mark.timeout(60)
+def test_a_kind_added_through_the_registry_alone_is_logged_checked_drawn_and_exported(
+    tmp_path: Path,
+) -> None:
+    # tests/toykind.py registers a "token" kind; nothing in sim names it. A real run (real
+    # processes, through the CLI) logs its operations, and replay, exports, the board and the
+    # plot all know what they mean.
+    from tests.conftest import only_run_dir, sim
+    from tests.toykind import TOKEN
+
+    config = tmp_path / "toy.toml"
+    config.write_text('scenario = "tests.scenario_toy"\n[clock]\nspeedup = 6000\n')
+    result = sim("run", str(config), "--out", str(tmp_path / "logs"), "--quiet", timeout=50)
+    assert result.returncode == 0, result.stderr
+    run_dir = only_run_dir(tmp_path / "logs")
+    manifest = json.loads((run_dir / "run.json").read_text())
+    verdicts = {v["name"]: v for v in manifest["invariants"]}
+    assert verdicts["token: one holder of the token"]["status"] == "pass"
+    assert verdicts["token: one holder of the token"]["detail"] == "taken 9 times, never by two"
+
+    result = sim("replay", str(run_dir), "--check", "--plot", str(tmp_path / "toy.svg"),
+                 "--export", "chrome", str(tmp_path / "t.json"),
+                 "--export", "csv", str(tmp_path / "ops.csv"), timeout=50)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    trace = json.loads((tmp_path / "t.json").read_text())["traceEvents"]
+    assert sum(e.get("name") == "holds token" for e in trace) == 9
+    assert any(e.get("ph") == "C" and e.get("name") == "token" for e in trace)
+    csv_text = (tmp_path / "ops.csv").read_text()
+    assert csv_text.count(",token,token,take,") == 9
+    assert TOKEN.display.title in (tmp_path / "toy.svg").read_text()
+
+    history = History(manifest["primitives"], track_states=True)
+    board = history.subscribe(Board())
+    assert isinstance(board, Board)
+    history.feed_file(run_dir / "events.jsonl")
+    (row,) = board.rows()
+    assert row.text == "token with nobody, passed 9 times"
