@@ -100,19 +100,19 @@ class CarparkAnalysis(Analysis[Params]):
     """Waits and occupancy of ``spaces`` from the history, and the steady state window."""
 
     prims = frozenset({"spaces"})
-    events = frozenset({"arrive", "park", "leave", "give_up", "actor_start", "actor_end"})
+    events = frozenset({"actor_end"})
 
     def __init__(self, config: RunConfig[Params], history: History) -> None:
         super().__init__(config, history)
         p = self.params
         self._waits = history.waits("spaces", "acquire")
         self._occupancy = history.level("spaces", "held")
-        self._end = 0.0
         # The steady window is what the queueing model describes: it opens after one mean
         # drive-and-park cycle (the car park starts empty, not in equilibrium) and closes when
         # the first car has made its last visit (from then on fewer cars come back).
         self._warm = (p.drive.mean + p.park.mean) * 60.0 / config.clock.speedup
         self._warm_area: float | None = None
+        history.at(self._warm, self._warmed)
         self._steady_end: float | None = None
         self._steady_occupancy = 0.0
         self._steady_waits: list[float] = []
@@ -120,39 +120,34 @@ class CarparkAnalysis(Analysis[Params]):
         self._found_full: dict[Operation, bool] = {}
         self._checks = [VisitsAccounted([a.name for a in _cars(p)], p.visits)]
 
-    def _seen(self, ts: float) -> None:
-        self._end = max(self._end, ts)
-        if self._warm_area is None and ts >= self._warm:
-            self._warm_area = self._occupancy.area(ts)
+    def _warmed(self, now: float) -> None:
+        # Called with the first line at or after the end of the warm-up, before it changes
+        # anything: the occupancy integral up to then.
+        self._warm_area = self._occupancy.area(now)
 
     def on_line(self, line: Line) -> None:
-        self._seen(line.ts)
-        if line.event == "actor_end" and self._steady_end is None:
+        if self._steady_end is None:
             self._steady_end = line.ts
             if self._warm_area is not None and line.ts > self._warm:
                 area = self._occupancy.area(line.ts) - self._warm_area
                 self._steady_occupancy = area / (line.ts - self._warm)
 
     def on_invoke(self, op: Operation) -> None:
-        self._seen(op.start)
-        if op.name == "acquire":
+        if op.invoke.op == "acquire":
             self._found_full[op] = self._occupancy.level >= self.params.capacity
 
     def on_op(self, op: Operation) -> None:
-        done = op.done
-        if done is None:
-            self._found_full.pop(op, None)
-            return
-        self._seen(done.ts)
-        if op.name != "acquire":
+        if op.invoke.op != "acquire":
             return
         full = self._found_full.pop(op, False)
-        if self._steady_end is None and op.start >= self._warm:
-            self._steady_waits.append(self.minutes(done.ts - op.start))
+        done = op.done
+        if done is not None and self._steady_end is None and op.invoke.ts >= self._warm:
+            self._steady_waits.append(self.minutes(done.ts - op.invoke.ts))
             self._steady_full += full
 
     def metrics(self) -> dict[str, Any]:
-        mean = self._occupancy.mean(self._end)
+        end = self.history.actor_now
+        mean = self._occupancy.mean(end)
         waits = [self.minutes(w) for w in self._waits.all]
         return {
             "served": len(self._waits.ok),
@@ -161,7 +156,7 @@ class CarparkAnalysis(Analysis[Params]):
             "occupancy_mean": mean,
             "utilisation": mean / self.params.capacity,
             "occupancy_max": int(self._occupancy.maximum),
-            "sim_minutes": self.minutes(self._end),
+            "sim_minutes": self.minutes(end),
             **self._steady(),
         }
 

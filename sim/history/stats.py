@@ -6,12 +6,9 @@ A scenario's analysis asks its history for what it needs (``history.waits("space
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from sim.stats import TimeWeighted
-
-from .subscriber import Subscriber
 
 if TYPE_CHECKING:
     from .facts import Operation
@@ -19,45 +16,42 @@ if TYPE_CHECKING:
 __all__ = ["Level", "Waits"]
 
 
-class Waits(Subscriber):
-    """The waits (seconds from invoke to return) of one operation on one primitive.
+class Waits:
+    """The waits (seconds from invoke to return) of one operation on one primitive, filled by
+    the history as the operations return.
 
-    ``ok`` and ``timeout`` collect the completed waits by outcome, ``all`` both in the order
-    they returned; ``started`` holds each wait's invoke time in the same order as ``all``.
+    ``ok`` and ``timeout`` collect the completed waits by outcome (``timeout`` also holds a
+    ``fail``), ``all`` both in the order they returned; ``started`` holds each wait's invoke
+    time in the same order as ``all``.
     """
 
-    def __init__(self, prim: str, op: str) -> None:
-        self.prims = frozenset({prim})
+    __slots__ = ("all", "ok", "op", "started", "timeout")
+
+    def __init__(self, op: str) -> None:
         self.op = op
         self.all: list[float] = []
         self.started: list[float] = []
         self.ok: list[float] = []
         self.timeout: list[float] = []
-        self.pending = 0
 
-    def on_op(self, op: Operation) -> None:
-        if op.invoke.op != self.op:
-            return
+    def add(self, op: Operation) -> None:
         done = op.done
-        if done is None:
-            self.pending += 1
-            return
-        wait = done.ts - op.invoke.ts
+        assert done is not None
+        start = op.invoke.ts
+        wait = done.ts - start
         self.all.append(wait)
-        self.started.append(op.invoke.ts)
+        self.started.append(start)
         (self.ok if done.phase == "ok" else self.timeout).append(wait)
 
 
-class Level(TimeWeighted, Subscriber):
+class Level(TimeWeighted):
     """The time-weighted level of one gauge series of one primitive (a car park's ``held``,
-    a queue's ``length``)."""
+    a queue's ``length``), kept by the primitive's model as the gauge changes."""
 
-    def __init__(self, prim: str, series: str, start: float, level: float) -> None:
-        TimeWeighted.__init__(self, start, level)
-        self.prims = frozenset({prim})
+    def __init__(self, series: str, start: float, level: float) -> None:
+        super().__init__(start, level)
         self.series = series
 
-    def on_gauge(self, ts: float, prim: str, values: Mapping[str, float]) -> None:
-        value = values.get(self.series)
-        if value is not None and value != self.level:
-            self.change(ts, value - self.level)
+    def to(self, ts: float, value: float) -> None:
+        """At ``ts`` the level becomes ``value``."""
+        self.change(ts, value - self.level)

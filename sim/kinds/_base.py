@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sim.checks import Check
     from sim.history import History
     from sim.history.lines import Line
+    from sim.history.stats import Level, Waits
     from sim.runtime.clock import Clock
 
 __all__ = [
@@ -99,6 +100,15 @@ class Model:
         self.info = info
         self.history = history
         self.gauges: dict[str, float] = dict.fromkeys(self.series, 0)
+        # Kept by the history: operations begun and not returned (by pairing key), the
+        # subscribers' hooks for this primitive, the operations that can block, the key
+        # function if this kind has its own, and the statistics asked of it.
+        self.open: dict[Any, Any] = {}
+        self.routes: tuple[list[Callable[..., None]], ...] = ((), (), (), (), (), ())  # type: ignore[assignment]
+        self.blocking: frozenset[str] = frozenset()
+        self.keyed: Callable[[Line], Any] | None = None
+        self.collectors: dict[str, list[Waits]] | None = None
+        self.levels: dict[str, list[Level]] = {}
 
     # -- what the history calls --------------------------------------------------------------
 
@@ -139,14 +149,32 @@ class Model:
 
     # -- helpers for subclasses ----------------------------------------------------------------
 
+    def gauge(self, series: str, value: float) -> None:
+        """One gauge series changes (the fast path of :meth:`set_gauge`)."""
+        gauges = self.gauges
+        if gauges.get(series) == value:
+            return
+        gauges[series] = value
+        levels = self.levels.get(series)
+        if levels:
+            now = self.history.now
+            for level in levels:
+                level.to(now, value)
+        if self.routes[5]:
+            self.history.gauge_changed(self)
+
     def set_gauge(self, **values: float) -> None:
+        """Gauge series change (several at once: one ``on_gauge`` for all of them)."""
         changed = False
         gauges = self.gauges
+        now = self.history.now
         for series, value in values.items():
             if gauges.get(series) != value:
                 gauges[series] = value
                 changed = True
-        if changed:
+                for level in self.levels.get(series, ()):
+                    level.to(now, value)
+        if changed and self.routes[5]:
             self.history.gauge_changed(self)
 
 

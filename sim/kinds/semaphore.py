@@ -116,7 +116,13 @@ class Lock(PrimSpec[LoggedSemaphore]):
 
 
 class UnitModel(Model):
-    """Units held per actor (a pool), or signals pending (a semaphore that starts at 0)."""
+    """Units held per actor (a pool), or signals pending (a semaphore that starts at 0).
+
+    Besides the holds and gauges, it keeps what a check of the kind needs to know, so that
+    the check reads it once at the end instead of following every operation again: the most
+    units ever taken, the releases that gave back more than was ever taken, and the acquires
+    that found no signal.
+    """
 
     series: ClassVar[tuple[str, ...]] = ("held", "waiting")
 
@@ -128,11 +134,22 @@ class UnitModel(Model):
         # Units whose holder ended without releasing them: still taken, and another process
         # may give them back (readers-writers' last reader out).
         self.left: deque[Hold] = deque()
+        #: Units taken now: held, or left taken by an actor that has ended.
+        self.taken = 0
         self.waiting = 0
+        self.begun = 0
         self.acquired = 0
+        self.released = 0
         self.most = 0
+        #: (holders then, the hold) each time more units were taken than there are.
+        self.over: list[tuple[int, Hold]] = []
+        #: Releases that returned although more had been given back than ever taken.
+        self.extra: list[Operation] = []
+        #: Acquires of a signal that returned with no release before them.
+        self.unsignalled: list[Operation] = []
         # Signals given (a release each) and not yet taken, oldest first.
         self.signals: deque[Operation] = deque()
+        self._given = 0
         self._wakes = Wakes()
         # A release whose invoke ended a hold, until it returns (a failed release reopens it).
         self._releasing: dict[str, Hold] = {}
@@ -153,24 +170,21 @@ class UnitModel(Model):
         return Reading(self.taken, self.value, f"{self.taken}/{self.value} taken, "
                        f"{self.waiting} waiting")  # fmt: skip
 
-    @property
-    def taken(self) -> int:
-        """Units taken now: held, or left taken by an actor that has ended."""
-        assert self.holds is not None
-        return len(self.holds) + len(self.left)
-
     def invoke(self, op: Operation) -> None:
         name = op.invoke.op
         if name == "acquire":
+            self.begun += 1
             self.waiting += 1
-            self.set_gauge(waiting=self.waiting)
+            self.gauge("waiting", self.waiting)
         elif name == "release":
+            self._given += 1
             if self.signal:
                 self.signals.append(op)
-                self.set_gauge(signals=len(self.signals))
+                self.gauge("signals", len(self.signals))
             else:
                 self._release(op)
-            if self.waiting > 0:
+            if self.waiting > 0 and self.routes[4]:
+                # Who this release lets in matters only to somebody who draws transfers.
                 self._wakes.offer(op, 1)
 
     def _release(self, op: Operation) -> None:
@@ -181,7 +195,8 @@ class UnitModel(Model):
             hold = mine[-1]
         elif self.left:
             self.left.popleft()  # a unit whose holder has ended comes back
-            self.set_gauge(held=self.taken)
+            self.taken -= 1
+            self.gauge("held", self.taken)
             return
         elif self.holds:
             hold = next(iter(self.holds))  # another's unit: the longest held goes
@@ -189,7 +204,8 @@ class UnitModel(Model):
             return  # nothing taken: a release without an acquire (the check reports it)
         self._releasing[actor] = hold
         self.history.close_hold(self, hold, op.invoke.ts)
-        self.set_gauge(held=self.taken)
+        self.taken -= 1
+        self.gauge("held", self.taken)
 
     def complete(self, op: Operation) -> None:
         done = op.done
@@ -201,30 +217,46 @@ class UnitModel(Model):
                 self.acquired += 1
                 if self.signal:
                     if self.signals:
-                        self.history.transfer(self.signals.popleft(), op, "signal")
+                        sent = self.signals.popleft()
+                        if self.routes[4]:
+                            self.history.transfer(sent, op, "signal")
+                    else:
+                        self.unsignalled.append(op)
                     self.set_gauge(signals=len(self.signals), waiting=self.waiting)
                     return
-                waker = self._wakes.take(op)
-                if waker is not None:
-                    self.history.transfer(waker, op, "unit")
-                self.history.open_hold(self, op.invoke.actor, done.ts, op)
-                self.most = max(self.most, self.taken)
-                self.set_gauge(held=self.taken, waiting=self.waiting)
+                if self.routes[4]:
+                    waker = self._wakes.take(op)
+                    if waker is not None:
+                        self.history.transfer(waker, op, "unit")
+                self.taken += 1
+                hold = self.history.open_hold(self, op.invoke.actor, done.ts, op)
+                if self.taken > self.most:
+                    self.most = self.taken
+                if self.taken > self.value:
+                    self.over.append((self.taken, hold))
+                self.gauge("held", self.taken)
+                self.gauge("waiting", self.waiting)
                 return
             if self.waiting <= 0:
                 self._wakes.clear()  # a wake-up nobody took (its waiter gave up) wakes nobody
-            self.set_gauge(waiting=self.waiting)
+            self.gauge("waiting", self.waiting)
         elif name == "release":
             hold = self._releasing.pop(op.invoke.actor, None)
             if phase == "ok":
+                self.released += 1
+                if self.value and self.released > self.begun:
+                    self.extra.append(op)
+                    self.released = self.begun  # each extra release counts once
                 return
+            self._given -= 1
             if self.signal and self.signals and self.signals[-1] is op:
                 self.signals.pop()
-                self.set_gauge(signals=len(self.signals))
+                self.gauge("signals", len(self.signals))
             elif hold is not None:
                 # The release raised: the unit was never given back, the holder holds on.
+                self.taken += 1
                 self.history.open_hold(self, hold.actor, done.ts, hold.op)
-                self.set_gauge(held=self.taken)
+                self.gauge("held", self.taken)
 
     def actor_ended(self, actor: str, ts: float, died: bool) -> None:
         assert self.holds is not None
@@ -242,7 +274,10 @@ class SemaphoreBound(Check):
     the count drops and the semaphore silently admits one more than its value. So for a
     semaphore that starts above 0, a completed release must never outnumber the acquires
     begun. For a signal (a semaphore that starts at 0), every acquire must follow a release.
+    The model keeps these facts as it reads the operations; the check only says them.
     """
+
+    events = frozenset()
 
     def __init__(self, prim: str, value: int) -> None:
         super().__init__()
@@ -250,56 +285,25 @@ class SemaphoreBound(Check):
         self.value = value
         self.name = (f"{prim}: at most {value} holders" if value else
                      f"{prim}: no acquire without an earlier release")  # fmt: skip
-        self.prims = frozenset({prim})
-        self._begun = 0
-        self._released = 0
-        self._signals = 0
-
-    def _model(self) -> UnitModel:
-        model = self.history.model(self.prim)
-        assert isinstance(model, UnitModel)
-        return model
-
-    def on_invoke(self, op: Operation) -> None:
-        name = op.invoke.op
-        if name == "acquire":
-            self._begun += 1
-        elif name == "release":
-            self._signals += 1
-
-    def on_hold_start(self, hold: Hold) -> None:
-        taken = self._model().taken
-        if taken > self.value:
-            self.problems.add(
-                lambda: f"{taken} holders at ts {hold.start:.6f} when {hold.actor} acquired"
-            )
-
-    def on_op(self, op: Operation) -> None:
-        done = op.done
-        if done is None or done.phase != "ok":
-            return
-        name = op.invoke.op
-        if name == "release" and self.value:
-            self._released += 1
-            if self._released > self._begun:
-                self.problems.add(
-                    f"{op.actor} released at ts {done.ts:.6f} (seq {done.seq}) more than was "
-                    f"ever acquired: the semaphore now admits more than {self.value}"
-                )
-                self._released = self._begun  # report each extra release once
-        elif name == "acquire" and not self.value:
-            self._signals -= 1
-            if self._signals < 0:
-                self.problems.add(
-                    f"{op.actor} acquired at ts {done.ts:.6f} (seq {done.seq}) with no release "
-                    "before it"
-                )
-                self._signals = 0  # report each one once
 
     def verdict(self) -> Verdict:
-        model = self._model()
-        if not model.acquired:
+        model = self.history.model(self.prim)
+        if not isinstance(model, UnitModel) or not model.acquired:
             return self.skip("no acquire completed")
+        for taken, hold in model.over:
+            self.problems.add(f"{taken} holders at ts {hold.start:.6f} when {hold.actor} acquired")
+        for op in model.extra:
+            assert op.done is not None
+            self.problems.add(
+                f"{op.actor} released at ts {op.done.ts:.6f} (seq {op.done.seq}) more than was "
+                f"ever acquired: the semaphore now admits more than {self.value}"
+            )
+        for op in model.unsignalled:
+            assert op.done is not None
+            self.problems.add(
+                f"{op.actor} acquired at ts {op.done.ts:.6f} (seq {op.done.seq}) with no release "
+                "before it"
+            )
         if self.value:
             return self.result(f"{model.acquired} acquires, at most {model.most} held at once")
         return self.result(f"{model.acquired} acquires, each after a release")
