@@ -115,7 +115,10 @@ class CarparkAnalysis(Analysis[Params]):
         history.at(self._warm, self._warmed)
         self._steady_end: float | None = None
         self._steady_occupancy = 0.0
-        self._steady_waits: list[float] = []
+        # The steady window's waits, summed as they come (the same sum, in the same order, as
+        # summing a list of them afterwards, without keeping one).
+        self._steady_sum = 0.0
+        self._steady_n = 0
         self._steady_full = 0
         self._found_full: dict[Operation, bool] = {}
         self._checks = [VisitsAccounted([a.name for a in _cars(p)], p.visits)]
@@ -142,17 +145,18 @@ class CarparkAnalysis(Analysis[Params]):
         full = self._found_full.pop(op, False)
         done = op.done
         if done is not None and self._steady_end is None and op.invoke.ts >= self._warm:
-            self._steady_waits.append(self.minutes(done.ts - op.invoke.ts))
+            self._steady_sum += self.minutes(done.ts - op.invoke.ts)
+            self._steady_n += 1
             self._steady_full += full
 
     def metrics(self) -> dict[str, Any]:
         end = self.history.actor_now
         mean = self._occupancy.mean(end)
-        waits = [self.minutes(w) for w in self._waits.all]
+        waits = self._waits.all
         return {
-            "served": len(self._waits.ok),
-            "gave_up": len(self._waits.timeout),
-            **describe(waits, "wait"),
+            "served": self._waits.outcomes["ok"],
+            "gave_up": self._waits.outcomes["timeout"],
+            **describe(waits, "wait", scale=self.minutes(1.0)),
             "occupancy_mean": mean,
             "utilisation": mean / self.params.capacity,
             "occupancy_max": int(self._occupancy.maximum),
@@ -161,13 +165,13 @@ class CarparkAnalysis(Analysis[Params]):
         }
 
     def _steady(self) -> dict[str, Any]:
-        waits = self._steady_waits
+        n = self._steady_n
         # Too few arrivals in the window give numbers that are mostly noise: say nothing.
-        if self._steady_end is None or len(waits) < _STEADY_MIN:
+        if self._steady_end is None or n < _STEADY_MIN:
             return {"steady_wait_mean": None, "steady_p_wait": None, "steady_utilisation": None}
         return {
-            "steady_wait_mean": sum(waits) / len(waits),
-            "steady_p_wait": self._steady_full / len(waits),
+            "steady_wait_mean": self._steady_sum / n,
+            "steady_p_wait": self._steady_full / n,
             "steady_utilisation": self._steady_occupancy / self.params.capacity,
         }
 

@@ -228,7 +228,7 @@ class QueueWorkersAnalysis(Analysis[Params]):
             **describe(in_queue, "in_queue"),
         }
         if self.params.variant == "joinable":
-            found.update(describe([self.minutes(w) for w in self._joins.all], "join_wait"))
+            found.update(describe(self._joins.all, "join_wait", scale=self.minutes(1.0)))
             found["all_done_s"] = self._all_done
         return found
 

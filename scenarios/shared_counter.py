@@ -216,7 +216,7 @@ class CounterAnalysis(Analysis[Params]):
             "lost_share": None if lost is None else lost / expected,
             "collisions": model.collisions,
             "stale_writes": model.stale,
-            **describe([self.minutes(w) for w in self._waits.all], "lock_wait"),
+            **describe(self._waits.all, "lock_wait", scale=self.minutes(1.0)),
         }
 
     def checks(self) -> list[Check]:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Sequence
+
+import numpy as np
 
 __all__ = ["TimeWeighted", "describe", "percentile"]
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0..100) of already sorted values, linearly interpolated."""
-    if not sorted_values:
+    if not len(sorted_values):
         return math.nan
     pos = (len(sorted_values) - 1) * q / 100.0
     low = math.floor(pos)
@@ -18,16 +21,24 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (pos - low)
 
 
-def describe(values: Sequence[float], prefix: str) -> dict[str, float | None]:
-    """Mean, p50, p95 and max of ``values`` as ``{prefix}_mean`` ... (None when empty)."""
-    if not values:
+def describe(
+    values: Sequence[float] | array[float], prefix: str, scale: float = 1.0
+) -> dict[str, float | None]:
+    """Mean, p50, p95 and max of ``values`` (each times ``scale``) as ``{prefix}_mean`` ...
+    (None when empty)."""
+    if not len(values):
         return {f"{prefix}_{k}": None for k in ("mean", "p50", "p95", "max")}
-    ordered = sorted(values)
+    # Sorted as one array of doubles, not a list of float objects: a run's hundreds of
+    # thousands of waits then cost 8 bytes each here too. The arithmetic is the same IEEE
+    # double arithmetic, in the same order, as on a sorted list of floats.
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    if scale != 1.0:
+        ordered = ordered * scale
     return {
-        f"{prefix}_mean": sum(ordered) / len(ordered),
-        f"{prefix}_p50": percentile(ordered, 50),
-        f"{prefix}_p95": percentile(ordered, 95),
-        f"{prefix}_max": ordered[-1],
+        f"{prefix}_mean": float(sum(ordered)) / len(ordered),
+        f"{prefix}_p50": float(percentile(ordered, 50)),  # type: ignore[arg-type]
+        f"{prefix}_p95": float(percentile(ordered, 95)),  # type: ignore[arg-type]
+        f"{prefix}_max": float(ordered[-1]),
     }
 
 

@@ -241,7 +241,7 @@ class UnitModel(Model):
                 self._wakes.clear()  # a wake-up nobody took (its waiter gave up) wakes nobody
             self.gauge("waiting", self.waiting)
         elif name == "release":
-            hold = self._releasing.pop(op.invoke.actor, None)
+            released = self._releasing.pop(op.invoke.actor, None)
             if phase == "ok":
                 self.released += 1
                 if self.value and self.released > self.begun:
@@ -252,10 +252,10 @@ class UnitModel(Model):
             if self.signal and self.signals and self.signals[-1] is op:
                 self.signals.pop()
                 self.gauge("signals", len(self.signals))
-            elif hold is not None:
+            elif released is not None:
                 # The release raised: the unit was never given back, the holder holds on.
                 self.taken += 1
-                self.history.open_hold(self, hold.actor, done.ts, hold.op)
+                self.history.open_hold(self, released.actor, done.ts, released.op)
                 self.gauge("held", self.taken)
 
     def actor_ended(self, actor: str, ts: float, died: bool) -> None:
