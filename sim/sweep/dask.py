@@ -266,9 +266,13 @@ class DaskExecutor:
         logging.getLogger("distributed").setLevel(logging.ERROR)
         try:
             if self._scheduler is None:
+                # No dashboard; the scheduler's HTTP server (health checks) on a free port of
+                # this host, not on 8787, which another cluster may hold.
                 self._cluster = await distributed.LocalCluster(
                     n_workers=self._workers, threads_per_worker=1, processes=True,
-                    dashboard_address=None, silence_logs=logging.ERROR, asynchronous=True,
+                    host="127.0.0.1", dashboard_address=None,
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                    silence_logs=logging.ERROR, asynchronous=True,
                 )  # fmt: skip
                 self._client = await distributed.Client(self._cluster, asynchronous=True)
                 # Registered for every worker the cluster will have, restarted ones too.

@@ -99,7 +99,7 @@ def _tasks(grid: Grid, base_seed: int, sweep_dir: Path) -> list[Task]:
     ]
 
 
-def _save_plan(plan: SweepPlan, jobs: int) -> None:
+def _save_plan(plan: SweepPlan, jobs: int, executor: str) -> None:
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "schema": 1,
@@ -112,6 +112,7 @@ def _save_plan(plan: SweepPlan, jobs: int) -> None:
         "zip": plan.grid.zipped,
         "base_seed": plan.base_seed,
         "jobs": jobs,
+        "executor": executor,
         "tasks": [_task_record(t) for t in plan.tasks],
     }
     path = plan.sweep_dir / "sweep.json"
@@ -302,10 +303,10 @@ def run_sweep(
             if isinstance(chosen, contextlib.AbstractAsyncContextManager):
                 await stack.enter_async_context(chosen)
             slots = jobs or int(getattr(chosen, "slots", 1))
+            where = getattr(chosen, "where", None)
             if not resume:
-                _save_plan(plan, slots)
+                _save_plan(plan, slots, str(where or "local"))
             if console is not None:
-                where = getattr(chosen, "where", None)
                 console.print(
                     f"[bold]{plan.scenario}[/]: {len(plan.grid.points)} points x "
                     f"{plan.grid.repeat} repetitions = {len(plan.tasks)} runs, {slots} at a time"
