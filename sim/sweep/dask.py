@@ -54,7 +54,7 @@ _POLL_S = 0.2
 # How long the client waits, after Ctrl-C, for a worker to return its stopped run: the run's
 # grace, the kill, and shipping the files.
 _RETURN_GRACE_S = _STOP_GRACE_S + 15.0
-_CONNECT_TIMEOUT_S = 20.0
+_CONNECT_TIMEOUT_S = 10.0
 _WORKERS_TIMEOUT_S = 30.0
 # Enough of a failed run's stderr for its last line (the error), not a whole traceback log.
 _STDERR_TAIL = 4000
@@ -108,7 +108,7 @@ def _released() -> bool:
         worker = distributed.get_worker()
         key = distributed.worker.thread_state.key
         state = worker.state.tasks.get(key)
-        return state is None or state.state in ("cancelled", "released", "forgotten")
+        return state is not None and state.state in ("cancelled", "released", "forgotten")
     except Exception:
         return False
 
@@ -285,13 +285,15 @@ class DaskExecutor:
                 nthreads = await self._client.nthreads()
                 self.slots = max(1, sum(nthreads.values()))
                 self.where = f"Dask at {self._scheduler} ({len(nthreads)} workers)"
-        except (OSError, TimeoutError) as exc:
-            await self._close()
-            where = self._scheduler or "a LocalCluster"
-            raise ConfigError(f"cannot use {where}: {exc}", source="--scheduler"
-                              if self._scheduler else "--executor") from None  # fmt: skip
-        except BaseException:
-            await self._close()
+        except BaseException as exc:
+            # Half a cluster is still processes and connections: close it even when Ctrl-C
+            # came in the middle of the start.
+            with anyio.CancelScope(shield=True):
+                await self._close()
+            if isinstance(exc, OSError | TimeoutError):
+                where = self._scheduler or "a LocalCluster"
+                raise ConfigError(f"cannot use {where}: {exc}", source="--scheduler"
+                                  if self._scheduler else "--executor") from None  # fmt: skip
             raise
         self._stop = distributed.Event(self._stop_name, client=self._client)
         return self
@@ -369,7 +371,7 @@ class DaskExecutor:
         if run_dir is None or not (run_dir / "run.json").is_file():
             last = shipped.stderr.strip().splitlines()[-1:] or [f"exit code {shipped.exit_code}"]
             return Outcome(task, "error", shipped.exit_code, None, elapsed_s=shipped.elapsed_s,
-                           error=last[0])  # fmt: skip
+                           error=f"{last[0]} (on dask worker {shipped.worker})")  # fmt: skip
         outcome = outcome_from_run_dir(task, run_dir, shipped.exit_code)
         # The run's own process time on its worker, as the local executor measures it: so the
         # sweep's timing.json shows what Dask adds on top.

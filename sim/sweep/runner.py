@@ -266,7 +266,7 @@ def run_sweep(
     plan: SweepPlan,
     *,
     jobs: int | None = None,
-    console: Console | None,
+    console: Console | None = None,
     resume: bool = False,
     plot: str | None = None,
     heatmap: bool = False,
