@@ -92,8 +92,23 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--repeat", type=int, help="runs per point (default 1, or [sweep] repeat)")
     sweep.add_argument("--zip", action="store_true", help="pair the axes instead of crossing them")
     sweep.add_argument(
-        "--jobs", type=int, default=1,
-        help="runs at a time (default 1: runs that share the 2 cores distort each other's timing)",
+        "--jobs", type=int,
+        help="runs at a time (default 1: runs that share the 2 cores distort each other's "
+        "timing; with --scheduler, every thread of the cluster's workers)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--executor", choices=("local", "dask"),
+        help="local: child processes (default); dask: a Dask LocalCluster of --jobs worker "
+        "processes, or the cluster at --scheduler (needs pip install -e '.[dask]')",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--scheduler", metavar="tcp://HOST:PORT",
+        help="run on this Dask cluster (its workers need sim installed); implies --executor dask",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--shared-out", action="store_true",
+        help="with dask: OUT is the same path on every worker (a shared file system), so runs "
+        "write there instead of being shipped back",
     )  # fmt: skip
     sweep.add_argument("--seed", type=int, help="base seed of the derived run seeds (default 0)")
     sweep.add_argument("--out", type=Path, default=Path("logs"), help="sweeps go to OUT/sweeps")
@@ -212,8 +227,10 @@ def _replay_outputs(args: argparse.Namespace, loaded: Any, err: Console) -> None
 def _sweep(args: argparse.Namespace, err: Console) -> int:
     from .sweep import load_plan, plan_sweep, run_sweep
 
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise ConfigError("must be >= 1", source="--jobs")
+    # A scheduler address says where to run: --executor dask need not be typed as well.
+    executor = args.executor or ("dask" if args.scheduler else "local")
     if args.repeat is not None and args.repeat < 1:
         raise ConfigError("must be >= 1", source="--repeat")
     console = None if args.quiet else err
@@ -222,7 +239,8 @@ def _sweep(args: argparse.Namespace, err: Console) -> int:
             raise ConfigError("--resume takes the sweep directory alone", source="--resume")
         plan = load_plan(args.resume)
         return run_sweep(plan, jobs=args.jobs, console=console, resume=True, plot=args.plot,
-                         heatmap=args.heatmap)  # fmt: skip
+                         heatmap=args.heatmap, executor=executor, scheduler=args.scheduler,
+                         shared_out=args.shared_out)  # fmt: skip
     if args.config is None:
         raise ConfigError("give a CONFIG, or --resume DIR", source="sweep")
     plan = plan_sweep(
@@ -240,7 +258,9 @@ def _sweep(args: argparse.Namespace, err: Console) -> int:
         if args.plot not in known:
             raise ConfigError(f"no metric {args.plot!r}; one of: {', '.join(known)}",
                               source="--plot")  # fmt: skip
-    return run_sweep(plan, jobs=args.jobs, console=console, plot=args.plot, heatmap=args.heatmap)
+    return run_sweep(plan, jobs=args.jobs, console=console, plot=args.plot, heatmap=args.heatmap,
+                     executor=executor, scheduler=args.scheduler,
+                     shared_out=args.shared_out)  # fmt: skip
 
 
 def _check(args: argparse.Namespace, err: Console) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .execute import Executor, LocalExecutor, Outcome, Task
 from .grid import Axis, Grid, Point, expand, parse_axis, run_seed
-from .runner import SweepPlan, load_plan, plan_sweep, run_sweep
+from .runner import SweepPlan, load_plan, make_executor, plan_sweep, run_sweep
 
 __all__ = [
     "Axis",
@@ -17,6 +17,7 @@ __all__ = [
     "Task",
     "expand",
     "load_plan",
+    "make_executor",
     "parse_axis",
     "plan_sweep",
     "run_seed",

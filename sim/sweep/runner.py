@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import re
 import secrets
 import signal
 import sys
@@ -30,7 +32,10 @@ from .grid import Axis, Grid, Point, SweepTable, expand, parse_axis, run_seed, t
 from .plot import plot_metric
 from .results import aggregate, result_rows, write_table
 
-__all__ = ["SweepPlan", "load_plan", "plan_sweep", "run_sweep"]
+__all__ = ["SweepPlan", "load_plan", "make_executor", "plan_sweep", "run_sweep"]
+
+# A scheduler address as distributed takes it; tls:// and others would need their own options.
+_SCHEDULER = re.compile(r"^tcp://[^\s/:]+:\d{1,5}$|^tcp://\[[0-9A-Fa-f:.]+\]:\d{1,5}$")
 
 
 @dataclass
@@ -94,7 +99,7 @@ def _tasks(grid: Grid, base_seed: int, sweep_dir: Path) -> list[Task]:
     ]
 
 
-def _save_plan(plan: SweepPlan, jobs: int) -> None:
+def _save_plan(plan: SweepPlan, jobs: int, executor: str) -> None:
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "schema": 1,
@@ -107,6 +112,7 @@ def _save_plan(plan: SweepPlan, jobs: int) -> None:
         "zip": plan.grid.zipped,
         "base_seed": plan.base_seed,
         "jobs": jobs,
+        "executor": executor,
         "tasks": [_task_record(t) for t in plan.tasks],
     }
     path = plan.sweep_dir / "sweep.json"
@@ -226,31 +232,92 @@ async def _execute(
     return outcomes, interrupted
 
 
+def make_executor(
+    plan: SweepPlan,
+    kind: str,
+    *,
+    jobs: int | None = None,
+    scheduler: str | None = None,
+    shared_out: bool = False,
+) -> Executor:
+    """The executor named ``kind`` (``local`` or ``dask``) for ``plan``'s runs."""
+    if kind == "local":
+        if scheduler is not None or shared_out:
+            raise ConfigError("--scheduler and --shared-out need --executor dask",
+                              source="--executor")  # fmt: skip
+        return LocalExecutor(plan.config, plan.overrides)
+    if kind != "dask":
+        raise ConfigError(f"unknown executor {kind!r}; one of: local, dask", source="--executor")
+    if scheduler is not None and not _SCHEDULER.match(scheduler):
+        raise ConfigError(f"expected tcp://HOST:PORT, got {scheduler!r}", source="--scheduler")
+    try:
+        # Imported here and only here: distributed is an optional extra.
+        from .dask import DaskExecutor
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] not in ("distributed", "dask"):
+            raise
+        raise ConfigError("the dask executor needs the distributed package: "
+                          "pip install -e '.[dask]'", source="--executor") from None  # fmt: skip
+    return DaskExecutor(plan.config, plan.overrides, scheduler=scheduler, workers=jobs or 1,
+                        shared_out=shared_out)  # fmt: skip
+
+
 def run_sweep(
     plan: SweepPlan,
     *,
-    jobs: int,
-    console: Console | None,
+    jobs: int | None = None,
+    console: Console | None = None,
     resume: bool = False,
     plot: str | None = None,
     heatmap: bool = False,
+    executor: str | Executor | None = None,
+    scheduler: str | None = None,
+    shared_out: bool = False,
 ) -> int:
-    """Run what is missing of ``plan``, write its tables; the exit code of the sweep."""
-    if not resume:
-        _save_plan(plan, jobs)
+    """Run what is missing of ``plan``, write its tables; the exit code of the sweep.
+
+    ``executor`` is ``"local"`` (the default: child processes on this machine), ``"dask"`` (a
+    Dask LocalCluster, or the cluster at ``scheduler``; ``shared_out`` says the sweep's folder
+    is the same path on every worker) or any object with ``async run(task) -> Outcome``.
+    ``jobs`` is how many runs go at a time: by default 1, or for a Dask ``scheduler`` every
+    thread of its workers.
+    """
+    chosen: Executor
+    if isinstance(executor, str) or executor is None:
+        chosen = make_executor(plan, executor or "local", jobs=jobs, scheduler=scheduler,
+                               shared_out=shared_out)  # fmt: skip
+    elif scheduler is not None or shared_out:
+        raise ConfigError("scheduler and shared_out only go with executor='dask'",
+                          source="--scheduler")  # fmt: skip
+    else:
+        chosen = executor
     spec = _scenario.load(plan.scenario)
     finished = {t.name: o for t in plan.tasks if resume and (o := _done(t)) is not None}
     todo = [t for t in plan.tasks if t.name not in finished]
-    if console is not None:
-        console.print(
-            f"[bold]{plan.scenario}[/]: {len(plan.grid.points)} points x {plan.grid.repeat} "
-            f"repetitions = {len(plan.tasks)} runs, {jobs} at a time"
-            + (f"; {len(finished)} already done" if finished else "")
-        )
     started = time.monotonic()
-    executor = LocalExecutor(plan.config, plan.overrides)
-    with _Progress(console, len(plan.tasks), len(finished)) as progress:
-        fresh, interrupted = anyio.run(_execute, todo, executor, jobs, progress)
+
+    async def sweep() -> tuple[list[Outcome], bool, int]:
+        async with contextlib.AsyncExitStack() as stack:
+            # An executor with a life of its own (a Dask cluster) is set up before anything is
+            # written, so that one that cannot start leaves no half-begun sweep behind.
+            if isinstance(chosen, contextlib.AbstractAsyncContextManager):
+                await stack.enter_async_context(chosen)
+            slots = jobs or int(getattr(chosen, "slots", 1))
+            where = getattr(chosen, "where", None)
+            if not resume:
+                _save_plan(plan, slots, str(where or "local"))
+            if console is not None:
+                console.print(
+                    f"[bold]{plan.scenario}[/]: {len(plan.grid.points)} points x "
+                    f"{plan.grid.repeat} repetitions = {len(plan.tasks)} runs, {slots} at a time"
+                    + (f" on {escape(str(where))}" if where else "")
+                    + (f"; {len(finished)} already done" if finished else "")
+                )
+            with _Progress(console, len(plan.tasks), len(finished)) as progress:
+                fresh, interrupted = await _execute(todo, chosen, slots, progress)
+            return fresh, interrupted, slots
+
+    fresh, interrupted, slots = anyio.run(sweep)
     by_name = finished | {o.task.name: o for o in fresh}
     for task in plan.tasks:
         # A run stopped by Ctrl-C may still have left its directory: report what it says.
@@ -263,7 +330,7 @@ def run_sweep(
     summary = aggregate(plan.grid, rows)
     write_table(plan.sweep_dir / "summary.csv", summary)
     elapsed = time.monotonic() - started
-    _record_timing(plan.sweep_dir, elapsed, fresh, jobs)
+    _record_timing(plan.sweep_dir, elapsed, fresh, slots)
     if console is not None:
         _print_summary(console, plan, spec, summary)
     if plot is not None:
