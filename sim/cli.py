@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="no live view and no summary")
     run.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
+    run.add_argument(
+        "--schedule", type=Path, metavar="FILE",
+        help="replay a virtual run's schedule.json exactly (implies clock.mode=virtual and "
+        "the schedule's seed)",
+    )  # fmt: skip
 
     check = sub.add_parser("check", help="validate a config without running it")
     check.add_argument("config", metavar="CONFIG")
@@ -151,8 +156,17 @@ def _run(args: argparse.Namespace, err: Console) -> int:
 
     if args.seed is not None and args.seed < 0:
         raise ConfigError("must be >= 0", source="--seed")
-    config = load_config(args.config, args.overrides, seed=args.seed)
-    outcome = run(config, args.out, console=None if args.quiet else err)
+    schedule = None
+    overrides, seed = list(args.overrides), args.seed
+    if args.schedule is not None:
+        from .virtual.schedule import load_schedule
+
+        schedule = load_schedule(args.schedule)
+        overrides.append("clock.mode=virtual")
+        if seed is None:
+            seed = schedule.seed
+    config = load_config(args.config, overrides, seed=seed)
+    outcome = run(config, args.out, console=None if args.quiet else err, schedule=schedule)
     if args.json:
         sys.stdout.write((outcome.run_dir / "run.json").read_text(encoding="utf-8") + "\n")
     else:

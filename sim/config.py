@@ -37,8 +37,17 @@ P = TypeVar("P")
 
 
 class ClockConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """How simulated minutes map to wall time: ``speedup`` simulated seconds per wall second."""
+    """How simulated time runs.
 
+    ``mode = "wall"``: real timing and true parallelism; ``speedup`` simulated seconds per wall
+    second. ``mode = "virtual"``: a scheduler in the engine lets one actor run at a time and
+    moves simulated time only when nobody can proceed, so the same config and seed give the
+    same run; ``ts`` is then simulated time on the wall mode's scale (``speedup`` still says
+    how many simulated minutes a second of ``ts`` stands for) and a run takes as long as its
+    scheduling points cost.
+    """
+
+    mode: Literal["wall", "virtual"] = "wall"
     speedup: Annotated[float, msgspec.Meta(gt=0)] = 600.0
 
 
@@ -57,6 +66,13 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     stall_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     # Stop the other actors when one crashes: they may wait forever for what it never does.
     stop_on_crash: bool = True
+    # A virtual run's scheduling policy: which ready actor goes next (seeded from the run's
+    # seed): "random", "pct" (probabilistic concurrency testing with pct_depth priority
+    # changes) or "fifo" (the one ready longest).
+    schedule: Literal["random", "pct", "fifo"] = "random"
+    pct_depth: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    # A virtual run that takes more steps than this is stopped (as timed out).
+    max_steps: Annotated[int, msgspec.Meta(ge=1)] = 10_000_000
 
 
 class _Top(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

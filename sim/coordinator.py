@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import anyio
 import msgspec
@@ -33,6 +33,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .errors import ProtocolError
 from .history import History, Operation
 from .history.lines import Line, decode_line
+
+if TYPE_CHECKING:
+    from .virtual.scheduler import Scheduler
 
 __all__ = ["Coordinator", "LiveCounters", "address_of", "bind"]
 
@@ -133,12 +136,17 @@ class Coordinator:
         hello_timeout: float = 10.0,
         listener: socket.socket | None = None,
         history: History | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         """``listener``: a socket made by :func:`bind` (this coordinator then owns it), so that
         its address is known before the event loop runs; by default one is bound on entry.
-        ``history``: the run's live history, fed every line as it arrives."""
+        ``history``: the run's live history, fed every line as it arrives. ``scheduler``: a
+        virtual run's scheduler, which the actors' requests go to."""
         self.events_path = events_path
         self.counters = LiveCounters(history if history is not None else History())
+        self.scheduler = scheduler
+        self._kicked = anyio.Event()
+        self._dispatch_scope = anyio.CancelScope()
         self._secret = secret.encode()
         self._t0_ns = t0_ns
         self._transport = transport
@@ -170,6 +178,8 @@ class Coordinator:
         await self._tg.__aenter__()
         self._tg.start_soon(self._writer)
         self._tg.start_soon(self._serve, self._listener)
+        if self.scheduler is not None:
+            self._tg.start_soon(self._dispatcher)
         return self
 
     async def _serve(self, listener: SocketListener) -> None:
@@ -199,6 +209,7 @@ class Coordinator:
             # Stop accepting and cut what is still connected (by now the engine has reaped every
             # actor or given up on them), then let the writer drain what was received.
             self._serve_scope.cancel()
+            self._dispatch_scope.cancel()
             self._send.close()
             await self._tg.__aexit__(exc_type, exc, tb)
         finally:
@@ -229,6 +240,36 @@ class Coordinator:
             self.address = address_of(sock)
         return await SocketListener.from_socket(sock)
 
+    # -- a virtual run's turns -----------------------------------------------------------
+
+    async def dispatch(self) -> None:
+        """Send the next grant, if the scheduler has one (no task is running)."""
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        while True:
+            grant = scheduler.next_grant()
+            if grant is None:
+                return
+            send, data = grant
+            try:
+                await send(data)
+                return
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                continue  # that actor has gone: the scheduler has been told, choose again
+
+    def kick(self) -> None:
+        """Something outside the actors' requests changed (an actor exited, the run is being
+        stopped): look for a task that can run."""
+        self._kicked.set()
+
+    async def _dispatcher(self) -> None:
+        with self._dispatch_scope:
+            while True:
+                await self._kicked.wait()
+                self._kicked = anyio.Event()
+                await self.dispatch()
+
     # -- the engine's own lines -------------------------------------------------------------
 
     def logger(self, actor: str) -> Any:
@@ -239,11 +280,23 @@ class Coordinator:
             pid = os.getpid()
             encode = msgspec.json.Encoder(enc_hook=repr).encode
 
+            scheduler = self.scheduler
+
             def stamp(_l: Any, _m: str, ed: Any) -> Any:
-                ts, seq = (clock() - t0) / 1e9, next(counter)
-                line = {"ts": ts, "actor": actor, "pid": pid, "seq": seq, **ed}
-                if len(line) != len(ed) + 4:
-                    line.update(ts=ts, actor=actor, pid=pid, seq=seq)
+                at = ed.pop("at", None)
+                if scheduler is None:
+                    ts, seq = (clock() - t0) / 1e9, next(counter)
+                    line = {"ts": ts, "actor": actor, "pid": pid, "seq": seq, **ed}
+                    if len(line) != len(ed) + 4:
+                        line.update(ts=ts, actor=actor, pid=pid, seq=seq)
+                    return line
+                # A virtual run: the scheduler's time and step, or those the line is about
+                # (an actor's exit is logged at the step it ended, however late it is seen).
+                ts, step = at if at is not None else (scheduler.now, scheduler.step)
+                seq = next(counter)
+                line = {"ts": ts, "actor": actor, "pid": pid, "seq": seq, "step": step, **ed}
+                if len(line) != len(ed) + 5:
+                    line.update(ts=ts, actor=actor, pid=pid, seq=seq, step=step)
                 return line
 
             def render(_l: Any, _m: str, ed: Any) -> bytes:
@@ -316,6 +369,9 @@ class Coordinator:
         finally:
             if actor is not None:
                 self._actors.discard(actor)
+                if self.scheduler is not None:
+                    self.scheduler.gone(actor)
+                    self.kick()
             self._open_connections -= 1
             if self._open_connections == 0:
                 self._idle.set()
@@ -347,6 +403,8 @@ class Coordinator:
                 else:
                     self._actors.add(hello.actor)
                     self.counters.lines[hello.actor] += 0
+                    if self.scheduler is not None:
+                        self.scheduler.connected(hello.actor, stream.send)
                     return hello.actor, bytearray(rest)
         elif buf:
             reason = "first line too long"
@@ -358,25 +416,40 @@ class Coordinator:
         counters = self.counters
         feed = counters.history.feed
         max_line = self._max_line
+        scheduler = self.scheduler
         while True:
             cut = buf.rfind(b"\n")
             if cut >= 0:
                 block = bytes(buf[: cut + 1])
                 del buf[: cut + 1]
                 lines: list[Line] = []
+                requests: list[tuple[int, dict[str, Any]]] = []
                 good = 0
                 error: _Broken | None = None
                 try:
-                    good = _parse(block, actor, max_line, lines)
+                    good = _parse(block, actor, max_line, lines, requests)
                 except _Broken as exc:
                     error = exc
                     good = exc.good
                 counters.events += len(lines)
                 counters.lines[actor] += len(lines)
                 counters.last_event = time.monotonic()
-                feed(lines)
-                if good:
-                    await self._send.send(block[:good] if error else block)
+                if requests and scheduler is not None:
+                    # Each request comes after the lines its task logged before it: the history
+                    # must have seen them when the scheduler looks.
+                    done = 0
+                    for upto, request in requests:
+                        feed(lines[done:upto])
+                        done = upto
+                        scheduler.request(actor, request)
+                    feed(lines[done:])
+                    if lines:
+                        await self._send.send(b"\n".join(line.raw for line in lines) + b"\n")
+                    await self.dispatch()
+                else:
+                    feed(lines)
+                    if good:
+                        await self._send.send(block[:good] if error else block)
                 if error is not None:
                     self._protocol_error(stream, actor, str(error))
                     return
@@ -405,23 +478,42 @@ class _Broken(ProtocolError):
         self.good = good
 
 
-def _parse(block: bytes, actor: str, max_line: int, into: list[Line]) -> int:
+def _parse(
+    block: bytes,
+    actor: str,
+    max_line: int,
+    into: list[Line],
+    requests: list[tuple[int, dict[str, Any]]] | None = None,
+) -> int:
     """Decode ``block``'s lines (each checked: length, JSON, the contract, the actor) into
-    ``into``; returns the bytes taken, or raises ProtocolError at the first bad line."""
+    ``into``; returns the bytes taken, or raises ProtocolError at the first bad line. A line
+    that starts with ``!`` is a virtual run's request, not a log line: it goes to
+    ``requests`` with how many log lines came before it."""
     good = 0
     decode = decode_line
     for raw in block.split(b"\n")[:-1]:
         if len(raw) > max_line:
             raise _Broken(f"line longer than {max_line} bytes", good)
+        if raw[:1] == b"!" and requests is not None:
+            try:
+                requests.append((len(into), _decode_request(raw[1:])))
+            except (msgspec.DecodeError, RecursionError) as exc:
+                raise _Broken(f"not a valid request: {exc}", good) from None
+            good += len(raw) + 1
+            continue
         try:
             line = decode(raw)
         except (msgspec.DecodeError, RecursionError) as exc:
             raise _Broken(f"not a valid event line: {exc}", good) from None
         if line.actor != actor:
             raise _Broken(f"line claims actor {line.actor!r}", good)
+        line.raw = raw  # its other fields, on demand (without the newline: nothing needs it)
         into.append(line)
         good += len(raw) + 1
     return good
+
+
+_decode_request = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 def bind(transport: Literal["tcp", "unix"]) -> socket.socket:

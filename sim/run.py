@@ -19,6 +19,7 @@ from .live import LiveView
 from .manifest import iso, versions, write_manifest
 from .report import print_summary
 from .runtime.engine import execute, plan
+from .virtual.schedule import Schedule
 
 __all__ = ["RunOutcome", "first_failure", "new_run_id", "run"]
 
@@ -39,9 +40,15 @@ def new_run_id(scenario: str) -> str:
     return f"{scenario}-{stamp}-{secrets.token_hex(2)}"
 
 
-def run(config: RunConfig[Any], out: Path, *, console: Console | None = None) -> RunOutcome:
+def run(
+    config: RunConfig[Any],
+    out: Path,
+    *,
+    console: Console | None = None,
+    schedule: Schedule | None = None,
+) -> RunOutcome:
     """Run ``config`` into a new directory under ``out``; print progress and a summary to
-    ``console`` (nothing when None)."""
+    ``console`` (nothing when None). A virtual run follows ``schedule`` if given."""
     spec = _scenario.load(config.scenario)
     seed = config.seed if config.seed is not None else secrets.randbelow(2**32)
     run_dir = out / new_run_id(spec.name)
@@ -69,7 +76,7 @@ def run(config: RunConfig[Any], out: Path, *, console: Console | None = None) ->
         listening.update(info)
         write_manifest(run_dir, base | {"coordinator": info})
 
-    execution = execute(planned, run_dir, display, seed=seed, on_started=started)
+    execution = execute(planned, run_dir, display, seed=seed, on_started=started, schedule=schedule)
     try:
         report = analyse(
             execution.events_path,

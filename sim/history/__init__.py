@@ -159,7 +159,7 @@ class History:
         for model in self._models.values():
             model.routes = self._route(model.name)
         if _overrides(sub, "on_line"):
-            if sub.events is None and sub.prims is None:
+            if sub.events is None:
                 self._lines_every.append(sub.on_line)
             for event in sub.events or ():
                 self._lines_by_event.setdefault(event, []).append(sub.on_line)
@@ -170,10 +170,7 @@ class History:
         return sub
 
     def _route(self, prim: str) -> tuple[list[Callable[..., None]], ...]:
-        wanted = [
-            s for s in self._subs if (s.prims is None and s.events is None) or
-            (s.prims is not None and prim in s.prims)
-        ]  # fmt: skip
+        wanted = [s for s in self._subs if s.prims is None or prim in s.prims]
         return tuple([getattr(s, hook) for s in wanted if _overrides(s, hook)] for hook in _HOOKS)
 
     def at(self, ts: float, callback: Callable[[float], None]) -> None:

@@ -17,10 +17,10 @@ class Subscriber:
     """A consumer of a history's facts: override the hooks you need.
 
     ``prims`` and ``events`` say what a subscriber wants to see: operation facts (invokes,
-    operations, holds, transfers, gauges) of these primitives, and lines that are not
-    operations with these event names. ``None`` for both means everything. Hooks are called in
-    time order; ``on_invoke`` sees the state just before the operation takes effect, the
-    others just after.
+    operations, holds, transfers, gauges) of these primitives (``None``: of every primitive),
+    and lines that are not operations with these event names (``None``: every line). Hooks are
+    called in time order; ``on_invoke`` sees the state just before the operation takes effect,
+    the others just after.
     """
 
     prims: frozenset[str] | None = None

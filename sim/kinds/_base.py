@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from sim.history.lines import Line
     from sim.history.stats import Level, Waits
     from sim.runtime.clock import Clock
+    from sim.virtual.gate import Grant
 
 __all__ = [
     "Display",
@@ -36,6 +37,7 @@ __all__ = [
     "Wakes",
     "item_key",
     "limit",
+    "turn",
 ]
 
 W = TypeVar("W")
@@ -141,6 +143,25 @@ class Model:
     def reading(self) -> Reading | None:
         """The state now, for a gauge on the live view and the player (None: no gauge)."""
         return None
+
+    # -- what the virtual scheduler asks ---------------------------------------------------
+
+    def ready(self, op: Operation) -> bool:
+        """Could ``op`` (begun, not returned) return now? The virtual scheduler lets its task
+        go only then, so that the real primitive never blocks. An operation that never
+        blocks is always ready."""
+        return True
+
+    def ready_to_give_up(self, op: Operation) -> bool:
+        """Could ``op``, whose timeout has passed, return with ``timeout`` now? (A condition's
+        wait takes its lock back first.)"""
+        return True
+
+    def grant(self, op: Operation, pick: Callable[[list[str], int], list[str]]) -> dict[str, Any]:
+        """What the scheduler decides for ``op`` as it lets it go, where the real primitive
+        would leave it to the operating system (which waiters a notify wakes, a barrier's
+        arrival index). ``pick(waiters, n)`` asks the run's policy to choose."""
+        return {}
 
     def describe_wait(self, op: Operation) -> str:
         """What ``op``, blocked, waits for, in words (the deadlock report uses it)."""
@@ -327,6 +348,21 @@ class Logged:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+    def _turn(self, timeout: float | None = None, block: bool = True) -> Grant | None:
+        """In a virtual run, wait for this operation's turn (its invoke was just logged);
+        ``timeout`` in simulated minutes. None in a wall run: the operation just happens."""
+        return turn(self._clock, timeout, block)
+
+
+def turn(clock: Clock, timeout: float | None = None, block: bool = True) -> Grant | None:
+    """The scheduling point of one operation (see :meth:`Logged._turn`)."""
+    gate = clock.gate
+    if gate is None:
+        return None
+    if not block:
+        return gate.turn(0.0)
+    return gate.turn(None if timeout is None else clock.seconds(timeout))
 
 
 def limit(timeout: float | None, block: bool = True) -> dict[str, float]:

@@ -41,8 +41,16 @@ class LoggedBarrier(Logged):
 
     def wait(self, timeout: float | None = None) -> int:
         self._log.info("op", op="wait", phase="invoke", **limit(timeout))
+        grant = self._turn(timeout)
         try:
-            index = self._raw.wait(None if timeout is None else self._clock.seconds(timeout))
+            if grant is not None:
+                # A real barrier would block this process until the others arrive, and the
+                # operating system would order the arrivals: the scheduler does both here.
+                if grant.do != "go":
+                    raise threading.BrokenBarrierError
+                index = int(grant.extra.get("index", 0))
+            else:
+                index = self._raw.wait(None if timeout is None else self._clock.seconds(timeout))
         except threading.BrokenBarrierError:
             self._log.info("op", op="wait", phase="fail", error="BrokenBarrierError")
             raise
@@ -51,6 +59,7 @@ class LoggedBarrier(Logged):
 
     def abort(self) -> None:
         self._log.info("op", op="abort", phase="invoke")
+        self._turn()
         self._raw.abort()
         self._log.info("op", op="abort", phase="ok")
 
@@ -86,6 +95,8 @@ class BarrierModel(Model):
         self.arrivals = 0
         self.broken = 0
         self._wakes = Wakes()
+        # Each waiter's arrival number (0-based, over the whole run).
+        self._arrival: dict[Operation, int] = {}
 
     @property
     def capacity(self) -> int | None:
@@ -97,6 +108,7 @@ class BarrierModel(Model):
     def invoke(self, op: Operation) -> None:
         if op.invoke.op != "wait":
             return
+        self._arrival[op] = self.arrivals
         self.waiting += 1
         self.arrivals += 1
         self.set_gauge(waiting=self.waiting)
@@ -105,10 +117,25 @@ class BarrierModel(Model):
         if self.parties is not None and self.parties > 1 and self.arrivals % self.parties == 0:
             self._wakes.offer(op, self.parties - 1)
 
+    def ready(self, op: Operation) -> bool:
+        if op.invoke.op != "wait" or self.parties is None:
+            return True
+        arrival = self._arrival.get(op, 0)
+        # Its generation is complete once every one of its parties has arrived.
+        return self.arrivals >= (arrival // self.parties + 1) * self.parties
+
+    def grant(self, op: Operation, pick: Any) -> dict[str, Any]:
+        if op.invoke.op != "wait" or self.parties is None:
+            return {}
+        # Which arrival gets which index is the operating system's business in a real run;
+        # here the order of arrival, which the scheduler decided, gives it.
+        return {"index": self._arrival.get(op, 0) % self.parties}
+
     def complete(self, op: Operation) -> None:
         done = op.done
         if op.invoke.op != "wait" or done is None:
             return
+        self._arrival.pop(op, None)
         self.waiting -= 1
         self.set_gauge(waiting=self.waiting)
         if done.phase == "ok":

@@ -53,9 +53,27 @@ class LoggedCondition(LoggedSemaphore):
             self._log.info("op", op="wait", phase="invoke")
         else:
             self._log.info("op", op="wait", phase="invoke", timeout=timeout)
-        notified = bool(self._call("wait", self._raw.wait, seconds))
+        if self._clock.gate is not None:
+            notified = self._wait_virtual(timeout)
+        else:
+            notified = bool(self._call("wait", self._raw.wait, seconds))
         self._log.info("op", op="wait", phase="ok" if notified else "timeout")
         return notified
+
+    def _wait_virtual(self, timeout: float | None) -> bool:
+        # Which waiter a real notify wakes is up to the operating system; in a virtual run the
+        # scheduler decides it. So only the lock is the real one here: it is given up (every
+        # level of it) before this wait's turn is asked for, and taken back when it comes.
+        lock = self._raw._lock
+        depth = lock._semlock._count() if lock._semlock._is_mine() else 0
+        if depth == 0:
+            self._call("wait", self._raw.wait, 0)  # raises, as a wait without the lock does
+        for _ in range(depth):
+            lock.release()
+        grant = self._turn(timeout)
+        for _ in range(depth):
+            lock.acquire(False)
+        return grant is not None and grant.do == "go"
 
     def _call(self, op: str, method: Any, *args: Any) -> Any:
         # multiprocessing raises AssertionError (or RuntimeError) when the lock is not held:
@@ -80,13 +98,22 @@ class LoggedCondition(LoggedSemaphore):
 
     def notify(self, n: int = 1) -> None:
         self._log.info("op", op="notify", phase="invoke", n=n)
-        self._call("notify", self._raw.notify, n)
-        self._log.info("op", op="notify", phase="ok")
+        self._notify("notify", self._raw.notify, n)
 
     def notify_all(self) -> None:
         self._log.info("op", op="notify_all", phase="invoke")
-        self._call("notify_all", self._raw.notify_all)
-        self._log.info("op", op="notify_all", phase="ok")
+        self._notify("notify_all", self._raw.notify_all)
+
+    def _notify(self, op: str, method: Any, *args: Any) -> None:
+        grant = self._turn()
+        if grant is None:
+            self._call(op, method, *args)
+            self._log.info("op", op=op, phase="ok")
+            return
+        if not self._raw._lock._semlock._is_mine():
+            self._call(op, method, *args)  # raises, as a notify without the lock does
+        # The scheduler chose whom this wakes; the log says so.
+        self._log.info("op", op=op, phase="ok", woke=grant.extra.get("woke", []))
 
 
 @dataclass(frozen=True)
@@ -106,9 +133,32 @@ class ConditionModel(OwnerModel):
 
     def __init__(self, name: str, info: Any, history: Any) -> None:
         super().__init__(name, info, history)
-        # Waiters and the depth each gave up, to take back when it returns.
+        # Waiters and the depth each gave up, to take back when it returns (in wait order).
         self.sleeping: dict[str, int] = {}
+        # Waiters a notify woke and that have not returned yet (as the notify's ``woke`` says:
+        # a virtual run's scheduler chose them; a wall run does not know).
+        self.notified: set[str] = set()
         self._notified = Wakes()
+
+    def ready(self, op: Operation) -> bool:
+        name = op.invoke.op
+        if name == "wait":
+            return op.invoke.actor in self.notified and self.owner is None
+        return super().ready(op)
+
+    def ready_to_give_up(self, op: Operation) -> bool:
+        # A wait that timed out still takes the lock back before it returns.
+        return self.owner is None or op.invoke.op != "wait"
+
+    def grant(self, op: Operation, pick: Any) -> dict[str, Any]:
+        name = op.invoke.op
+        if name not in ("notify", "notify_all"):
+            return {}
+        waiters = [a for a in self.sleeping if a not in self.notified]
+        n = op.invoke.n
+        count = len(waiters) if name == "notify_all" else min(n if type(n) is int else 1,
+                                                              len(waiters))  # fmt: skip
+        return {"woke": pick(waiters, count) if count else []}
 
     def reading(self) -> Reading:
         assert self.holds is not None
@@ -134,12 +184,19 @@ class ConditionModel(OwnerModel):
             super().invoke(op)
 
     def complete(self, op: Operation) -> None:
-        if op.invoke.op != "wait":
+        name = op.invoke.op
+        if name in ("notify", "notify_all"):
+            woke = op.done.get("woke") if op.done is not None else None
+            if isinstance(woke, list):
+                self.notified.update(w for w in woke if isinstance(w, str))
+            return
+        if name != "wait":
             super().complete(op)
             return
         done = op.done
         assert done is not None
         actor = op.invoke.actor
+        self.notified.discard(actor)
         depth = self.sleeping.pop(actor, None)
         if depth is None:
             return  # the wait raised (no lock): nothing was given up or taken back
@@ -155,6 +212,7 @@ class ConditionModel(OwnerModel):
 
     def actor_ended(self, actor: str, ts: float, died: bool) -> None:
         self.sleeping.pop(actor, None)
+        self.notified.discard(actor)
         super().actor_ended(actor, ts, died)
 
 

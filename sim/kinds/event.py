@@ -31,11 +31,15 @@ class LoggedEvent(Logged):
     def set(self) -> None:
         self._log.info("op", op="set", phase="invoke")
         self._raw.set()
+        # The history sets the flag at the invoke line; in a virtual run the scheduler reads
+        # it only with this request, so the flag is really set by then.
+        self._turn()
         self._log.info("op", op="set", phase="ok")
 
     def clear(self) -> None:
         self._log.info("op", op="clear", phase="invoke")
         self._raw.clear()
+        self._turn()
         self._log.info("op", op="clear", phase="ok")
 
     def is_set(self) -> bool:
@@ -44,8 +48,12 @@ class LoggedEvent(Logged):
     def wait(self, timeout: float | None = None) -> bool:
         """Block until set; with ``timeout`` (simulated minutes) give up after that long."""
         self._log.info("op", op="wait", phase="invoke", **limit(timeout))
-        seconds = None if timeout is None else self._clock.seconds(timeout)
-        flag = bool(self._raw.wait(seconds))
+        grant = self._turn(timeout)
+        if grant is not None:
+            flag = grant.do == "go" and bool(self._raw.wait(0))
+        else:
+            seconds = None if timeout is None else self._clock.seconds(timeout)
+            flag = bool(self._raw.wait(seconds))
         self._log.info("op", op="wait", phase="ok" if flag else "timeout")
         return flag
 
@@ -70,6 +78,9 @@ class EventModel(Model):
         self.flag = False
         self.waiting = 0
         self._wakes = Wakes()
+
+    def ready(self, op: Operation) -> bool:
+        return self.flag or op.invoke.op != "wait"
 
     def reading(self) -> Reading:
         flag = "● set" if self.flag else "○ clear"

@@ -48,6 +48,7 @@ class LoggedConnection(Logged):
 
     def send(self, item: Any) -> None:
         self._log.info("op", op="send", phase="invoke", item=item)
+        self._turn()
         try:
             self._raw.send(item)
         except OSError as exc:
@@ -57,6 +58,7 @@ class LoggedConnection(Logged):
 
     def recv(self) -> Any:
         self._log.info("op", op="recv", phase="invoke")
+        self._turn()
         try:
             item = self._raw.recv()
         except EOFError:
@@ -71,6 +73,9 @@ class LoggedConnection(Logged):
     def close(self) -> None:
         self._log.info("op", op="close", phase="invoke")
         self._raw.close()
+        # After the close took effect: the history counts the end closed at the invoke line,
+        # and a reader let go for EOF must find it closed.
+        self._turn()
         self._log.info("op", op="close", phase="ok")
 
 
@@ -129,6 +134,7 @@ class Direction:
     eof: Operation | None = None
     closed: float | None = None  # the sending end's first close invoke
     late: list[str] = field(default_factory=list)
+    sent: int = 0  # sends that returned ok
 
     @property
     def label(self) -> str:
@@ -136,7 +142,7 @@ class Direction:
 
     def in_pipe(self) -> int:
         """Messages sent (returned ok) and not yet received."""
-        return sum(1 for s in self.sends if s.ok) - len(self.recvs)
+        return self.sent - len(self.recvs)
 
 
 class PipeModel(Model):
@@ -153,6 +159,15 @@ class PipeModel(Model):
 
     def key(self, line: Line) -> Any:
         return (line.actor, line.op, line.end)
+
+    def ready(self, op: Operation) -> bool:
+        end = op.invoke.end
+        if op.invoke.op != "recv" or end not in _OTHER:
+            return True
+        # What the other end sent and this one has not received yet, or EOF once the other
+        # end was closed.
+        into = self.directions[_OTHER[end]]
+        return into.in_pipe() > 0 or into.closed is not None
 
     def reading(self) -> Reading:
         self._peak = max(getattr(self, "_peak", 0), self._in_pipe)
@@ -184,6 +199,7 @@ class PipeModel(Model):
         name = op.invoke.op
         into = self.directions[_OTHER[end]]
         if name == "send" and done.phase == "ok":
+            self.directions[end].sent += 1
             self._in_pipe += 1
             self.set_gauge(**{"in pipe": self._in_pipe})
         elif name == "recv" and done.phase == "ok":

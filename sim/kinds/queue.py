@@ -30,6 +30,7 @@ import queue as _queue
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, ClassVar
 
 from sim.checks import Check, Verdict
@@ -62,21 +63,45 @@ class LoggedQueue(Logged):
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> bool:
         """Put ``item``; False (logged ``timeout``/``fail``) if the queue stayed full."""
         self._log.info("op", op="put", phase="invoke", item=item, **limit(timeout, block))
+        grant = self._turn(timeout, block)
         seconds = None if timeout is None else self._clock.seconds(timeout)
         try:
-            self._raw.put(item, block, seconds)
+            if grant is None:
+                self._raw.put(item, block, seconds)
+            elif grant.do != "go":
+                raise _queue.Full
+            else:
+                self._put_now(item)
         except _queue.Full:
             self._log.info("op", op="put", phase="timeout" if block else "fail", item=item)
             return False
         self._log.info("op", op="put", phase="ok", item=item)
         return True
 
+    def _put_now(self, item: Any) -> None:
+        # A real put hands the item to this process's feeder thread, which writes it to the
+        # queue's pipe later: two producers' items then reach the pipe in whatever order their
+        # feeders run. In a virtual run the item is written here, at its turn, so the order is
+        # the schedule's (the same pipe, lock and semaphores as a real put).
+        raw = self._raw
+        if not raw._sem.acquire(False):
+            raise _queue.Full
+        data = ForkingPickler.dumps(item)
+        if self.kind == "joinable_queue":
+            with raw._cond:
+                raw._unfinished_tasks.release()
+        with raw._wlock:
+            raw._writer.send_bytes(data)
+
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """The next item; raises ``queue.Empty`` (logged ``timeout``/``fail``) if none came."""
         self._log.info("op", op="get", phase="invoke", **limit(timeout, block))
+        grant = self._turn(timeout, block)
         seconds = None if timeout is None else self._clock.seconds(timeout)
         try:
-            item = self._raw.get(block, seconds)
+            if grant is not None and grant.do != "go":
+                raise _queue.Empty
+            item = self._raw.get(block, seconds) if grant is None else self._raw.get(True)
         except _queue.Empty:
             self._log.info("op", op="get", phase="timeout" if block else "fail")
             raise
@@ -89,23 +114,27 @@ class LoggedQueue(Logged):
     def close(self) -> None:
         """No more puts from this process; the feeder thread flushes what is buffered."""
         self._log.info("op", op="close", phase="invoke")
+        self._turn()
         self._raw.close()
         self._log.info("op", op="close", phase="ok")
 
     def join_thread(self) -> None:
         """Block until this process's buffered items have reached the pipe (after close)."""
         self._log.info("op", op="join_thread", phase="invoke")
+        self._turn()
         self._raw.join_thread()
         self._log.info("op", op="join_thread", phase="ok")
 
     def task_done(self) -> None:
         self._log.info("op", op="task_done", phase="invoke")
+        self._turn()
         self._raw.task_done()
         self._log.info("op", op="task_done", phase="ok")
 
     def join(self) -> None:
         """Block until every item put has been marked done (JoinableQueue only)."""
         self._log.info("op", op="join", phase="invoke")
+        self._turn()
         self._raw.join()
         self._log.info("op", op="join", phase="ok")
 
@@ -209,6 +238,8 @@ class QueueModel(Model):
         self.length = 0
         self._peak = 0
         self._putting: dict[Operation, Transit] = {}
+        # Items put and not yet marked done (a JoinableQueue's join waits for none).
+        self.unfinished = 0
 
     @property
     def capacity(self) -> int | None:
@@ -223,6 +254,16 @@ class QueueModel(Model):
     @property
     def history_peak(self) -> int:
         return self._peak
+
+    def ready(self, op: Operation) -> bool:
+        name = op.invoke.op
+        if name == "get":
+            return self.length > 0
+        if name == "put":
+            return not self.maxsize or self.length < self.maxsize
+        if name == "join":
+            return self.unfinished <= 0
+        return True
 
     def invoke(self, op: Operation) -> None:
         if op.invoke.op != "put":
@@ -249,6 +290,7 @@ class QueueModel(Model):
             if transit is None:
                 return
             if done.phase == "ok":
+                self.unfinished += 1
                 if not transit.got:
                     self.length += 1
                     self._peak = max(self._peak, self.length)
@@ -260,6 +302,8 @@ class QueueModel(Model):
                     waiting.remove(transit)
         elif name == "get" and done.phase == "ok":
             self._got(op, done.item)
+        elif name == "task_done" and done.phase == "ok":
+            self.unfinished -= 1
 
     def _got(self, op: Operation, item: Any) -> None:
         ledger = self.ledger

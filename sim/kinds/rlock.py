@@ -63,6 +63,11 @@ class OwnerModel(Model):
         deep = f" (depth {self.depth})" if self.depth > 1 else ""
         return Reading(len(self.holds), 1, f"held by {holders}{deep}, {self.waiting} waiting")
 
+    def ready(self, op: Operation) -> bool:
+        if op.invoke.op != "acquire":
+            return True
+        return self.owner is None or self.owner == op.invoke.actor
+
     def invoke(self, op: Operation) -> None:
         name = op.invoke.op
         if name == "acquire":

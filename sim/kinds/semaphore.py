@@ -47,7 +47,11 @@ class LoggedSemaphore(Logged):
         """Take one unit; with ``timeout`` (simulated minutes) give up after that long."""
         log = self._log
         log.info("op", op="acquire", phase="invoke", **limit(timeout, block))
-        if timeout is None:
+        grant = self._turn(timeout, block)
+        if grant is not None:
+            # Let go only once a unit is free: the real acquire then takes it at once.
+            got = grant.do == "go" and self._raw.acquire(False)
+        elif timeout is None:
             got = self._raw.acquire(block)
         else:
             got = self._raw.acquire(block, self._clock.seconds(timeout))
@@ -67,6 +71,10 @@ class LoggedSemaphore(Logged):
         except (ValueError, AssertionError) as exc:
             self._log.info("op", op="release", phase="fail", error=str(exc))
             raise
+        # In a virtual run this scheduling point comes after the release took effect: the
+        # history counts a unit as given back at the invoke line, so by the time the
+        # scheduler reads that line (with this request) the unit must really be free.
+        self._turn()
         self._log.info("op", op="release", phase="ok")
 
     def __enter__(self) -> bool:
@@ -169,6 +177,11 @@ class UnitModel(Model):
             return Reading(self.taken, 1, f"held by {holders}, {self.waiting} waiting")
         return Reading(self.taken, self.value, f"{self.taken}/{self.value} taken, "
                        f"{self.waiting} waiting")  # fmt: skip
+
+    def ready(self, op: Operation) -> bool:
+        if op.invoke.op != "acquire":
+            return True
+        return bool(self.signals) if self.signal else self.taken < self.value
 
     def invoke(self, op: Operation) -> None:
         name = op.invoke.op

@@ -70,6 +70,7 @@ class LoggedValue(Logged):
     @property
     def value(self) -> Any:
         self._log.info("op", op="read", phase="invoke")
+        self._turn()
         current = self._raw.value
         self._log.info("op", op="read", phase="ok", value=current)
         return current
@@ -77,6 +78,7 @@ class LoggedValue(Logged):
     @value.setter
     def value(self, new: Any) -> None:
         self._log.info("op", op="write", phase="invoke", value=new)
+        self._turn()
         self._raw.value = new
         self._log.info("op", op="write", phase="ok", value=new)
 
@@ -104,12 +106,14 @@ class LoggedArray(Logged):
 
     def __getitem__(self, index: int) -> Any:
         self._log.info("op", op="read", phase="invoke", index=index)
+        self._turn()
         current = self._raw[index]
         self._log.info("op", op="read", phase="ok", index=index, value=current)
         return current
 
     def __setitem__(self, index: int, new: Any) -> None:
         self._log.info("op", op="write", phase="invoke", index=index, value=new)
+        self._turn()
         self._raw[index] = new
         self._log.info("op", op="write", phase="ok", index=index, value=new)
 
@@ -144,12 +148,14 @@ class LoggedSharedMemory(Logged):
 
     def __getitem__(self, index: int) -> int:
         self._log.info("op", op="read", phase="invoke", index=index)
+        self._turn()
         current = int(self._slots[index])
         self._log.info("op", op="read", phase="ok", index=index, value=current)
         return current
 
     def __setitem__(self, index: int, new: int) -> None:
         self._log.info("op", op="write", phase="invoke", index=index, value=new)
+        self._turn()
         self._slots[index] = new
         self._log.info("op", op="write", phase="ok", index=index, value=new)
 

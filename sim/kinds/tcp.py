@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from sim.history.facts import Operation
 from sim.history.lines import Line
 
-from ._base import Display, Kind, Logged, Model, Reading, item_key
+from ._base import Display, Kind, Logged, Model, Reading, item_key, turn
 
 __all__ = ["Stream", "TcpListener", "TcpModel", "TcpStream", "tcp_connect", "tcp_listen"]
 
@@ -46,6 +46,7 @@ class TcpStream(Logged):
         """Send ``text`` and a newline: TCP is a byte stream, the newline is the framing."""
         data = text.encode() + b"\n"
         self._log.info("op", op="send", phase="invoke", item=text, bytes=len(data))
+        self._turn()
         try:
             self._sock.sendall(data)
         except OSError as exc:
@@ -56,6 +57,7 @@ class TcpStream(Logged):
     def recv_line(self) -> str | None:
         """The next line without its newline, or None once the peer has closed."""
         self._log.info("op", op="recv", phase="invoke")
+        self._turn()
         try:
             data = self._file.readline()
         except OSError as exc:
@@ -73,6 +75,7 @@ class TcpStream(Logged):
 
     def close(self) -> None:
         self._log.info("op", op="close", phase="invoke")
+        self._turn()
         self._file.close()
         self._sock.close()
         self._log.info("op", op="close", phase="ok")
@@ -98,6 +101,7 @@ class TcpListener(Logged):
     def accept(self) -> TcpStream:
         """Wait for the next client and return the connection to it."""
         self._log.info("op", op="accept", phase="invoke")
+        self._turn()
         try:
             conn, address = self._sock.accept()
         except OSError as exc:
@@ -109,6 +113,7 @@ class TcpListener(Logged):
 
     def close(self) -> None:
         self._log.info("op", op="close", phase="invoke")
+        self._turn()
         self._sock.close()
         self._log.info("op", op="close", phase="ok")
 
@@ -119,6 +124,7 @@ def tcp_listen(name: str, log: Any, clock: Any, host: str, port: int, backlog: i
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     bound = log.bind(prim=name, kind="tcp")
     bound.info("op", op="listen", phase="invoke", port=port)
+    turn(clock)
     try:
         sock.bind((host, port))
         sock.listen(backlog)
@@ -134,8 +140,10 @@ def tcp_listen(name: str, log: Any, clock: Any, host: str, port: int, backlog: i
 def tcp_connect(name: str, log: Any, clock: Any, host: str, port: int,
                 timeout: float | None) -> TcpStream:  # fmt: skip
     """Connect to ``host:port``; ``timeout`` in simulated minutes."""
-    bound = log.bind(prim=name, kind="tcp")
+    peer = f"{host}:{port}"
+    bound = log.bind(prim=name, kind="tcp", peer=peer)
     bound.info("op", op="connect", phase="invoke", port=port)
+    turn(clock)
     try:
         sock = socket.create_connection(
             (host, port), timeout=None if timeout is None else clock.seconds(timeout)
@@ -146,7 +154,7 @@ def tcp_connect(name: str, log: Any, clock: Any, host: str, port: int,
     sock.settimeout(None)
     local = sock.getsockname()
     bound.info("op", op="connect", phase="ok", local=f"{local[0]}:{local[1]}")
-    return TcpStream(name, sock, log, clock, f"{host}:{port}")
+    return TcpStream(name, sock, log, clock, peer)
 
 
 @dataclass
@@ -158,6 +166,7 @@ class Stream:
     sent: list[str] = field(default_factory=list)
     got: list[str] = field(default_factory=list)
     partial: list[str] = field(default_factory=list)
+    closed: bool = False
 
 
 class TcpModel(Model):
@@ -177,11 +186,44 @@ class TcpModel(Model):
         self.connections = 0
         self._sends: dict[Any, deque[Operation]] = {}
         self._in_flight = 0
+        # For the virtual scheduler: each listener's port, the connections made to each port,
+        # the actor that accepted each client's address, and each client's own stream.
+        self._listening: dict[str, int] = {}
+        self._connected: dict[int, int] = {}
+        self._accepts: dict[str, int] = {}
+        self._accepted_by: dict[str, str] = {}
+        self._client: dict[str, tuple[str, str]] = {}
 
     def key(self, line: Line) -> Any:
         # A server thread per connection runs several operations at once, told apart by the
         # peer; an accept learns its peer only when it returns.
         return (line.actor, line.op, None if line.op == "accept" else line.peer)
+
+    def ready(self, op: Operation) -> bool:
+        line = op.invoke
+        name, actor = line.op, line.actor
+        if name == "accept":
+            port = self._listening.get(actor)
+            return port is not None and self._connected.get(port, 0) > self._accepts.get(actor, 0)
+        if name != "recv":
+            return True
+        mine = self.streams.get((actor, str(line.peer)))
+        got = len(mine.got) if mine is not None else 0
+        other = self._counterpart(actor, str(line.peer))
+        if other is None:
+            return False
+        return len(other.sent) > got or other.closed
+
+    def _counterpart(self, actor: str, peer: str) -> Stream | None:
+        """The other side of the connection ``actor`` knows as ``peer``."""
+        client = self._client.get(peer)
+        if client is not None:
+            return self.streams.get(client)  # actor accepted this client's address
+        local = self.local.get(actor)
+        if local is None:
+            return None
+        server = self._accepted_by.get(local)
+        return None if server is None else self.streams.get((server, local))
 
     def stream(self, actor: str, peer: str) -> Stream:
         found = self.streams.get((actor, peer))
@@ -212,11 +254,26 @@ class TcpModel(Model):
             elif name == "recv" and done.get("partial"):
                 self.stream(actor, str(line.peer)).partial.append(str(done.get("partial")))
             return
-        if name == "accept":
+        if name == "listen":
+            port = done.get("port")
+            if isinstance(port, int):
+                self._listening[actor] = port
+        elif name == "accept":
             self.accepted.setdefault(actor, []).append(str(done.peer))
             self.connections += 1
+            self._accepts[actor] = self._accepts.get(actor, 0) + 1
+            self._accepted_by[str(done.peer)] = actor
         elif name == "connect":
-            self.local[actor] = str(done.get("local", "?"))
+            local = str(done.get("local", "?"))
+            self.local[actor] = local
+            port = line.get("port")
+            if isinstance(port, int):
+                self._connected[port] = self._connected.get(port, 0) + 1
+            if line.peer is not None:
+                self._client[local] = (actor, str(line.peer))
+                self.stream(actor, str(line.peer))
+        elif name == "close" and line.peer is not None:
+            self.stream(actor, str(line.peer)).closed = True
         elif name == "send":
             self.stream(actor, str(line.peer)).sent.append(done.item)
             self._in_flight += 1

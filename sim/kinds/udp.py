@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from sim.history.facts import Operation
 
-from ._base import Display, Kind, Logged, Model, Reading, item_key
+from ._base import Display, Kind, Logged, Model, Reading, item_key, turn
 
 __all__ = ["Arrival", "UdpModel", "UdpSocket", "udp"]
 
@@ -36,6 +36,7 @@ class UdpSocket(Logged):
     def sendto(self, text: str, port: int, host: str = "127.0.0.1") -> None:
         data = text.encode()
         self._log.info("op", op="sendto", phase="invoke", item=text, to=port)
+        self._turn()
         try:
             self._sock.sendto(data, (host, port))
         except OSError as exc:
@@ -49,7 +50,12 @@ class UdpSocket(Logged):
             self._log.info("op", op="recvfrom", phase="invoke")
         else:
             self._log.info("op", op="recvfrom", phase="invoke", timeout=timeout)
-        self._sock.settimeout(None if timeout is None else self._clock.seconds(timeout))
+        grant = self._turn(timeout)
+        if grant is not None and grant.do != "go":
+            self._log.info("op", op="recvfrom", phase="timeout")
+            return None
+        wait = None if timeout is None else self._clock.seconds(timeout)
+        self._sock.settimeout(wait if grant is None else None)
         try:
             data, address = self._sock.recvfrom(65536)
         except TimeoutError:
@@ -65,6 +71,7 @@ class UdpSocket(Logged):
 
     def close(self) -> None:
         self._log.info("op", op="close", phase="invoke")
+        self._turn()
         self._sock.close()
         self._log.info("op", op="close", phase="ok")
 
@@ -74,6 +81,7 @@ def udp(name: str, log: Any, clock: Any, host: str, port: int) -> UdpSocket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     bound = log.bind(prim=name, kind="udp")
     bound.info("op", op="bind", phase="invoke", port=port)
+    turn(clock)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -117,6 +125,17 @@ class UdpModel(Model):
         self.arrived: list[Arrival] = []
         self._sends: dict[Any, deque[Operation]] = {}
         self._in_flight = 0
+        # For the virtual scheduler: datagrams sent to each port, and received by each actor.
+        self._bound: dict[str, int] = {}
+        self._to: dict[int, int] = {}
+        self._got: dict[str, int] = {}
+
+    def ready(self, op: Operation) -> bool:
+        if op.invoke.op != "recvfrom":
+            return True
+        actor = op.invoke.actor
+        port = self._bound.get(actor)
+        return port is not None and self._to.get(port, 0) > self._got.get(actor, 0)
 
     def foreign(self) -> list[Arrival]:
         """Datagrams from a port none of the run's sockets had."""
@@ -146,11 +165,16 @@ class UdpModel(Model):
             port = done.get("port")
             if isinstance(port, int):
                 self.port_of[port] = op.actor
+                self._bound[op.actor] = port
         elif name == "sendto":
             self.sent[str(done.item)] += 1
+            to = done.get("to")
+            if isinstance(to, int):
+                self._to[to] = self._to.get(to, 0) + 1
             self._in_flight += 1
             self.set_gauge(**{"in flight": self._in_flight})
         elif name == "recvfrom":
+            self._got[op.actor] = self._got.get(op.actor, 0) + 1
             port = done.get("sender")
             sends = self._sends.get(item_key(done.item))
             src = sends.popleft() if sends and port in self.port_of else None

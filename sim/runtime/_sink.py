@@ -102,3 +102,37 @@ class BatchingSink:
         # linger as an orphan holding shared resources.
         if os.getppid() != self._parent_pid:
             os._exit(ORPHANED_EXIT)
+
+
+class HeldSink:
+    """The log sink of a virtual run: lines are held until the actor's next scheduling point,
+    which sends them with its request in one write (no flusher thread: nothing runs between
+    two turns)."""
+
+    def __init__(self, sock: socket.socket, after: Callable[[], None] | None = None) -> None:
+        self._sock = sock
+        self._after = after
+        self._buf: list[bytes] = []
+
+    def msg(self, line: bytes) -> None:
+        self._buf.append(line)
+        if self._after is not None:
+            self._after()
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+    def take(self) -> bytes:
+        """Everything logged since the last call."""
+        data = b"".join(self._buf)
+        self._buf.clear()
+        return data
+
+    def close(self) -> None:
+        data = self.take()
+        try:
+            if data:
+                self._sock.sendall(data)
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self._sock.close()

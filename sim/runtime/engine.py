@@ -38,6 +38,10 @@ from sim.errors import ConfigError, ScenarioError
 from sim.history import History
 from sim.kinds import PrimSpec
 from sim.scenario import Actor, Scenario, States, module_name
+from sim.virtual.policy import Policy
+from sim.virtual.policy import make as make_policy
+from sim.virtual.schedule import Forced, Schedule
+from sim.virtual.scheduler import Scheduler
 
 from . import _launcher, worker
 
@@ -130,8 +134,13 @@ def execute(
     *,
     seed: int,
     on_started: Callable[[dict[str, Any]], object] | None = None,
+    schedule: Schedule | None = None,
 ) -> Execution:
-    """Run every actor of the plan to its end (or to a stop) and return what happened."""
+    """Run every actor of the plan to its end (or to a stop) and return what happened.
+
+    A virtual run (``clock.mode = "virtual"``) follows ``schedule`` if one is given (a replay
+    of an earlier run's ``schedule.json``), else its config's scheduling policy, and writes the
+    choices it made to ``schedule.json`` beside its log."""
     config, prims, actors = planned.config, planned.prims, planned.actors
     _ensure_open_files(len(actors))
     mp = _context(config.engine.start_method, module_name(config.scenario))
@@ -147,6 +156,7 @@ def execute(
     )
     supervisor.states = planned.states
     supervisor.specs = list(prims.values())
+    supervisor.replaying = schedule
     try:
         # Bound before the event loop runs: the launcher's actors need the address.
         supervisor.listener = bind(config.engine.transport)
@@ -192,6 +202,13 @@ class _Supervisor:
         self.primitives = primitives
         self.states: States | None = None
         self.specs: list[PrimSpec[Any]] = []
+        self.virtual = config.clock.mode == "virtual"
+        self.replaying: Schedule | None = None
+        self.scheduler: Scheduler | None = None
+        self._exits_seen: dict[str, tuple[int, int | None]] = {}
+        self._exits_logged = 0
+        self.coordinator: Coordinator | None = None
+        self.log: Any = None
         self.t0_ns = time.monotonic_ns()
         self.secret = secrets.token_hex(16)
         self.listener: socket.socket | None = None
@@ -217,6 +234,7 @@ class _Supervisor:
             speedup=self.config.clock.speedup,
             seed=self.seed,
             flush_s=engine.flush_ms / 1000.0,
+            virtual=self.virtual,
         )
 
     def start_launcher(self) -> None:
@@ -278,6 +296,8 @@ class _Supervisor:
             states=self.states,
             track_states=self.display is not None,
         )
+        if self.virtual:
+            self.scheduler = self._scheduler(history)
         async with Coordinator(
             events_path,
             secret=secret,
@@ -285,8 +305,10 @@ class _Supervisor:
             transport=engine.transport,
             listener=listener,
             history=history,
+            scheduler=self.scheduler,
         ) as coordinator:
-            log = coordinator.logger("engine")
+            log = self.log = coordinator.logger("engine")
+            self.coordinator = coordinator
             self.counters = coordinator.counters
             if self.on_started is not None:
                 address = coordinator.address
@@ -307,7 +329,9 @@ class _Supervisor:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._watch_signals, signals)
                     tg.start_soon(self._watchdog, engine.timeout, log)
-                    tg.start_soon(self._detect_stall, coordinator, engine.stall_s, log)
+                    if not self.virtual:
+                        # A virtual run's deadlocks are exact: its scheduler finds them.
+                        tg.start_soon(self._detect_stall, coordinator, engine.stall_s, log)
                     if self.display is not None:
                         tg.start_soon(self.display.run, coordinator.counters, len(self.actors))
                     await self._start_all(coordinator, secret, t0_ns, log, tg)
@@ -321,6 +345,11 @@ class _Supervisor:
                 drained=drained,
                 wall_s=round((time.monotonic_ns() - t0_ns) / 1e9, 6),
             )
+        if self.scheduler is not None:
+            schedule = self.scheduler.schedule
+            schedule.seed, schedule.scenario = self.seed, self.config.scenario
+            schedule.preemptions = self.scheduler.preemptions
+            schedule.write(self.run_dir / "schedule.json")
         wall_s = (time.monotonic_ns() - t0_ns) / 1e9
         counters = coordinator.counters
         for name, record in self.records.items():
@@ -478,7 +507,13 @@ class _Supervisor:
         self.records[name].exitcode = code
         if self.counters is not None:
             self.counters.gone(name)
-        log.info("exit", target=name, target_pid=pid, code=code)
+        if self.scheduler is not None:
+            self.scheduler.gone(name)
+            self._virtual_exit(name, pid, code, log)
+            if self.coordinator is not None:
+                self.coordinator.kick()
+        else:
+            log.info("exit", target=name, target_pid=pid, code=code)
         if code != 0 and self.status == "ok":
             self.status = "failed"
             self.reason = f"{name} exited with code {code}"
@@ -535,12 +570,75 @@ class _Supervisor:
             self.status = "timeout"
             self.reason = f"still running after {timeout:g} s (engine.timeout)"
             self.stop.set()
-        log.info("stopping", reason=self.reason, live=self.live)
+        if self.scheduler is not None and self.scheduler.stopping:
+            pass  # logged at the step it happened (a deadlock, the step limit)
+        else:
+            log.info("stopping", reason=self.reason, live=self.live)
+        if self.scheduler is not None and self.coordinator is not None:
+            # A virtual run stops its tasks in turn, each at its scheduling point; a signal
+            # only for one that does not come back in time.
+            self.scheduler.stop_all()
+            self.coordinator.kick()
+            await anyio.sleep(_GRACE_S)
+            self._signal_all(signal.SIGKILL)
+            return
         if self.launcher is not None and not self.launcher_done:
             self.launcher.stop()
         self._signal_all(signal.SIGTERM)
         await anyio.sleep(_GRACE_S)
         self._signal_all(signal.SIGKILL)
+
+    def _scheduler(self, history: History) -> Scheduler:
+        engine = self.config.engine
+        policy: Policy
+        if self.replaying is not None:
+            policy = Forced(self.replaying)
+        else:
+            policy = make_policy(engine.schedule, self.seed, engine.pct_depth, 1000)
+        return Scheduler(
+            history,
+            policy,
+            expected=[a.name for a in self.actors],
+            max_steps=engine.max_steps,
+            on_deadlock=self._virtual_deadlock,
+            on_limit=self._step_limit,
+        )
+
+    def _virtual_exit(self, name: str, pid: int, code: int | None, log: Any) -> None:
+        # Exits are seen in whatever order the processes happen to end; in a virtual run they
+        # are logged in the order the actors ended, each at the step it ended, so that the
+        # log is the same every time.
+        assert self.scheduler is not None
+        self._exits_seen[name] = (pid, code)
+        order = self.scheduler.end_order
+        while self._exits_logged < len(order) and order[self._exits_logged] in self._exits_seen:
+            actor = order[self._exits_logged]
+            self._exits_logged += 1
+            seen_pid, seen_code = self._exits_seen.pop(actor)
+            log.info("exit", target=actor, target_pid=seen_pid, code=seen_code,
+                     at=self.scheduler.ended_at.get(actor))  # fmt: skip
+        if name not in order:
+            # It died without ending (killed): nothing decides its place but when it died.
+            pid_, code_ = self._exits_seen.pop(name)
+            log.info("exit", target=name, target_pid=pid_, code=code_)
+
+    def _virtual_deadlock(self, waits: list[dict[str, Any]], words: str, cycle: list[str]) -> None:
+        extra = {"cycle": cycle} if cycle else {}
+        self.log.info("deadlock", waits=waits, explanation=words, **extra)
+        if self.status == "ok":
+            self.status = "deadlock"
+            self.reason = f"deadlock: {words}"
+        self.log.info("stopping", reason=self.reason, live=self.live)
+        self.stop.set()
+
+    def _step_limit(self, steps: int) -> None:
+        if self.status == "ok":
+            self.status = "timeout"
+            self.reason = f"still running after {steps:,} steps (engine.max_steps)"
+        self.log.info("stopping", reason=self.reason, live=self.live)
+        assert self.scheduler is not None
+        self.scheduler.stop_all()
+        self.stop.set()
 
     def _signal_all(self, sig: int) -> None:
         self.signalled = sig

@@ -27,8 +27,9 @@ import structlog
 
 from sim import kinds
 from sim.errors import ScenarioError
+from sim.virtual.gate import Gate, Stopped
 
-from ._sink import ORPHANED_EXIT, BatchingSink
+from ._sink import ORPHANED_EXIT, BatchingSink, HeldSink
 from .clock import Clock
 from .ctx import Ctx
 
@@ -53,6 +54,8 @@ class Boot:
     speedup: float
     seed: int
     flush_s: float
+    # A virtual run: the actor runs only in the turns the engine's scheduler gives it.
+    virtual: bool = False
 
 
 class _Terminated(BaseException):
@@ -113,13 +116,32 @@ def _connect(address: tuple[str, int] | str) -> socket.socket:
     return sock
 
 
-def _processors(actor: str, pid: int, t0_ns: int, guard: _StopGuard) -> list[Any]:
+def _processors(
+    actor: str, pid: int, t0_ns: int, guard: _StopGuard, gate: Gate | None = None
+) -> list[Any]:
     counter = itertools.count()
     clock = time.monotonic_ns
     encode = msgspec.json.Encoder(enc_hook=repr).encode
     # An actor may log from several threads (a multi-client server): ts and seq are taken
     # together, so that a later seq never carries an earlier time.
     together = threading.Lock()
+
+    if gate is not None:
+        # A virtual run: the time and the step are the scheduler's, given with each turn.
+        def stamp_virtual(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+            guard.begin()
+            ts, step, seq = gate.now, gate.step, next(counter)
+            line = {"ts": ts, "actor": actor, "pid": pid, "seq": seq, "step": step, **event_dict}
+            if len(line) != len(event_dict) + 5:
+                line.update(ts=ts, actor=actor, pid=pid, seq=seq, step=step)
+            return line
+
+        def render_virtual(
+            _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+        ) -> bytes:
+            return encode(event_dict) + b"\n"
+
+        return [stamp_virtual, render_virtual]
 
     def stamp(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
         guard.begin()
@@ -175,15 +197,21 @@ def main(boot: Boot) -> None:
     except OSError:
         sys.exit(ORPHANED_EXIT)
 
-    sink = BatchingSink(sock, boot.flush_s, parent, after=guard.end)
+    sink: BatchingSink | HeldSink
+    gate: Gate | None = None
+    if boot.virtual:
+        sink = HeldSink(sock, after=guard.end)
+        gate = Gate(boot.actor, sock, sink.take)
+    else:
+        sink = BatchingSink(sock, boot.flush_s, parent, after=guard.end)
     structlog.configure(
-        processors=_processors(boot.actor, pid, boot.t0_ns, guard),
+        processors=_processors(boot.actor, pid, boot.t0_ns, guard, gate),
         wrapper_class=structlog.make_filtering_bound_logger(0),
         logger_factory=lambda *args: sink,
         cache_logger_on_first_use=True,
     )
     log = structlog.get_logger()
-    clock = Clock(boot.speedup, boot.t0_ns)
+    clock = Clock(boot.speedup, boot.t0_ns, gate)
     prims = {name: (kind, _wrap(name, kind, raw, log, clock))
              for name, (kind, raw) in boot.prims.items()}  # fmt: skip
     ctx: Ctx[Any] = Ctx(
@@ -198,10 +226,13 @@ def main(boot: Boot) -> None:
     code = 0
     try:
         try:
+            if gate is not None:
+                gate.patch_threads()
+                gate.start()
             log.info("actor_start", role=boot.role.__name__, ppid=parent)
             boot.role(ctx)
             log.info("actor_end", status="ok")
-        except _Terminated:
+        except (_Terminated, Stopped):
             code = TERMINATED_EXIT
             log.info("actor_end", status="terminated")
         except Exception as exc:
@@ -215,6 +246,8 @@ def main(boot: Boot) -> None:
         # SIGTERM while logging the end: the record above may be missing, the exit code is not.
         code = TERMINATED_EXIT
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if gate is not None:
+        gate.end()
     for _, prim in prims.values():
         detach = getattr(prim, "detach", None)
         if detach is not None:

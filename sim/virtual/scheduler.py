@@ -1,0 +1,315 @@
+"""The engine's side of the virtual clock: one task runs at a time, time jumps when none can.
+
+The scheduler lives in the coordinator's event loop and reads the run's live history, which
+in a virtual run is exact: every line arrives before the request that follows it, in the
+order the tasks ran. When no task is running it looks at every waiting one: a task waiting to
+start, to begin (a new thread) or to join an ended thread can go; a sleeping one can go once
+its time has come; one waiting in an operation can go when the operation's kind says it can
+return now (``Model.ready``: a free unit, an item in the queue, a notify), or with ``timeout``
+once its deadline has passed. Among those that can go, the policy chooses one; if none can,
+simulated time jumps to the earliest wake-up; if there is none, the run is deadlocked, exactly.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from sim.history import Operation, Subscriber
+
+from .policy import Policy
+from .schedule import Schedule, digest
+
+if TYPE_CHECKING:
+    from sim.history import History
+
+__all__ = ["Scheduler", "Task"]
+
+_encode = msgspec.json.Encoder().encode
+Send = Callable[[bytes], Awaitable[None]]
+State = Literal["waiting", "running", "ended"]
+
+
+@dataclass(eq=False)
+class Task:
+    """A schedulable unit: an actor's main thread (task 0, named like the actor) or a thread
+    it started (``actor/n``)."""
+
+    name: str
+    actor: str
+    number: int
+    state: State = "waiting"
+    req: str = "start"
+    op: Operation | None = None
+    wake: float | None = None  # a sleep's end, or an operation's deadline
+    zero: bool = False  # an operation that must not wait at all
+    child: int | None = None  # the thread a spawn started, a join waits for
+    since: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Scheduler(Subscriber):
+    """Decides, step by step, which task of a virtual run runs next.
+
+    ``expected`` are the run's actors: nothing runs before all of them have connected and
+    asked to start (so how fast processes start cannot change the run). ``on_deadlock`` is
+    called with who waits on what when no task can ever go again; ``on_limit`` when the run
+    has taken ``max_steps`` steps.
+    """
+
+    events = frozenset()
+
+    def __init__(
+        self,
+        history: History,
+        policy: Policy,
+        *,
+        expected: list[str],
+        max_steps: int,
+        on_deadlock: Callable[[list[dict[str, Any]], str, list[str]], None],
+        on_limit: Callable[[int], None],
+    ) -> None:
+        self.history = history
+        self.policy = policy
+        self.now = 0.0
+        self.step = 0
+        self.schedule = Schedule(policy=policy.name)
+        self.preemptions = 0
+        self.stopping = False
+        self.finished = False
+        self._max_steps = max_steps
+        self._on_deadlock = on_deadlock
+        self._on_limit = on_limit
+        self._expected = set(expected)
+        self._tasks: dict[str, Task] = {}
+        self._by_actor: dict[str, dict[int, Task]] = {}
+        self._send: dict[str, Send] = {}
+        self._running: Task | None = None
+        self._last: str | None = None
+        self._last_invoke: dict[str, Operation] = {}
+        self._wakes: list[tuple[float, int, str]] = []
+        #: When (ts, step) each actor ended, and the order they ended in.
+        self.ended_at: dict[str, tuple[float, int]] = {}
+        self.end_order: list[str] = []
+        history.subscribe(self)
+
+    # -- what the history tells --------------------------------------------------------------
+
+    def on_invoke(self, op: Operation) -> None:
+        # The operation a task's next "op" request is about: its actor's latest invoke (only
+        # the running task logs, so there is no other).
+        self._last_invoke[op.actor] = op
+
+    # -- what the actors tell ------------------------------------------------------------------
+
+    def connected(self, actor: str, send: Send) -> None:
+        self._send[actor] = send
+
+    def request(self, actor: str, msg: dict[str, Any]) -> None:
+        """A request from ``actor``'s connection (after every line it logged before it)."""
+        number = int(msg.get("task", 0))
+        req = str(msg.get("req", ""))
+        tasks = self._by_actor.setdefault(actor, {})
+        task = tasks.get(number)
+        if task is None:
+            name = actor if number == 0 else f"{actor}/{number}"
+            task = tasks[number] = self._tasks[name] = Task(name, actor, number)
+        if self._running is task:
+            self._running = None
+        if req == "end":
+            self._end(task)
+            return
+        task.state = "waiting"
+        task.req = req
+        task.op = None
+        task.wake = None
+        task.zero = False
+        task.child = None
+        task.since = self.step
+        self.policy.became_ready(task.name, self.step)
+        if req == "op":
+            task.op = self._last_invoke.get(actor)
+            timeout = msg.get("timeout")
+            if isinstance(timeout, (int, float)):
+                task.zero = timeout <= 0
+                if not task.zero:
+                    self._wake_at(task, self.now + float(timeout))
+        elif req == "sleep":
+            seconds = msg.get("seconds")
+            self._wake_at(task, self.now + (float(seconds) if isinstance(seconds, (int, float))
+                                            else 0.0))  # fmt: skip
+        elif req in ("spawn", "join"):
+            child = msg.get("child")
+            task.child = int(child) if isinstance(child, int) else None
+            if req == "spawn" and task.child is not None:
+                name = f"{actor}/{task.child}"
+                tasks[task.child] = self._tasks[name] = Task(name, actor, task.child, req="begin",
+                                                             since=self.step)  # fmt: skip
+
+    def gone(self, actor: str) -> None:
+        """``actor``'s process has exited: none of its tasks will ever ask again."""
+        self._expected.discard(actor)
+        for task in list(self._by_actor.get(actor, {}).values()):
+            self._end(task)
+
+    def _end(self, task: Task) -> None:
+        task.state = "ended"
+        if self._running is task:
+            self._running = None
+        if task.number == 0:
+            # The actor is done: its threads never run again (they die with its process).
+            self._expected.discard(task.actor)
+            if task.actor not in self.ended_at:
+                self.ended_at[task.actor] = (self.now, self.step)
+                self.end_order.append(task.actor)
+            for other in self._by_actor.get(task.actor, {}).values():
+                other.state = "ended"
+                if self._running is other:
+                    self._running = None
+
+    def _wake_at(self, task: Task, ts: float) -> None:
+        task.wake = ts
+        heapq.heappush(self._wakes, (ts, self.step, task.name))
+
+    # -- deciding -----------------------------------------------------------------------------
+
+    def next_grant(self) -> tuple[Send, bytes] | None:
+        """If no task runs now, the next one to run and the grant to send it (or None)."""
+        if self._running is not None or self.finished:
+            return None
+        if any(actor not in self._by_actor or 0 not in self._by_actor[actor]
+               for actor in self._expected):  # fmt: skip
+            return None  # still starting: nothing runs until every actor is in
+        while True:
+            ready = self._ready()
+            if ready:
+                return self._grant(ready)
+            if not self._advance():
+                waiting = [t for t in self._tasks.values() if t.state == "waiting"]
+                if waiting and not self.stopping:
+                    self._deadlock(waiting)
+                    continue  # stopping now: every waiting task can go (to stop)
+                self.finished = not waiting
+                return None
+
+    def _ready(self) -> dict[str, str]:
+        """Every waiting task that can go now, and how (``go``, ``timeout``, ``stop``)."""
+        ready: dict[str, str] = {}
+        for task in self._tasks.values():
+            if task.state != "waiting":
+                continue
+            if self.stopping:
+                ready[task.name] = "stop"
+                continue
+            how = self._can(task)
+            if how is not None:
+                ready[task.name] = how
+        return ready
+
+    def _can(self, task: Task) -> str | None:
+        req = task.req
+        if req in ("start", "begin", "spawn"):
+            return "go"
+        if req == "join":
+            child = self._by_actor.get(task.actor, {}).get(task.child or -1)
+            return "go" if child is None or child.state == "ended" else None
+        due = task.wake is not None and task.wake <= self.now
+        if req == "sleep":
+            return "go" if due else None
+        op = task.op
+        if op is None:
+            return "go"
+        model = self.history.model(op.prim)
+        if model is None:
+            return "go"
+        if model.ready(op):
+            return "go"
+        if task.zero or due:
+            return "timeout" if model.ready_to_give_up(op) else None
+        return None
+
+    def _advance(self) -> bool:
+        """Jump to the earliest wake-up still pending; False if there is none."""
+        while self._wakes:
+            ts, _, name = self._wakes[0]
+            task = self._tasks.get(name)
+            if task is None or task.state != "waiting" or task.wake != ts:
+                heapq.heappop(self._wakes)  # stale: it has run since, or ended
+                continue
+            if ts <= self.now:
+                heapq.heappop(self._wakes)
+                continue
+            self.now = ts
+            return True
+        return False
+
+    def _grant(self, ready: dict[str, str]) -> tuple[Send, bytes]:
+        names = sorted(ready)
+        self.step += 1
+        last = self._last
+        chosen = self.policy.choose(names, self.step, last)
+        if last is not None and chosen != last and last in ready:
+            self.preemptions += 1
+        task = self._tasks[chosen]
+        do = ready[chosen]
+        grant: dict[str, Any] = {"task": task.number, "do": do, "ts": self.now, "step": self.step}
+        if do == "go" and task.op is not None:
+            model = self.history.model(task.op.prim)
+            if model is not None:
+                extra = model.grant(task.op, lambda w, n: self.policy.pick(w, n, self.step))
+                if extra:
+                    grant.update(extra)
+                    if "woke" in extra:
+                        self.schedule.woke[self.step] = list(extra["woke"])
+        self.schedule.steps.append((chosen, digest(names)))
+        task.state = "running"
+        self._running = task
+        self._last = chosen
+        if self.step >= self._max_steps and not self.stopping:
+            self._on_limit(self.step)
+        return self._send[task.actor], _encode(grant) + b"\n"
+
+    def stop_all(self) -> None:
+        """Stop the run: every task still waiting is told to stop, one at a time."""
+        self.stopping = True
+
+    def _deadlock(self, waiting: list[Task]) -> None:
+        waits = []
+        edges: dict[str, list[str]] = {}
+        for task in sorted(waiting, key=lambda t: t.name):
+            op = task.op
+            prim = op.prim if op is not None else "?"
+            name = op.name if op is not None else task.req
+            held_by = self.history.holders(prim) if op is not None else []
+            waits.append({"actor": task.name, "prim": prim, "op": name, "held_by": held_by})
+            edges[task.name] = held_by
+        words = "; ".join(
+            f"{w['actor']} waits in {w['op']} on {w['prim']}"
+            + (f" (held by {', '.join(w['held_by'])})" if w["held_by"] else "")
+            for w in waits
+        )
+        self._on_deadlock(waits, words, _cycle(edges))
+        self.stopping = True
+
+
+def _cycle(edges: dict[str, list[str]]) -> list[str]:
+    """A cycle in the wait-for graph (task → the actors holding what it waits for), if any:
+    ``[a, b, c, a]``."""
+    for start in sorted(edges):
+        path = [start]
+        seen = {start}
+        node = start
+        while True:
+            nxt = next((n for n in edges.get(node, []) if n in edges), None)
+            if nxt is None:
+                break
+            if nxt in seen:
+                return [*path[path.index(nxt) :], nxt]
+            path.append(nxt)
+            seen.add(nxt)
+            node = nxt
+    return []
