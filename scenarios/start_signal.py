@@ -155,6 +155,7 @@ class StartSignalAnalysis(Analysis[Params]):
         super().__init__(config, history)
         p = self.params
         self._fired: float | None = None  # set invoke
+        self._fired_at: tuple[float, int] | None = None
         self._latencies: list[float] = []
         self._late = 0
         self._timeouts = 0
@@ -167,7 +168,7 @@ class StartSignalAnalysis(Analysis[Params]):
 
     def on_invoke(self, op: Operation) -> None:
         if op.name == "set" and self._fired is None:
-            self._fired = op.start
+            self._fired, self._fired_at = op.start, op.began
 
     def on_op(self, op: Operation) -> None:
         done = op.done
@@ -176,7 +177,7 @@ class StartSignalAnalysis(Analysis[Params]):
         if done.phase == "timeout":
             self._timeouts += 1
         elif done.phase == "ok":
-            if self._fired is None or op.start > self._fired:
+            if self._fired is None or self._fired_at is None or op.began > self._fired_at:
                 self._late += 1  # arrived after the shot: the flag was already set
             else:
                 self._latencies.append((done.ts - self._fired) * 1000)

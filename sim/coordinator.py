@@ -258,6 +258,10 @@ class Coordinator:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 continue  # that actor has gone: the scheduler has been told, choose again
 
+    def is_connected(self, actor: str) -> bool:
+        """``actor`` has a connection open (its lines may still be on their way)."""
+        return actor in self._actors
+
     def kick(self) -> None:
         """Something outside the actors' requests changed (an actor exited, the run is being
         stopped): look for a task that can run."""
@@ -436,15 +440,17 @@ class Coordinator:
                 counters.last_event = time.monotonic()
                 if requests and scheduler is not None:
                     # Each request comes after the lines its task logged before it: the history
-                    # must have seen them when the scheduler looks.
+                    # must have seen them, and the file must have them, before the scheduler
+                    # (or the engine, at an actor's end) acts on it.
                     done = 0
-                    for upto, request in requests:
-                        feed(lines[done:upto])
+                    for upto, request in [*requests, (len(lines), None)]:
+                        part = lines[done:upto]
                         done = upto
-                        scheduler.request(actor, request)
-                    feed(lines[done:])
-                    if lines:
-                        await self._send.send(b"\n".join(line.raw for line in lines) + b"\n")
+                        if part:
+                            feed(part)
+                            await self._send.send(b"\n".join(line.raw for line in part) + b"\n")
+                        if request is not None:
+                            scheduler.request(actor, request)
                     await self.dispatch()
                 else:
                     feed(lines)

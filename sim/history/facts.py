@@ -56,6 +56,15 @@ class Operation:
         return None if self.done is None else self.done.ts
 
     @property
+    def began(self) -> tuple[float, int]:
+        """When it began, to compare with other lines' ``at`` (ties broken by step)."""
+        return self.invoke.at
+
+    @property
+    def ended(self) -> tuple[float, int] | None:
+        return None if self.done is None else self.done.at
+
+    @property
     def outcome(self) -> str:
         """``ok``, ``timeout``, ``fail``, or ``pending`` if it never returned."""
         return "pending" if self.done is None else str(self.done.phase)

@@ -66,6 +66,12 @@ class Line(msgspec.Struct, gc=False):
     cache: dict[str, Any] | None = msgspec.field(default=None, name="~cache")
 
     @property
+    def at(self) -> tuple[float, int]:
+        """When the line happened, as something to compare: its time, then (in a virtual run,
+        where lines of different steps share a time) its step."""
+        return (self.ts, self.step or 0)
+
+    @property
     def fields(self) -> dict[str, Any]:
         """Every field of the line, as written (decoded from the raw line on first use)."""
         if self.cache is None:
@@ -177,7 +183,7 @@ def chunks(lines: Iterable[Line], size: int = _CHUNK) -> Iterator[list[Line]]:
 
 
 _TS = attrgetter("ts")
-_STEP = attrgetter("step")
+_AT = attrgetter("at")
 
 
 def ordered(
@@ -190,8 +196,8 @@ def ordered(
     sends in batches), so sorting a sliding window restores the global order: a line is handed
     on once the file has reached lines ``window`` seconds newer than it. Each line is sorted a
     bounded number of times, and the sort is stable, so that lines of one actor with the same
-    time keep their ``seq`` order. A virtual run's lines (they carry ``step``) are already in
-    step order in the file and are passed through as they are.
+    time keep their ``seq`` order. A virtual run's lines share times across steps: they are
+    ordered by time, then step (the order the scheduler let them happen in).
 
     A line that arrives later than the window allows is still analysed, late; that says
     nothing about the run (the transport delivered it late), so it is no finding.
@@ -199,17 +205,17 @@ def ordered(
     buf: list[Line] = []
     newest = float("-inf")
     sort_at = 0
+    key = _TS
     for chunk in source:
         if not chunk:
             continue
-        if chunk[0].step is not None and not buf:
-            yield chunk
-            continue
+        if chunk[0].step is not None:
+            key = _AT  # a virtual run: ties of time are broken by step
         buf.extend(chunk)
         newest = max(newest, max(map(_TS, chunk)))
         if len(buf) < sort_at:
             continue
-        buf.sort(key=_TS)
+        buf.sort(key=key)
         cut = bisect.bisect_right(buf, newest - window, key=_TS)
         if cut:
             yield buf[:cut]
@@ -218,5 +224,5 @@ def ordered(
         # sorted a bounded number of times, however many lines the window holds.
         sort_at = 2 * len(buf)
     if buf:
-        buf.sort(key=_TS)
+        buf.sort(key=key)
         yield buf

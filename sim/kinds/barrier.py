@@ -154,15 +154,15 @@ class BarrierModel(Model):
 @dataclass(frozen=True)
 class _Return:
     actor: str
-    invoke: float
-    ok: float
+    invoke: tuple[float, int]
+    ok: tuple[float, int]
     index: int
 
 
 @dataclass
 class _Generation:
     number: int
-    first_ok: float
+    first_ok: tuple[float, int]
     members: dict[int, _Return] = field(default_factory=dict)
 
 
@@ -218,7 +218,7 @@ class Generations(Check):
                 f"{op.actor} returned index {index!r} at {done.ts:.6f} s, not 0..{self.parties - 1}"
             )
             return
-        self._place(_Return(op.actor, op.start, done.ts, index))
+        self._place(_Return(op.actor, op.began, done.at, index))
 
     def _place(self, ret: _Return) -> None:
         for gen in self._open:
@@ -243,7 +243,7 @@ class Generations(Check):
                 who = ", ".join(f"{r.actor} (index {i})" for i, r in sorted(gen.members.items()))
                 self.problems.add(
                     f"generation {gen.number} has {len(gen.members)} returns instead of "
-                    f"{self.parties}: {who} passed from {gen.first_ok:.6f} s, and no other "
+                    f"{self.parties}: {who} passed from {gen.first_ok[0]:.6f} s, and no other "
                     "return fits it"
                 )
         ok = (

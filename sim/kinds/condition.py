@@ -286,19 +286,19 @@ class NotifiedAfterNotify(Check):
         super().__init__()
         self.prims = frozenset({prim})
         self.name = f"{prim}: every wake-up follows a notify"
-        self._last_notify = float("-inf")
+        self._last_notify: tuple[float, int] = (float("-inf"), 0)
         self._woken = 0
 
     def on_invoke(self, op: Operation) -> None:
         if op.invoke.op in ("notify", "notify_all"):
-            self._last_notify = op.start
+            self._last_notify = op.began
 
     def on_op(self, op: Operation) -> None:
         done = op.done
         if op.invoke.op != "wait" or done is None or done.phase != "ok":
             return
         self._woken += 1
-        if self._last_notify <= op.start:
+        if self._last_notify <= op.began:
             self.problems.add(
                 f"{op.actor} woke at {done.ts:.6f} s with no notify since its wait at "
                 f"{op.start:.6f} s"

@@ -128,10 +128,11 @@ class NoWaitBeforeSet(Check):
         self.name = f"{prim}: no wait returned before a set"
         # Invoke time of the last clear that had completed; -inf stands for the initial state
         # (an Event starts clear, as if cleared before the run).
-        self._cleared_at = -_INF
-        self._cleared_then: dict[Operation, float] = {}  # wait -> cleared_at at its invoke
+        self._cleared_at: tuple[float, int] = (-_INF, 0)
+        # wait -> cleared_at at its invoke
+        self._cleared_then: dict[Operation, tuple[float, int]] = {}
         self._setting = 0  # sets in progress
-        self._last_set_ok = -_INF
+        self._last_set_ok: tuple[float, int] = (-_INF, 0)
         self._any_set = False
         self._returned = 0
 
@@ -151,19 +152,19 @@ class NoWaitBeforeSet(Check):
             return
         if name == "set":
             self._setting -= 1
-            self._last_set_ok = done.ts
+            self._last_set_ok = done.at
         elif name == "clear":
-            self._cleared_at = max(self._cleared_at, op.start)
+            self._cleared_at = max(self._cleared_at, op.began)
         elif name == "wait":
             cleared_at = self._cleared_then.pop(op, self._cleared_at)
             if done.phase == "ok":
                 self._returned_ok(op, cleared_at)
 
-    def _returned_ok(self, op: Operation, cleared_at: float) -> None:
+    def _returned_ok(self, op: Operation, cleared_at: tuple[float, int]) -> None:
         self._returned += 1
         # The latest moment a set seen so far may have taken effect; one still in progress may
         # take effect at any moment.
-        reach = _INF if self._setting > 0 else self._last_set_ok
+        reach = (_INF, 0) if self._setting > 0 else self._last_set_ok
         if self._any_set and reach >= cleared_at:
             return
         why = "after a clear, no set since" if self._any_set else "before any set"

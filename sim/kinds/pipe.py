@@ -259,7 +259,7 @@ def _direction_problems(d: Direction) -> list[str]:
                 f"{d.label}: message #{k} received as {item!r} but sent as {sent.item!r} "
                 "(out of order or altered)"
             )
-        elif recv.end is not None and recv.end < sent.start:
+        elif recv.ended is not None and recv.ended < sent.began:
             problems.append(
                 f"{d.label}: message #{k} received at {recv.end:.4f} s before it was sent"
             )

@@ -399,10 +399,10 @@ class PerProducerFifo(_LedgerCheck):
             for t in got:
                 assert t.get is not None
                 if latest is not None and latest.get is not None:
-                    end = t.get.end
-                    if end is not None and end < latest.get.start:
+                    end = t.get.ended
+                    if end is not None and end < latest.get.began:
                         self.problems.add(_overtaken(producer, t, latest))
-                    if t.get.start <= latest.get.start:
+                    if t.get.began <= latest.get.began:
                         continue
                 latest = t
         if not pairs:

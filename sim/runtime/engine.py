@@ -508,8 +508,12 @@ class _Supervisor:
         if self.counters is not None:
             self.counters.gone(name)
         if self.scheduler is not None:
-            self.scheduler.gone(name)
-            self._virtual_exit(name, pid, code, log)
+            self._exits_seen[name] = (pid, code)
+            if self.coordinator is None or not self.coordinator.is_connected(name):
+                # Never connected, or its connection is already read to the end: it is gone.
+                # (Otherwise the coordinator says so once it has read the actor's last lines.)
+                self.scheduler.gone(name)
+            self._flush_exits()
             if self.coordinator is not None:
                 self.coordinator.kick()
         else:
@@ -602,25 +606,21 @@ class _Supervisor:
             max_steps=engine.max_steps,
             on_deadlock=self._virtual_deadlock,
             on_limit=self._step_limit,
+            on_end=self._flush_exits,
         )
 
-    def _virtual_exit(self, name: str, pid: int, code: int | None, log: Any) -> None:
-        # Exits are seen in whatever order the processes happen to end; in a virtual run they
-        # are logged in the order the actors ended, each at the step it ended, so that the
-        # log is the same every time.
+    def _flush_exits(self, actor: str | None = None) -> None:
+        """Log the exits seen so far, in the order the actors ended, each at the step it
+        ended: processes are seen to exit in whatever order they happen to, and a virtual run's
+        log must be the same every time. An exit waits until its actor's last lines are read."""
         assert self.scheduler is not None
-        self._exits_seen[name] = (pid, code)
         order = self.scheduler.end_order
         while self._exits_logged < len(order) and order[self._exits_logged] in self._exits_seen:
-            actor = order[self._exits_logged]
+            name = order[self._exits_logged]
             self._exits_logged += 1
-            seen_pid, seen_code = self._exits_seen.pop(actor)
-            log.info("exit", target=actor, target_pid=seen_pid, code=seen_code,
-                     at=self.scheduler.ended_at.get(actor))  # fmt: skip
-        if name not in order:
-            # It died without ending (killed): nothing decides its place but when it died.
-            pid_, code_ = self._exits_seen.pop(name)
-            log.info("exit", target=name, target_pid=pid_, code=code_)
+            pid, code = self._exits_seen.pop(name)
+            self.log.info("exit", target=name, target_pid=pid, code=code,
+                          at=self.scheduler.ended_at.get(name))  # fmt: skip
 
     def _virtual_deadlock(self, waits: list[dict[str, Any]], words: str, cycle: list[str]) -> None:
         extra = {"cycle": cycle} if cycle else {}

@@ -31,7 +31,7 @@ __all__ = ["Scheduler", "Task"]
 
 _encode = msgspec.json.Encoder().encode
 Send = Callable[[bytes], Awaitable[None]]
-State = Literal["waiting", "running", "ended"]
+State = Literal["held", "waiting", "running", "ended"]
 
 
 @dataclass(eq=False)
@@ -72,6 +72,7 @@ class Scheduler(Subscriber):
         max_steps: int,
         on_deadlock: Callable[[list[dict[str, Any]], str, list[str]], None],
         on_limit: Callable[[int], None],
+        on_end: Callable[[str], None] | None = None,
     ) -> None:
         self.history = history
         self.policy = policy
@@ -84,6 +85,7 @@ class Scheduler(Subscriber):
         self._max_steps = max_steps
         self._on_deadlock = on_deadlock
         self._on_limit = on_limit
+        self._on_end = on_end
         self._expected = set(expected)
         self._tasks: dict[str, Task] = {}
         self._by_actor: dict[str, dict[int, Task]] = {}
@@ -146,9 +148,11 @@ class Scheduler(Subscriber):
             child = msg.get("child")
             task.child = int(child) if isinstance(child, int) else None
             if req == "spawn" and task.child is not None:
+                # The thread exists only once its parent's spawn has gone through: until then
+                # it is held, not waiting.
                 name = f"{actor}/{task.child}"
-                tasks[task.child] = self._tasks[name] = Task(name, actor, task.child, req="begin",
-                                                             since=self.step)  # fmt: skip
+                tasks[task.child] = self._tasks[name] = Task(name, actor, task.child, "held",
+                                                             req="begin", since=self.step)  # fmt: skip
 
     def gone(self, actor: str) -> None:
         """``actor``'s process has exited: none of its tasks will ever ask again."""
@@ -166,6 +170,8 @@ class Scheduler(Subscriber):
             if task.actor not in self.ended_at:
                 self.ended_at[task.actor] = (self.now, self.step)
                 self.end_order.append(task.actor)
+                if self._on_end is not None:
+                    self._on_end(task.actor)
             for other in self._by_actor.get(task.actor, {}).values():
                 other.state = "ended"
                 if self._running is other:
@@ -266,6 +272,10 @@ class Scheduler(Subscriber):
                     if "woke" in extra:
                         self.schedule.woke[self.step] = list(extra["woke"])
         self.schedule.steps.append((chosen, digest(names)))
+        if task.req == "spawn" and task.child is not None:
+            child = self._by_actor.get(task.actor, {}).get(task.child)
+            if child is not None and child.state == "held":
+                child.state = "waiting"
         task.state = "running"
         self._running = task
         self._last = chosen
