@@ -49,6 +49,9 @@ Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
 class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """The run's parameters; ``gap`` and ``quiet`` are in simulated minutes."""
 
+    # The receiver's port; 0 lets the OS choose a free one (the senders learn it from the
+    # shared Value ``port``). Fix it to send datagrams to the receiver from outside the run.
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     senders: Annotated[int, msgspec.Meta(ge=1, le=50)] = 3
     datagrams: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 40
     # Probability that a datagram is dropped at the sender, as a network might lose it.
@@ -67,7 +70,7 @@ class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
 def receiver(ctx: Ctx[Params]) -> None:
     """Bind, publish the port, and receive until every datagram came or the rest are lost."""
     p = ctx.params
-    inbox = ctx.udp(_SOCKET)
+    inbox = ctx.udp(_SOCKET, p.port)
     ctx.prim("port", Value).value = inbox.port
     ctx.prim("ready", Event).set()
     done = ctx.prim("done", Value)

@@ -411,6 +411,7 @@ class _Supervisor:
             gc.enable()
             gc.unfreeze()
         self.started_all = True
+        self._spawned()
         # Every actor has its copies now. The engine lets go of its pipe ends, so that a reader
         # sees EOF once the writers have closed theirs.
         for spec, (_, raw) in zip(self.specs, self.raw.values(), strict=True):
@@ -472,6 +473,7 @@ class _Supervisor:
             self._exited(name, pid, code, log)
         elif kind == "D":
             self.launcher_done = self.started_all = True
+            self._spawned()
             if self.live == 0:
                 self.all_reaped.set()
         elif kind == "F":
@@ -608,6 +610,13 @@ class _Supervisor:
             on_limit=self._step_limit,
             on_end=self._flush_exits,
         )
+
+    def _spawned(self) -> None:
+        """Every actor has been started (and its spawn logged): a virtual run may begin."""
+        if self.scheduler is not None:
+            self.scheduler.spawned = True
+            if self.coordinator is not None:
+                self.coordinator.kick()
 
     def _flush_exits(self, actor: str | None = None) -> None:
         """Log the exits seen so far, in the order the actors ended, each at the step it

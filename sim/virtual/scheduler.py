@@ -82,6 +82,8 @@ class Scheduler(Subscriber):
         self.preemptions = 0
         self.stopping = False
         self.finished = False
+        #: The engine has started every actor (and logged it): until then nothing runs.
+        self.spawned = False
         self._max_steps = max_steps
         self._on_deadlock = on_deadlock
         self._on_limit = on_limit
@@ -185,7 +187,7 @@ class Scheduler(Subscriber):
 
     def next_grant(self) -> tuple[Send, bytes] | None:
         """If no task runs now, the next one to run and the grant to send it (or None)."""
-        if self._running is not None or self.finished:
+        if self._running is not None or self.finished or not (self.spawned or self.stopping):
             return None
         if any(actor not in self._by_actor or 0 not in self._by_actor[actor]
                for actor in self._expected):  # fmt: skip
