@@ -153,8 +153,8 @@ class Scheduler(Subscriber):
                 # The thread exists only once its parent's spawn has gone through: until then
                 # it is held, not waiting.
                 name = f"{actor}/{task.child}"
-                tasks[task.child] = self._tasks[name] = Task(name, actor, task.child, "held",
-                                                             req="begin", since=self.step)  # fmt: skip
+                child_task = Task(name, actor, task.child, "held", req="begin", since=self.step)
+                tasks[task.child] = self._tasks[name] = child_task
 
     def gone(self, actor: str) -> None:
         """``actor``'s process has exited: none of its tasks will ever ask again."""
