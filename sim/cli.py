@@ -122,6 +122,34 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--plot", metavar="METRIC", help="draw METRIC against the first axis")
     sweep.add_argument("--heatmap", action="store_true", help="with --plot: a heatmap of 2 axes")
 
+    explore = sub.add_parser(
+        "explore",
+        help="search a config's schedules (virtual mode) for one that goes wrong",
+        description="Run a config in virtual mode again and again, each time with another "
+        "schedule, until an invariant is violated or a phenomenon shows; shrink that schedule "
+        "and save it beside the run, so that `run --schedule` shows it again.",
+    )
+    explore.add_argument("config", metavar="CONFIG", help="a TOML file or bundled name")
+    explore.add_argument("--runs", type=int, default=100, help="schedules to try (default 100)")
+    explore.add_argument(
+        "--strategy", choices=("random", "pct", "dfs"), default="random",
+        help="random schedules, PCT (probabilistic concurrency testing), or every schedule "
+        "within --preemptions, depth first",
+    )  # fmt: skip
+    explore.add_argument(
+        "--preemptions", type=int, default=2, metavar="K",
+        help="dfs: the preemption bound; pct: the bug depth minus one (default 2)",
+    )  # fmt: skip
+    explore.add_argument("--max-steps", type=int, metavar="S",
+                         help="stop a schedule after S steps (reported as timed out)")  # fmt: skip
+    explore.add_argument("-s", "--set", dest="overrides", action="append", default=[],
+                         metavar="KEY=VALUE", help="override a config value (repeatable)")  # fmt: skip
+    explore.add_argument("--seed", type=int, help="the actors' seed (default: the config's, or 0)")
+    explore.add_argument("--out", type=Path, default=Path("logs"),
+                         help="explorations go to OUT/explore (default: logs)")  # fmt: skip
+    explore.add_argument("--keep", action="store_true",
+                         help="keep every schedule's run directory, not only the failing one")  # fmt: skip
+
     sub.add_parser("list", help="list the scenarios and bundled configs")
     return parser
 
@@ -139,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(args, err)
         if args.command == "sweep":
             return _sweep(args, err)
+        if args.command == "explore":
+            return _explore(args, err)
         return _list()
     except (ConfigError, ScenarioError, ReplayError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
@@ -172,6 +202,52 @@ def _run(args: argparse.Namespace, err: Console) -> int:
     else:
         print(outcome.run_dir)
     return outcome.exit_code
+
+
+def _explore(args: argparse.Namespace, err: Console) -> int:
+    from .explore import explore
+
+    for flag, value, least in (("--runs", args.runs, 1), ("--preemptions", args.preemptions, 0),
+                               ("--max-steps", args.max_steps, 1), ("--seed", args.seed, 0)):
+        if value is not None and value < least:
+            raise ConfigError(f"must be >= {least}", source=flag)  # fmt: skip
+    progress = _Progress(err, args.runs)
+    result = explore(
+        args.config,
+        overrides=args.overrides,
+        seed=args.seed,
+        runs=args.runs,
+        strategy=args.strategy,
+        preemptions=args.preemptions,
+        max_steps=args.max_steps,
+        out=args.out,
+        keep=args.keep,
+        console=err,
+        on_run=progress,
+    )
+    progress.done()
+    if result.found is not None:
+        print(result.found.shrunk or result.found.schedule)
+        return EXIT_FAILED
+    print(result.out)
+    return EXIT_OK
+
+
+class _Progress:
+    """A line that counts the schedules run, on a terminal."""
+
+    def __init__(self, console: Console, total: int) -> None:
+        self._console = console
+        self._total = total
+
+    def __call__(self, n: int) -> None:
+        if self._console.is_terminal:
+            self._console.file.write(f"\rschedule {n}/{self._total}")
+            self._console.file.flush()
+
+    def done(self) -> None:
+        if self._console.is_terminal:
+            self._console.file.write("\r\033[K")
 
 
 def _replay(args: argparse.Namespace, err: Console) -> int:

@@ -71,6 +71,11 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # changes) or "fifo" (the one ready longest).
     schedule: Literal["random", "pct", "fifo"] = "random"
     pct_depth: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    # Seeds the scheduling policy on its own (default: the run's seed), so that explore can
+    # try other schedules with the same random draws of the actors.
+    schedule_seed: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    # Write every step's ready tasks into schedule.json too (what explore needs to branch).
+    record_choices: bool = False
     # A virtual run that takes more steps than this is stopped (as timed out).
     max_steps: Annotated[int, msgspec.Meta(ge=1)] = 10_000_000
 

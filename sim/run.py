@@ -130,6 +130,8 @@ def run(
             run_dir=str(run_dir),
         )
     code = {"ok": 0, "interrupted": 130}.get(status, 1)
+    if execution.error is not None:
+        raise execution.error  # the run is recorded as failed; the user must hear why
     return RunOutcome(run_dir, status, report, code)
 
 

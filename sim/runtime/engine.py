@@ -34,7 +34,7 @@ import anyio
 
 from sim.config import RunConfig
 from sim.coordinator import Coordinator, LiveCounters, address_of, bind
-from sim.errors import ConfigError, ScenarioError
+from sim.errors import ConfigError, ScenarioError, SimError
 from sim.history import History
 from sim.kinds import PrimSpec
 from sim.scenario import Actor, Scenario, States, module_name
@@ -89,6 +89,8 @@ class Execution:
     actors: dict[str, ActorRecord]
     counters: LiveCounters
     extra_lines: dict[str, int] = field(default_factory=dict)
+    # A replayed schedule that did not fit the run (it was stopped, saying where).
+    error: SimError | None = None
 
 
 def _context(method: str, scenario_module: str) -> BaseContext:
@@ -349,6 +351,7 @@ class _Supervisor:
             schedule = self.scheduler.schedule
             schedule.seed, schedule.scenario = self.seed, self.config.scenario
             schedule.preemptions = self.scheduler.preemptions
+            schedule.choices = self.scheduler.trace
             schedule.write(self.run_dir / "schedule.json")
         wall_s = (time.monotonic_ns() - t0_ns) / 1e9
         counters = coordinator.counters
@@ -368,6 +371,7 @@ class _Supervisor:
             actors=self.records,
             counters=counters,
             extra_lines=extra,
+            error=self.scheduler.diverged if self.scheduler is not None else None,
         )
 
     async def _start_all(
@@ -598,10 +602,11 @@ class _Supervisor:
         engine = self.config.engine
         policy: Policy
         if self.replaying is not None:
-            policy = Forced(self.replaying)
+            policy = Forced(self.replaying, strict=self.replaying.strict)
         else:
-            policy = make_policy(engine.schedule, self.seed, engine.pct_depth, 1000)
-        return Scheduler(
+            seed = engine.schedule_seed if engine.schedule_seed is not None else self.seed
+            policy = make_policy(engine.schedule, seed, engine.pct_depth, 1000)
+        scheduler = Scheduler(
             history,
             policy,
             expected=[a.name for a in self.actors],
@@ -609,7 +614,11 @@ class _Supervisor:
             on_deadlock=self._virtual_deadlock,
             on_limit=self._step_limit,
             on_end=self._flush_exits,
+            on_diverge=self._diverged,
         )
+        if engine.record_choices:
+            scheduler.trace = []
+        return scheduler
 
     def _spawned(self) -> None:
         """Every actor has been started (and its spawn logged): a virtual run may begin."""
@@ -637,6 +646,12 @@ class _Supervisor:
         if self.status == "ok":
             self.status = "deadlock"
             self.reason = f"deadlock: {words}"
+        self.log.info("stopping", reason=self.reason, live=self.live)
+        self.stop.set()
+
+    def _diverged(self, exc: Exception) -> None:
+        self.status = "failed"
+        self.reason = str(exc)
         self.log.info("stopping", reason=self.reason, live=self.live)
         self.stop.set()
 

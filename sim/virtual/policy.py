@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-__all__ = ["Fifo", "Pct", "Policy", "Random", "make"]
+__all__ = ["Fifo", "Least", "Pct", "Policy", "Random", "make"]
 
 
 class Policy:
@@ -20,6 +20,10 @@ class Policy:
 
     def became_ready(self, task: str, step: int) -> None:
         """``task`` has been waiting since ``step``."""
+
+    #: Tasks whose next step touches nothing shared (a start, a sleep's end, a thread's begin
+    #: or join): set by the scheduler before each choice, for policies that care.
+    local: frozenset[str] = frozenset()
 
     def choose(self, ready: Sequence[str], step: int, running: str | None) -> str:
         raise NotImplementedError
@@ -91,6 +95,23 @@ class Pct(Policy):
         ranked = sorted(waiters, key=lambda t: -self._of(t))
         chosen = set(ranked[:n])
         return [w for w in waiters if w in chosen]
+
+
+class Least(Policy):
+    """The least surprising schedule: a task whose next step touches nothing shared goes
+    first (the first by name); otherwise the task that ran last goes on while it can (no
+    preemption), else the first ready one by name. What ``explore`` takes as the default
+    around the choices it makes."""
+
+    name = "least"
+
+    def choose(self, ready: Sequence[str], step: int, running: str | None) -> str:
+        local = [t for t in ready if t in self.local]
+        if local:
+            return local[0]
+        if running is not None and running in ready:
+            return running
+        return ready[0]
 
 
 def make(name: str, seed: int, depth: int = 3, steps: int = 1000) -> Policy:

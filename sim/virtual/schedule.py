@@ -18,7 +18,7 @@ import msgspec
 
 from sim.errors import ConfigError, SimError
 
-from .policy import Policy
+from .policy import Least, Policy
 
 __all__ = ["Divergence", "Forced", "Schedule", "digest", "load_schedule"]
 
@@ -42,6 +42,7 @@ class _File(msgspec.Struct, forbid_unknown_fields=False):
     schedule: int
     steps: list[tuple[str, str | None]]
     woke: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    choices: list[tuple[list[str], list[str], str | None, str]] | None = None
     policy: str = ""
     seed: int | None = None
     scenario: str = ""
@@ -59,6 +60,11 @@ class Schedule:
     seed: int | None = None
     scenario: str = ""
     preemptions: int = 0
+    #: Every step's choice (ready tasks, those among them whose step is local, the task that
+    #: ran last, the one chosen), when the run recorded them (explore does).
+    choices: list[tuple[list[str], list[str], str | None, str]] | None = None
+    #: Replayed strictly (a divergence is an error), or only as far as it goes (explore's).
+    strict: bool = True
 
     def write(self, path: Path) -> Path:
         data = {
@@ -70,6 +76,8 @@ class Schedule:
             "steps": self.steps,
             "woke": {str(k): v for k, v in sorted(self.woke.items())},
         }
+        if self.choices is not None:
+            data["choices"] = self.choices
         path.write_bytes(msgspec.json.encode(data) + b"\n")
         return path
 
@@ -93,14 +101,14 @@ def load_schedule(path: Path) -> Schedule:
             woke[int(key)] = list(names)
         except ValueError:
             raise ConfigError(f"woke: {key!r} is not a step", source=str(path)) from None
+    choices = None if data.choices is None else [tuple(c) for c in data.choices]
     return Schedule([(t, d) for t, d in data.steps], woke, data.policy, data.seed,
-                    data.scenario, data.preemptions or 0)  # fmt: skip
+                    data.scenario, data.preemptions or 0, choices)  # type: ignore[arg-type]
 
 
 class Forced(Policy):
     """Make the choices of ``schedule`` (checking each step's ready set where it recorded
-    one), then, if ``strict`` is off, go on without preempting: the task that ran last keeps
-    running while it can, else the first ready one by name."""
+    one), then, if ``strict`` is off, go on as :class:`~sim.virtual.policy.Least` would."""
 
     name = "forced"
 
@@ -108,6 +116,7 @@ class Forced(Policy):
         self._steps = schedule.steps
         self._woke = schedule.woke
         self._strict = strict
+        self._least = Least()
 
     def choose(self, ready: Sequence[str], step: int, running: str | None) -> str:
         if step <= len(self._steps):
@@ -124,9 +133,8 @@ class Forced(Policy):
         elif self._strict:
             raise Divergence(step, f"the run goes on past the schedule's {len(self._steps)} "
                              "steps")  # fmt: skip
-        if running is not None and running in ready:
-            return running
-        return ready[0]
+        self._least.local = self.local
+        return self._least.choose(ready, step, running)
 
     def pick(self, waiters: Sequence[str], n: int, step: int) -> list[str]:
         recorded = self._woke.get(step)

@@ -21,8 +21,8 @@ import msgspec
 
 from sim.history import Operation, Subscriber
 
-from .policy import Policy
-from .schedule import Schedule, digest
+from .policy import Least, Policy
+from .schedule import Divergence, Schedule, digest
 
 if TYPE_CHECKING:
     from sim.history import History
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 __all__ = ["Scheduler", "Task"]
 
 _encode = msgspec.json.Encoder().encode
+# Requests whose step touches nothing another task can see: running them earlier or later
+# changes no outcome (explore does not branch on them).
+_LOCAL = frozenset({"start", "begin", "sleep", "spawn", "join"})
 Send = Callable[[bytes], Awaitable[None]]
 State = Literal["held", "waiting", "running", "ended"]
 
@@ -73,6 +76,7 @@ class Scheduler(Subscriber):
         on_deadlock: Callable[[list[dict[str, Any]], str, list[str]], None],
         on_limit: Callable[[int], None],
         on_end: Callable[[str], None] | None = None,
+        on_diverge: Callable[[Divergence], None] | None = None,
     ) -> None:
         self.history = history
         self.policy = policy
@@ -84,10 +88,16 @@ class Scheduler(Subscriber):
         self.finished = False
         #: The engine has started every actor (and logged it): until then nothing runs.
         self.spawned = False
+        #: If a list: every step's choice, appended (ready, local, ran last, chosen).
+        self.trace: list[tuple[list[str], list[str], str | None, str]] | None = None
         self._max_steps = max_steps
         self._on_deadlock = on_deadlock
         self._on_limit = on_limit
         self._on_end = on_end
+        self._on_diverge = on_diverge or (lambda exc: None)
+        self._fallback = Least()
+        #: Set when a replayed schedule did not fit the run.
+        self.diverged: Divergence | None = None
         self._expected = set(expected)
         self._tasks: dict[str, Task] = {}
         self._by_actor: dict[str, dict[int, Task]] = {}
@@ -259,7 +269,20 @@ class Scheduler(Subscriber):
         names = sorted(ready)
         self.step += 1
         last = self._last
-        chosen = self.policy.choose(names, self.step, last)
+        local = frozenset(n for n in names if self._tasks[n].req in _LOCAL or ready[n] == "stop")
+        policy = self.policy if not self.stopping else self._fallback
+        policy.local = local
+        try:
+            chosen = policy.choose(names, self.step, last)
+        except Divergence as exc:
+            # A replayed schedule that does not fit: the run is stopped, saying where.
+            self.diverged = exc
+            self.stopping = True
+            self._on_diverge(exc)
+            ready = dict.fromkeys(names, "stop")
+            chosen = self._fallback.choose(names, self.step, last)
+        if self.trace is not None:
+            self.trace.append((names, sorted(local), last, chosen))
         if last is not None and chosen != last and last in ready:
             self.preemptions += 1
         task = self._tasks[chosen]

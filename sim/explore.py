@@ -1,0 +1,287 @@
+"""Search the schedules of a virtual run for one that goes wrong: random, PCT or bounded DFS.
+
+``explore`` runs the same config again and again in virtual mode, each time with another
+schedule, through the very engine ``run`` uses (the same real processes on the same real
+primitives). It stops at the first schedule where an invariant is violated or a phenomenon
+shows (a deadlock, lost updates, an underflow): whether the config declares it in ``expect``
+or not, finding it is what exploring is for, and the report says which it was. It then
+shrinks that schedule, trying the same run with fewer preemptions, and keeps the smallest one
+that still goes wrong beside it, so that ``run --schedule`` shows it again, step by step.
+
+Strategies (Loom, Shuttle and CHESS search schedules of threads this way):
+
+* ``random``: a new scheduling seed per run (the actors' own random draws stay the same);
+* ``pct``: probabilistic concurrency testing, ``--preemptions`` priority changes per run;
+* ``dfs``: every schedule with at most ``--preemptions`` preemptions, depth first. A choice
+  among tasks whose next step touches nothing shared (a start, the end of a sleep) is never a
+  branch: such steps commute with every other.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from .config import RunConfig, load_config
+from .run import RunOutcome, run
+from .virtual.schedule import Schedule, load_schedule
+
+__all__ = ["Exploration", "Found", "explore"]
+
+Choices = list[tuple[list[str], list[str], str | None, str]]
+
+
+@dataclass
+class Found:
+    """The first schedule that went wrong, in words, and where its files are."""
+
+    what: str
+    declared: bool
+    detail: str
+    run_dir: Path
+    schedule: Path
+    preemptions: int
+    steps: int
+    shrunk: Path | None = None
+    shrunk_preemptions: int | None = None
+    shrunk_steps: int | None = None
+
+
+@dataclass
+class Exploration:
+    """What an exploration did: schedules run, distinct ones, whether DFS finished."""
+
+    config: str
+    strategy: str
+    runs: int = 0
+    distinct: int = 0
+    complete: bool = False
+    found: Found | None = None
+    elapsed_s: float = 0.0
+    out: Path = field(default_factory=Path)
+
+
+def _preemptions(choices: Sequence[tuple[list[str], list[str], str | None, str]]) -> int:
+    """Choices that switched away from a task that could have gone on (not to a local step)."""
+    return sum(
+        1
+        for ready, local, last, chosen in choices
+        if last is not None and chosen != last and last in ready and chosen not in local
+        and last not in local
+    )  # fmt: skip
+
+
+def _went_wrong(outcome: RunOutcome) -> tuple[str, bool, str] | None:
+    """(what, declared by the config, detail) of the first failed check or shown phenomenon."""
+    for verdict in outcome.report.verdicts:
+        if verdict.status in ("fail", "expected"):
+            what = verdict.phenomenon or verdict.name
+            return what, verdict.status == "expected", verdict.detail
+    if outcome.status in ("failed", "timeout", "deadlock"):
+        reason = str(_manifest(outcome.run_dir).get("reason", "")) or outcome.status
+        return outcome.status, False, reason
+    return None
+
+
+def _manifest(run_dir: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class _Runner:
+    def __init__(self, name: str, overrides: list[str], seed: int | None, out: Path,
+                 max_steps: int | None, keep: bool) -> None:  # fmt: skip
+        self.name = name
+        self.overrides = [*overrides, "clock.mode=virtual", "engine.record_choices=true",
+                          "engine.live=false"]  # fmt: skip
+        if max_steps is not None:
+            self.overrides.append(f"engine.max_steps={max_steps}")
+        self.seed = seed
+        self.out = out
+        self.keep = keep
+        self.runs = 0
+        self.seen: set[tuple[str, ...]] = set()
+
+    def config(self, extra: Sequence[str] = ()) -> RunConfig[Any]:
+        return load_config(self.name, [*self.overrides, *extra], seed=self.seed)
+
+    def run(self, extra: Sequence[str] = (), schedule: Schedule | None = None
+            ) -> tuple[RunOutcome, Schedule]:  # fmt: skip
+        self.runs += 1
+        outcome = run(self.config(extra), self.out, schedule=schedule)
+        recorded = load_schedule(outcome.run_dir / "schedule.json")
+        self.seen.add(tuple(t for t, _ in recorded.steps))
+        return outcome, recorded
+
+    def discard(self, outcome: RunOutcome) -> None:
+        if not self.keep:
+            shutil.rmtree(outcome.run_dir, ignore_errors=True)
+
+
+def explore(
+    name: str,
+    *,
+    overrides: Sequence[str] = (),
+    seed: int | None = None,
+    runs: int = 100,
+    strategy: str = "random",
+    preemptions: int = 2,
+    max_steps: int | None = None,
+    out: Path = Path("logs"),
+    keep: bool = False,
+    console: Console | None = None,
+    on_run: Callable[[int], None] | None = None,
+) -> Exploration:
+    """Explore up to ``runs`` schedules of config ``name``; see the module's docstring."""
+    started = time.monotonic()
+    folder = out / "explore" / f"{Path(name).stem}-{time.strftime('%Y%m%dT%H%M%S')}"
+    folder.mkdir(parents=True, exist_ok=True)
+    base = load_config(name, list(overrides), seed=seed)  # validates before anything runs
+    runner = _Runner(name, list(overrides), base.seed if base.seed is not None else 0, folder,
+                     max_steps, keep)  # fmt: skip
+    result = Exploration(name, strategy, out=folder)
+    found: tuple[RunOutcome, Schedule, tuple[str, bool, str]] | None = None
+    if strategy == "dfs":
+        found, result.complete = _dfs(runner, runs, preemptions, on_run)
+    else:
+        for i in range(runs):
+            extra = [f"engine.schedule={strategy}", f"engine.schedule_seed={i}"]
+            if strategy == "pct":
+                extra.append(f"engine.pct_depth={preemptions + 1}")
+            outcome, recorded = runner.run(extra)
+            if on_run is not None:
+                on_run(runner.runs)
+            wrong = _went_wrong(outcome)
+            if wrong is not None:
+                found = (outcome, recorded, wrong)
+                break
+            runner.discard(outcome)
+    result.runs, result.distinct = runner.runs, len(runner.seen)
+    if found is not None:
+        outcome, recorded, (what, declared, detail) = found
+        choices = recorded.choices or []
+        result.found = Found(what, declared, detail, outcome.run_dir,
+                             outcome.run_dir / "schedule.json", _preemptions(choices),
+                             len(recorded.steps))  # fmt: skip
+        _shrink(runner, result.found, recorded, what)
+    result.elapsed_s = time.monotonic() - started
+    if console is not None:
+        _report(console, result, runner)
+    return result
+
+
+def _dfs(runner: _Runner, limit: int, bound: int, on_run: Callable[[int], None] | None
+         ) -> tuple[tuple[RunOutcome, Schedule, tuple[str, bool, str]] | None, bool]:  # fmt: skip
+    """Depth first over the schedules with at most ``bound`` preemptions: each run forces a
+    prefix of choices and goes on without preempting; its trace gives the next prefixes."""
+    stack: list[list[str]] = [[]]
+    tried: set[tuple[str, ...]] = set()
+    while stack:
+        if runner.runs >= limit:
+            return None, False
+        prefix = stack.pop()
+        if tuple(prefix) in tried:
+            continue
+        tried.add(tuple(prefix))
+        schedule = Schedule(steps=[(t, None) for t in prefix])
+        outcome, recorded = runner.run(schedule=_loose(schedule))
+        if on_run is not None:
+            on_run(runner.runs)
+        wrong = _went_wrong(outcome)
+        if wrong is not None:
+            return (outcome, recorded, wrong), False
+        runner.discard(outcome)
+        choices = recorded.choices or []
+        taken = [c[3] for c in choices]
+        for k in range(len(choices) - 1, len(prefix) - 1, -1):
+            ready, local, last, chosen = choices[k]
+            if chosen in local:
+                continue  # a local step: no branch here
+            spent = _preemptions(choices[:k])
+            for other in ready:
+                if other == chosen or other in local:
+                    continue
+                cost = 1 if last is not None and last in ready and other != last else 0
+                if spent + cost <= bound:
+                    stack.append([*taken[:k], other])
+    return None, True
+
+
+def _loose(schedule: Schedule) -> Schedule:
+    """``schedule`` forced as far as it goes, then going on without preempting."""
+    schedule.strict = False
+    return schedule
+
+
+def _shrink(runner: _Runner, found: Found, recorded: Schedule, what: str, budget: int = 40
+            ) -> None:  # fmt: skip
+    """Try to remove preemptions from the failing schedule, one at a time from the end, while
+    it still goes wrong the same way; keep the smallest as ``schedule.min.json``."""
+    best = recorded
+    best_run: RunOutcome | None = None
+    attempts = 0
+    improved = True
+    while improved and attempts < budget:
+        improved = False
+        choices = best.choices or []
+        for k in range(len(choices) - 1, -1, -1):
+            ready, local, last, chosen = choices[k]
+            if not (last is not None and chosen != last and last in ready and chosen not in local
+                    and last not in local):  # fmt: skip
+                continue
+            if attempts >= budget:
+                break
+            attempts += 1
+            prefix = [c[3] for c in choices[:k]] + [last]
+            outcome, trial = runner.run(schedule=_loose(Schedule([(t, None) for t in prefix])))
+            wrong = _went_wrong(outcome)
+            fewer = _preemptions(trial.choices or []) < _preemptions(choices)
+            if wrong is not None and wrong[0] == what and fewer:
+                if best_run is not None:
+                    runner.discard(best_run)
+                best, best_run, improved = trial, outcome, True
+                break
+            runner.discard(outcome)
+    target = found.run_dir / "schedule.min.json"
+    minimal = Schedule(best.steps, best.woke, best.policy, best.seed, best.scenario,
+                       _preemptions(best.choices or []))  # fmt: skip
+    minimal.write(target)
+    found.shrunk = target
+    found.shrunk_preemptions = minimal.preemptions
+    found.shrunk_steps = len(best.steps)
+    if best_run is not None:
+        runner.discard(best_run)
+
+
+def _report(console: Console, result: Exploration, runner: _Runner) -> None:
+    tried = f"{result.runs} schedules ({result.distinct} distinct) in {result.elapsed_s:.1f} s"
+    if result.found is None:
+        console.print(f"[green]no failure[/] in {tried} of {escape(result.config)} "
+                      f"({result.strategy})")  # fmt: skip
+        if result.strategy == "dfs":
+            console.print("every schedule within the preemption bound was explored" if
+                          result.complete else "the run limit came first: not every schedule "
+                          "within the bound was explored")  # fmt: skip
+        return
+    f = result.found
+    kind = "as the config declares" if f.declared else "not declared by the config"
+    console.print(f"[bold red]found {escape(f.what)}[/] ({kind}) after {tried}:")
+    console.print(escape(f.detail), soft_wrap=True)
+    console.print(f"run: {escape(str(f.run_dir))}  ({f.steps} steps, {f.preemptions} preemptions)")
+    if f.shrunk is not None:
+        console.print(f"shrunk to {f.shrunk_preemptions} preemptions, {f.shrunk_steps} steps: "
+                      f"{escape(str(f.shrunk))}")  # fmt: skip
+        console.print(f"again: python -m sim run {escape(result.config)} --schedule "
+                      f"{escape(str(f.shrunk))}", soft_wrap=True)  # fmt: skip
