@@ -207,8 +207,12 @@ def _run(args: argparse.Namespace, err: Console) -> int:
 def _explore(args: argparse.Namespace, err: Console) -> int:
     from .explore import explore
 
-    for flag, value, least in (("--runs", args.runs, 1), ("--preemptions", args.preemptions, 0),
-                               ("--max-steps", args.max_steps, 1), ("--seed", args.seed, 0)):
+    for flag, value, least in (
+        ("--runs", args.runs, 1),
+        ("--preemptions", args.preemptions, 0),
+        ("--max-steps", args.max_steps, 1),
+        ("--seed", args.seed, 0),
+    ):
         if value is not None and value < least:
             raise ConfigError(f"must be >= {least}", source=flag)  # fmt: skip
     progress = _Progress(err, args.runs)

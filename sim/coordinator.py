@@ -287,16 +287,14 @@ class Coordinator:
             scheduler = self.scheduler
 
             def stamp(_l: Any, _m: str, ed: Any) -> Any:
-                at = ed.pop("at", None)
                 if scheduler is None:
                     ts, seq = (clock() - t0) / 1e9, next(counter)
                     line = {"ts": ts, "actor": actor, "pid": pid, "seq": seq, **ed}
                     if len(line) != len(ed) + 4:
                         line.update(ts=ts, actor=actor, pid=pid, seq=seq)
                     return line
-                # A virtual run: the scheduler's time and step, or those the line is about
-                # (an actor's exit is logged at the step it ended, however late it is seen).
-                ts, step = at if at is not None else (scheduler.now, scheduler.step)
+                # A virtual run: the scheduler's time and step.
+                ts, step = scheduler.now, scheduler.step
                 seq = next(counter)
                 line = {"ts": ts, "actor": actor, "pid": pid, "seq": seq, "step": step, **ed}
                 if len(line) != len(ed) + 5:

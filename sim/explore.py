@@ -35,7 +35,7 @@ from .virtual.schedule import Schedule, load_schedule
 
 __all__ = ["Exploration", "Found", "explore"]
 
-Choices = list[tuple[list[str], list[str], str | None, str]]
+Choice = tuple[list[str], list[str], str | None, str, dict[str, str]]
 
 
 @dataclass
@@ -68,14 +68,15 @@ class Exploration:
     out: Path = field(default_factory=Path)
 
 
-def _preemptions(choices: Sequence[tuple[list[str], list[str], str | None, str]]) -> int:
-    """Choices that switched away from a task that could have gone on (not to a local step)."""
-    return sum(
-        1
-        for ready, local, last, chosen in choices
-        if last is not None and chosen != last and last in ready and chosen not in local
-        and last not in local
-    )  # fmt: skip
+def _preempts(choice: Choice) -> bool:
+    """The choice switched away from a task that could have gone on (not to a local step)."""
+    ready, local, last, chosen, _ = choice
+    return (last is not None and chosen != last and last in ready and chosen not in local
+            and last not in local)  # fmt: skip
+
+
+def _preemptions(choices: Sequence[Choice]) -> int:
+    return sum(1 for c in choices if _preempts(c))
 
 
 def _went_wrong(outcome: RunOutcome) -> tuple[str, bool, str] | None:
@@ -206,12 +207,14 @@ def _dfs(runner: _Runner, limit: int, bound: int, on_run: Callable[[int], None] 
         choices = recorded.choices or []
         taken = [c[3] for c in choices]
         for k in range(len(choices) - 1, len(prefix) - 1, -1):
-            ready, local, last, chosen = choices[k]
+            ready, local, last, chosen, prims = choices[k]
             if chosen in local:
                 continue  # a local step: no branch here
             spent = _preemptions(choices[:k])
             for other in ready:
-                if other == chosen or other in local:
+                # Operations on different primitives commute: running the other first leads
+                # to a schedule equivalent to one that is explored anyway.
+                if other == chosen or other in local or prims.get(other) != prims.get(chosen):
                     continue
                 cost = 1 if last is not None and last in ready and other != last else 0
                 if spent + cost <= bound:
@@ -237,9 +240,8 @@ def _shrink(runner: _Runner, found: Found, recorded: Schedule, what: str, budget
         improved = False
         choices = best.choices or []
         for k in range(len(choices) - 1, -1, -1):
-            ready, local, last, chosen = choices[k]
-            if not (last is not None and chosen != last and last in ready and chosen not in local
-                    and last not in local):  # fmt: skip
+            last = choices[k][2]
+            if last is None or not _preempts(choices[k]):
                 continue
             if attempts >= budget:
                 break

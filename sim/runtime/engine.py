@@ -208,7 +208,6 @@ class _Supervisor:
         self.replaying: Schedule | None = None
         self.scheduler: Scheduler | None = None
         self._exits_seen: dict[str, tuple[int, int | None]] = {}
-        self._exits_logged = 0
         self.coordinator: Coordinator | None = None
         self.log: Any = None
         self.t0_ns = time.monotonic_ns()
@@ -514,12 +513,17 @@ class _Supervisor:
         if self.counters is not None:
             self.counters.gone(name)
         if self.scheduler is not None:
-            self._exits_seen[name] = (pid, code)
-            if self.coordinator is None or not self.coordinator.is_connected(name):
-                # Never connected, or its connection is already read to the end: it is gone.
-                # (Otherwise the coordinator says so once it has read the actor's last lines.)
-                self.scheduler.gone(name)
-            self._flush_exits()
+            # A virtual run logs an actor's exit at the step it ended: the scheduler lets no
+            # other task run until the exit is seen, whichever comes first, the exit or the
+            # actor's last lines.
+            if name in self.scheduler.ended_at:
+                log.info("exit", target=name, target_pid=pid, code=code)
+                self.scheduler.exited(name)
+            else:
+                self._exits_seen[name] = (pid, code)
+                if self.coordinator is None or not self.coordinator.is_connected(name):
+                    # Never connected, or its connection was read to the end: it is gone.
+                    self.scheduler.gone(name)
             if self.coordinator is not None:
                 self.coordinator.kick()
         else:
@@ -613,7 +617,7 @@ class _Supervisor:
             max_steps=engine.max_steps,
             on_deadlock=self._virtual_deadlock,
             on_limit=self._step_limit,
-            on_end=self._flush_exits,
+            on_end=self._ended,
             on_diverge=self._diverged,
         )
         if engine.record_choices:
@@ -627,18 +631,14 @@ class _Supervisor:
             if self.coordinator is not None:
                 self.coordinator.kick()
 
-    def _flush_exits(self, actor: str | None = None) -> None:
-        """Log the exits seen so far, in the order the actors ended, each at the step it
-        ended: processes are seen to exit in whatever order they happen to, and a virtual run's
-        log must be the same every time. An exit waits until its actor's last lines are read."""
-        assert self.scheduler is not None
-        order = self.scheduler.end_order
-        while self._exits_logged < len(order) and order[self._exits_logged] in self._exits_seen:
-            name = order[self._exits_logged]
-            self._exits_logged += 1
-            pid, code = self._exits_seen.pop(name)
-            self.log.info("exit", target=name, target_pid=pid, code=code,
-                          at=self.scheduler.ended_at.get(name))  # fmt: skip
+    def _ended(self, name: str) -> bool:
+        """The scheduler says ``name`` has ended: if its exit was seen already, log it now
+        (True); otherwise the scheduler waits for it."""
+        seen = self._exits_seen.pop(name, None)
+        if seen is None:
+            return False
+        self.log.info("exit", target=name, target_pid=seen[0], code=seen[1])
+        return True
 
     def _virtual_deadlock(self, waits: list[dict[str, Any]], words: str, cycle: list[str]) -> None:
         extra = {"cycle": cycle} if cycle else {}

@@ -42,7 +42,7 @@ class _File(msgspec.Struct, forbid_unknown_fields=False):
     schedule: int
     steps: list[tuple[str, str | None]]
     woke: dict[str, list[str]] = msgspec.field(default_factory=dict)
-    choices: list[tuple[list[str], list[str], str | None, str]] | None = None
+    choices: list[tuple[list[str], list[str], str | None, str, dict[str, str]]] | None = None
     policy: str = ""
     seed: int | None = None
     scenario: str = ""
@@ -62,7 +62,7 @@ class Schedule:
     preemptions: int = 0
     #: Every step's choice (ready tasks, those among them whose step is local, the task that
     #: ran last, the one chosen), when the run recorded them (explore does).
-    choices: list[tuple[list[str], list[str], str | None, str]] | None = None
+    choices: list[tuple[list[str], list[str], str | None, str, dict[str, str]]] | None = None
     #: Replayed strictly (a divergence is an error), or only as far as it goes (explore's).
     strict: bool = True
 
@@ -102,8 +102,15 @@ def load_schedule(path: Path) -> Schedule:
         except ValueError:
             raise ConfigError(f"woke: {key!r} is not a step", source=str(path)) from None
     choices = None if data.choices is None else [tuple(c) for c in data.choices]
-    return Schedule([(t, d) for t, d in data.steps], woke, data.policy, data.seed,
-                    data.scenario, data.preemptions or 0, choices)  # type: ignore[arg-type]
+    return Schedule(
+        [(t, d) for t, d in data.steps],
+        woke,
+        data.policy,
+        data.seed,
+        data.scenario,
+        data.preemptions or 0,
+        choices,
+    )  # type: ignore[arg-type]
 
 
 class Forced(Policy):

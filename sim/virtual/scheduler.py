@@ -35,6 +35,9 @@ _encode = msgspec.json.Encoder().encode
 _LOCAL = frozenset({"start", "begin", "sleep", "spawn", "join"})
 Send = Callable[[bytes], Awaitable[None]]
 State = Literal["held", "waiting", "running", "ended"]
+#: One step's choice: the ready tasks, those whose step is local, the task that ran last, the
+#: one chosen, and the primitive each ready task's operation is on.
+Choice = tuple[list[str], list[str], str | None, str, dict[str, str]]
 
 
 @dataclass(eq=False)
@@ -75,7 +78,7 @@ class Scheduler(Subscriber):
         max_steps: int,
         on_deadlock: Callable[[list[dict[str, Any]], str, list[str]], None],
         on_limit: Callable[[int], None],
-        on_end: Callable[[str], None] | None = None,
+        on_end: Callable[[str], bool] | None = None,
         on_diverge: Callable[[Divergence], None] | None = None,
     ) -> None:
         self.history = history
@@ -88,8 +91,9 @@ class Scheduler(Subscriber):
         self.finished = False
         #: The engine has started every actor (and logged it): until then nothing runs.
         self.spawned = False
-        #: If a list: every step's choice, appended (ready, local, ran last, chosen).
-        self.trace: list[tuple[list[str], list[str], str | None, str]] | None = None
+        #: If a list: every step's choice, appended (ready, local, ran last, chosen, and the
+        #: primitive each ready task's operation is on).
+        self.trace: list[Choice] | None = None
         self._max_steps = max_steps
         self._on_deadlock = on_deadlock
         self._on_limit = on_limit
@@ -109,6 +113,8 @@ class Scheduler(Subscriber):
         #: When (ts, step) each actor ended, and the order they ended in.
         self.ended_at: dict[str, tuple[float, int]] = {}
         self.end_order: list[str] = []
+        # Actors that have ended and whose process exit has not been seen yet.
+        self._awaiting: set[str] = set()
         history.subscribe(self)
 
     # -- what the history tells --------------------------------------------------------------
@@ -166,6 +172,10 @@ class Scheduler(Subscriber):
                 child_task = Task(name, actor, task.child, "held", req="begin", since=self.step)
                 tasks[task.child] = self._tasks[name] = child_task
 
+    def exited(self, actor: str) -> None:
+        """The engine has seen ``actor``'s process exit (and logged it)."""
+        self._awaiting.discard(actor)
+
     def gone(self, actor: str) -> None:
         """``actor``'s process has exited: none of its tasks will ever ask again."""
         self._expected.discard(actor)
@@ -182,8 +192,10 @@ class Scheduler(Subscriber):
             if task.actor not in self.ended_at:
                 self.ended_at[task.actor] = (self.now, self.step)
                 self.end_order.append(task.actor)
-                if self._on_end is not None:
-                    self._on_end(task.actor)
+                if self._on_end is None or not self._on_end(task.actor):
+                    # Nothing else runs until its process is seen to exit (the engine logs
+                    # that exit at this step, so the log is the same every time).
+                    self._awaiting.add(task.actor)
             for other in self._by_actor.get(task.actor, {}).values():
                 other.state = "ended"
                 if self._running is other:
@@ -198,6 +210,8 @@ class Scheduler(Subscriber):
     def next_grant(self) -> tuple[Send, bytes] | None:
         """If no task runs now, the next one to run and the grant to send it (or None)."""
         if self._running is not None or self.finished or not (self.spawned or self.stopping):
+            return None
+        if self._awaiting:
             return None
         if any(actor not in self._by_actor or 0 not in self._by_actor[actor]
                for actor in self._expected):  # fmt: skip
@@ -282,7 +296,8 @@ class Scheduler(Subscriber):
             ready = dict.fromkeys(names, "stop")
             chosen = self._fallback.choose(names, self.step, last)
         if self.trace is not None:
-            self.trace.append((names, sorted(local), last, chosen))
+            prims = {n: op.prim for n in names if (op := self._tasks[n].op) is not None}
+            self.trace.append((names, sorted(local), last, chosen, prims))
         if last is not None and chosen != last and last in ready:
             self.preemptions += 1
         task = self._tasks[chosen]
