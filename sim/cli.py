@@ -142,13 +142,17 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     explore.add_argument("--max-steps", type=int, metavar="S",
                          help="stop a schedule after S steps (reported as timed out)")  # fmt: skip
-    explore.add_argument("-s", "--set", dest="overrides", action="append", default=[],
-                         metavar="KEY=VALUE", help="override a config value (repeatable)")  # fmt: skip
+    explore.add_argument(
+        "-s", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value (repeatable)",
+    )  # fmt: skip
     explore.add_argument("--seed", type=int, help="the actors' seed (default: the config's, or 0)")
     explore.add_argument("--out", type=Path, default=Path("logs"),
                          help="explorations go to OUT/explore (default: logs)")  # fmt: skip
-    explore.add_argument("--keep", action="store_true",
-                         help="keep every schedule's run directory, not only the failing one")  # fmt: skip
+    explore.add_argument(
+        "--keep", action="store_true",
+        help="keep every schedule's run directory, not only the failing one",
+    )  # fmt: skip
 
     sub.add_parser("list", help="list the scenarios and bundled configs")
     return parser
