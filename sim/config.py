@@ -312,6 +312,11 @@ def config_from_data(
                 choices = ", ".join(sorted(known))
                 raise ConfigError(f"unknown phenomenon {phenomenon!r}{hint}; one of: {choices}",
                                   key="expect")  # fmt: skip
+        if clock.mode == "virtual" and spec.uncontrolled is not None:
+            why = spec.uncontrolled(params)
+            if why is not None:
+                raise ConfigError(f"scenario {top.scenario!r} cannot run under the virtual "
+                                  f"clock: {why}", key="clock.mode")  # fmt: skip
     except ConfigError as exc:
         via = " (set with -s)" if exc.key in overridden else ""
         raise ConfigError(exc.reason + via, source=source, key=exc.key) from None

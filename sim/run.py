@@ -93,9 +93,12 @@ def run(
                                         "ended_at": iso(execution.ended_at)})  # fmt: skip
         raise
     # The verdicts decide, so that replay reaches the same one from the log alone; only a stop
-    # from outside (Ctrl-C, the timeout) overrides them.
+    # from outside (Ctrl-C, the timeout) or an engine error that cut the run short (a replayed
+    # schedule that does not fit) overrides them.
     status = execution.status
-    if status not in ("interrupted", "timeout"):
+    if execution.error is not None:
+        status = "failed"
+    elif status not in ("interrupted", "timeout"):
         status = "ok" if report.ok else "failed"
     manifest = base | {
         "status": status,

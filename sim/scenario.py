@@ -125,6 +125,9 @@ class Scenario(Generic[P]):
     # What queueing theory (or another model) predicts for a config, by metric key; sweeps put
     # it beside the measured values as ``theory_<key>``.
     theory: Callable[[RunConfig[P]], Mapping[str, float]] | None = None
+    # Why a config of this scenario cannot run under the virtual clock (a peer outside the run
+    # decides when it answers, and no scheduler can wait for it), or None when it can.
+    uncontrolled: Callable[[P], str | None] | None = None
 
 
 def module_name(name: str) -> str:

@@ -13,6 +13,8 @@ from .toykind import Token
 
 class Params(msgspec.Struct, forbid_unknown_fields=True):
     rounds: int = 3
+    # Stands for a peer outside the run, which no scheduler controls.
+    outside: bool = False
 
 
 def passer(ctx: Ctx[Params]) -> None:
@@ -31,4 +33,5 @@ scenario = Scenario(
     primitives=lambda p: {"token": Token()},
     actors=lambda p: numbered("passer", 3, passer),
     analysis=Analysis,
+    uncontrolled=lambda p: "params.outside: a peer outside the run" if p.outside else None,
 )

@@ -20,12 +20,18 @@ class LoggedToken(Logged):
 
     def take(self) -> None:
         self._log.info("op", op="take", phase="invoke")
-        self._raw.acquire()
+        # Virtual runs: the scheduler lets this go only when the model says it is ready (the
+        # token is free), so the real call never blocks; a wall run gets None and just waits.
+        if self._turn() is not None:
+            assert self._raw.acquire(False)
+        else:
+            self._raw.acquire()
         self._log.info("op", op="take", phase="ok")
 
     def give(self) -> None:
         self._log.info("op", op="give", phase="invoke")
         self._raw.release()
+        self._turn()  # after the real effect: a waiter may be let go at once
         self._log.info("op", op="give", phase="ok")
 
 
@@ -48,6 +54,9 @@ class TokenModel(Model):
     def reading(self) -> Reading:
         who = ", ".join(self.holders()) or "nobody"
         return Reading(len(self.holders()), 1, f"token with {who}, passed {self.passes} times")
+
+    def ready(self, op: Operation) -> bool:
+        return op.name != "take" or not self.holders()
 
     def invoke(self, op: Operation) -> None:
         if op.name == "give":

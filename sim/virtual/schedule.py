@@ -101,7 +101,7 @@ def load_schedule(path: Path) -> Schedule:
             woke[int(key)] = list(names)
         except ValueError:
             raise ConfigError(f"woke: {key!r} is not a step", source=str(path)) from None
-    choices = None if data.choices is None else [tuple(c) for c in data.choices]
+    choices = None if data.choices is None else list(data.choices)
     return Schedule(
         [(t, d) for t, d in data.steps],
         woke,
@@ -110,7 +110,7 @@ def load_schedule(path: Path) -> Schedule:
         data.scenario,
         data.preemptions or 0,
         choices,
-    )  # type: ignore[arg-type]
+    )
 
 
 class Forced(Policy):
