@@ -108,6 +108,9 @@ class Gate:
     def _wait(self, task: int) -> Grant:
         """Block until the grant for ``task`` has come. Whichever of the actor's waiting
         threads is free reads the next grant from the connection and hands it on."""
+        if self._next_task == 1:
+            # No thread was ever started: every grant is this one's, no hand-on needed.
+            return self._begin(self._read())
         while True:
             with self._arrived:
                 while task not in self._stash and self._reader_busy:
@@ -118,16 +121,19 @@ class Gate:
                 self._reader_busy = True
             got: Grant | None = None
             try:
-                raw = self._file.readline()
-                if not raw:
-                    os._exit(_ORPHANED)  # the engine closed the connection: it is gone
-                got = Grant(_decode(raw))
+                got = self._read()
             finally:
                 with self._arrived:
                     self._reader_busy = False
                     if got is not None:
                         self._stash[int(got.extra.get("task", 0))] = got
                     self._arrived.notify_all()
+
+    def _read(self) -> Grant:
+        raw = self._file.readline()
+        if not raw:
+            os._exit(_ORPHANED)  # the engine closed the connection: it is gone
+        return Grant(_decode(raw))
 
     def _begin(self, grant: Grant) -> Grant:
         self.now = grant.ts
