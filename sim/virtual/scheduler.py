@@ -103,7 +103,14 @@ class Scheduler(Subscriber):
         #: Set when a replayed schedule did not fit the run.
         self.diverged: Divergence | None = None
         self._expected = set(expected)
+        # Expected actors whose main task has not asked to start yet.
+        self._missing = set(expected)
         self._tasks: dict[str, Task] = {}
+        # The waiting tasks, split so that a step looks only at those that may go: asleep
+        # (a sleep whose end is still to come) or not. A run of thousands of actors is
+        # mostly asleep.
+        self._waiting: dict[str, Task] = {}
+        self._asleep: dict[str, Task] = {}
         self._by_actor: dict[str, dict[int, Task]] = {}
         self._send: dict[str, Send] = {}
         self._running: Task | None = None
@@ -138,6 +145,8 @@ class Scheduler(Subscriber):
         if task is None:
             name = actor if number == 0 else f"{actor}/{number}"
             task = tasks[number] = self._tasks[name] = Task(name, actor, number)
+        if number == 0:
+            self._missing.discard(actor)
         if self._running is task:
             self._running = None
         if req == "end":
@@ -162,6 +171,9 @@ class Scheduler(Subscriber):
             seconds = msg.get("seconds")
             self._wake_at(task, self.now + (float(seconds) if isinstance(seconds, (int, float))
                                             else 0.0))  # fmt: skip
+            if task.wake is not None and task.wake > self.now:
+                self._asleep[task.name] = task
+                return
         elif req in ("spawn", "join"):
             child = msg.get("child")
             task.child = int(child) if isinstance(child, int) else None
@@ -171,6 +183,7 @@ class Scheduler(Subscriber):
                 name = f"{actor}/{task.child}"
                 child_task = Task(name, actor, task.child, "held", req="begin", since=self.step)
                 tasks[task.child] = self._tasks[name] = child_task
+        self._waiting[task.name] = task
 
     def exited(self, actor: str) -> None:
         """The engine has seen ``actor``'s process exit (and logged it)."""
@@ -179,11 +192,18 @@ class Scheduler(Subscriber):
     def gone(self, actor: str) -> None:
         """``actor``'s process has exited: none of its tasks will ever ask again."""
         self._expected.discard(actor)
+        self._missing.discard(actor)
         for task in list(self._by_actor.get(actor, {}).values()):
             self._end(task)
 
+    def _settle(self, task: Task) -> None:
+        """``task`` is no longer waiting (it runs, or it has ended)."""
+        self._waiting.pop(task.name, None)
+        self._asleep.pop(task.name, None)
+
     def _end(self, task: Task) -> None:
         task.state = "ended"
+        self._settle(task)
         if self._running is task:
             self._running = None
         if task.number == 0:
@@ -198,6 +218,7 @@ class Scheduler(Subscriber):
                     self._awaiting.add(task.actor)
             for other in self._by_actor.get(task.actor, {}).values():
                 other.state = "ended"
+                self._settle(other)
                 if self._running is other:
                     self._running = None
 
@@ -213,8 +234,7 @@ class Scheduler(Subscriber):
             return None
         if self._awaiting:
             return None
-        if any(actor not in self._by_actor or 0 not in self._by_actor[actor]
-               for actor in self._expected):  # fmt: skip
+        if self._missing:
             return None  # still starting: nothing runs until every actor is in
         while True:
             ready = self._ready()
@@ -230,13 +250,10 @@ class Scheduler(Subscriber):
 
     def _ready(self) -> dict[str, str]:
         """Every waiting task that can go now, and how (``go``, ``timeout``, ``stop``)."""
+        if self.stopping:
+            return dict.fromkeys([*self._waiting, *self._asleep], "stop")
         ready: dict[str, str] = {}
-        for task in self._tasks.values():
-            if task.state != "waiting":
-                continue
-            if self.stopping:
-                ready[task.name] = "stop"
-                continue
+        for task in self._waiting.values():
             how = self._can(task)
             if how is not None:
                 ready[task.name] = how
@@ -274,10 +291,21 @@ class Scheduler(Subscriber):
                 continue
             if ts <= self.now:
                 heapq.heappop(self._wakes)
+                self._wake(task)
                 continue
             self.now = ts
+            # Everything due now is awake for the next look (the loop above, next time).
+            while self._wakes and self._wakes[0][0] <= ts:
+                _, _, name = heapq.heappop(self._wakes)
+                task = self._tasks.get(name)
+                if task is not None and task.wake is not None and task.wake <= ts:
+                    self._wake(task)
             return True
         return False
+
+    def _wake(self, task: Task) -> None:
+        if self._asleep.pop(task.name, None) is not None:
+            self._waiting[task.name] = task
 
     def _grant(self, ready: dict[str, str]) -> tuple[Send, bytes]:
         names = sorted(ready)
@@ -316,7 +344,9 @@ class Scheduler(Subscriber):
             child = self._by_actor.get(task.actor, {}).get(task.child)
             if child is not None and child.state == "held":
                 child.state = "waiting"
+                self._waiting[child.name] = child
         task.state = "running"
+        self._settle(task)
         self._running = task
         self._last = chosen
         if self.step >= self._max_steps and not self.stopping:
