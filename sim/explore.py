@@ -267,8 +267,13 @@ def _shrink(runner: _Runner, found: Found, recorded: Schedule, what: str, budget
         runner.discard(best_run)
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n:,} {what}" + ("" if n == 1 else "s")
+
+
 def _report(console: Console, result: Exploration, runner: _Runner) -> None:
-    tried = f"{result.runs} schedules ({result.distinct} distinct) in {result.elapsed_s:.1f} s"
+    tried = (f"{_count(result.runs, 'schedule')} ({result.distinct} distinct) in "
+             f"{result.elapsed_s:.1f} s")  # fmt: skip
     if result.found is None:
         console.print(f"[green]no failure[/] in {tried} of {escape(result.config)} "
                       f"({result.strategy})")  # fmt: skip
@@ -281,9 +286,12 @@ def _report(console: Console, result: Exploration, runner: _Runner) -> None:
     kind = "as the config declares" if f.declared else "not declared by the config"
     console.print(f"[bold red]found {escape(f.what)}[/] ({kind}) after {tried}:")
     console.print(escape(f.detail), soft_wrap=True)
-    console.print(f"run: {escape(str(f.run_dir))}  ({f.steps} steps, {f.preemptions} preemptions)")
+    # Paths are printed whole (soft_wrap), so that they can be copied from any terminal.
+    console.print(f"run: {escape(str(f.run_dir))}  ({_count(f.steps, 'step')}, "
+                  f"{_count(f.preemptions, 'preemption')})", soft_wrap=True)  # fmt: skip
     if f.shrunk is not None:
-        console.print(f"shrunk to {f.shrunk_preemptions} preemptions, {f.shrunk_steps} steps: "
-                      f"{escape(str(f.shrunk))}")  # fmt: skip
+        console.print(f"shrunk to {_count(f.shrunk_preemptions or 0, 'preemption')}, "
+                      f"{_count(f.shrunk_steps or 0, 'step')}: {escape(str(f.shrunk))}",
+                      soft_wrap=True)  # fmt: skip
         console.print(f"again: python -m sim run {escape(result.config)} --schedule "
                       f"{escape(str(f.shrunk))}", soft_wrap=True)  # fmt: skip
