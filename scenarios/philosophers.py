@@ -101,10 +101,13 @@ class EveryoneAte(Check):
         self._ate[line.actor] += 1
 
     def verdict(self) -> Verdict:
+        faulted = self.history.faulted
         for a, n in sorted(self._ate.items()):
-            if n != self._meals:
+            if n != self._meals and a not in faulted:
                 self.problems.add(f"{a}: {n} of {self._meals}")
-        return self.result(f"{sum(self._ate.values())} meals")
+        cut = sorted(a for a in faulted if a in self._ate)
+        ok = f"{sum(self._ate.values())} meals"
+        return self.result(ok + (f" ({', '.join(cut)} hit by a fault)" if cut else ""))
 
 
 class PhilosophersAnalysis(Analysis[Params]):

@@ -13,6 +13,7 @@ from .checks import Check, Problems, Verdict
 from .config import RunConfig, load_config
 from .durations import Duration
 from .errors import ActorCrashed, ConfigError, ProtocolError, ReplayError, ScenarioError, SimError
+from .faults import FaultCrash
 from .history import (
     History,
     Hold,
@@ -44,7 +45,7 @@ from .kinds.barrier import LoggedBarrier
 from .kinds.condition import LoggedCondition
 from .kinds.event import LoggedEvent
 from .kinds.pipe import LoggedConnection, LoggedPipe
-from .kinds.queue import LoggedQueue
+from .kinds.queue import Handled, LoggedQueue
 from .kinds.semaphore import LoggedSemaphore
 from .kinds.shared import LoggedArray, LoggedSharedMemory, LoggedValue
 from .kinds.tcp import TcpListener, TcpStream
@@ -68,6 +69,8 @@ __all__ = [
     "Ctx",
     "Duration",
     "Event",
+    "FaultCrash",
+    "Handled",
     "History",
     "Hold",
     "JoinableQueue",

@@ -120,6 +120,10 @@ def analyse(
         track_states=track_states,
     )
     checks = generic_checks(history, actors)
+    if scenario is not None:
+        from .kinds.queue import LostItems
+
+        checks.extend(LostItems(prim, handled) for prim, handled in scenario.handled.items())
     analysis = None
     if scenario is not None and config is not None:
         analysis = scenario.analysis(config, history)
@@ -142,7 +146,11 @@ def analyse(
     metrics["events"] = history.lines
     metrics["stopped"] = stopped.seen
     declared = frozenset(expected)
-    verdicts = [settle(c, c.verdict(), expected=declared, stopped=stopped.seen) for c in checks]
+    raw = [(c, c.verdict()) for c in checks]
+    shown = frozenset(v.phenomenon for _, v in raw if v.status == "fail" and v.phenomenon)
+    reported: set[str] = set()
+    verdicts = [settle(c, v, expected=declared, stopped=stopped.seen, shown=shown,
+                       reported=reported) for c, v in raw]  # fmt: skip
     return Report(metrics, verdicts, findings, history.lines, history)
 
 

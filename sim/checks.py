@@ -131,18 +131,23 @@ class ActorsEnded(Check):
     """Every actor the engine started logged a clean end and exited with status 0.
 
     Once the engine has stopped the run (Ctrl-C, timeout, deadlock, a crash elsewhere), an actor
-    that it terminated is not a failure of that actor; a crash always is.
+    that it terminated is not a failure of that actor; a crash always is, and so is a death that
+    came before the stop (a kill from outside: the stop may be the engine's answer to it). An
+    actor a declared fault was done to is not a failure either: that is what the config asked
+    for, and the other checks say what followed from it.
     """
 
     name = "every actor ended cleanly"
-    events = frozenset({"actor_end", "exit", "stopping"})
+    events = frozenset({"actor_end", "exit", "stopping", "fault"})
 
     def __init__(self, actors: Iterable[str]) -> None:
         super().__init__()
         self._actors = set(actors)
         self._ends: dict[str, Line] = {}
-        self._exits: dict[str, int | None] = {}
+        # Exit code, and whether the engine had begun to stop the run when the exit came.
+        self._exits: dict[str, tuple[int | None, bool]] = {}
         self._stopped = False
+        self._faulted: dict[str, str] = {}
 
     def on_line(self, line: Line) -> None:
         kind = line.event
@@ -150,33 +155,53 @@ class ActorsEnded(Check):
             self._ends[line.actor] = line
         elif line.actor == "engine":
             if kind == "exit":
-                self._exits[str(line.get("target", ""))] = line.get("code")
+                self._exits[str(line.get("target", ""))] = (line.get("code"), self._stopped)
+            elif kind == "fault":
+                target = line.get("target")
+                if isinstance(target, str) and line.get("action") != "resume":
+                    self._faulted.setdefault(target, str(line.get("action", "?")))
             else:
                 self._stopped = True
 
     def verdict(self) -> Verdict:
         if not self._actors:
             return self.skip("no actors")
-        stopped = 0
+        stopped = faulted = 0
         for actor in sorted(self._actors):
             end = self._ends.get(actor)
             status = str(end.get("status", "?")) if end else "no end record"
-            code = self._exits.get(actor)
+            code, after_stop = self._exits.get(actor, (None, self._stopped))
             if status == "ok" and code == 0:
+                continue
+            if actor in self._faulted:
+                faulted += 1
                 continue
             # 143: SIGTERM handled, -15/-9: killed by the engine's SIGTERM/SIGKILL; None with
             # no end record: the run was stopped before this actor was started at all.
-            if self._stopped and status != "crashed" and code in (143, -15, -9, None):
+            if after_stop and status != "crashed" and code in (143, -15, -9, None):
                 stopped += 1
                 continue
             what = status
             if end is not None and end.get("error"):
                 what += f" ({end['error']} at {end.get('where', '?')})"
+            elif end is None and code is not None and code < 0:
+                what = f"killed by {_signal_name(-code)} from outside the run"
             self.problems.add(f"{actor}: {what}, exit code {code}")
         ok = f"{len(self._actors)} actors"
         if stopped:
             ok += f", {stopped} of them stopped by the engine"
+        if faulted:
+            ok += f", {faulted} hit by a declared fault"
         return self.result(ok)
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 class NoDeadlock(Check):
@@ -219,17 +244,36 @@ def generic_checks(history: History, actors: Iterable[str]) -> list[Check]:
     return checks
 
 
-def settle(check: Check, verdict: Verdict, *, expected: frozenset[str], stopped: bool) -> Verdict:
-    """A verdict in the light of the run: what the config expects, and whether it completed."""
+def settle(
+    check: Check,
+    verdict: Verdict,
+    *,
+    expected: frozenset[str],
+    stopped: bool,
+    shown: frozenset[str] = frozenset(),
+    reported: set[str] | None = None,
+) -> Verdict:
+    """A verdict in the light of the run: what the config expects, and whether it completed.
+
+    ``shown``: the phenomena some check found. A declared phenomenon needs to show once (on
+    one of five forks, say): the other checks for it then pass as they are. If it showed
+    nowhere, the first of its checks says so (``reported`` collects those already said)."""
     if stopped and check.needs_completion and verdict.status != "pass":
         return Verdict(verdict.name, "skip", f"run was stopped early; {verdict.detail}")
-    if verdict.phenomenon is None or verdict.phenomenon not in expected:
+    phenomenon = verdict.phenomenon
+    if phenomenon is None or phenomenon not in expected:
         return verdict
     if verdict.status == "fail":
-        return Verdict(verdict.name, "expected", verdict.detail, verdict.phenomenon)
+        return Verdict(verdict.name, "expected", verdict.detail, phenomenon)
+    if phenomenon in shown or verdict.status == "skip":
+        return verdict
+    if reported is not None:
+        if phenomenon in reported:
+            return verdict
+        reported.add(phenomenon)
     return Verdict(
         verdict.name,
         "fail",
-        f"expected {verdict.phenomenon}, but it did not appear ({verdict.detail})",
-        verdict.phenomenon,
+        f"expected {phenomenon}, but it did not appear ({verdict.detail})",
+        phenomenon,
     )

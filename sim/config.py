@@ -20,6 +20,7 @@ import msgspec
 
 from . import scenario as _scenario
 from .errors import ConfigError, ScenarioError
+from .faults import Fault
 
 __all__ = [
     "ClockConfig",
@@ -91,6 +92,7 @@ class _Top(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     engine: dict[str, Any] = msgspec.field(default_factory=dict)
     # Read by `sim sweep` (sim.sweep.grid.SweepTable); a single run ignores it.
     sweep: dict[str, Any] = msgspec.field(default_factory=dict)
+    faults: list[Any] = msgspec.field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ class RunConfig(Generic[P]):
     sweep: dict[str, Any] = field(default_factory=dict)
     # The -s overrides applied on top of the file, for titles that tell the truth.
     overrides: tuple[str, ...] = ()
+    # Declared faults (sim.faults): what the engine does to the actors, and when.
+    faults: tuple[Fault, ...] = ()
 
     def resolved(self, seed: int) -> dict[str, Any]:
         """The config as run with ``seed``: what run.json and the log's run_start record."""
@@ -125,7 +129,7 @@ class RunConfig(Generic[P]):
             "params": msgspec.to_builtins(self.params),
             "clock": msgspec.to_builtins(self.clock),
             "engine": msgspec.to_builtins(self.engine),
-        }
+        } | ({"faults": msgspec.to_builtins(list(self.faults))} if self.faults else {})
 
 
 def _repo_configs() -> Path:
@@ -176,15 +180,28 @@ def _apply_override(data: dict[str, Any], item: str) -> str:
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"expected KEY=VALUE with a dotted key, got {item!r}", source="-s")
-    node = data
+    node: Any = data
     parts = key.split(".")
-    for i, part in enumerate(parts[:-1]):
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            # An array of tables (``[[faults]]``): ``faults.0.at`` is the first one's ``at``.
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"no such entry (there are {len(node)})", source="-s",
+                                  key=where)  # fmt: skip
+            if last:
+                node[int(part)] = parse_value(raw.strip())
+                break
+            node = node[int(part)]
+            continue
+        if last:
+            node[part] = parse_value(raw.strip())
+            break
         child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            where = ".".join(parts[: i + 1])
+        if not isinstance(child, (dict, list)):
             raise ConfigError(f"{where} is a value, not a table", source="-s", key=key)
         node = child
-    node[parts[-1]] = parse_value(raw.strip())
     return key
 
 
@@ -252,6 +269,14 @@ def _convert(data: dict[str, Any], tp: type[Any], section: str) -> Any:
 _MISSING = object()
 
 
+def _fault(raw: Any, index: int) -> Fault:
+    key = f"faults[{index}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"expected a table ([[faults]]), got {raw!r}", key=key)
+    fault: Fault = _convert(raw, Fault, key)
+    return fault
+
+
 def _lookup(data: Any, path: str) -> Any:
     node = data
     for part in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
@@ -293,7 +318,8 @@ def config_from_data(
     """Validate already-parsed config data (a TOML file's, or a run's resolved config)."""
     overridden: set[str] = set()
     for item in overrides:
-        overridden.add(_apply_override(data, item))
+        # As errors name it: ``faults.0.at`` is ``faults[0].at``.
+        overridden.add(re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", _apply_override(data, item)))
 
     try:
         top = _convert(data, _Top, "")
@@ -305,7 +331,10 @@ def config_from_data(
         params = _convert(top.params, spec.params, "params")
         clock = _convert(top.clock, ClockConfig, "clock")
         engine = _convert(top.engine, EngineConfig, "engine")
-        known = {"deadlock", *spec.phenomena}
+        faults = tuple(_fault(raw, i) for i, raw in enumerate(top.faults))
+        from . import kinds
+
+        known = {"deadlock", *kinds.phenomena(), *spec.phenomena}
         for phenomenon in top.expect:
             if phenomenon not in known:
                 hint = _did_you_mean(phenomenon, sorted(known))
@@ -332,4 +361,5 @@ def config_from_data(
         expect=tuple(top.expect),
         sweep=top.sweep,
         overrides=tuple(overrides),
+        faults=faults,
     )

@@ -103,7 +103,7 @@ class LiveCounters:
             op = blocked.get(actor)
             prim, name = (op.prim, op.name) if op is not None else ("?", "?")
             found.append(
-                {"actor": actor, "prim": prim, "op": name, "held_by": self.history.holders(prim)}
+                {"actor": actor, "prim": prim, "op": name, "held_by": self.history.blockers(prim)}
             )
         return found
 
@@ -317,6 +317,7 @@ class Coordinator:
 
     def _put_local(self, line: bytes) -> None:
         parsed = decode_line(line)
+        parsed.raw = line  # its other fields (an exit's target) on demand, as for actors' lines
         self.counters.lines[parsed.actor] += 1
         self.counters.events += 1
         self.counters.history.feed((parsed,))

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .history import History
     from .history.lines import Line
     from .kinds import PrimSpec
+    from .kinds.queue import Handled
     from .runtime.ctx import Ctx
 
 __all__ = ["Actor", "Metric", "Scenario", "States", "actors", "available", "load"]
@@ -125,6 +126,9 @@ class Scenario(Generic[P]):
     # What queueing theory (or another model) predicts for a config, by metric key; sweeps put
     # it beside the measured values as ``theory_<key>``.
     theory: Callable[[RunConfig[P]], Mapping[str, float]] | None = None
+    # Where an item got from a queue counts as dealt with (a domain event), by queue: what the
+    # lost-item check follows (an item got by a consumer that ended before that is lost).
+    handled: Mapping[str, Handled] = field(default_factory=dict)
     # Why a config of this scenario cannot run under the virtual clock (a peer outside the run
     # decides when it answers, and no scheduler can wait for it), or None when it can.
     uncontrolled: Callable[[P], str | None] | None = None

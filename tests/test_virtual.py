@@ -80,14 +80,18 @@ def test_fork_forkserver_and_spawn_give_the_same_log(config: str, tmp_path: Path
 
 @pytest.mark.timeout(60)
 def test_every_bundled_config_keeps_its_verdicts_in_virtual_mode(tmp_path: Path) -> None:
-    # The kept wall-mode run of each config (tests/fixtures) against a virtual run of it.
+    # The kept wall-mode run of each config (tests/fixtures), replayed by today's checks,
+    # against a virtual run of it.
+    from tests.fixtures.record import RUNS, replayed, unpack
+
     for config in CONFIGS:
-        wall = json.loads((ROOT / "tests" / "fixtures" / "runs" / config / "run.json").read_text())
+        wall = json.loads((RUNS / config / "run.json").read_text())
+        kept = replayed(unpack(RUNS / config, tmp_path))
         run_dir = virtual_run(tmp_path / config, config, seed=1)
         virtual = manifest_of(run_dir)
         assert virtual["status"] == wall["status"] == "ok", (config, virtual["reason"])
         assert {v["name"]: v["status"] for v in virtual["invariants"]} == {
-            v["name"]: v["status"] for v in wall["invariants"]
+            name: status for name, status, _ in kept["verdicts"]
         }, config
 
 

@@ -44,7 +44,7 @@ __all__ = [
 
 _SYSTEM = frozenset({"engine", "coordinator"})
 _INF = float("inf")
-_LIFECYCLE = frozenset({"actor_start", "actor_end", "exit"})
+_LIFECYCLE = frozenset({"actor_start", "actor_end", "exit", "fault", "run_start"})
 
 
 class _Everything:
@@ -119,6 +119,11 @@ class History:
         self.malformed: list[Line] = []
         self.ended: dict[str, str] = {}
         self.started: set[str] = set()
+        #: Actors a declared fault was done to: the action and when (sim.faults).
+        self.faulted: dict[str, tuple[str, float]] = {}
+        #: Simulated minutes per second of ``ts`` (the run's clock.speedup / 60), once the
+        #: engine's run_start line has said it.
+        self.minutes_per_s: float | None = None
         self._models: dict[str, Model] = {}
         self._subs: list[Subscriber] = []
         self._lines_every: list[Callable[[Line], None]] = []
@@ -371,6 +376,16 @@ class History:
             # No end line of its own: the actor died (SIGKILL, a crash that could not unwind).
             if isinstance(target, str) and target not in self.ended:
                 self._end_actor(target, line.ts, "died")
+        elif event == "run_start" and actor == "engine":
+            config = line.get("config")
+            clock = config.get("clock") if isinstance(config, dict) else None
+            speedup = clock.get("speedup") if isinstance(clock, dict) else None
+            if isinstance(speedup, (int, float)) and speedup > 0:
+                self.minutes_per_s = float(speedup) / 60.0
+        elif event == "fault" and actor == "engine":
+            target, action = line.get("target"), line.get("action")
+            if isinstance(target, str) and action != "resume" and target not in self.faulted:
+                self.faulted[target] = (str(action), line.ts)
         for hook in self._lines_every:
             hook(line)
         hooks = self._lines_by_event.get(event)
@@ -479,9 +494,29 @@ class History:
                 ops.extend(there if isinstance(there, list) else [there])
         return sorted(ops, key=lambda o: o.start)
 
+    def when(self, ts: float) -> str:
+        """A moment of the run in words: ``minute 30.3`` (or ``0.303 s`` without a clock)."""
+        if self.minutes_per_s is None:
+            return f"{ts:.3f} s"
+        return f"minute {ts * self.minutes_per_s:,.1f}"
+
+    def span(self, seconds: float) -> str:
+        """A length of time in words: ``92.0 min`` (or ``0.920 s`` without a clock)."""
+        if self.minutes_per_s is None:
+            return f"{seconds:.3f} s"
+        return f"{seconds * self.minutes_per_s:,.1f} min"
+
     def holders(self, prim: str) -> list[str]:
         model = self._models.get(prim)
         return [] if model is None else model.holders()
+
+    def blockers(self, prim: str) -> list[str]:
+        """Who keeps ``prim`` from a waiter: its holders, and those that died holding it
+        (``phil-002 (died)``), whose units nobody will give back."""
+        model = self._models.get(prim)
+        if model is None:
+            return []
+        return [*model.holders(), *(f"{a} (died)" for a in model.abandoned())]
 
     def state_of(self, actor: str) -> State | None:
         """What ``actor`` does now (on a history that tracks states)."""

@@ -48,6 +48,7 @@ __all__ = [
     "get",
     "item_key",
     "limit",
+    "phenomena",
     "register",
 ]
 
@@ -98,3 +99,12 @@ def get(name: str) -> Kind:
 def all_kinds() -> dict[str, Kind]:
     """Every registered kind, by name."""
     return dict(_KINDS)
+
+
+def phenomena() -> dict[str, str]:
+    """What the kinds' own checks can show (a config may declare it in ``expect``), with
+    what each means."""
+    found: dict[str, str] = {}
+    for kind in _KINDS.values():
+        found.update(kind.phenomena)
+    return found

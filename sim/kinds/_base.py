@@ -144,6 +144,11 @@ class Model:
         """The state now, for a gauge on the live view and the player (None: no gauge)."""
         return None
 
+    def abandoned(self) -> list[str]:
+        """Actors that died holding (a unit of) this primitive, whose units nobody has given
+        back: a waiter for it may wait forever."""
+        return []
+
     # -- what the virtual scheduler asks ---------------------------------------------------
 
     def ready(self, op: Operation) -> bool:
@@ -313,6 +318,9 @@ class Kind:
     # What the message flow of a kind is, for displays: (sending op, receiving op).
     flow: tuple[str, str] | None = None
     display: Display = field(default_factory=Display)
+    # What this kind's checks can show, by phenomenon name (a config may declare it in
+    # ``expect``): a unit lost with a dead holder, a lost item.
+    phenomena: Mapping[str, str] = field(default_factory=dict)
 
     def label(self, op: str) -> str:
         """The state of an actor blocked in ``op`` (``waiting``, ``getting``)."""

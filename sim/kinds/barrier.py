@@ -94,6 +94,9 @@ class BarrierModel(Model):
         self.waiting = 0
         self.arrivals = 0
         self.broken = 0
+        #: Who has waited on it (its parties, as far as the log shows), and who of them died.
+        self.users: set[str] = set()
+        self.dead: list[tuple[str, float]] = []
         self._wakes = Wakes()
         # Each waiter's arrival number (0-based, over the whole run).
         self._arrival: dict[Operation, int] = {}
@@ -109,6 +112,7 @@ class BarrierModel(Model):
         if op.invoke.op != "wait":
             return
         self._arrival[op] = self.arrivals
+        self.users.add(op.actor)
         self.waiting += 1
         self.arrivals += 1
         self.set_gauge(waiting=self.waiting)
@@ -145,10 +149,57 @@ class BarrierModel(Model):
         else:
             self.broken += 1
 
+    def actor_ended(self, actor: str, ts: float, died: bool) -> None:
+        if died and actor in self.users:
+            self.dead.append((actor, ts))
+
+    def abandoned(self) -> list[str]:
+        # A party that died will never arrive again: those waiting for it wait in vain.
+        return [actor for actor, _ in self.dead]
+
     def describe_wait(self, op: Operation) -> str:
         if self.parties is None:
             return ""
         return f"{self.waiting} of {self.parties} arrived"
+
+
+class Unbroken(Check):
+    """No generation of the barrier is broken: no wait fails (``BrokenBarrierError``, after an
+    ``abort`` or a timeout), and no party dies, stranding the others of its generation."""
+
+    phenomenon = "broken_barrier"
+
+    def __init__(self, prim: str) -> None:
+        super().__init__()
+        self.prim = prim
+        self.prims = frozenset({prim})
+        self.events = frozenset()
+        self.name = f"{prim}: never broken"
+        self._failed: list[Operation] = []
+        self._stranded: list[Operation] = []
+
+    def on_op(self, op: Operation) -> None:
+        if op.invoke.op != "wait":
+            return
+        if op.done is None:
+            self._stranded.append(op)  # still waiting when the log (or its actor) ended
+        elif op.done.phase != "ok":
+            self._failed.append(op)
+
+    def verdict(self) -> Verdict:
+        model = self.history.model(self.prim)
+        dead = model.dead if isinstance(model, BarrierModel) else []
+        history = self.history
+        if dead and (self._stranded or self._failed):
+            who = ", ".join(f"{a} at {history.when(ts)}" for a, ts in dead)
+            waited = sorted({op.actor for op in [*self._stranded, *self._failed]})
+            self.problems.add(f"a party died: {who}; {', '.join(waited)} waited for it in vain")
+        elif self._failed:
+            first = self._failed[0]
+            error, when = first.get("error", "?"), history.when(first.start)
+            self.problems.add(f"{len(self._failed)} waits failed ({error}), the first by "
+                              f"{first.actor} at {when}")  # fmt: skip
+        return self.result("no wait failed, no party lost")
 
 
 @dataclass(frozen=True)
@@ -261,7 +312,7 @@ def _checks(name: str, info: Any) -> list[Check]:
     parties = info.get("parties")
     if not isinstance(parties, int) or parties < 1:
         return []
-    return [Generations(name, parties)]
+    return [Generations(name, parties), Unbroken(name)]
 
 
 KINDS = [
@@ -274,5 +325,7 @@ KINDS = [
         frozenset({"wait"}),
         display=Display((("waiting", "fill"),), "processes waiting at the barrier", "processes",
                         rank=3),
+        phenomena={"broken_barrier": "a barrier's generation never completed: a party died "
+                                     "before arriving, or a wait was aborted or timed out"},
     )
 ]  # fmt: skip

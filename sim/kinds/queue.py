@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 from sim.checks import Check, Verdict
 from sim.history.facts import Operation
+from sim.history.lines import Line
 
 from ._base import Display, Kind, Logged, Model, PrimSpec, Reading, item_key, limit
 
@@ -372,11 +373,20 @@ class EveryPutGot(_LedgerCheck):
         ledger = self.ledger()
         if not ledger.transits:
             return self.skip("nothing was put")
-        for t in ledger.left_behind():
+        put = sum(1 for t in ledger.transits if not t.failed)
+        left = ledger.left_behind()
+        # A consumer a declared fault took away leaves behind what it would have got: that is
+        # the fault's consequence (the lost-item check says what it took with it), not the
+        # queue's doing.
+        faulted = sorted({t.consumer for t in ledger.transits if t.consumer is not None}
+                         & self.history.faulted.keys())  # fmt: skip
+        if left and faulted:
+            return self.result(f"{put} items put, {put - len(left)} got; {len(left)} left in the "
+                               f"queue after {', '.join(faulted)} was hit by a fault")  # fmt: skip
+        for t in left:
             self.problems.add(
                 f"{t.producer}'s {_text(t.item)} (put at {t.put.start:.6f} s) was never got"
             )
-        put = sum(1 for t in ledger.transits if not t.failed)
         return self.result(f"{put} items put, all got")
 
 
@@ -507,6 +517,78 @@ class JoinAfterTaskDone(Check):
         return self.result(f"{self._joins} joins, each after as many task_done as puts before it")
 
 
+@dataclass(frozen=True)
+class Handled:
+    """Where a scenario says an item got from a queue has been dealt with: its domain event
+    ``event``, whose fields ``fields`` equal the item's fields of the same names (an item
+    without them, an end marker, is not followed). A scenario declares it in
+    ``Scenario.handled``, by queue; the lost-item check reads it."""
+
+    event: str
+    fields: tuple[str, ...]
+
+    def key(self, fields: Any) -> tuple[Any, ...] | None:
+        if not isinstance(fields, dict) and not hasattr(fields, "get"):
+            return None
+        values = tuple(fields.get(f) for f in self.fields)
+        return None if any(v is None for v in values) else tuple(item_key(v) for v in values)
+
+
+class LostItems(Check):
+    """No item is lost with a consumer that ended before handling it.
+
+    A queue hands an item to one consumer; once got, it is nowhere else. If that consumer dies
+    (or crashes) before the scenario's handling event for the item, nobody will ever handle it.
+    """
+
+    phenomenon = "lost_item"
+
+    def __init__(self, prim: str, handled: Handled) -> None:
+        super().__init__()
+        self.prim = prim
+        self.prims = frozenset({prim})
+        self.events = frozenset({handled.event, "actor_end", "exit"})
+        self.handled = handled
+        self.name = f"{prim}: every item got is {handled.event}"
+        self._holding: dict[str, dict[tuple[Any, ...], float]] = {}
+        self._lost: list[tuple[str, tuple[Any, ...], float, float]] = []
+        self._got = 0
+
+    def on_op(self, op: Operation) -> None:
+        if op.name == "get" and op.ok:
+            key = self.handled.key(op.item)
+            if key is not None:
+                self._got += 1
+                assert op.end is not None
+                self._holding.setdefault(op.actor, {})[key] = op.end
+
+    def on_line(self, line: Line) -> None:
+        if line.event == self.handled.event:
+            key = self.handled.key(line)
+            if key is not None:
+                self._holding.get(line.actor, {}).pop(key, None)
+            return
+        if line.event == "exit" and line.actor != "engine":
+            return
+        # Its end (it unwound, or crashed) or the engine's note of its death: whatever it
+        # still held, nobody will handle.
+        actor = str(line.get("target", "")) if line.event == "exit" else line.actor
+        for key, got in self._holding.pop(actor, {}).items():
+            self._lost.append((actor, key, got, line.ts))
+
+    def verdict(self) -> Verdict:
+        if not self._lost:
+            return self.result(f"{self._got} items got, none lost")
+        history = self.history
+        for actor, key, got, when in self._lost:
+            what = ", ".join(f"{f}={v}" for f, v in zip(self.handled.fields, key, strict=True))
+            how = history.ended.get(actor, "ended")
+            event = self.handled.event
+            self.problems.add(f"{actor} got the item {what} at {history.when(got)} and {how} "
+                              f"at {history.when(when)} before it was {event}")  # fmt: skip
+        return self.result("")
+
+
 def _wrap(kind: str) -> Any:
     def wrap(name: str, raw: Any, log: Any, clock: Any) -> LoggedQueue:
         return LoggedQueue(name, raw, log, clock, kind)
@@ -530,6 +612,7 @@ _DISPLAY = Display((("length", "fill"),), "queue length over time (items put and
                    "items", rank=0)  # fmt: skip
 KINDS = [
     Kind(name, QueueModel, spec, _wrap(name), _checks, _BLOCKING, _WAITING, ("put", "get"),
-         _DISPLAY)
+         _DISPLAY, {"lost_item": "a consumer died or crashed after it got an item and before "
+                                 "it handled it: nobody else will"})
     for name, spec in (("queue", Queue), ("joinable_queue", JoinableQueue))
 ]  # fmt: skip

@@ -20,7 +20,7 @@ from sim.checks import Check, Verdict
 from sim.history.facts import Hold, Operation
 
 from ._base import Display, Holds, Kind, Model, PrimSpec, Reading, Wakes
-from .semaphore import LoggedSemaphore
+from .semaphore import LEAKED, LeakedUnits, LoggedSemaphore
 
 __all__ = ["OneOwner", "OwnerModel", "RLock", "ReleasedByOwner"]
 
@@ -52,10 +52,15 @@ class OwnerModel(Model):
         self._wakes = Wakes()
         # Releases whose invoke lowered the depth, until they return: (hold it ended, if any).
         self._releasing: dict[str, Hold | None] = {}
+        #: Owners that died holding it (it stays locked for good).
+        self.dead: list[str] = []
 
     @property
     def capacity(self) -> int | None:
         return 1
+
+    def abandoned(self) -> list[str]:
+        return list(self.dead)
 
     def reading(self) -> Reading:
         assert self.holds is not None
@@ -148,6 +153,8 @@ class OwnerModel(Model):
         for hold in list(self.holds.mine(actor)):
             # Nobody else can release an RLock: it stays locked for good (abandoned).
             self.history.close_hold(self, hold, ts, cut="died" if died else "ended")
+            if died:
+                self.dead.append(actor)
 
 
 class OneOwner(Check):
@@ -233,12 +240,21 @@ def _wrap(name: str, raw: Any, log: Any, clock: Any) -> LoggedSemaphore:
 
 
 def _checks(name: str, info: Any) -> list[Check]:
-    return [OneOwner(name), ReleasedByOwner(name)]
+    return [OneOwner(name), ReleasedByOwner(name), LeakedUnits(name, 1)]
 
 
 LOCK_DISPLAY = Display((("held", "fill"), ("waiting", "--")),
                        "locks held over time, processes waiting",
                        "locks held / processes waiting", rank=2, lock=True)  # fmt: skip
 KINDS = [
-    Kind("rlock", OwnerModel, RLock, _wrap, _checks, frozenset({"acquire"}), display=LOCK_DISPLAY)
+    Kind(
+        "rlock",
+        OwnerModel,
+        RLock,
+        _wrap,
+        _checks,
+        frozenset({"acquire"}),
+        display=LOCK_DISPLAY,
+        phenomena=LEAKED,
+    )
 ]

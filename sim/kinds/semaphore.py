@@ -27,6 +27,7 @@ from ._base import Display, Holds, Kind, Logged, Model, PrimSpec, Reading, Wakes
 
 __all__ = [
     "BoundedSemaphore",
+    "LeakedUnits",
     "Lock",
     "LoggedSemaphore",
     "Semaphore",
@@ -177,6 +178,9 @@ class UnitModel(Model):
             return Reading(self.taken, 1, f"held by {holders}, {self.waiting} waiting")
         return Reading(self.taken, self.value, f"{self.taken}/{self.value} taken, "
                        f"{self.waiting} waiting")  # fmt: skip
+
+    def abandoned(self) -> list[str]:
+        return [h.actor for h in self.left if h.cut == "died"]
 
     def ready(self, op: Operation) -> bool:
         if op.invoke.op != "acquire":
@@ -329,9 +333,75 @@ def _wrap(kind: str) -> Any:
     return wrap
 
 
+class LeakedUnits(Check):
+    """No unit (or lock) is lost with a holder that died.
+
+    A process that dies holding a unit never releases it: the semaphore has one unit less for
+    the rest of the run, and a lock stays locked for good (abandoned), so that later acquirers
+    wait in vain. The check names who died holding what and when, how much capacity was lost
+    for how long, and who waited afterwards. (A unit that another process gave back in the
+    dead one's place, as a last reader does for the first, is not lost.)
+    """
+
+    phenomenon = "leaked_unit"
+    events = frozenset()
+
+    def __init__(self, prim: str, value: int) -> None:
+        super().__init__()
+        self.prim = prim
+        self.value = value
+        self.prims = frozenset({prim})
+        self.name = f"{prim}: no unit lost with a dead holder"
+        self._deaths: list[Hold] = []
+        self._after: list[Operation] = []
+        self._end = 0.0
+
+    def on_hold(self, hold: Hold) -> None:
+        if hold.cut == "died":
+            self._deaths.append(hold)
+
+    def on_op(self, op: Operation) -> None:
+        if op.name == "acquire" and self._deaths and op.start >= self._deaths[0].start:
+            self._after.append(op)
+
+    def on_finish(self) -> None:
+        self._end = self.history.now
+
+    def verdict(self) -> Verdict:
+        if not self._deaths:
+            return self.result("no holder died")
+        model = self.history.model(self.prim)
+        left = getattr(model, "left", None)
+        # A unit pool's dead holders' units stay in ``left`` until somebody gives them back;
+        # an RLock's can never be given back by anybody else.
+        lost = [h for h in self._deaths if left is None or h in left]
+        if not lost:
+            return self.result(f"{len(self._deaths)} holder(s) died; their units were given "
+                               "back by others")  # fmt: skip
+        history = self.history
+        first = min(h.end or h.start for h in lost)
+        whom = ", ".join(f"{h.actor} at {history.when(h.end or h.start)}" for h in lost)
+        after = [op for op in self._after if (op.end or self._end) >= first]
+        waited = [op for op in after if (op.wait or 0.0) > 0 or op.done is None]
+        blocked = sum(1 for op in after if op.done is None)
+        units = "unit" if len(lost) == 1 else "units"
+        words = (f"died holding {len(lost)} {units} of {self.prim}: {whom}; "
+                 f"{self.value - len(lost)} of {self.value} left for the remaining "
+                 f"{history.span(max(0.0, self._end - first))}")  # fmt: skip
+        if waited:
+            longest = max((op.end or self._end) - op.start for op in waited)
+            words += (f"; {len(waited)} acquire{'s' if len(waited) != 1 else ''} waited after "
+                      f"it (the longest {history.span(longest)}")  # fmt: skip
+            words += f", {blocked} still waiting at the end)" if blocked else ")"
+        self.problems.add(words)
+        return self.result("")
+
+
 def _checks(name: str, info: Any) -> list[Check]:
     value = 1 if info.get("kind") == "lock" else int(info.get("value", 1))
-    return [SemaphoreBound(name, value)]
+    if value == 0:
+        return [SemaphoreBound(name, value)]  # a signal: nothing is held, nothing can leak
+    return [SemaphoreBound(name, value), LeakedUnits(name, value)]
 
 
 _BLOCKING = frozenset({"acquire"})
@@ -340,8 +410,10 @@ _POOL = Display(_SERIES, "occupancy over time: units held against capacity, proc
                 "units (held / waiting)", rank=0)  # fmt: skip
 _LOCK = Display(_SERIES, "locks held over time, processes waiting",
                 "locks held / processes waiting", rank=2, lock=True)  # fmt: skip
+LEAKED = {"leaked_unit": "a process died holding a unit or a lock: it is lost for the rest of "
+          "the run, and who waits for it waits in vain"}  # fmt: skip
 KINDS = [
-    Kind(name, UnitModel, spec, _wrap(name), _checks, _BLOCKING, display=display)
+    Kind(name, UnitModel, spec, _wrap(name), _checks, _BLOCKING, display=display, phenomena=LEAKED)
     for name, spec, display in (
         ("semaphore", Semaphore, _POOL),
         ("bounded_semaphore", BoundedSemaphore, _POOL),

@@ -14,6 +14,7 @@ directly, through pidfds. Under forkserver and spawn, multiprocessing starts the
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import multiprocessing
 import os
@@ -35,6 +36,7 @@ import anyio
 from sim.config import RunConfig
 from sim.coordinator import Coordinator, LiveCounters, address_of, bind
 from sim.errors import ConfigError, ScenarioError, SimError
+from sim.faults import Fault, check_faults
 from sim.history import History
 from sim.kinds import PrimSpec
 from sim.scenario import Actor, Scenario, States, module_name
@@ -44,6 +46,7 @@ from sim.virtual.schedule import Forced, Schedule
 from sim.virtual.scheduler import Scheduler
 
 from . import _launcher, worker
+from .nemesis import Nemesis
 
 __all__ = ["ActorRecord", "Execution", "LiveDisplay", "Plan", "execute", "plan"]
 
@@ -126,6 +129,11 @@ def plan(config: RunConfig[Any], scenario: Scenario[Any]) -> Plan:
             raise ScenarioError(f"{config.scenario}: actor name {actor.name!r} is not unique")
         seen.add(actor.name)
     described = {name: spec.describe() for name, spec in prims.items()}
+    if config.faults:
+        try:
+            check_faults(config, [a.name for a in actors], prims)
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, source=str(config.source), key=exc.key) from None
     return Plan(config, prims, actors, described, scenario.states)
 
 
@@ -220,6 +228,7 @@ class _Supervisor:
         self.by_pid: dict[int, str] = {}
         self.launcher_done = False
         self.signalled = 0
+        self.nemesis: Nemesis | None = None
 
     def _boot(self, index: int, actor: Actor, address: tuple[str, int] | str) -> worker.Boot:
         engine = self.config.engine
@@ -326,9 +335,13 @@ class _Supervisor:
                 primitives=self.primitives,
                 actor_names=[a.name for a in self.actors],
             )
+            if self.config.faults:
+                self._faults(history, log)
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._watch_signals, signals)
+                    if self.nemesis is not None and self.scheduler is None:
+                        tg.start_soon(self.nemesis.run_wall, self._seconds)
                     tg.start_soon(self._watchdog, engine.timeout, log)
                     if not self.virtual:
                         # A virtual run's deadlocks are exact: its scheduler finds them.
@@ -528,7 +541,10 @@ class _Supervisor:
                 self.coordinator.kick()
         else:
             log.info("exit", target=name, target_pid=pid, code=code)
-        if code != 0 and self.status == "ok":
+        faulted = self.nemesis is not None and name in self.nemesis.targets
+        if code != 0 and self.status == "ok" and not faulted:
+            # (A fault's target dying is what the config asked for; what follows from it is
+            # for the checks to say.)
             self.status = "failed"
             self.reason = f"{name} exited with code {code}"
             if self.config.engine.stop_on_crash and self.live > 1:
@@ -601,6 +617,47 @@ class _Supervisor:
         self._signal_all(signal.SIGTERM)
         await anyio.sleep(_GRACE_S)
         self._signal_all(signal.SIGKILL)
+
+    def _seconds(self) -> float:
+        """Seconds since the run began (the wall scale of ``ts``)."""
+        return (time.monotonic_ns() - self.t0_ns) / 1e9
+
+    def _live(self) -> list[str]:
+        """Actors alive now, by name (started, not exited, not ended in a virtual run)."""
+        ended = self.scheduler.ended_at if self.scheduler is not None else {}
+        return sorted(
+            name for name, r in self.records.items()
+            if r.pid is not None and r.exitcode is None and name not in ended
+        )  # fmt: skip
+
+    def _faults(self, history: History, log: Any) -> None:
+        """Arm the config's faults (sim.runtime.nemesis)."""
+        config = self.config
+        scheduler = self.scheduler
+        nemesis = self.nemesis = Nemesis(
+            config.faults, seed=self.seed, speedup=config.clock.speedup, live=self._live,
+            send=self._send, log=log, act=None if scheduler is None else self._virtual_act,
+        )  # fmt: skip
+        history.subscribe(nemesis)
+        if scheduler is None:
+            return
+        # A virtual run does each fault at an exact step: before the next grant.
+        scheduler.before_grant = nemesis.fire_due
+        for at, i in nemesis.timed():
+            scheduler.add_timer(at, functools.partial(nemesis.fire_timed, i))
+
+    def _virtual_act(self, name: str, fault: Fault, sig: int) -> None:
+        """A fault in a virtual run: the scheduler lets nothing run until the target has
+        ended, or, for a pause, none of its tasks until the pause is over."""
+        scheduler, nemesis = self.scheduler, self.nemesis
+        assert scheduler is not None
+        assert nemesis is not None
+        if fault.for_ is not None:
+            until = scheduler.now + fault.for_ * 60.0 / self.config.clock.speedup
+            scheduler.pause(name, until, lambda: nemesis.resume(name))
+        else:
+            scheduler.hold_for(name)
+        self._send(name, sig)
 
     def _scheduler(self, history: History) -> Scheduler:
         engine = self.config.engine

@@ -27,6 +27,7 @@ import structlog
 
 from sim import kinds
 from sim.errors import ScenarioError
+from sim.faults import FaultCrash
 from sim.virtual.gate import Gate, Stopped
 
 from ._sink import ORPHANED_EXIT, BatchingSink, HeldSink
@@ -63,7 +64,7 @@ class _Terminated(BaseException):
 
 
 class _StopGuard:
-    """SIGTERM, deferred while the main thread logs.
+    """SIGTERM (and a ``crash`` fault's SIGUSR1), deferred while the main thread logs.
 
     Between taking a ``seq`` and queueing its line, an exception would lose the line and leave
     a gap that replay reports as a lost line. So the handler only notes the request while a
@@ -73,13 +74,17 @@ class _StopGuard:
     def __init__(self) -> None:
         self._main = threading.get_ident()
         self._logging = False
-        self._requested = False
+        self._requested: BaseException | None = None
 
     def handler(self, signum: int, frame: object) -> None:
+        exc: BaseException = (
+            _Terminated() if signum == signal.SIGTERM else FaultCrash("crashed by a fault")
+        )
         if self._logging:
-            self._requested = True
+            if not isinstance(self._requested, _Terminated):
+                self._requested = exc  # a stop outranks a crash
             return
-        raise _Terminated
+        raise exc
 
     def begin(self) -> None:
         if threading.get_ident() == self._main:
@@ -88,9 +93,9 @@ class _StopGuard:
     def end(self) -> None:
         if threading.get_ident() == self._main:
             self._logging = False
-            if self._requested:
-                self._requested = False
-                raise _Terminated
+            if self._requested is not None:
+                exc, self._requested = self._requested, None
+                raise exc
 
 
 def actor_rng(seed: int, actor: str) -> random.Random:
@@ -182,6 +187,8 @@ def main(boot: Boot) -> None:
     # Ctrl-C reaches the whole process group; the engine alone decides how to stop the run.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, guard.handler)
+    # A declared ``crash`` fault (sim.faults): the role raises where it is, as if it had a bug.
+    signal.signal(signal.SIGUSR1, guard.handler)
     # The engine blocks both while it forks, so that a signal cannot reach a child that still
     # runs the engine's handlers; the mask is inherited (across exec too), so lift it here.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})

@@ -122,6 +122,16 @@ class Scheduler(Subscriber):
         self.end_order: list[str] = []
         # Actors that have ended and whose process exit has not been seen yet.
         self._awaiting: set[str] = set()
+        # Timers (ts, order, callback): a fault's time, a pause's end. They count as wake-ups
+        # and are called when the clock reaches them, before any task runs at that time.
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        # Actors a fault was done to: nothing runs until each has ended (so its end, its exit
+        # and whatever its death changes come at this step, every time).
+        self._held_for: set[str] = set()
+        # Actors paused by a fault: none of their tasks runs until the pause ends.
+        self._paused: set[str] = set()
+        #: Called at every look for a task to run (the faults that have come due).
+        self.before_grant: Callable[[], None] | None = None
         history.subscribe(self)
 
     # -- what the history tells --------------------------------------------------------------
@@ -193,6 +203,8 @@ class Scheduler(Subscriber):
         """``actor``'s process has exited: none of its tasks will ever ask again."""
         self._expected.discard(actor)
         self._missing.discard(actor)
+        self._held_for.discard(actor)
+        self._paused.discard(actor)
         for task in list(self._by_actor.get(actor, {}).values()):
             self._end(task)
 
@@ -209,6 +221,7 @@ class Scheduler(Subscriber):
         if task.number == 0:
             # The actor is done: its threads never run again (they die with its process).
             self._expected.discard(task.actor)
+            self._held_for.discard(task.actor)
             if task.actor not in self.ended_at:
                 self.ended_at[task.actor] = (self.now, self.step)
                 self.end_order.append(task.actor)
@@ -226,17 +239,45 @@ class Scheduler(Subscriber):
         task.wake = ts
         heapq.heappush(self._wakes, (ts, self.step, task.name))
 
+    # -- faults ------------------------------------------------------------------------------
+
+    def add_timer(self, ts: float, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when simulated time reaches ``ts`` (before any task runs then)."""
+        heapq.heappush(self._timers, (ts, len(self._timers) + id(callback) % 997, callback))
+
+    def hold_for(self, actor: str) -> None:
+        """A fault was done to ``actor``: run nothing until it has ended."""
+        if actor in self._expected:
+            self._held_for.add(actor)
+
+    def pause(self, actor: str, until: float, resume: Callable[[], None]) -> None:
+        """None of ``actor``'s tasks runs before ``until``; then ``resume`` is called."""
+        self._paused.add(actor)
+
+        def end() -> None:
+            self._paused.discard(actor)
+            resume()
+
+        self.add_timer(until, end)
+
+    def _ring(self) -> None:
+        while self._timers and self._timers[0][0] <= self.now and not self.stopping:
+            heapq.heappop(self._timers)[2]()
+
     # -- deciding -----------------------------------------------------------------------------
 
     def next_grant(self) -> tuple[Send, bytes] | None:
         """If no task runs now, the next one to run and the grant to send it (or None)."""
         if self._running is not None or self.finished or not (self.spawned or self.stopping):
             return None
-        if self._awaiting:
-            return None
         if self._missing:
             return None  # still starting: nothing runs until every actor is in
         while True:
+            if self.before_grant is not None:
+                self.before_grant()
+            self._ring()
+            if self._awaiting or self._held_for:
+                return None
             ready = self._ready()
             if ready:
                 return self._grant(ready)
@@ -253,7 +294,10 @@ class Scheduler(Subscriber):
         if self.stopping:
             return dict.fromkeys([*self._waiting, *self._asleep], "stop")
         ready: dict[str, str] = {}
+        paused = self._paused
         for task in self._waiting.values():
+            if paused and task.actor in paused:
+                continue
             how = self._can(task)
             if how is not None:
                 ready[task.name] = how
@@ -282,26 +326,32 @@ class Scheduler(Subscriber):
         return None
 
     def _advance(self) -> bool:
-        """Jump to the earliest wake-up still pending; False if there is none."""
-        while self._wakes:
-            ts, _, name = self._wakes[0]
+        """Jump to the earliest wake-up still pending (a task's or a timer's); False if
+        there is none."""
+        wakes = self._wakes
+        while wakes:
+            ts, _, name = wakes[0]
             task = self._tasks.get(name)
             if task is None or task.state != "waiting" or task.wake != ts:
-                heapq.heappop(self._wakes)  # stale: it has run since, or ended
+                heapq.heappop(wakes)  # stale: it has run since, or ended
                 continue
-            if ts <= self.now:
-                heapq.heappop(self._wakes)
+            if ts > self.now:
+                break
+            heapq.heappop(wakes)
+            self._wake(task)
+        soonest = [wakes[0][0]] if wakes else []
+        if self._timers and not self.stopping:
+            soonest.append(self._timers[0][0])
+        if not soonest:
+            return False
+        self.now = max(self.now, min(soonest))
+        # Everything due now is awake for the next look.
+        while wakes and wakes[0][0] <= self.now:
+            _, _, name = heapq.heappop(wakes)
+            task = self._tasks.get(name)
+            if task is not None and task.wake is not None and task.wake <= self.now:
                 self._wake(task)
-                continue
-            self.now = ts
-            # Everything due now is awake for the next look (the loop above, next time).
-            while self._wakes and self._wakes[0][0] <= ts:
-                _, _, name = heapq.heappop(self._wakes)
-                task = self._tasks.get(name)
-                if task is not None and task.wake is not None and task.wake <= ts:
-                    self._wake(task)
-            return True
-        return False
+        return True
 
     def _wake(self, task: Task) -> None:
         if self._asleep.pop(task.name, None) is not None:
@@ -364,7 +414,7 @@ class Scheduler(Subscriber):
             op = task.op
             prim = op.prim if op is not None else "?"
             name = op.name if op is not None else task.req
-            held_by = self.history.holders(prim) if op is not None else []
+            held_by = self.history.blockers(prim) if op is not None else []
             waits.append({"actor": task.name, "prim": prim, "op": name, "held_by": held_by})
             edges[task.name] = held_by
         words = "; ".join(
