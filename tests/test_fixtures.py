@@ -29,7 +29,7 @@ _REWORDED = {
 # Checks added since the recording (name suffix -> what they are): on these logs, with no
 # fault, each must pass.
 _ADDED = {
-    ": no unit lost with a dead holder": "leaked units (sim.kinds.semaphore.LeakedUnits)",
+    ": no unit lost with its holder": "leaked units (sim.kinds.semaphore.LeakedUnits)",
     ": never broken": "broken barriers (sim.kinds.barrier.Unbroken)",
     ": every item got is handled": "lost items (sim.kinds.queue.LostItems)",
 }

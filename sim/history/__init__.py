@@ -511,12 +511,13 @@ class History:
         return [] if model is None else model.holders()
 
     def blockers(self, prim: str) -> list[str]:
-        """Who keeps ``prim`` from a waiter: its holders, and those that died holding it
-        (``phil-002 (died)``), whose units nobody will give back."""
+        """Who keeps ``prim`` from a waiter: its holders, and those that ended holding it
+        (``phil-002 (died)``, ``car-7 (crashed)``), whose units nobody will give back."""
         model = self._models.get(prim)
         if model is None:
             return []
-        return [*model.holders(), *(f"{a} (died)" for a in model.abandoned())]
+        gone = (f"{a} ({self.ended.get(a, 'ended')})" for a in model.abandoned())
+        return [*model.holders(), *gone]
 
     def state_of(self, actor: str) -> State | None:
         """What ``actor`` does now (on a history that tracks states)."""

@@ -145,8 +145,8 @@ class Model:
         return None
 
     def abandoned(self) -> list[str]:
-        """Actors that died holding (a unit of) this primitive, whose units nobody has given
-        back: a waiter for it may wait forever."""
+        """Actors that ended (or died) holding (a unit of) this primitive, whose units nobody
+        has given back: a waiter for it may wait forever."""
         return []
 
     # -- what the virtual scheduler asks ---------------------------------------------------

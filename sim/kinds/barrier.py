@@ -192,7 +192,8 @@ class Unbroken(Check):
         history = self.history
         if dead and (self._stranded or self._failed):
             who = ", ".join(f"{a} at {history.when(ts)}" for a, ts in dead)
-            waited = sorted({op.actor for op in [*self._stranded, *self._failed]})
+            gone = {a for a, _ in dead}
+            waited = sorted({op.actor for op in [*self._stranded, *self._failed]} - gone)
             self.problems.add(f"a party died: {who}; {', '.join(waited)} waited for it in vain")
         elif self._failed:
             first = self._failed[0]

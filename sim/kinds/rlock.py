@@ -52,7 +52,7 @@ class OwnerModel(Model):
         self._wakes = Wakes()
         # Releases whose invoke lowered the depth, until they return: (hold it ended, if any).
         self._releasing: dict[str, Hold | None] = {}
-        #: Owners that died holding it (it stays locked for good).
+        #: Owners that ended (or died) holding it: it stays locked for good.
         self.dead: list[str] = []
 
     @property
@@ -153,8 +153,7 @@ class OwnerModel(Model):
         for hold in list(self.holds.mine(actor)):
             # Nobody else can release an RLock: it stays locked for good (abandoned).
             self.history.close_hold(self, hold, ts, cut="died" if died else "ended")
-            if died:
-                self.dead.append(actor)
+            self.dead.append(actor)
 
 
 class OneOwner(Check):

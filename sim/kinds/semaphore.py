@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from sim.checks import Check, Verdict
 from sim.history.facts import Hold, Operation
+from sim.history.lines import Line
 
 from ._base import Display, Holds, Kind, Logged, Model, PrimSpec, Reading, Wakes, limit
 
@@ -180,7 +181,7 @@ class UnitModel(Model):
                        f"{self.waiting} waiting")  # fmt: skip
 
     def abandoned(self) -> list[str]:
-        return [h.actor for h in self.left if h.cut == "died"]
+        return [h.actor for h in self.left]
 
     def ready(self, op: Operation) -> bool:
         if op.invoke.op != "acquire":
@@ -334,58 +335,71 @@ def _wrap(kind: str) -> Any:
 
 
 class LeakedUnits(Check):
-    """No unit (or lock) is lost with a holder that died.
+    """No unit (or lock) is lost with a holder that ended holding it.
 
-    A process that dies holding a unit never releases it: the semaphore has one unit less for
-    the rest of the run, and a lock stays locked for good (abandoned), so that later acquirers
-    wait in vain. The check names who died holding what and when, how much capacity was lost
-    for how long, and who waited afterwards. (A unit that another process gave back in the
-    dead one's place, as a last reader does for the first, is not lost.)
+    A process that dies holding a unit never releases it; nor does one that crashes or is
+    stopped, unless its code gives the unit back on the way out (``with`` or ``finally``). The
+    semaphore then has one unit less for the rest of the run, and a lock stays locked for
+    good (abandoned), so that later acquirers wait in vain. The check names who ended holding
+    what, how, and when, how much capacity was lost for how long, and who waited afterwards.
+    A unit another process gave back in its place (a last reader for the first) is not lost;
+    nor are the units of actors the engine stopped at the end of a run (a deadlock, Ctrl-C).
     """
 
     phenomenon = "leaked_unit"
-    events = frozenset()
+    events = frozenset({"stopping"})
 
     def __init__(self, prim: str, value: int) -> None:
         super().__init__()
         self.prim = prim
         self.value = value
         self.prims = frozenset({prim})
-        self.name = f"{prim}: no unit lost with a dead holder"
-        self._deaths: list[Hold] = []
+        self.name = f"{prim}: no unit lost with its holder"
+        self._gone: list[Hold] = []
         self._after: list[Operation] = []
         self._end = 0.0
+        self._stop: float | None = None
+
+    def on_line(self, line: Line) -> None:
+        if line.actor == "engine" and self._stop is None:
+            self._stop = line.ts
 
     def on_hold(self, hold: Hold) -> None:
-        if hold.cut == "died":
-            self._deaths.append(hold)
+        if hold.cut == "died" or (hold.cut == "ended" and self._counts(hold)):
+            self._gone.append(hold)
+
+    def _counts(self, hold: Hold) -> bool:
+        # An actor the engine stopped (after its "stopping") is not to blame for what it held.
+        return (self._stop is None or hold.actor in self.history.faulted
+                or self.history.ended.get(hold.actor) == "crashed")  # fmt: skip
 
     def on_op(self, op: Operation) -> None:
-        if op.name == "acquire" and self._deaths and op.start >= self._deaths[0].start:
+        if op.name == "acquire" and self._gone and op.start >= self._gone[0].start:
             self._after.append(op)
 
     def on_finish(self) -> None:
         self._end = self.history.now
 
     def verdict(self) -> Verdict:
-        if not self._deaths:
-            return self.result("no holder died")
+        if not self._gone:
+            return self.result("every holder gave its units back")
         model = self.history.model(self.prim)
         left = getattr(model, "left", None)
-        # A unit pool's dead holders' units stay in ``left`` until somebody gives them back;
+        # A unit pool's ended holders' units stay in ``left`` until somebody gives them back;
         # an RLock's can never be given back by anybody else.
-        lost = [h for h in self._deaths if left is None or h in left]
+        lost = [h for h in self._gone if left is None or h in left]
         if not lost:
-            return self.result(f"{len(self._deaths)} holder(s) died; their units were given "
-                               "back by others")  # fmt: skip
+            return self.result(f"{len(self._gone)} holder(s) ended holding units; others gave "
+                               "them back")  # fmt: skip
         history = self.history
         first = min(h.end or h.start for h in lost)
-        whom = ", ".join(f"{h.actor} at {history.when(h.end or h.start)}" for h in lost)
+        whom = ", ".join(f"{h.actor} {_how(history.ended.get(h.actor, 'ended'))} at "
+                         f"{history.when(h.end or h.start)}" for h in lost)  # fmt: skip
         after = [op for op in self._after if (op.end or self._end) >= first]
         waited = [op for op in after if (op.wait or 0.0) > 0 or op.done is None]
         blocked = sum(1 for op in after if op.done is None)
         units = "unit" if len(lost) == 1 else "units"
-        words = (f"died holding {len(lost)} {units} of {self.prim}: {whom}; "
+        words = (f"{len(lost)} {units} of {self.prim} never given back: {whom}, holding it; "
                  f"{self.value - len(lost)} of {self.value} left for the remaining "
                  f"{history.span(max(0.0, self._end - first))}")  # fmt: skip
         if waited:
@@ -395,6 +409,10 @@ class LeakedUnits(Check):
             words += f", {blocked} still waiting at the end)" if blocked else ")"
         self.problems.add(words)
         return self.result("")
+
+
+def _how(status: str) -> str:
+    return {"died": "died", "crashed": "crashed", "terminated": "was stopped"}.get(status, "ended")
 
 
 def _checks(name: str, info: Any) -> list[Check]:
