@@ -10,9 +10,10 @@ stay shared with the actors.
 
 Engine and launcher talk through two pipes, in plain ASCII (nothing is ever unpickled):
 
-* commands, engine → launcher: ``g`` (start forking), ``s`` (stop forking); EOF means that the
-  engine has gone, and the launcher exits at once (its actors then see their parent change and
-  exit too, as orphans);
+* commands, engine → launcher: ``g`` (start forking), ``s`` (stop forking), ``k<sig> <index>``
+  and ``k<sig> *`` (send signal <sig> to actor <index>, or to every live actor), each ended by
+  a newline; EOF means that the engine has gone, and the launcher exits at once (its actors
+  then see their parent change and exit too, as orphans);
 * reports, launcher → engine, one record per line::
 
       S <index> <pid>    actor <index> was forked as <pid>
@@ -20,7 +21,10 @@ Engine and launcher talk through two pipes, in plain ASCII (nothing is ever unpi
       D <count>          the launcher forks no more actors (<count> were forked)
       X <pid> <code>     actor <pid> exited (as multiprocessing reports it: -N for signal N)
 
-The launcher reaps its actors and reports their exit codes; the engine signals them directly.
+The launcher reaps its actors and reports their exit codes, and signals them for the engine:
+as their parent it is the one process for which an actor's pid cannot have been reused before
+it was reaped, and the engine then holds no descriptor per actor (a pidfd each would cost
+10,000 descriptors for 10,000 actors).
 """
 
 from __future__ import annotations
@@ -60,7 +64,12 @@ class Launcher:
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):
-            os.write(self.commands, STOP)
+            os.write(self.commands, STOP + b"\n")
+
+    def signal(self, sig: int, index: int | None = None) -> None:
+        """Have the launcher send ``sig`` to actor ``index`` (None: to every live actor)."""
+        with contextlib.suppress(OSError):
+            os.write(self.commands, f"k{sig} {'*' if index is None else index}\n".encode())
 
     def close(self) -> None:
         """Let go of the pipes (the launcher exits if it still waits) and reap the launcher."""
@@ -113,15 +122,12 @@ def _serve(procs: Sequence[BaseProcess], cmd: int, rep: int, pipes: Sequence[Any
         return 0  # the engine failed, or went, before the run began
     os.set_blocking(cmd, False)
     live: set[int] = set()
+    commands = _Commands(cmd)
     forked = 0
     for index, proc in enumerate(procs):
-        try:
-            command = os.read(cmd, 64)
-        except BlockingIOError:
-            command = None
-        if command == b"":
+        if not commands.read(live):
             return 0  # the engine has gone: stop now, the orphans exit by themselves
-        if command is not None and STOP in command:
+        if commands.stopped:
             break
         try:
             pid = os.fork()
@@ -131,6 +137,7 @@ def _serve(procs: Sequence[BaseProcess], cmd: int, rep: int, pipes: Sequence[Any
         if pid == 0:
             _child(proc, cmd, rep)
         live.add(pid)
+        commands.pids[index] = pid
         forked += 1
         _report(rep, f"S {index} {pid}\n")
         if forked % _REAP_EVERY == 0:
@@ -152,11 +159,49 @@ def _serve(procs: Sequence[BaseProcess], cmd: int, rep: int, pipes: Sequence[Any
         if not live:
             return 0
         ready, _, _ = select.select([cmd, wake_r], [], [])
-        if cmd in ready and os.read(cmd, 64) == b"":
+        if cmd in ready and not commands.read(live):
             return 0
         if wake_r in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)
+
+
+class _Commands:
+    """The engine's commands, read as they come (the pipe is non-blocking while forking)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.stopped = False
+        self.pids: dict[int, int] = {}
+        self._buf = b""
+
+    def read(self, live: set[int]) -> bool:
+        """Do what has come; False once the engine has gone (EOF)."""
+        try:
+            data = os.read(self.fd, 4096)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False
+        *lines, self._buf = (self._buf + data).split(b"\n")
+        for line in lines:
+            if line.strip() == STOP:
+                self.stopped = True
+            if line.startswith(b"k"):
+                self._signal(line, live)
+        return True
+
+    def _signal(self, line: bytes, live: set[int]) -> None:
+        sig, _, who = line[1:].partition(b" ")
+        # Only children not yet reaped: their pids cannot belong to anybody else.
+        if who == b"*":
+            targets = list(live)
+        else:
+            pid = self.pids.get(int(who))
+            targets = [pid] if pid is not None and pid in live else []
+        for pid in targets:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, int(sig))
 
 
 def _child(proc: BaseProcess, cmd: int, rep: int) -> NoReturn:  # pragma: no cover

@@ -7,8 +7,9 @@ rather than joined on threads.
 
 Under the fork start method the engine does not fork the actors itself: before its event loop
 exists it forks one launcher (sim.runtime._launcher), which forks them from a small, quiet
-process. The launcher reports each actor's pid and exit code; the engine signals the actors
-directly, through pidfds. Under forkserver and spawn, multiprocessing starts them as usual.
+process. The launcher reports each actor's pid and exit code, and signals them when the engine
+asks (so the engine holds one descriptor per actor: its connection). Under forkserver and
+spawn, multiprocessing starts them as usual.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def execute(
     of an earlier run's ``schedule.json``), else its config's scheduling policy, and writes the
     choices it made to ``schedule.json`` beside its log."""
     config, prims, actors = planned.config, planned.prims, planned.actors
-    _ensure_open_files(len(actors))
+    _ensure_open_files(len(actors), config.engine.start_method)
     mp = _context(config.engine.start_method, module_name(config.scenario))
     try:
         run_dir.mkdir(parents=True, exist_ok=False)
@@ -221,10 +222,11 @@ class _Supervisor:
         self.t0_ns = time.monotonic_ns()
         self.secret = secrets.token_hex(16)
         self.listener: socket.socket | None = None
-        # Under fork: the launcher, each live actor's pidfd (None where pidfds are missing)
-        # by name, names by pid, and the last signal sent to every actor (late ones get it too).
+        # Under fork: the launcher (which signals the actors for the engine), each actor's
+        # index by name, names by pid, and the last signal sent to every actor (late ones get
+        # it too).
         self.launcher: _launcher.Launcher | None = None
-        self.pidfds: dict[str, int | None] = {}
+        self.index_of = {a.name: i for i, a in enumerate(actors)}
         self.by_pid: dict[int, str] = {}
         self.launcher_done = False
         self.signalled = 0
@@ -278,16 +280,11 @@ class _Supervisor:
             end.close()
 
     def close(self) -> None:
-        """After the run, or after a failure: no actor, pidfd or launcher is left behind."""
-        for name, fd in self.pidfds.items():
-            if self.records[name].exitcode is None:
-                # As multiprocessing does with daemonic children at exit.
-                self._send(name, signal.SIGTERM)
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self.pidfds.clear()
+        """After the run, or after a failure: no actor or launcher is left behind."""
         if self.launcher is not None:
+            if any(r.pid is not None and r.exitcode is None for r in self.records.values()):
+                # As multiprocessing does with daemonic children at exit.
+                self.launcher.signal(signal.SIGTERM)
             self.launcher.close()
             self.launcher = None
         if self.listener is not None:
@@ -452,10 +449,12 @@ class _Supervisor:
                 self._on_report(line.decode("ascii").split(), log)
         if self.all_reaped.is_set():
             return
-        # The launcher has gone before its actors: their exits can no longer be known.
-        for name, record in self.records.items():
+        # The launcher has gone before its actors: their exits can no longer be known (and
+        # nobody can signal them safely: they are orphans now, and exit as such).
+        for record in self.records.values():
             if record.pid is not None and record.exitcode is None:
-                self._send(name, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(record.pid, signal.SIGKILL)
         if self.status == "ok":
             self.status = "failed"
             self.reason = "the launcher exited before its actors"
@@ -468,14 +467,6 @@ class _Supervisor:
             name, pid = self.actors[int(record[1])].name, int(record[2])
             self.by_pid[pid] = name
             self.records[name].pid = pid
-            try:
-                # Opened while the actor cannot have been reaped yet, short of an actor that
-                # exits at once; the launcher's exit report for it then follows.
-                self.pidfds[name] = os.pidfd_open(pid)
-            except ProcessLookupError:
-                self.pidfds[name] = None
-            except (AttributeError, OSError):
-                self.pidfds[name] = None  # no pidfds here (Linux < 5.3): os.kill instead
             self.live += 1
             log.info("spawn", target=name, target_pid=pid)
             if self.signalled:
@@ -483,9 +474,6 @@ class _Supervisor:
         elif kind == "X":
             pid, code = int(record[1]), int(record[2])
             name = self.by_pid.pop(pid)
-            fd = self.pidfds.pop(name, None)
-            if fd is not None:
-                os.close(fd)
             self._exited(name, pid, code, log)
         elif kind == "D":
             self.launcher_done = self.started_all = True
@@ -501,19 +489,15 @@ class _Supervisor:
 
     def _send(self, name: str, sig: int) -> None:
         """Signal a live actor (not one already reaped)."""
+        if self.launcher is not None:
+            self.launcher.signal(sig, self.index_of[name])
+            return
+        proc = self.procs.get(name)
+        if proc is None or proc.exitcode is not None or proc.pid is None:
+            return
         with contextlib.suppress(ProcessLookupError, OSError):
-            proc = self.procs.get(name)
-            if proc is not None:
-                if sig == signal.SIGTERM:
-                    proc.terminate()
-                else:
-                    proc.kill()
-                return
-            fd = self.pidfds.get(name)
-            if fd is not None:
-                signal.pidfd_send_signal(fd, sig)
-            elif name in self.pidfds and (pid := self.records[name].pid) is not None:
-                os.kill(pid, sig)
+            # multiprocessing keeps the child unreaped until join(): its pid is still its own.
+            os.kill(proc.pid, sig)
 
     async def _reap(self, name: str, proc: BaseProcess, log: Any) -> None:
         await anyio.wait_readable(proc.sentinel)
@@ -723,17 +707,22 @@ class _Supervisor:
 
     def _signal_all(self, sig: int) -> None:
         self.signalled = sig
-        for name in list(self.procs) if self.launcher is None else list(self.pidfds):
-            if self.records[name].exitcode is None:
-                self._send(name, sig)
+        if self.launcher is not None:
+            self.launcher.signal(sig)  # every live actor, in one command
+        else:
+            for name in list(self.procs):
+                if self.records[name].exitcode is None:
+                    self._send(name, sig)
         if self.live == 0 and self._all_started():
             self.all_reaped.set()
 
 
-def _ensure_open_files(actors: int) -> None:
-    """Raise the open-file limit as far as allowed: the engine holds about three descriptors
-    per live actor (its exit sentinel, its connection, a pipe end while it starts)."""
-    needed = 3 * actors + 256
+def _ensure_open_files(actors: int, method: str) -> None:
+    """Raise the open-file limit as far as allowed. The engine holds one descriptor per live
+    actor under fork (its connection: the launcher reaps and signals the actors), about three
+    under forkserver and spawn (its exit sentinel, its connection, a pipe end while it
+    starts)."""
+    needed = (1 if method == "fork" else 3) * actors + 256
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     limit = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
     if soft != resource.RLIM_INFINITY and soft < needed:
