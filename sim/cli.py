@@ -18,10 +18,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import scenario as _scenario
+from ._runner import first_failure as _first_failure
 from .config import bundled_configs, load_config
 from .errors import ConfigError, ReplayError, ScenarioError, SimError
 from .report import print_summary
-from .run import first_failure as _first_failure
 
 __all__ = ["main"]
 
@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, err: Console) -> int:
-    from .run import run
+    from ._runner import run
 
     if args.seed is not None and args.seed < 0:
         raise ConfigError("must be >= 0", source="--seed")
@@ -259,7 +259,7 @@ class _Progress:
 
 
 def _replay(args: argparse.Namespace, err: Console) -> int:
-    from .replay import load_run, replay
+    from ._replay import load_run, replay
     from .report import print_findings
 
     loaded = load_run(args.run)
@@ -323,7 +323,7 @@ def _replay_outputs(args: argparse.Namespace, loaded: Any, err: Console) -> None
 
 
 def _sweep(args: argparse.Namespace, err: Console) -> int:
-    from .sweep import load_plan, plan_sweep, run_sweep
+    from ._sweep import load_plan, plan_sweep, run_sweep
 
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError("must be >= 1", source="--jobs")

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
 
-from . import scenario as _scenario
+from ._lookup import Refused, Source, find
 from .errors import ConfigError, ScenarioError
 
 __all__ = [
@@ -89,7 +89,7 @@ class _Top(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     params: dict[str, Any] = msgspec.field(default_factory=dict)
     clock: dict[str, Any] = msgspec.field(default_factory=dict)
     engine: dict[str, Any] = msgspec.field(default_factory=dict)
-    # Read by `sim sweep` (sim.sweep.grid.SweepTable); a single run ignores it.
+    # Read by `sim sweep` (sim._sweep.grid.SweepTable); a single run ignores it.
     sweep: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -110,6 +110,13 @@ class RunConfig(Generic[P]):
     sweep: dict[str, Any] = field(default_factory=dict)
     # The -s overrides applied on top of the file, for titles that tell the truth.
     overrides: tuple[str, ...] = ()
+    # The TOML text exactly as read (for a config given as data: that data written as TOML).
+    text: str = ""
+    # Where the scenario comes from (None when its code was not imported: see ``skipped``).
+    origin: Source | None = None
+    # Why the scenario's own code was not imported: a log named a file or module that the
+    # user did not (sim._lookup); ``params`` are then the recorded values, unvalidated.
+    skipped: str = ""
 
     def resolved(self, seed: int) -> dict[str, Any]:
         """The config as run with ``seed``: what run.json and the log's run_start record."""
@@ -279,7 +286,9 @@ def load_config(
         # tomllib reports "(at line L, column C)", which is what a user needs to find it.
         raise ConfigError(f"TOML syntax error: {exc}", source=source) from None
 
-    return config_from_data(data, source=source, path=path, overrides=overrides, seed=seed)
+    return config_from_data(
+        data, source=source, path=path, overrides=overrides, seed=seed, text=text
+    )
 
 
 def config_from_data(
@@ -289,37 +298,55 @@ def config_from_data(
     path: Path,
     overrides: Sequence[str] = (),
     seed: int | None = None,
+    text: str = "",
+    base: Path | None = None,
+    user: bool = True,
+    via: str = "-s",
 ) -> RunConfig[Any]:
-    """Validate already-parsed config data (a TOML file's, or a run's resolved config)."""
+    """Validate already-parsed config data (a TOML file's, or a run's resolved config).
+
+    A scenario file is found relative to ``base`` (default: the config file's folder; the
+    current directory for a scenario set with an override). ``user=False`` is for data a log
+    recorded: its scenario is imported only if it is bundled or installed (see sim._lookup);
+    otherwise the config comes back with ``skipped`` saying why and its params unvalidated.
+    """
     overridden: set[str] = set()
     for item in overrides:
         overridden.add(_apply_override(data, item))
 
+    skipped = ""
+    origin: Source | None = None
     try:
         top = _convert(data, _Top, "")
+        where = Path.cwd() if "scenario" in overridden else (base or path.parent)
         try:
-            spec = _scenario.load(top.scenario)
+            origin = find(top.scenario, base=where, user=user)
+            spec = origin.load()
+        except Refused as exc:
+            skipped = str(exc)
         except ScenarioError as exc:
-            hint = _did_you_mean(top.scenario, _scenario.available())
-            raise ConfigError(f"{exc}{hint}", key="scenario") from None
-        params = _convert(top.params, spec.params, "params")
+            raise ConfigError(str(exc), key="scenario") from None
         clock = _convert(top.clock, ClockConfig, "clock")
         engine = _convert(top.engine, EngineConfig, "engine")
-        known = {"deadlock", *spec.phenomena}
-        for phenomenon in top.expect:
-            if phenomenon not in known:
-                hint = _did_you_mean(phenomenon, sorted(known))
-                choices = ", ".join(sorted(known))
-                raise ConfigError(f"unknown phenomenon {phenomenon!r}{hint}; one of: {choices}",
-                                  key="expect")  # fmt: skip
-        if clock.mode == "virtual" and spec.uncontrolled is not None:
-            why = spec.uncontrolled(params)
-            if why is not None:
-                raise ConfigError(f"scenario {top.scenario!r} cannot run under the virtual "
-                                  f"clock: {why}", key="clock.mode")  # fmt: skip
+        if skipped:
+            params: Any = top.params
+        else:
+            params = _convert(top.params, spec.params, "params")
+            known = {"deadlock", *spec.phenomena}
+            for phenomenon in top.expect:
+                if phenomenon not in known:
+                    hint = _did_you_mean(phenomenon, sorted(known))
+                    choices = ", ".join(sorted(known))
+                    raise ConfigError(f"unknown phenomenon {phenomenon!r}{hint}; one of: "
+                                      f"{choices}", key="expect")  # fmt: skip
+            if clock.mode == "virtual" and spec.uncontrolled is not None:
+                why = spec.uncontrolled(params)
+                if why is not None:
+                    raise ConfigError(f"scenario {top.scenario!r} cannot run under the virtual "
+                                      f"clock: {why}", key="clock.mode")  # fmt: skip
     except ConfigError as exc:
-        via = " (set with -s)" if exc.key in overridden else ""
-        raise ConfigError(exc.reason + via, source=source, key=exc.key) from None
+        how = f" (set with {via})" if exc.key in overridden else ""
+        raise ConfigError(exc.reason + how, source=source, key=exc.key) from None
 
     return RunConfig(
         source=path,
@@ -332,4 +359,7 @@ def config_from_data(
         expect=tuple(top.expect),
         sweep=top.sweep,
         overrides=tuple(overrides),
+        text=text,
+        origin=origin,
+        skipped=skipped,
     )

@@ -30,12 +30,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from ._replay import LoadedRun, open_history
 from .errors import ConfigError
 from .export import describe_params, speedup_of
 from .history import History, Operation, State, Subscriber
 from .history.lines import Line
 from .kinds import Kind
-from .replay import LoadedRun, open_history
 from .views import color_of
 
 __all__ = ["GANTT_MAX_ACTORS", "plot"]

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from sim import kinds
+from sim._replay import load_run
 from sim.analysis import analyse
 from sim.coordinator import LiveCounters, _parse
 from sim.export.chrome import export_chrome
 from sim.history import History, Hold, Subscriber, line_of
-from sim.replay import load_run
 from sim.views import Board
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -49,7 +49,7 @@ def run(
 ) -> RunOutcome:
     """Run ``config`` into a new directory under ``out``; print progress and a summary to
     ``console`` (nothing when None). A virtual run follows ``schedule`` if given."""
-    spec = _scenario.load(config.scenario)
+    spec = _scenario.of(config)
     seed = config.seed if config.seed is not None else secrets.randbelow(2**32)
     run_dir = out / new_run_id(spec.name)
     display = None

@@ -291,7 +291,7 @@ def run_sweep(
                           source="--scheduler")  # fmt: skip
     else:
         chosen = executor
-    spec = _scenario.load(plan.scenario)
+    spec = _scenario.of(load_config(plan.config, plan.overrides))
     finished = {t.name: o for t in plan.tasks if resume and (o := _done(t)) is not None}
     todo = [t for t in plan.tasks if t.name not in finished]
     started = time.monotonic()
