@@ -11,7 +11,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -27,8 +27,10 @@ __all__ = [
     "RunConfig",
     "bundled_configs",
     "config_from_data",
+    "config_from_mapping",
     "load_config",
     "parse_value",
+    "reload",
     "resolve_config_path",
 ]
 
@@ -271,13 +273,14 @@ def _lookup(data: Any, path: str) -> Any:
 
 
 def load_config(
-    name: str | Path, overrides: Sequence[str] = (), seed: int | None = None
+    name: str | Path, overrides: Sequence[str] = (), seed: int | None = None, *, via: str = "-s"
 ) -> RunConfig[Any]:
     """Read, override and validate a config. Raises ConfigError naming the file and key."""
     path = resolve_config_path(name)
     source = path.name if Path(name).parent == Path(".") else str(name)
     try:
-        text = path.read_text(encoding="utf-8")
+        # Bytes decoded as they are (no newline translation): run.json keeps the text exact.
+        text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", source=source) from None
     try:
@@ -287,8 +290,55 @@ def load_config(
         raise ConfigError(f"TOML syntax error: {exc}", source=source) from None
 
     return config_from_data(
-        data, source=source, path=path, overrides=overrides, seed=seed, text=text
+        data, source=source, path=path, overrides=overrides, seed=seed, text=text, via=via
     )
+
+
+#: The ``source`` of a config given as data (a dict) rather than as a file.
+DATA_SOURCE = "<dict>"
+
+
+def config_from_mapping(
+    data: Mapping[str, Any],
+    overrides: Sequence[str] = (),
+    seed: int | None = None,
+    *,
+    via: str = "set=",
+) -> RunConfig[Any]:
+    """Validate a config given as data; its text is that data written as TOML, and a
+    scenario file in it is relative to the current directory."""
+    from ._toml import dumps
+
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a config is a path, a bundled name or a mapping, not {data!r}")
+    try:
+        text = dumps(data)
+    except TypeError as exc:
+        raise ConfigError(str(exc), source=DATA_SOURCE) from None
+    return config_from_data(
+        tomllib.loads(text), source=DATA_SOURCE, path=Path.cwd() / DATA_SOURCE,
+        overrides=overrides, seed=seed, text=text, via=via,
+    )  # fmt: skip
+
+
+def reload(
+    config: RunConfig[Any],
+    overrides: Sequence[str] = (),
+    *,
+    seed: int | None = None,
+    via: str = "-s",
+) -> RunConfig[Any]:
+    """``config`` validated again from its text, with ``overrides`` on top of its own."""
+    if not config.text:
+        raise ConfigError("this config has no text to read again (make it with load_config)",
+                          source=str(config.source))  # fmt: skip
+    name = config.source.name
+    source = name if name == DATA_SOURCE or config.source.parent == bundled_configs() else None
+    return config_from_data(
+        tomllib.loads(config.text), source=source or str(config.source), path=config.source,
+        overrides=[*config.overrides, *overrides], seed=config.seed if seed is None else seed,
+        text=config.text, via=via,
+    )  # fmt: skip
 
 
 def config_from_data(
