@@ -18,7 +18,7 @@ from .scenario import Metric
 __all__ = ["png_of", "run_html", "sweep_html"]
 
 _STATUS = {"pass": "#2ca02c", "fail": "#d62728", "skip": "#bcbd22", "expected": "#9467bd"}
-_SHOWN = {"pass": "pass", "fail": "FAIL", "skip": "skip", "expected": "shown"}
+_WORDS = {"pass": "pass", "fail": "FAIL", "skip": "skip", "expected": "shown"}
 _TABLE = 'style="border-collapse:collapse;margin:0.4em 0"'
 _CELL = 'style="padding:2px 10px;text-align:{align};border-bottom:1px solid #ddd"'
 
@@ -75,7 +75,7 @@ def run_html(
         colour = _STATUS.get(verdict.status, "#000")
         checks.append(
             f'<tr><td {_CELL.format(align="left")}><b style="color:{colour}">'
-            f"{_SHOWN.get(verdict.status, verdict.status)}</b></td>"
+            f"{_WORDS.get(verdict.status, verdict.status)}</b></td>"
             + _cell(verdict.name, bold=True)
             + _cell(verdict.detail)
             + "</tr>"

@@ -138,8 +138,9 @@ def load_run(run: Path, scenario: str | None = None) -> LoadedRun:
         else:
             if config.skipped:
                 findings.append(Finding(0, f"{config.skipped}, so it was not imported: the "
-                                        "scenario's own analysis and checks were skipped, only "
-                                        "the generic checks ran (to run them: replay RUN "
+                                        "scenario's own analysis and checks (and any primitive "
+                                        "kind it registers) were skipped, only the generic "
+                                        "checks ran (to run them: replay RUN "
                                         f"--scenario {config.scenario})", "warning"))  # fmt: skip
     primitives = _pick(manifest, header, "primitives", {})
     # run.json maps each actor to its record; the log's run_start lists their names.

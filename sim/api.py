@@ -485,8 +485,9 @@ class Sweep:
         return _Runs(dirs, scenario)
 
     def _scenario_name(self) -> str | None:
-        config = load_config(self._plan.config, self._plan.overrides)
-        origin = config.origin
+        from ._sweep.runner import plan_config
+
+        origin = plan_config(self._plan).origin
         if origin is None:
             return None
         return str(origin.path) if origin.form == "file" else origin.name
@@ -500,7 +501,9 @@ class Sweep:
                           path=None if path is None else Path(path), heatmap=heatmap)  # fmt: skip
 
     def _declared(self) -> Sequence[Any]:
-        return _scenario.of(load_config(self._plan.config, self._plan.overrides)).metrics
+        from ._sweep.runner import plan_config
+
+        return _scenario.of(plan_config(self._plan)).metrics
 
     def __repr__(self) -> str:
         return f"<Sweep {self._plan.scenario} {len(self._outcome.rows)} runs {self.dir}>"

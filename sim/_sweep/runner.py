@@ -26,7 +26,7 @@ from rich.table import Table
 
 from sim import scenario as _scenario
 from sim._toml import dumps
-from sim.config import DATA_SOURCE, RunConfig, load_config, reload
+from sim.config import DATA_SOURCE, RunConfig, config_from_data, load_config, reload
 from sim.errors import ConfigError
 
 from .execute import Executor, LocalExecutor, Outcome, Task, latest_run_dir, outcome_from_run_dir
@@ -39,6 +39,7 @@ __all__ = [
     "SweepPlan",
     "load_plan",
     "make_executor",
+    "plan_config",
     "plan_sweep",
     "plot_sweep",
     "run_sweep",
@@ -129,6 +130,16 @@ def plan_sweep(
         config_file, text = sweep_dir / "config.toml", _portable(base)
     return SweepPlan(sweep_dir, config_file, list(unchanged), grid, base_seed,
                      _tasks(grid, base_seed, sweep_dir), base.scenario, text)  # fmt: skip
+
+
+def plan_config(plan: SweepPlan) -> RunConfig[Any]:
+    """The sweep's config with its fixed overrides (read from the plan's text until the sweep
+    has written its copy)."""
+    if plan.config_text is not None and not plan.config.is_file():
+        return config_from_data(tomllib.loads(plan.config_text), source=str(plan.config),
+                                path=plan.config, overrides=plan.overrides,
+                                text=plan.config_text)  # fmt: skip
+    return load_config(plan.config, plan.overrides)
 
 
 def _portable(config: RunConfig[Any]) -> str:
@@ -342,7 +353,7 @@ def run_sweep(
                           source="--scheduler")  # fmt: skip
     else:
         chosen = executor
-    spec = _scenario.of(load_config(plan.config, plan.overrides))
+    spec = _scenario.of(plan_config(plan))
     finished = {t.name: o for t in plan.tasks if resume and (o := _done(t)) is not None}
     todo = [t for t in plan.tasks if t.name not in finished]
     started = time.monotonic()
@@ -408,7 +419,7 @@ def plot_sweep(
 ) -> Path:
     """Draw ``metric`` of a sweep's summary against its first axis (with the model's values
     where there are any), or as a heatmap of two axes; return the picture's path."""
-    config = load_config(plan.config, plan.overrides)
+    config = plan_config(plan)
     spec = _scenario.of(config)
     known = [m.key for m in spec.metrics]
     if metric not in known:
@@ -428,7 +439,7 @@ def _theory(plan: SweepPlan, spec: _scenario.Scenario[Any]) -> dict[int, Mapping
     if spec.theory is None:
         return {}
     found: dict[int, Mapping[str, float]] = {}
-    base = load_config(plan.config)
+    base = replace(plan_config(plan), overrides=())
     for point in plan.grid.points:
         config = reload(base, [*plan.overrides, *point.overrides])
         found[point.index] = spec.theory(config)
