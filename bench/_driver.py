@@ -4,12 +4,13 @@ phase alone (actors + coordinator, without start-up and without the analysis tha
 
     python -m bench._driver CONFIG [-s KEY=VALUE ...] --out DIR [--seed N] [--skip-analysis]
 
-It calls ``sim.config.load_config`` and ``sim.run.run(config, out, console=None)``, unchanged; the
-only wrapper is a timer around ``sim.run.execute``. The last line of stdout is a JSON object with
-the timings and what the engine's ``Execution`` says (status, wall time, lines per actor).
+It calls ``sim.config.load_config`` and ``sim._runner.run(config, out, console=None)``,
+unchanged; the only wrapper is a timer around ``sim._runner.execute``. The last line of stdout is
+a JSON object with the timings and what the engine's ``Execution`` says (status, wall time,
+lines per actor).
 
-``--skip-analysis`` stops right after the engine phase, before ``sim.run.run`` analyses the log
-and writes the final run.json: the log pipeline benchmarks use it because the analysis is not
+``--skip-analysis`` stops right after the engine phase, before ``sim._runner.run`` analyses the
+log and writes the final run.json: the log pipeline benchmarks use it because the analysis is not
 what they measure, and because at the time of writing it does not finish on their logs (see
 docs/benchmarks.md: ``sim.events.ordered`` is quadratic when more than 32768 events fall within
 its 2 s window).
@@ -50,11 +51,11 @@ def main() -> int:
     args = parser.parse_args()
     t_start = time.perf_counter()
 
-    import sim.run
+    import sim._runner
     from sim.config import load_config
 
     timing: dict[str, Any] = {}
-    execute = sim.run.execute
+    execute = sim._runner.execute
 
     def timed_execute(*a: Any, **kw: Any) -> Any:
         self0, children0 = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
@@ -87,10 +88,10 @@ def main() -> int:
                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - cflt0
             )
 
-    sim.run.execute = timed_execute  # type: ignore[assignment]
+    sim._runner.execute = timed_execute  # type: ignore[assignment]
     config = load_config(args.config, args.overrides, seed=args.seed)
     try:
-        outcome = sim.run.run(config, args.out, console=None)
+        outcome = sim._runner.run(config, args.out, console=None)
     except _Stop:
         execution = timing["execution"]
         run_dir, status = execution["run_dir"], execution["status"]

@@ -151,7 +151,7 @@ def bare_parse(log: Path) -> float:
 
 def replay_check(folder: Path) -> tuple[float, list[dict[str, str]]]:
     """Seconds for what ``replay --check`` does (read the run, its history, every check)."""
-    from sim.replay import load_run, replay
+    from sim._replay import load_run, replay
 
     started = time.perf_counter()
     report, _ = replay(load_run(folder))

@@ -8,7 +8,7 @@ and how many schedules ``explore`` gets through per second.
    per extra step) leaves process start-up and analysis out. Given in handoffs of (1).
 3. The default car park (200 cars, 3 visits) in virtual mode and in wall mode, alternating.
 4. ``explore`` throughput: philosophers-naive, one random schedule after another through the
-   same ``sim.run.run`` that ``explore`` calls, schedules per second and how many deadlocked.
+   same ``sim._runner.run`` that ``explore`` calls, schedules per second and how many deadlocked.
 
     python bench/virtual.py            # about a minute
     python bench/virtual.py --quick    # fewer repetitions
@@ -95,8 +95,8 @@ def carpark(out: Path, reps: int) -> list[list[Any]]:
 
 def explore_rate(out: Path, n: int) -> tuple[float, int, int]:
     """Schedules per second for philosophers-naive, and how many of ``n`` deadlocked."""
+    from sim._runner import run
     from sim.config import load_config
-    from sim.run import run
 
     base = ["clock.mode=virtual", "engine.record_choices=true", "engine.live=false"]
     deadlocked = 0

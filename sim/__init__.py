@@ -3,12 +3,14 @@
 A TOML file describes a scenario; ``python -m sim run`` runs it as real OS processes that share
 multiprocessing primitives and stream structured events to a socket coordinator, which writes one
 log per run. This module is the public API for scenario authors and scripts: everything a
-scenario module needs is importable from here, and nothing else in sim is meant to be.
+scenario module needs is importable from here, and so are ``sim.run``, ``sim.replay`` and
+``sim.sweep`` with their results (docs/api.md); nothing else in sim is meant to be.
 """
 
 from __future__ import annotations
 
 from .analysis import Analysis, Report
+from .api import Run, Sweep, replay, run, sweep
 from .checks import Check, Problems, Verdict
 from .config import RunConfig, load_config
 from .durations import Duration
@@ -97,6 +99,7 @@ __all__ = [
     "RLock",
     "ReplayError",
     "Report",
+    "Run",
     "RunConfig",
     "Scenario",
     "ScenarioError",
@@ -106,6 +109,7 @@ __all__ = [
     "State",
     "States",
     "Subscriber",
+    "Sweep",
     "TcpListener",
     "TcpStream",
     "TimeWeighted",
@@ -119,4 +123,7 @@ __all__ = [
     "describe",
     "load_config",
     "percentile",
+    "replay",
+    "run",
+    "sweep",
 ]

@@ -1,4 +1,5 @@
-"""The command line: ``python -m sim run|check|list``.
+"""The command line: ``python -m sim run|replay|sweep|explore|check|list|new``, a thin layer over
+the Python API (sim.api): it parses arguments, calls the same functions and prints.
 
 Human output (progress, tables, errors) goes to stderr; what a script reads (the run directory,
 ``--json`` summaries) goes to stdout. Exit codes: 0 done and every invariant held, 1 the run
@@ -17,11 +18,12 @@ import msgspec
 from rich.console import Console
 from rich.markup import escape
 
+from . import api
 from . import scenario as _scenario
+from ._runner import first_failure as _first_failure
 from .config import bundled_configs, load_config
 from .errors import ConfigError, ReplayError, ScenarioError, SimError
 from .report import print_summary
-from .run import first_failure as _first_failure
 
 __all__ = ["main"]
 
@@ -79,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
         help="write chrome (Perfetto/chrome://tracing JSON) or csv (one row per operation)",
     )  # fmt: skip
     replay.add_argument("--plot", type=Path, metavar="PATH", help="draw the run (PNG or SVG)")
+    replay.add_argument(
+        "--scenario", metavar="SCENARIO",
+        help="read the log with this scenario (a name, a file or a dotted module): a file or "
+        "module that only the log names is never imported without it",
+    )  # fmt: skip
 
     sweep = sub.add_parser(
         "sweep",
@@ -154,7 +161,17 @@ def _parser() -> argparse.ArgumentParser:
         help="keep every schedule's run directory, not only the failing one",
     )  # fmt: skip
 
-    sub.add_parser("list", help="list the scenarios and bundled configs")
+    sub.add_parser("list", help="list the scenarios (bundled, installed, own) and configs")
+
+    new = sub.add_parser(
+        "new",
+        help="write a scenario module and a config from a template",
+        description="Write NAME.py (a scenario) and NAME.toml (a config that runs it), which "
+        "run and pass as written; docs/authoring.md explains every part.",
+    )
+    new.add_argument("name", metavar="NAME", help="the scenario's name, a Python identifier")
+    new.add_argument("--dir", type=Path, default=Path("."), help="where to write (default: .)")
+    new.add_argument("--force", action="store_true", help="overwrite existing files")
     return parser
 
 
@@ -173,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sweep(args, err)
         if args.command == "explore":
             return _explore(args, err)
+        if args.command == "new":
+            return _new(args, err)
         return _list()
     except (ConfigError, ScenarioError, ReplayError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
@@ -186,26 +205,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, err: Console) -> int:
-    from .run import run
-
     if args.seed is not None and args.seed < 0:
         raise ConfigError("must be >= 0", source="--seed")
-    schedule = None
-    overrides, seed = list(args.overrides), args.seed
-    if args.schedule is not None:
-        from .virtual.schedule import load_schedule
-
-        schedule = load_schedule(args.schedule)
-        overrides.append("clock.mode=virtual")
-        if seed is None:
-            seed = schedule.seed
-    config = load_config(args.config, overrides, seed=seed)
-    outcome = run(config, args.out, console=None if args.quiet else err, schedule=schedule)
+    finished = api.run(args.config, set=args.overrides, seed=args.seed, out=args.out,
+                       progress=not args.quiet, schedule=args.schedule)  # fmt: skip
     if args.json:
-        sys.stdout.write((outcome.run_dir / "run.json").read_text(encoding="utf-8") + "\n")
+        sys.stdout.write((finished.dir / "run.json").read_text(encoding="utf-8") + "\n")
     else:
-        print(outcome.run_dir)
-    return outcome.exit_code
+        print(finished.dir)
+    return finished.exit_code
 
 
 def _explore(args: argparse.Namespace, err: Console) -> int:
@@ -259,11 +267,10 @@ class _Progress:
 
 
 def _replay(args: argparse.Namespace, err: Console) -> int:
-    from .replay import load_run, replay
     from .report import print_findings
 
-    loaded = load_run(args.run)
-    report, spec = replay(loaded)
+    replayed = api.replay(args.run, scenario=args.scenario)
+    loaded, report, spec = replayed._loaded, replayed._report, replayed._spec
     recorded = (loaded.manifest or {}).get("status", "unknown")
     verdict = "ok" if report.ok else "failed"
     print_findings(err, loaded.findings, loaded.events_path)
@@ -323,42 +330,37 @@ def _replay_outputs(args: argparse.Namespace, loaded: Any, err: Console) -> None
 
 
 def _sweep(args: argparse.Namespace, err: Console) -> int:
-    from .sweep import load_plan, plan_sweep, run_sweep
+    from ._sweep import parse_axis
 
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError("must be >= 1", source="--jobs")
-    # A scheduler address says where to run: --executor dask need not be typed as well.
-    executor = args.executor or ("dask" if args.scheduler else "local")
     if args.repeat is not None and args.repeat < 1:
         raise ConfigError("must be >= 1", source="--repeat")
-    console = None if args.quiet else err
-    if args.resume is not None:
-        if args.config or args.axes:
-            raise ConfigError("--resume takes the sweep directory alone", source="--resume")
-        plan = load_plan(args.resume)
-        return run_sweep(plan, jobs=args.jobs, console=console, resume=True, plot=args.plot,
-                         heatmap=args.heatmap, executor=executor, scheduler=args.scheduler,
-                         shared_out=args.shared_out)  # fmt: skip
-    if args.config is None:
+    # A scheduler address says where to run: --executor dask need not be typed as well.
+    executor = args.executor or ("dask" if args.scheduler else "local")
+    if args.resume is not None and (args.config or args.axes):
+        raise ConfigError("--resume takes the sweep directory alone", source="--resume")
+    if args.resume is None and args.config is None:
         raise ConfigError("give a CONFIG, or --resume DIR", source="sweep")
-    plan = plan_sweep(
-        args.config,
-        args.axes,
-        overrides=args.overrides,
-        repeat=args.repeat,
-        zipped=args.zip,
-        seed=args.seed,
-        out=args.out,
-    )
-    if args.plot is not None:
+    axes = [parse_axis(text) for text in args.axes]
+    if args.plot is not None and args.resume is None:
         # Checked before hours of runs, not after them.
-        known = [m.key for m in _scenario.load(plan.scenario).metrics]
+        known = [m.key for m in _scenario.of(load_config(args.config, args.overrides)).metrics]
         if args.plot not in known:
             raise ConfigError(f"no metric {args.plot!r}; one of: {', '.join(known)}",
                               source="--plot")  # fmt: skip
-    return run_sweep(plan, jobs=args.jobs, console=console, plot=args.plot, heatmap=args.heatmap,
-                     executor=executor, scheduler=args.scheduler,
-                     shared_out=args.shared_out)  # fmt: skip
+    done = api.sweep(
+        args.config, {axis.key: list(axis.values) for axis in axes} or None,
+        repeat=args.repeat, jobs=args.jobs, executor=executor, out=args.out, resume=args.resume,
+        set=args.overrides, seed=args.seed, zip=args.zip, scheduler=args.scheduler,
+        shared_out=args.shared_out, progress=not args.quiet,
+    )  # fmt: skip
+    if args.plot is not None:
+        done.plot(args.plot, heatmap=args.heatmap)
+        if not args.quiet:
+            err.print(f"plot: {escape(str(done.dir / (args.plot + '.png')))}")
+    print(done.dir)
+    return done.exit_code
 
 
 def _check(args: argparse.Namespace, err: Console) -> int:
@@ -366,7 +368,7 @@ def _check(args: argparse.Namespace, err: Console) -> int:
     from .runtime.engine import plan
 
     # The same plan a run makes: a duplicate actor name is found here, not at run time.
-    planned = plan(config, _scenario.load(config.scenario))
+    planned = plan(config, _scenario.of(config))
     kinds = ", ".join(f"{n} ({p.kind})" for n, p in planned.prims.items()) or "none"
     err.print(
         f"[green]ok[/] {escape(str(config.source))}: scenario {config.scenario}, "
@@ -377,13 +379,11 @@ def _check(args: argparse.Namespace, err: Console) -> int:
 
 
 def _list() -> int:
-    lines: list[tuple[str, str, str]] = []
-    for name in _scenario.available():
-        try:
-            what = _scenario.load(name).description
-        except ScenarioError as exc:
-            what = f"(broken: {exc})"
-        lines.append(("scenario", name, what))
+    from ._lookup import catalogue
+
+    lines: list[tuple[str, str, str, str]] = []
+    for found in catalogue():
+        lines.append(("scenario", found.name, found.source, found.description))
     folder = bundled_configs()
     for path in sorted(folder.glob("*.toml")) if folder else []:
         try:
@@ -391,8 +391,20 @@ def _list() -> int:
             what = config.title or config.scenario
         except ConfigError as exc:
             what = f"(invalid: {exc.reason})"
-        lines.append(("config", path.name, what))
-    width = max((len(name) for _, name, _ in lines), default=0)
-    for kind, name, what in lines:
-        print(f"{kind:<9} {name:<{width}}  {what}")
+        lines.append(("config", path.name, "bundled", what))
+    width = max((len(name) for _, name, _, _ in lines), default=0)
+    source = max((len(where) for _, _, where, _ in lines), default=0)
+    for kind, name, where, what in lines:
+        print(f"{kind:<9} {name:<{width}}  {where:<{source}}  {what}")
+    return EXIT_OK
+
+
+def _new(args: argparse.Namespace, err: Console) -> int:
+    from ._new import write_template
+
+    written = write_template(args.name, args.dir, force=args.force)
+    for path in written:
+        print(path)
+    config = written[-1]
+    err.print(f"[green]written[/]: run it with python -m sim run {escape(str(config))}")
     return EXIT_OK

@@ -11,14 +11,14 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
 
-from . import scenario as _scenario
+from ._lookup import Refused, Source, find
 from .errors import ConfigError, ScenarioError
 from .faults import Fault
 
@@ -28,8 +28,10 @@ __all__ = [
     "RunConfig",
     "bundled_configs",
     "config_from_data",
+    "config_from_mapping",
     "load_config",
     "parse_value",
+    "reload",
     "resolve_config_path",
 ]
 
@@ -90,7 +92,7 @@ class _Top(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     params: dict[str, Any] = msgspec.field(default_factory=dict)
     clock: dict[str, Any] = msgspec.field(default_factory=dict)
     engine: dict[str, Any] = msgspec.field(default_factory=dict)
-    # Read by `sim sweep` (sim.sweep.grid.SweepTable); a single run ignores it.
+    # Read by `sim sweep` (sim._sweep.grid.SweepTable); a single run ignores it.
     sweep: dict[str, Any] = msgspec.field(default_factory=dict)
     faults: list[Any] = msgspec.field(default_factory=list)
 
@@ -114,6 +116,13 @@ class RunConfig(Generic[P]):
     overrides: tuple[str, ...] = ()
     # Declared faults (sim.faults): what the engine does to the actors, and when.
     faults: tuple[Fault, ...] = ()
+    # The TOML text exactly as read (for a config given as data: that data written as TOML).
+    text: str = ""
+    # Where the scenario comes from (None when its code was not imported: see ``skipped``).
+    origin: Source | None = None
+    # Why the scenario's own code was not imported: a log named a file or module that the
+    # user did not (sim._lookup); ``params`` are then the recorded values, unvalidated.
+    skipped: str = ""
 
     def resolved(self, seed: int) -> dict[str, Any]:
         """The config as run with ``seed``: what run.json and the log's run_start record."""
@@ -289,13 +298,14 @@ def _lookup(data: Any, path: str) -> Any:
 
 
 def load_config(
-    name: str | Path, overrides: Sequence[str] = (), seed: int | None = None
+    name: str | Path, overrides: Sequence[str] = (), seed: int | None = None, *, via: str = "-s"
 ) -> RunConfig[Any]:
     """Read, override and validate a config. Raises ConfigError naming the file and key."""
     path = resolve_config_path(name)
     source = path.name if Path(name).parent == Path(".") else str(name)
     try:
-        text = path.read_text(encoding="utf-8")
+        # Bytes decoded as they are (no newline translation): run.json keeps the text exact.
+        text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", source=source) from None
     try:
@@ -304,7 +314,56 @@ def load_config(
         # tomllib reports "(at line L, column C)", which is what a user needs to find it.
         raise ConfigError(f"TOML syntax error: {exc}", source=source) from None
 
-    return config_from_data(data, source=source, path=path, overrides=overrides, seed=seed)
+    return config_from_data(
+        data, source=source, path=path, overrides=overrides, seed=seed, text=text, via=via
+    )
+
+
+#: The ``source`` of a config given as data (a dict) rather than as a file.
+DATA_SOURCE = "<dict>"
+
+
+def config_from_mapping(
+    data: Mapping[str, Any],
+    overrides: Sequence[str] = (),
+    seed: int | None = None,
+    *,
+    via: str = "set=",
+) -> RunConfig[Any]:
+    """Validate a config given as data; its text is that data written as TOML, and a
+    scenario file in it is relative to the current directory."""
+    from ._toml import dumps
+
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a config is a path, a bundled name or a mapping, not {data!r}")
+    try:
+        text = dumps(data)
+    except TypeError as exc:
+        raise ConfigError(str(exc), source=DATA_SOURCE) from None
+    return config_from_data(
+        tomllib.loads(text), source=DATA_SOURCE, path=Path.cwd() / DATA_SOURCE,
+        overrides=overrides, seed=seed, text=text, via=via,
+    )  # fmt: skip
+
+
+def reload(
+    config: RunConfig[Any],
+    overrides: Sequence[str] = (),
+    *,
+    seed: int | None = None,
+    via: str = "-s",
+) -> RunConfig[Any]:
+    """``config`` validated again from its text, with ``overrides`` on top of its own."""
+    if not config.text:
+        raise ConfigError("this config has no text to read again (make it with load_config)",
+                          source=str(config.source))  # fmt: skip
+    name = config.source.name
+    source = name if name == DATA_SOURCE or config.source.parent == bundled_configs() else None
+    return config_from_data(
+        tomllib.loads(config.text), source=source or str(config.source), path=config.source,
+        overrides=[*config.overrides, *overrides], seed=config.seed if seed is None else seed,
+        text=config.text, via=via,
+    )  # fmt: skip
 
 
 def config_from_data(
@@ -314,41 +373,59 @@ def config_from_data(
     path: Path,
     overrides: Sequence[str] = (),
     seed: int | None = None,
+    text: str = "",
+    base: Path | None = None,
+    user: bool = True,
+    via: str = "-s",
 ) -> RunConfig[Any]:
-    """Validate already-parsed config data (a TOML file's, or a run's resolved config)."""
+    """Validate already-parsed config data (a TOML file's, or a run's resolved config).
+
+    A scenario file is found relative to ``base`` (default: the config file's folder; the
+    current directory for a scenario set with an override). ``user=False`` is for data a log
+    recorded: its scenario is imported only if it is bundled or installed (see sim._lookup);
+    otherwise the config comes back with ``skipped`` saying why and its params unvalidated.
+    """
     overridden: set[str] = set()
     for item in overrides:
         # As errors name it: ``faults.0.at`` is ``faults[0].at``.
         overridden.add(re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", _apply_override(data, item)))
 
+    skipped = ""
+    origin: Source | None = None
     try:
         top = _convert(data, _Top, "")
+        where = Path.cwd() if "scenario" in overridden else (base or path.parent)
         try:
-            spec = _scenario.load(top.scenario)
+            origin = find(top.scenario, base=where, user=user)
+            spec = origin.load()
+        except Refused as exc:
+            skipped = str(exc)
         except ScenarioError as exc:
-            hint = _did_you_mean(top.scenario, _scenario.available())
-            raise ConfigError(f"{exc}{hint}", key="scenario") from None
-        params = _convert(top.params, spec.params, "params")
+            raise ConfigError(str(exc), key="scenario") from None
         clock = _convert(top.clock, ClockConfig, "clock")
         engine = _convert(top.engine, EngineConfig, "engine")
         faults = tuple(_fault(raw, i) for i, raw in enumerate(top.faults))
-        from . import kinds
+        if skipped:
+            params: Any = top.params
+        else:
+            from . import kinds
 
-        known = {"deadlock", *kinds.phenomena(), *spec.phenomena}
-        for phenomenon in top.expect:
-            if phenomenon not in known:
-                hint = _did_you_mean(phenomenon, sorted(known))
-                choices = ", ".join(sorted(known))
-                raise ConfigError(f"unknown phenomenon {phenomenon!r}{hint}; one of: {choices}",
-                                  key="expect")  # fmt: skip
-        if clock.mode == "virtual" and spec.uncontrolled is not None:
-            why = spec.uncontrolled(params)
-            if why is not None:
-                raise ConfigError(f"scenario {top.scenario!r} cannot run under the virtual "
-                                  f"clock: {why}", key="clock.mode")  # fmt: skip
+            params = _convert(top.params, spec.params, "params")
+            known = {"deadlock", *kinds.phenomena(), *spec.phenomena}
+            for phenomenon in top.expect:
+                if phenomenon not in known:
+                    hint = _did_you_mean(phenomenon, sorted(known))
+                    choices = ", ".join(sorted(known))
+                    raise ConfigError(f"unknown phenomenon {phenomenon!r}{hint}; one of: "
+                                      f"{choices}", key="expect")  # fmt: skip
+            if clock.mode == "virtual" and spec.uncontrolled is not None:
+                why = spec.uncontrolled(params)
+                if why is not None:
+                    raise ConfigError(f"scenario {top.scenario!r} cannot run under the virtual "
+                                      f"clock: {why}", key="clock.mode")  # fmt: skip
     except ConfigError as exc:
-        via = " (set with -s)" if exc.key in overridden else ""
-        raise ConfigError(exc.reason + via, source=source, key=exc.key) from None
+        how = f" (set with {via})" if exc.key in overridden else ""
+        raise ConfigError(exc.reason + how, source=source, key=exc.key) from None
 
     return RunConfig(
         source=path,
@@ -362,4 +439,7 @@ def config_from_data(
         sweep=top.sweep,
         overrides=tuple(overrides),
         faults=faults,
+        text=text,
+        origin=origin,
+        skipped=skipped,
     )

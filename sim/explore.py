@@ -29,8 +29,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from ._runner import RunOutcome, run
 from .config import RunConfig, load_config
-from .run import RunOutcome, run
 from .virtual.schedule import Schedule, load_schedule
 
 __all__ = ["Exploration", "Found", "explore"]

@@ -21,12 +21,12 @@ from typing import Any
 from rich.console import Console, RenderableType
 from rich.live import Live
 
+from ._replay import LoadedRun, lines_of, open_history
 from .errors import ConfigError
 from .export import speedup_of
 from .history import History
 from .history.facts import State
 from .history.lines import Line
-from .replay import LoadedRun, lines_of, open_history
 from .views import Board
 from .views.board import stem_of
 from .views.frame import frame, sim_time

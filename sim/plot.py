@@ -20,22 +20,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # before pyplot: draw into files, never open a window
-
-import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from ._backend import plt
+from ._replay import LoadedRun, open_history
 from .errors import ConfigError
 from .export import describe_params, speedup_of
 from .history import History, Operation, State, Subscriber
 from .history.lines import Line
 from .kinds import Kind
-from .replay import LoadedRun, open_history
 from .views import color_of
 
 __all__ = ["GANTT_MAX_ACTORS", "plot"]

@@ -7,15 +7,12 @@ function of a :class:`~sim.Ctx`), and how to read a finished run back into metri
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
-
-from .errors import ScenarioError
 
 if TYPE_CHECKING:
     from .analysis import Analysis
@@ -26,7 +23,7 @@ if TYPE_CHECKING:
     from .kinds.queue import Handled
     from .runtime.ctx import Ctx
 
-__all__ = ["Actor", "Metric", "Scenario", "States", "actors", "available", "load"]
+__all__ = ["Actor", "Metric", "Scenario", "States", "actors", "available", "load", "of"]
 
 P = TypeVar("P", bound=msgspec.Struct)
 
@@ -134,30 +131,26 @@ class Scenario(Generic[P]):
     uncontrolled: Callable[[P], str | None] | None = None
 
 
-def module_name(name: str) -> str:
-    """The module that holds the scenario called ``name``."""
-    # A bare name is a module of the bundled ``scenarios`` package; a dotted one is taken as a
-    # full module path, so that benchmarks and users can keep scenarios elsewhere.
-    return name if "." in name else f"scenarios.{name}"
+def load(name: str, *, base: Path | None = None) -> Scenario[Any]:
+    """Import the scenario called ``name``: a bundled or installed name (``carpark``), a file
+    (``printer.py``, relative to ``base``, default the current directory) or a dotted module
+    (``mypkg.printer``). See :mod:`sim._lookup` for which code may be imported."""
+    from ._lookup import find
+
+    return find(name, base=base).load()
 
 
-def load(name: str) -> Scenario[Any]:
-    """Import the scenario called ``name`` (``carpark`` or ``package.module``)."""
-    module = module_name(name)
-    try:
-        loaded = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module.startswith(exc.name):
-            raise ScenarioError(f"no scenario named {name!r}") from None
-        raise
-    scenario = getattr(loaded, "scenario", None)
-    if not isinstance(scenario, Scenario):
-        raise ScenarioError(f"module {module} does not define `scenario = Scenario(...)`")
-    return scenario
+def of(config: RunConfig[Any]) -> Scenario[Any]:
+    """The scenario a validated config runs (found when the config was validated)."""
+    if config.origin is None:
+        from .errors import ScenarioError
+
+        raise ScenarioError(f"scenario {config.scenario!r} was not imported: {config.skipped}")
+    return config.origin.load()
 
 
 def available() -> list[str]:
     """Names of the scenarios bundled in the ``scenarios`` package."""
-    import scenarios
+    from ._lookup import bundled
 
-    return sorted(m.name for m in pkgutil.iter_modules(scenarios.__path__) if not m.ispkg)
+    return bundled()

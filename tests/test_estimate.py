@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from sim._sweep.results import _T95
 from sim.errors import ScenarioError
 from sim.estimate import (
     Interval,
@@ -19,7 +20,6 @@ from sim.estimate import (
 )
 from sim.quantiles import normal_quantile, regularized_beta, student_t_cdf, student_t_quantile
 from sim.stats import TimeWeighted
-from sim.sweep.results import _T95
 
 # ---------------------------------------------------------------------------------------------
 # Quantiles

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from sim._replay import LoadedRun, load_run
 from sim.export.chrome import export_chrome
 from sim.export.csv import COLUMNS, export_csv
-from sim.replay import LoadedRun, load_run
 
 from .conftest import events_of, finished
 

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from sim import kinds
+from sim._replay import load_run
 from sim.analysis import analyse
 from sim.coordinator import LiveCounters, _parse
 from sim.export.chrome import export_chrome
 from sim.history import History, Hold, Subscriber, line_of
-from sim.replay import load_run
 from sim.views import Board
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -237,7 +237,9 @@ def test_a_kind_added_through_the_registry_alone_is_logged_checked_drawn_and_exp
     assert verdicts["token: one holder of the token"]["status"] == "pass"
     assert verdicts["token: one holder of the token"]["detail"] == "taken 9 times, never by two"
 
-    result = sim("replay", str(run_dir), "--check", "--plot", str(tmp_path / "toy.svg"),
+    # The kind is registered by the scenario's module, which replay imports only when named.
+    result = sim("replay", str(run_dir), "--check", "--scenario", "tests.scenario_toy",
+                 "--plot", str(tmp_path / "toy.svg"),
                  "--export", "chrome", str(tmp_path / "t.json"),
                  "--export", "csv", str(tmp_path / "ops.csv"), timeout=50)  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -13,8 +13,8 @@ from rich.console import Console
 
 import sim.player as player
 from sim import ConfigError
+from sim._replay import LoadedRun, load_run
 from sim.player import play
-from sim.replay import LoadedRun, load_run
 
 from .conftest import finished
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from sim import ConfigError
+from sim._replay import LoadedRun, load_run, open_history
 from sim.plot import GANTT_MAX_ACTORS, _Collector, plot
-from sim.replay import LoadedRun, load_run, open_history
 
 from .conftest import finished, manifest_of
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sim.replay import load_run, replay
+from sim._replay import load_run, replay
 
 from .conftest import manifest_of, only_run_dir, sim
 

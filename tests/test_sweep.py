@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from sim import ConfigError
-from sim.sweep import expand, parse_axis, plan_sweep, run_seed
+from sim._sweep import expand, parse_axis, plan_sweep, run_seed
 
 from .conftest import alive, sim
 

@@ -231,7 +231,8 @@ def test_a_sweep_on_a_dask_cluster_gives_the_local_results(
     for row in theirs:
         run_dir = Path(row["run_dir"])
         assert run_dir.parent == folder / "runs" / row["run"]
-        assert {p.name for p in run_dir.iterdir()} == {"run.json", "events.jsonl"}
+        # The config as read is copied beside the log (provenance).
+        assert {p.name for p in run_dir.iterdir()} == {"run.json", "events.jsonl", "config.toml"}
         assert json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["status"] == "ok"
     assert no_scratch_left(cluster)
 

@@ -1,6 +1,6 @@
 """A run's history in other formats: Chrome trace (Perfetto), CSV; and what they share.
 
-Each format is a submodule with one entry point taking a :class:`~sim.replay.LoadedRun`:
+Each format is a submodule with one entry point taking a :class:`~sim._replay.LoadedRun`:
 :func:`sim.export.chrome.export_chrome` and :func:`sim.export.csv.export_csv`. They read the
 run's history (sim.history) like every other consumer; pictures are :func:`sim.plot.plot` and
 the terminal replay :func:`sim.player.play`.
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 if TYPE_CHECKING:
-    from sim.replay import LoadedRun
+    from sim._replay import LoadedRun
 
 __all__ = ["describe_params", "speedup_of"]
 

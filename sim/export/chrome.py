@@ -31,9 +31,9 @@ from typing import IO, Any
 
 import msgspec
 
+from sim._replay import LoadedRun, open_history
 from sim.history import Hold, Operation, Subscriber, Transfer
 from sim.history.lines import Line
-from sim.replay import LoadedRun, open_history
 
 from . import describe_params, speedup_of
 

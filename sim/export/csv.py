@@ -15,8 +15,8 @@ from typing import Any
 
 import msgspec
 
+from sim._replay import LoadedRun, open_history
 from sim.history import Operation, Subscriber
-from sim.replay import LoadedRun, open_history
 
 from . import speedup_of
 

@@ -40,7 +40,7 @@ from sim.errors import ConfigError, ScenarioError, SimError
 from sim.faults import Fault, check_faults
 from sim.history import History
 from sim.kinds import PrimSpec
-from sim.scenario import Actor, Scenario, States, module_name
+from sim.scenario import Actor, Scenario, States
 from sim.virtual.policy import Policy
 from sim.virtual.policy import make as make_policy
 from sim.virtual.schedule import Forced, Schedule
@@ -154,7 +154,9 @@ def execute(
     choices it made to ``schedule.json`` beside its log."""
     config, prims, actors = planned.config, planned.prims, planned.actors
     _ensure_open_files(len(actors), config.engine.start_method)
-    mp = _context(config.engine.start_method, module_name(config.scenario))
+    # Preloaded by a forkserver: the module the scenario was found in (sim._lookup).
+    module = config.origin.module if config.origin is not None else "scenarios"
+    mp = _context(config.engine.start_method, module)
     try:
         run_dir.mkdir(parents=True, exist_ok=False)
     except OSError as exc:

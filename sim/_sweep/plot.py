@@ -40,10 +40,7 @@ def plot_metric(
         known = sorted({k[: -len("_mean")] for row in summary for k in row if k.endswith("_mean")})
         raise ConfigError(f"no metric {metric!r} in this sweep; one of: {', '.join(known)}",
                           source="--plot")  # fmt: skip
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from sim._backend import plt
 
     axes = [a.key for a in grid.axes]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)

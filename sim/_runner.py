@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from . import scenario as _scenario
+from ._provenance import provenance
 from .analysis import Report, analyse
 from .config import RunConfig
 from .errors import SimError
@@ -21,7 +22,10 @@ from .report import print_summary
 from .runtime.engine import execute, plan
 from .virtual.schedule import Schedule
 
-__all__ = ["RunOutcome", "first_failure", "new_run_id", "run"]
+__all__ = ["CONFIG_COPY", "RunOutcome", "first_failure", "new_run_id", "run"]
+
+#: The copy of the config's TOML text in the run directory.
+CONFIG_COPY = "config.toml"
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ def run(
 ) -> RunOutcome:
     """Run ``config`` into a new directory under ``out``; print progress and a summary to
     ``console`` (nothing when None). A virtual run follows ``schedule`` if given."""
-    spec = _scenario.load(config.scenario)
+    spec = _scenario.of(config)
     seed = config.seed if config.seed is not None else secrets.randbelow(2**32)
     run_dir = out / new_run_id(spec.name)
     display = None
@@ -67,6 +71,11 @@ def run(
         "versions": versions(),
         "started_at": iso(time.time()),
         "primitives": prims,
+        # The config's text exactly as read (also copied to config.toml beside the log) and
+        # the overrides on top of it: with provenance, what it takes to run it again.
+        "config_text": config.text,
+        "overrides": list(config.overrides),
+        "provenance": provenance(config.origin),
     }
     listening: dict[str, Any] = {}
 
@@ -74,6 +83,8 @@ def run(
         # The manifest exists from the moment actors may start: a run whose engine is killed
         # stays marked "running", never passes for complete.
         listening.update(info)
+        if config.text:
+            (run_dir / CONFIG_COPY).write_bytes(config.text.encode("utf-8"))
         write_manifest(run_dir, base | {"coordinator": info})
 
     execution = execute(planned, run_dir, display, seed=seed, on_started=started, schedule=schedule)

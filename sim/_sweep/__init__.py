@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from .execute import Executor, LocalExecutor, Outcome, Task
 from .grid import Axis, Grid, Point, expand, parse_axis, run_seed
-from .runner import SweepPlan, load_plan, make_executor, plan_sweep, run_sweep
+from .runner import (
+    SweepOutcome,
+    SweepPlan,
+    load_plan,
+    make_executor,
+    plan_sweep,
+    plot_sweep,
+    run_sweep,
+)
 
 __all__ = [
     "Axis",
@@ -13,6 +21,7 @@ __all__ = [
     "LocalExecutor",
     "Outcome",
     "Point",
+    "SweepOutcome",
     "SweepPlan",
     "Task",
     "expand",
@@ -20,6 +29,7 @@ __all__ = [
     "make_executor",
     "parse_axis",
     "plan_sweep",
+    "plot_sweep",
     "run_seed",
     "run_sweep",
 ]

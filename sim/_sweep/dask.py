@@ -16,7 +16,7 @@ not stopped after a grace period, and returns the interrupted run's files as usu
 line, the function also stops its run when the worker itself has been told to forget the task
 (the client cancelled the future or went away without setting the event).
 
-This module imports ``distributed``; ``sim.sweep.runner`` imports it only for
+This module imports ``distributed``; ``sim._sweep.runner`` imports it only for
 ``--executor dask``, so the package stays an optional extra.
 """
 

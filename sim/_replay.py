@@ -4,6 +4,10 @@
 engine's ``run_start`` line carries the resolved config, the primitives and the actor names, so
 a log alone is enough. Problems with the files (a torn last line, a line that is not JSON, a
 missing manifest, a newer schema) are findings with line numbers, never tracebacks.
+
+Replay never imports code that only the log names: a bundled or installed scenario is read
+with its own analysis and checks, but a file or module the manifest names is left alone
+(generic checks only, and a finding that says so) unless the user names it (``scenario``).
 """
 
 from __future__ import annotations
@@ -105,8 +109,12 @@ def _header(events: Path) -> dict[str, Any] | None:
     return None
 
 
-def load_run(run: Path) -> LoadedRun:
-    """Find a run's files and what they say about it; raises ReplayError if there is no log."""
+def load_run(run: Path, scenario: str | None = None) -> LoadedRun:
+    """Find a run's files and what they say about it; raises ReplayError if there is no log.
+
+    ``scenario`` is the scenario to read the log with, as the user names it (a bundled or
+    installed name, a file relative to the current directory, a dotted module); without it,
+    the log's own is used if it is bundled or installed (see sim._lookup)."""
     events, run_dir = _locate(run)
     findings: list[Finding] = []
     manifest = _manifest(run_dir, findings)
@@ -117,10 +125,23 @@ def load_run(run: Path) -> LoadedRun:
         findings.append(Finding(0, "no resolved config in run.json or the log: "
                                 "only the generic checks apply", "warning"))  # fmt: skip
     else:
+        data = dict(source["config"])
+        if scenario is not None:
+            data["scenario"] = scenario
         try:
-            config = config_from_data(dict(source["config"]), source="run config", path=events)
+            config = config_from_data(data, source="run config", path=events, base=Path.cwd(),
+                                      user=scenario is not None)  # fmt: skip
         except ConfigError as exc:
+            if scenario is not None:
+                raise ReplayError(f"--scenario {scenario}: {exc.reason}") from None
             findings.append(Finding(0, f"the recorded config is not valid here: {exc}", "warning"))
+        else:
+            if config.skipped:
+                findings.append(Finding(0, f"{config.skipped}, so it was not imported: the "
+                                        "scenario's own analysis and checks (and any primitive "
+                                        "kind it registers) were skipped, only the generic "
+                                        "checks ran (to run them: replay RUN "
+                                        f"--scenario {config.scenario})", "warning"))  # fmt: skip
     primitives = _pick(manifest, header, "primitives", {})
     # run.json maps each actor to its record; the log's run_start lists their names.
     recorded = manifest.get("actors") if manifest is not None else None
@@ -144,9 +165,9 @@ def replay(loaded: LoadedRun) -> tuple[Report, _scenario.Scenario[Any] | None]:
     """Recompute the run's metrics and verdicts from its log."""
     spec = None
     expected: tuple[str, ...] = ()
-    if loaded.config is not None:
+    if loaded.config is not None and loaded.config.origin is not None:
         try:
-            spec = _scenario.load(loaded.config.scenario)
+            spec = _scenario.of(loaded.config)
         except ScenarioError as exc:
             loaded.findings.append(Finding(0, f"{exc}: only the generic checks apply", "warning"))
         else:
@@ -167,9 +188,9 @@ def open_history(loaded: LoadedRun, *, track_states: bool = False) -> History:
     """A history of ``loaded``, not yet fed: its primitives, its actors, and the names its
     scenario gives to the states of its actors (when the scenario can be loaded)."""
     states = None
-    if loaded.config is not None:
+    if loaded.config is not None and loaded.config.origin is not None:
         try:
-            states = _scenario.load(loaded.config.scenario).states
+            states = _scenario.of(loaded.config).states
         except ScenarioError:
             states = None
     return History(

@@ -11,8 +11,9 @@ import signal
 import sys
 import textwrap
 import time
+import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sim import scenario as _scenario
-from sim.config import load_config
+from sim._toml import dumps
+from sim.config import DATA_SOURCE, RunConfig, config_from_data, load_config, reload
 from sim.errors import ConfigError
 
 from .execute import Executor, LocalExecutor, Outcome, Task, latest_run_dir, outcome_from_run_dir
@@ -32,7 +34,16 @@ from .grid import Axis, Grid, Point, SweepTable, expand, parse_axis, run_seed, t
 from .plot import plot_metric
 from .results import aggregate, result_rows, write_table
 
-__all__ = ["SweepPlan", "load_plan", "make_executor", "plan_sweep", "run_sweep"]
+__all__ = [
+    "SweepOutcome",
+    "SweepPlan",
+    "load_plan",
+    "make_executor",
+    "plan_config",
+    "plan_sweep",
+    "plot_sweep",
+    "run_sweep",
+]
 
 # A scheduler address as distributed takes it; tls:// and others would need their own options.
 _SCHEDULER = re.compile(r"^tcp://[^\s/:]+:\d{1,5}$|^tcp://\[[0-9A-Fa-f:.]+\]:\d{1,5}$")
@@ -49,6 +60,19 @@ class SweepPlan:
     base_seed: int
     tasks: list[Task]
     scenario: str
+    # The config's text, for a config given as data: written to ``config`` when the sweep
+    # starts, so that every run (a child ``sim run``) reads the same file.
+    config_text: str | None = None
+
+
+@dataclass
+class SweepOutcome:
+    """A finished (or interrupted) sweep: its tables as written and its exit code."""
+
+    sweep_dir: Path
+    exit_code: int
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
 
 
 def _axis_error(point: Point, exc: ConfigError) -> ConfigError:
@@ -58,36 +82,72 @@ def _axis_error(point: Point, exc: ConfigError) -> ConfigError:
 
 
 def plan_sweep(
-    config_name: str,
-    axis_texts: Sequence[str],
+    config_name: str | Path | RunConfig[Any],
+    axis_texts: Sequence[str] = (),
     *,
+    axes: Sequence[Axis] | None = None,
     overrides: Sequence[str] = (),
     repeat: int | None = None,
     zipped: bool = False,
     seed: int | None = None,
     out: Path = Path("logs"),
 ) -> SweepPlan:
-    """Validate the config, the axes and every point; nothing is written or started."""
-    base = load_config(config_name, overrides)
+    """Validate the config, the axes and every point; nothing is written or started.
+
+    ``config_name`` is a path or bundled name, or a validated config (its own overrides stay
+    on); ``axis_texts`` are ``-p`` texts, ``axes`` already parsed ones."""
+    if isinstance(config_name, RunConfig):
+        base = reload(config_name, overrides)
+        overrides = list(base.overrides)
+        label = str(config_name.source)
+    else:
+        base = load_config(config_name, overrides)
+        label = str(config_name)
     try:
         table = msgspec.convert(base.sweep, SweepTable, strict=True)
     except msgspec.ValidationError as exc:
-        raise ConfigError(str(exc).replace("`", ""), source=str(config_name), key="sweep") from None
-    axes: list[Axis] = [parse_axis(text) for text in axis_texts] or table_axes(table)
-    if not axes:
+        raise ConfigError(str(exc).replace("`", ""), source=label, key="sweep") from None
+    chosen: list[Axis] = list(axes or ()) + [parse_axis(text) for text in axis_texts]
+    chosen = chosen or table_axes(table)
+    if not chosen:
         raise ConfigError("nothing to sweep: give -p KEY=VALUES or a [sweep] table in the config",
                           source="sweep")  # fmt: skip
-    grid = expand(axes, repeat=repeat or table.repeat, zipped=zipped or table.zip)
+    grid = expand(chosen, repeat=repeat or table.repeat, zipped=zipped or table.zip)
+    unchanged = base.overrides
+    base = replace(base, overrides=())
     for point in grid.points:
         try:
-            load_config(base.source, [*overrides, *point.overrides])
+            reload(base, [*unchanged, *point.overrides])
         except ConfigError as exc:
             raise _axis_error(point, exc) from None
     base_seed = seed if seed is not None else (base.seed if base.seed is not None else 0)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     sweep_dir = out / "sweeps" / f"{base.scenario}-{stamp}-{secrets.token_hex(2)}"
-    return SweepPlan(sweep_dir, base.source.resolve(), list(overrides), grid, base_seed,
-                     _tasks(grid, base_seed, sweep_dir), base.scenario)  # fmt: skip
+    config_file, text = base.source.resolve(), None
+    if base.source.name == DATA_SOURCE:
+        # Data, not a file: the runs read it from the sweep's own copy, with a scenario file
+        # made absolute (the copy is not where the data's relative path starts from).
+        config_file, text = sweep_dir / "config.toml", _portable(base)
+    return SweepPlan(sweep_dir, config_file, list(unchanged), grid, base_seed,
+                     _tasks(grid, base_seed, sweep_dir), base.scenario, text)  # fmt: skip
+
+
+def plan_config(plan: SweepPlan) -> RunConfig[Any]:
+    """The sweep's config with its fixed overrides (read from the plan's text until the sweep
+    has written its copy)."""
+    if plan.config_text is not None and not plan.config.is_file():
+        return config_from_data(tomllib.loads(plan.config_text), source=str(plan.config),
+                                path=plan.config, overrides=plan.overrides,
+                                text=plan.config_text)  # fmt: skip
+    return load_config(plan.config, plan.overrides)
+
+
+def _portable(config: RunConfig[Any]) -> str:
+    if config.origin is None or config.origin.form != "file" or config.origin.path is None:
+        return config.text
+    data = tomllib.loads(config.text)
+    data["scenario"] = str(config.origin.path)
+    return dumps(data)
 
 
 def _tasks(grid: Grid, base_seed: int, sweep_dir: Path) -> list[Task]:
@@ -101,6 +161,8 @@ def _tasks(grid: Grid, base_seed: int, sweep_dir: Path) -> list[Task]:
 
 def _save_plan(plan: SweepPlan, jobs: int, executor: str) -> None:
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+    if plan.config_text is not None:
+        plan.config.write_bytes(plan.config_text.encode("utf-8"))
     record = {
         "schema": 1,
         "command": sys.argv,
@@ -273,8 +335,8 @@ def run_sweep(
     executor: str | Executor | None = None,
     scheduler: str | None = None,
     shared_out: bool = False,
-) -> int:
-    """Run what is missing of ``plan``, write its tables; the exit code of the sweep.
+) -> SweepOutcome:
+    """Run what is missing of ``plan``, write its tables; they and the sweep's exit code.
 
     ``executor`` is ``"local"`` (the default: child processes on this machine), ``"dask"`` (a
     Dask LocalCluster, or the cluster at ``scheduler``; ``shared_out`` says the sweep's folder
@@ -291,7 +353,7 @@ def run_sweep(
                           source="--scheduler")  # fmt: skip
     else:
         chosen = executor
-    spec = _scenario.load(plan.scenario)
+    spec = _scenario.of(plan_config(plan))
     finished = {t.name: o for t in plan.tasks if resume and (o := _done(t)) is not None}
     todo = [t for t in plan.tasks if t.name not in finished]
     started = time.monotonic()
@@ -334,44 +396,52 @@ def run_sweep(
     if console is not None:
         _print_summary(console, plan, spec, summary)
     if plot is not None:
-        _plot(plan, spec, summary, plot, heatmap, console)
-    print(plan.sweep_dir)
+        plot_sweep(plan, summary, plot, heatmap=heatmap, console=console)
     if interrupted:
-        return 130
+        return SweepOutcome(plan.sweep_dir, 130, rows, summary)
     failed = [o for o in outcomes if o.status != "ok"]
     missing = len(plan.tasks) - len(outcomes)
     if console is not None and (failed or missing):
         for outcome in failed[:10]:
             console.print(f"[red]{outcome.task.name}[/] {escape(outcome.task.point.label)}: "
                           f"{outcome.status} {escape(outcome.error)}")  # fmt: skip
-    return 1 if failed or missing else 0
+    return SweepOutcome(plan.sweep_dir, 1 if failed or missing else 0, rows, summary)
 
 
-def _plot(
+def plot_sweep(
     plan: SweepPlan,
-    spec: _scenario.Scenario[Any],
-    summary: list[dict[str, Any]],
+    summary: Sequence[Mapping[str, Any]],
     metric: str,
-    heatmap: bool,
-    console: Console | None,
-) -> None:
+    *,
+    path: Path | None = None,
+    heatmap: bool = False,
+    console: Console | None = None,
+) -> Path:
+    """Draw ``metric`` of a sweep's summary against its first axis (with the model's values
+    where there are any), or as a heatmap of two axes; return the picture's path."""
+    config = plan_config(plan)
+    spec = _scenario.of(config)
+    known = [m.key for m in spec.metrics]
+    if metric not in known:
+        raise ConfigError(f"no metric {metric!r}; one of: {', '.join(known)}", source="--plot")
     labels = {m.key: m.label + (f" ({m.unit})" if m.unit else "") for m in spec.metrics}
     label = labels.get(metric, metric)
-    config = load_config(plan.config, plan.overrides)
     fixed = textwrap.fill(", ".join([config.title, *plan.overrides]).strip(", "), 100)
     title = f"{plan.scenario}: {label}" + (f"\n{fixed}" if fixed else "")
-    path = plan.sweep_dir / f"{metric}.png"
-    plot_metric(plan.grid, summary, metric, path, title=title, label=label, heatmap=heatmap)
+    path = path or plan.sweep_dir / f"{metric}.png"
+    plot_metric(plan.grid, list(summary), metric, path, title=title, label=label, heatmap=heatmap)
     if console is not None:
         console.print(f"plot: {escape(str(path))}")
+    return path
 
 
 def _theory(plan: SweepPlan, spec: _scenario.Scenario[Any]) -> dict[int, Mapping[str, float]]:
     if spec.theory is None:
         return {}
     found: dict[int, Mapping[str, float]] = {}
+    base = replace(plan_config(plan), overrides=())
     for point in plan.grid.points:
-        config = load_config(plan.config, [*plan.overrides, *point.overrides])
+        config = reload(base, [*plan.overrides, *point.overrides])
         found[point.index] = spec.theory(config)
     return found
 

@@ -1,0 +1,36 @@
+"""``python -m sim new NAME``: a scenario module and a config from a template.
+
+The template (sim/_templates) is a complete small scenario (parameters, a role, a Lock, a
+metric from the history, a check of its own, states) that runs and passes as written, so a
+new scenario starts from something that works; docs/authoring.md explains each part.
+"""
+
+from __future__ import annotations
+
+import keyword
+from pathlib import Path
+
+from .errors import ConfigError
+
+__all__ = ["write_template"]
+
+_TEMPLATES = Path(__file__).resolve().parent / "_templates"
+
+
+def write_template(name: str, folder: Path, *, force: bool = False) -> list[Path]:
+    """Write ``NAME.py`` and ``NAME.toml`` into ``folder``; return their paths."""
+    if not name.isidentifier() or keyword.iskeyword(name) or not name.isascii():
+        raise ConfigError(f"{name!r} is not a Python identifier (letters, digits, _)",
+                          source="NAME")  # fmt: skip
+    if not folder.is_dir():
+        raise ConfigError("no such folder", source=str(folder))
+    targets = [folder / f"{name}.py", folder / f"{name}.toml"]
+    there = [str(path) for path in targets if path.exists()]
+    if there and not force:
+        raise ConfigError(f"{', '.join(there)} already there (--force overwrites)", source="new")
+    cls = "".join(part.capitalize() for part in name.split("_")) or "Scenario"
+    for target, template in zip(targets, ("scenario.py.txt", "config.toml.txt"), strict=True):
+        text = (_TEMPLATES / template).read_text(encoding="utf-8")
+        target.write_text(text.replace("__NAME__", name).replace("__CLASS__", cls),
+                          encoding="utf-8")  # fmt: skip
+    return targets

@@ -1,0 +1,121 @@
+"""What a run's result depends on besides its config: the host, Python, every installed
+dependency's version, and the git commit of the scenario's source.
+
+Recorded in run.json (``provenance``), so that a run found months later says what produced it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import platform
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._lookup import Source
+
+__all__ = ["dependencies", "git_state", "provenance"]
+
+# sim's own requirements when its metadata cannot be read (a checkout used without install).
+_FALLBACK = ("anyio", "structlog", "msgspec", "rich", "matplotlib", "numpy", "pandas")
+# Optional extras that change what a run or a sweep does when they are installed.
+_OPTIONAL = ("pyarrow", "distributed")
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_GIT_TIMEOUT_S = 5.0
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@functools.cache
+def dependencies() -> dict[str, str]:
+    """Version of every installed distribution sim needs to run, directly or through another
+    (its requirements, theirs, and so on), and of the optional extras that are installed."""
+    # One scan of the installed distributions: asking for each by name scans sys.path again.
+    by_name: dict[str, importlib.metadata.Distribution] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            by_name.setdefault(_canonical(name), dist)
+    sim = by_name.get("sim")
+    wanted = _requirements(sim) if sim is not None else list(_FALLBACK)
+    found: dict[str, str] = {}
+    queue = [*wanted, *_OPTIONAL]
+    while queue:
+        name = _canonical(queue.pop())
+        needed = by_name.get(name)
+        if name in found or needed is None:
+            continue  # seen, or optional, or left out on this platform by a marker
+        found[name] = needed.version
+        queue.extend(_requirements(needed))
+    return dict(sorted(found.items()))
+
+
+def _requirements(dist: importlib.metadata.Distribution) -> list[str]:
+    names = []
+    for text in dist.requires or ():
+        if "extra ==" in text:
+            continue  # an extra's requirement: only there when the extra was asked for
+        match = _NAME.match(text)
+        if match:
+            names.append(match.group(1))
+    return names
+
+
+def git_state(path: Path) -> dict[str, Any] | None:
+    """The commit of the repository ``path`` is in, and whether ``path`` (a file or folder)
+    differs from it (``dirty``: changed or untracked) and whether any tracked file of the work
+    tree does (``tree_dirty``). None outside a repository or without git."""
+    folder = path if path.is_dir() else path.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True,
+                                  text=True, timeout=_GIT_TIMEOUT_S, check=False)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    commit = git("rev-parse", "HEAD")
+    if top is None or commit is None:
+        return None
+    mine = git("status", "--porcelain", "--", str(path))
+    tree = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "root": top.strip(),
+        "commit": commit.strip(),
+        "dirty": bool(mine and mine.strip()),
+        "tree_dirty": bool(tree and tree.strip()),
+    }
+
+
+def provenance(origin: Source | None) -> dict[str, Any]:
+    """Host, Python, dependencies and the scenario's source (with its git state)."""
+    scenario: dict[str, Any] | None = None
+    if origin is not None:
+        scenario = origin.describe()
+        path = origin.path
+        if path is None:
+            module = sys.modules.get(origin.module)
+            where = getattr(module, "__file__", None)
+            path = Path(where) if where else None
+        if path is not None:
+            scenario["path"] = str(path)
+            scenario["git"] = git_state(path)
+    return {
+        "host": socket.gethostname(),
+        "python": {
+            "version": sys.version.split()[0],
+            "implementation": platform.python_implementation(),
+            "executable": sys.executable,
+        },
+        "packages": dependencies(),
+        "scenario": scenario,
+    }

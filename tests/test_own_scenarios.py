@@ -1,0 +1,227 @@
+"""Scenarios of one's own: `sim new`, files by path, installed entry points, and which code sim
+imports (a scenario name never goes straight to importlib; replay imports only what the user
+names)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, manifest_of, only_run_dir, sim
+
+ZEN = "Beautiful is better than ugly"
+
+
+def _sim_env(*args: str, cwd: Path, pythonpath: Path | None = None,
+             timeout: float = 90) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    env = {**os.environ, "COLUMNS": "200"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    return subprocess.run([sys.executable, "-m", "sim", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env=env, check=False)  # fmt: skip
+
+
+@pytest.mark.timeout(90)
+def test_sim_new_writes_a_scenario_and_a_config_that_run_and_pass(tmp_path: Path) -> None:
+    made = sim("new", "printer", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.split() == ["printer.py", "printer.toml"]
+    for check in (["check"], ["format", "--check"]):
+        command = [sys.executable, "-m", "ruff", *check, "--no-cache", "printer.py"]
+        linted = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, check=False)
+        assert linted.returncode == 0, linted.stdout + linted.stderr
+    ran = sim("run", "printer.toml", "--out", "logs", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    manifest = manifest_of(only_run_dir(tmp_path / "logs"))
+    verdicts = {v["name"]: v["status"] for v in manifest["invariants"]}
+    assert verdicts["one worker at the resource at a time"] == "pass"
+    assert manifest["metrics"]["jobs_done"] == 12
+    # The race the template's comment promises, declared and shown.
+    race = sim("run", "printer.toml", "-s", "params.locked=false", "-s", 'expect=["overlap"]',
+               "--out", "race", cwd=tmp_path)  # fmt: skip
+    assert race.returncode == 0, race.stderr
+    assert "As this config expects, the run shows overlap" in race.stderr
+    again = sim("new", "printer", cwd=tmp_path)
+    assert again.returncode == 2
+    assert "already there (--force overwrites)" in again.stderr
+    assert sim("new", "printer", "--force", cwd=tmp_path).returncode == 0
+    bad = sim("new", "2-printers", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: NAME: '2-printers' is not a Python identifier")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_a_scenario_file_beside_its_config_runs_under_every_start_method(
+    tmp_path: Path, method: str
+) -> None:
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    assert sim("new", "queue", "--dir", str(lab)).returncode == 0  # shadows nothing: see _files
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ran = sim("run", str(lab / "queue.toml"), "-s", f"engine.start_method={method}",
+              "--out", "logs", "--quiet", cwd=elsewhere)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    manifest = manifest_of(only_run_dir(elsewhere / "logs"))
+    assert manifest["provenance"]["scenario"]["form"] == "file"
+    assert manifest["provenance"]["scenario"]["path"] == str(lab / "queue.py")
+    assert manifest["metrics"]["jobs_done"] == 12
+
+
+def _distribution(site: Path) -> None:
+    """An installed distribution, as pip lays one out: a package and its dist-info, whose
+    entry_points.txt registers a scenario under sim.scenarios."""
+    package = site / "sim_demo_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('"""Scenarios for sim, installed."""\n')
+    assert sim("new", "demo_printer", "--dir", str(package)).returncode == 0
+    (package / "demo_printer.toml").unlink()
+    info = site / "sim_demo_scenarios-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: sim-demo-scenarios\nVersion: 0.3\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[sim.scenarios]\ndemo_printer = sim_demo_pkg.demo_printer:scenario\n"
+    )
+    (info / "RECORD").write_text("")
+
+
+@pytest.mark.timeout(120)
+def test_an_installed_entry_point_scenario_is_listed_and_runs(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    _distribution(site)
+    listed = _sim_env("list", cwd=tmp_path, pythonpath=site)
+    assert listed.returncode == 0, listed.stderr
+    (line,) = [line for line in listed.stdout.splitlines() if " demo_printer " in line]
+    assert line.split()[:5] == ["scenario", "demo_printer", "installed:", "sim-demo-scenarios",
+                                "0.3"]  # fmt: skip
+    assert line.endswith("Workers take turns with one shared resource, guarded by a Lock")
+    config = tmp_path / "demo.toml"
+    config.write_text('scenario = "demo_printer"\n[clock]\nspeedup = 3000\n')
+    for method in ("fork", "spawn"):
+        ran = _sim_env("run", str(config), "-s", f"engine.start_method={method}", "--out",
+                       str(tmp_path / method), "--quiet", cwd=tmp_path,
+                       pythonpath=site)  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        run_dir = only_run_dir(tmp_path / method)
+        manifest = manifest_of(run_dir)
+        assert manifest["provenance"]["scenario"] | {"path": None} == {
+            "name": "demo_printer", "form": "installed", "module": "sim_demo_pkg.demo_printer",
+            "entry_point": "sim_demo_pkg.demo_printer:scenario",
+            "distribution": "sim-demo-scenarios", "version": "0.3", "path": None,
+            "git": manifest["provenance"]["scenario"]["git"],
+        }  # fmt: skip
+        assert manifest["metrics"]["jobs_done"] == 12
+    # An installed scenario is the user's own choice of code: replay reads it with its checks.
+    replayed = _sim_env("replay", str(run_dir), "--check", "--json", cwd=tmp_path,
+                        pythonpath=site)  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr
+    assert "one worker at the resource at a time" in replayed.stdout
+
+
+@pytest.mark.timeout(60)
+def test_a_scenario_not_found_lists_the_names_and_the_other_forms(tmp_path: Path) -> None:
+    config = tmp_path / "mine.toml"
+    config.write_text('scenario = "carpak"\n')
+    result = sim("run", str(config), "--out", str(tmp_path / "logs"))
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert message.startswith(f"error: {config}: scenario: no scenario named 'carpak' (did you "
+                              "mean 'carpark'?). Known scenarios, bundled: barrier, ")  # fmt: skip
+    assert "carpark, h2o, mutex" in message
+    assert 'a file (scenario = "printer.py", relative to the config)' in message
+    assert 'a dotted module (scenario = "mypkg.printer")' in message
+    assert "'sim.scenarios'" in message
+    # The issue's case: printer.py beside the config, named without its suffix.
+    (tmp_path / "printer.py").write_text("scenario = None\n")
+    config.write_text('scenario = "printer"\n')
+    result = sim("run", str(config), "--out", str(tmp_path / "logs"))
+    assert result.returncode == 2
+    assert f'the file {tmp_path / "printer.py"} is there: to use it, write scenario = ' \
+           '"printer.py"' in result.stderr  # fmt: skip
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("..", "'..' is not a scenario name"),
+        ('"a..b"', "'a..b' is not a scenario name"),
+        ('""', "'' is not a scenario name"),
+        ("5", "scenario: expected str, got int"),
+        ("this.x", "no module 'this.x' importable from here"),
+        ("json.decoder", "does not define `scenario = Scenario(...)` at module level: not "
+         "imported"),
+        ("sim.cli", "sim's own modules are not scenarios"),
+        ("tests", "no scenario named 'tests'"),
+        ("nope.py", "no scenario file"),
+        ('"../../../etc/passwd"', "a scenario file is Python source ending in .py"),
+    ],
+)  # fmt: skip
+def test_an_invalid_or_foreign_scenario_name_exits_2_without_importing_it(
+    tmp_path: Path, value: str, says: str
+) -> None:
+    result = sim("run", "carpark", "-s", f"scenario={value}", "--out", str(tmp_path / "logs"),
+                 cwd=ROOT)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert ZEN not in result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: carpark.toml: scenario: ")
+    assert says in line
+    assert line.endswith("(set with -s)")
+
+
+def _marked(folder: Path, marker: Path) -> None:
+    """A scenario (the `sim new` template) that notes every import of itself in ``marker``."""
+    assert sim("new", "noted", "--dir", str(folder)).returncode == 0
+    source = folder / "noted.py"
+    text = source.read_text()
+    note = f"\nwith open({str(marker)!r}, 'a') as _fh:\n    _fh.write('imported\\n')\n"
+    source.write_text(text + note)
+
+
+@pytest.mark.timeout(120)
+def test_replay_never_imports_a_file_or_module_named_only_by_the_log(tmp_path: Path) -> None:
+    marker = tmp_path / "imports.txt"
+    _marked(tmp_path, marker)
+    ran = sim("run", str(tmp_path / "noted.toml"), "--out", str(tmp_path / "logs"), "--quiet")
+    assert ran.returncode == 0, ran.stderr
+    assert marker.read_text().count("imported") >= 1
+    run_dir = only_run_dir(tmp_path / "logs")
+    marker.unlink()
+
+    result = sim("replay", str(run_dir), "--check", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not marker.exists()  # the file the log names was not imported
+    assert "the file 'noted.py' is named only by the log, so it was not imported" in result.stderr
+    assert "only the generic checks ran (to run them: replay RUN --scenario noted.py)" in \
+        result.stderr  # fmt: skip
+    assert "every actor ended cleanly" in result.stdout
+    assert "one worker at the resource at a time" not in result.stdout
+
+    asked = sim("replay", str(run_dir), "--check", "--json", "--scenario", "noted.py",
+                cwd=tmp_path)  # fmt: skip
+    assert asked.returncode == 0, asked.stderr
+    assert marker.read_text().count("imported") == 1
+    assert "one worker at the resource at a time" in asked.stdout
+
+    # A log whose manifest and run_start were edited to name a dotted module: not imported.
+    marker.unlink()
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "noted.py").rename(tmp_path / "pkg" / "noted.py")
+    for name in ("run.json", "events.jsonl"):
+        path = run_dir / name
+        path.write_text(path.read_text().replace('"noted.py"', '"pkg.noted"'))
+    result = sim("replay", str(run_dir), "--check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "the module 'pkg.noted' is named only by the log" in result.stderr
+    assert not marker.exists()
