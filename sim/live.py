@@ -50,5 +50,5 @@ class LiveView:
             self._rate = (counters.events - seen) / (now - then)
             self._last = (now, counters.events)
         footer = f"{counters.events:,} events · {self._rate:,.0f} events/s"
-        return frame(board, title=self._title, speedup=self._speedup, now=elapsed,
+        return frame(board.snapshot(now=elapsed), title=self._title, speedup=self._speedup,
                      console=self._console, footer=footer)  # fmt: skip

@@ -56,12 +56,13 @@ def run(
     planned = plan(config, spec)
     prims = planned.described
     if console is not None and console.is_terminal and config.engine.live:
-        display = LiveView(console, f"{spec.name}: {spec.description}", config.clock.speedup)
+        display = LiveView(console, config.heading, config.clock.speedup)
     base: dict[str, Any] = {
         "run_id": run_dir.name,
         "status": "running",
         "source": str(config.source),
         "config": config.resolved(seed),
+        "overrides": list(config.overrides),
         "seed": seed,
         "start_method": config.engine.start_method,
         "versions": versions(),
@@ -122,8 +123,7 @@ def run(
     if console is not None:
         print_summary(
             console,
-            title=(config.title or spec.name)
-            + (f" (with {' '.join(config.overrides)})" if config.overrides else ""),
+            title=config.heading,
             metrics=report.metrics,
             declared=spec.metrics,
             verdicts=report.verdicts,

@@ -169,6 +169,12 @@ class History:
             self._finish_subs.append(sub.on_finish)
         return sub
 
+    @property
+    def subscribers(self) -> tuple[Subscriber, ...]:
+        """Everything subscribed, in the order it was (a display that shows checks as they
+        find something looks at them)."""
+        return tuple(self._subs)
+
     def _route(self, prim: str) -> tuple[list[Callable[..., None]], ...]:
         wanted = [s for s in self._subs if s.prims is None or prim in s.prims]
         return tuple([getattr(s, hook) for s in wanted if _overrides(s, hook)] for hook in _HOOKS)
@@ -398,6 +404,7 @@ class History:
                 there = pending.pop(k)
                 ops.extend(there if isinstance(there, list) else [there])
             for op in sorted(ops, key=lambda o: o.start):
+                model.abandoned(op)
                 for hook in model.routes[1]:
                     hook(op)
         for model in self._models.values():
@@ -532,6 +539,13 @@ class History:
         tone = ""
         if a.ended:
             state, category, detail = (a.ended if a.ended != "ok" else "done"), "done", ""
+            before = a.state
+            if a.ended != "ok" and before is not None and before.category not in ("done", "new"):
+                # Stopped in the middle of something: what it was doing is the story (a
+                # philosopher terminated while waiting for a fork, holding another).
+                detail = f"was {before.state} {before.detail}".strip()
+            elif before is not None and before.category == "done":
+                detail = before.detail
         elif a.blocked:
             op = a.blocked[-1]
             kind = self._kinds.find(op.kind)
