@@ -164,19 +164,27 @@ class Tape:
         return [] if self.report is None else list(self.report.verdicts)
 
 
-def describe_line(line: Line) -> str:
-    """A line in words: ``phil-000 acquire fork-1: ok``, ``car-017 park visit=0 stay=95``."""
+def describe_line(line: Line, *, short: bool = False) -> str:
+    """A line in words: ``phil-000 acquire fork-1: ok``, ``car-017 park visit=0 stay=95``
+    (``short``: the engine's long fields, such as a deadlock's explanation, left out)."""
     if line.event == "op":
         what = f"{line.actor} {line.op} {line.prim}"
         extra = " ".join(
-            f"{k}={v}" for k, v in line.fields.items() if k not in _CONTRACT | _OP
+            f"{k}={_short(v)}" for k, v in line.fields.items() if k not in _CONTRACT | _OP
         )  # fmt: skip
         return f"{what}: {line.phase}" + (f" ({extra})" if extra else "")
+    skip = _LONG if short or line.actor in _SYSTEM else frozenset()
     fields = " ".join(
         f"{k}={_short(v)}" for k, v in line.fields.items()
-        if k not in _CONTRACT and k not in ("config", "primitives", "actor_names", "waits")
+        if k not in _CONTRACT and k not in skip and not (short and line.actor in _SYSTEM
+                                                         and k in _ENGINE_LONG)
     )  # fmt: skip
     return f"{line.actor} {line.event}" + (f" {fields}" if fields else "")
+
+
+# Fields of the engine's lines too long to say in a line (the page shows them when clicked).
+_LONG = frozenset({"config", "primitives", "actor_names", "waits"})
+_ENGINE_LONG = frozenset({"explanation", "reason", "cycle"})
 
 
 def _short(value: Any) -> str:
