@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -128,7 +127,8 @@ async def test_the_next_finding_is_the_deadlock_explained_in_full_and_the_summar
         await pilot.press("G")
         assert summary.has_class("shown")
         shown = " ".join(text_of(summary.content).split())  # type: ignore[attr-defined]
-        assert "no deadlock" in shown and "end of the log" in shown
+        assert "no deadlock" in shown
+        assert "end of the log" in shown
 
 
 @pytest.mark.timeout(120)

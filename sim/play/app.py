@@ -10,6 +10,7 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
+from textual.timer import Timer
 from textual.widgets import Footer, Static
 
 from sim.export import speedup_of
@@ -47,7 +48,7 @@ class Player(App[None]):
     #summary.shown { display: block; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("space", "toggle", "play/pause", key_display="space"),
+        Binding("space", "play_pause", "play/pause", key_display="space"),
         Binding("right,l", "step(1)", "step", key_display="→"),
         Binding("left,h", "step(-1)", "back", key_display="←"),
         Binding("home,g", "jump('start')", "start", key_display="g"),
@@ -71,7 +72,7 @@ class Player(App[None]):
         self.following: str | None = None
         # Where play is between two steps: the run's time (wall runs) or a fraction of a step.
         self._clock = 0.0
-        self._timer = None
+        self._timer: Timer | None = None
         self.shown: Snapshot = tape.snapshot(0)
 
     def compose(self) -> ComposeResult:
@@ -89,7 +90,7 @@ class Player(App[None]):
 
     # -- the actions the keys call --------------------------------------------------------------
 
-    def action_toggle(self) -> None:
+    def action_play_pause(self) -> None:
         if self.playing:
             self.pause()
         else:
