@@ -131,7 +131,7 @@ def _primitives(p: Params) -> dict[str, PrimSpec[Any]]:
     return {
         COND: Condition(),
         "slots": Array("i", p.capacity, lock=False),
-        "count": Value("i", 0, lock=False),
+        "count": Value("i", 0, lock=False, bounds=(0, p.capacity)),
         "in": Value("i", 0, lock=False),
         "out": Value("i", 0, lock=False),
     }

@@ -30,7 +30,7 @@ from .board import Board, Note, Row, Snapshot
 if TYPE_CHECKING:
     from sim.replay import LoadedRun
 
-__all__ = ["Notice", "Step", "Tape", "describe_line", "record"]
+__all__ = ["Delta", "Notice", "Step", "Tape", "describe_line", "record"]
 
 # A key frame every this many steps: a snapshot is at most this many deltas from one.
 _KEY_EVERY = 64
@@ -67,7 +67,10 @@ class Notice:
 
 
 @dataclass
-class _Delta:
+class Delta:
+    """What one step changed: gauges by name, actors' states, the engine's news (None: as it
+    was), actors' roles."""
+
     rows: dict[str, Row] = field(default_factory=dict)
     states: dict[str, State] = field(default_factory=dict)
     news: str | None = None
@@ -97,7 +100,7 @@ class Tape:
         self.names: list[str] = list(loaded.actors)
         self.report: Report | None = None
         self.spec: _scenario.Scenario[Any] | None = None
-        self._deltas: list[_Delta] = [_Delta()]
+        self._deltas: list[Delta] = [Delta()]
         self._keys: dict[int, _Key] = {}
         self._row_order: list[str] = []
 
@@ -141,6 +144,15 @@ class Tape:
             step=None if step is None else step.step,
             notes=tuple(n.note for n in self.notices if n.at <= at),
         )
+
+    def delta(self, at: int) -> Delta:
+        """What the step that led to position ``at`` changed (position 0: nothing)."""
+        return self._deltas[at]
+
+    @property
+    def row_names(self) -> list[str]:
+        """Every gauge's name, in the order they first appeared."""
+        return list(self._row_order)
 
     def next_notice(self, at: int) -> int | None:
         """The position of the first finding after ``at``."""
@@ -229,9 +241,9 @@ class _Recorder(Subscriber):
         if state.actor not in self.tape.names and state.actor not in _SYSTEM:
             self.tape.names.append(state.actor)
 
-    def _save(self) -> _Delta:
+    def _save(self) -> Delta:
         """What changed since the last step, as a delta; the current board remembered."""
-        delta = _Delta(states=self.changed)
+        delta = Delta(states=self.changed)
         self.changed = {}
         for row in self.board.rows():
             if row.name not in self.rows:
