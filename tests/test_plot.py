@@ -141,8 +141,9 @@ def test_the_if_buffer_plot_shows_the_count_below_zero_beside_its_band(tmp_path:
     loaded = run(tmp_path / "logs", "bounded_buffer-if", "clock.mode=virtual")
     capacity = manifest_of(loaded.run_dir)["config"]["params"]["capacity"]  # type: ignore[arg-type]
     with open(loaded.events_path, encoding="utf-8") as fh:
-        writes = [e for e in map(json.loads, fh)
-                  if e.get("prim") == "count" and e.get("op") == "write" and e["phase"] == "ok"]  # fmt: skip
+        events = [json.loads(line) for line in fh]
+    writes = [e for e in events if (e.get("prim"), e.get("op"), e.get("phase")) == ("count",
+              "write", "ok")]  # fmt: skip
     lowest = min(e["value"] for e in writes)
     assert lowest < 0  # the underflow the config exists to show
     plot(loaded, tmp_path / "buffer.svg")

@@ -18,8 +18,8 @@ from typing import Any
 import msgspec
 
 from sim.history import Operation, State
-from sim.report import format_value
 from sim.replay import LoadedRun
+from sim.report import format_value
 from sim.run import first_failure
 from sim.views.board import counted
 from sim.views.palette import color_of

@@ -176,7 +176,8 @@ class Value(PrimSpec[LoggedValue]):
         return mp.Value(self.typecode, self.initial, lock=self.lock)
 
     def describe(self) -> dict[str, Any]:
-        described = {"kind": self.kind, "typecode": self.typecode, "initial": self.initial,
+        described: dict[str, Any] = {"kind": self.kind, "typecode": self.typecode,
+                                     "initial": self.initial,
                      "lock": self.lock}  # fmt: skip
         if self.bounds is not None:
             described["bounds"] = list(self.bounds)
@@ -320,8 +321,9 @@ class ReadModifyWrite(Model):
             return Reading(value, None, f"value {value:g}{writes}")
         low, high = bounds
         out = "" if low <= value <= high else " OUT OF BOUNDS"
-        return Reading(value - low, high - low,
-                       f"value {value:g} (allowed {low:g} .. {high:g}){out}{writes}")
+        return Reading(
+            value - low, high - low, f"value {value:g} (allowed {low:g} .. {high:g}){out}{writes}"
+        )
 
     def invoke(self, op: Operation) -> None:
         line = op.invoke
