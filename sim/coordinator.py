@@ -314,6 +314,7 @@ class Coordinator:
 
     def _put_local(self, line: bytes) -> None:
         parsed = decode_line(line)
+        parsed.raw = line  # its other fields (a deadlock's explanation), for the live view
         self.counters.lines[parsed.actor] += 1
         self.counters.events += 1
         self.counters.history.feed((parsed,))

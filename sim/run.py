@@ -56,7 +56,7 @@ def run(
     planned = plan(config, spec)
     prims = planned.described
     if console is not None and console.is_terminal and config.engine.live:
-        display = LiveView(console, config.heading, config.clock.speedup)
+        display = LiveView(console, config.heading, config.clock.speedup, config)
     base: dict[str, Any] = {
         "run_id": run_dir.name,
         "status": "running",

@@ -68,7 +68,7 @@ def _overrides(sub: Subscriber, hook: str) -> bool:
 
 
 class _Actor:
-    __slots__ = ("blocked", "domain", "ended", "holds", "name", "state")
+    __slots__ = ("blocked", "domain", "ended", "holds", "last", "name", "state")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -77,6 +77,8 @@ class _Actor:
         self.blocked: list[Operation] = []
         self.holds: list[Hold] = []
         self.state: State | None = None
+        # Its state before it ended.
+        self.last: State | None = None
 
 
 class History:
@@ -394,6 +396,12 @@ class History:
     def _end_actor(self, actor: str, ts: float, status: str) -> None:
         self.ended[actor] = status
         died = status == "died"
+        if self.track_states:
+            # Ended first: the holds and operations its end cuts below do not each restate it,
+            # and its last state (waiting for a fork, holding another) is what it ended in.
+            a = self._actor(actor)
+            a.last = a.state
+            a.ended = status
         for model in self._models.values():
             pending = model.open
             cut = [k for k in pending if isinstance(k, tuple) and k and k[0] == actor]
@@ -539,13 +547,11 @@ class History:
         tone = ""
         if a.ended:
             state, category, detail = (a.ended if a.ended != "ok" else "done"), "done", ""
-            before = a.state
+            before = a.last
             if a.ended != "ok" and before is not None and before.category not in ("done", "new"):
                 # Stopped in the middle of something: what it was doing is the story (a
                 # philosopher terminated while waiting for a fork, holding another).
                 detail = f"was {before.state} {before.detail}".strip()
-            elif before is not None and before.category == "done":
-                detail = before.detail
         elif a.blocked:
             op = a.blocked[-1]
             kind = self._kinds.find(op.kind)

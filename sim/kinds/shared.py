@@ -320,10 +320,9 @@ class ReadModifyWrite(Model):
         if bounds is None:
             return Reading(value, None, f"value {value:g}{writes}")
         low, high = bounds
-        out = "" if low <= value <= high else " OUT OF BOUNDS"
-        return Reading(
-            value - low, high - low, f"value {value:g} (allowed {low:g} .. {high:g}){out}{writes}"
-        )
+        inside = low <= value <= high
+        where = f"{'within' if inside else 'OUTSIDE'} {low:g} .. {high:g}"
+        return Reading(value - low, high - low, f"value {value:g}, {where}{writes}")
 
     def invoke(self, op: Operation) -> None:
         line = op.invoke

@@ -29,7 +29,7 @@ _FPS = 10
 _STEPS_PER_S = 4.0
 _SPEEDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 # Lines of the step just taken that are worth showing (a step of a virtual run has a few).
-_SHOWN_LINES = 4
+_CAPTION_LINES = 4
 
 
 class Player(App[None]):
@@ -213,8 +213,8 @@ class Player(App[None]):
             return Text("before the first line: press space to play, → to step", style="dim")
         step = self.tape.steps[self.position - 1]
         said = [describe_line(line, short=True) for line in step.lines]
-        more = len(said) - _SHOWN_LINES
-        text = "; ".join(said[:_SHOWN_LINES]) + (f"; and {more} more" if more > 0 else "")
+        more = len(said) - _CAPTION_LINES
+        text = "; ".join(said[:_CAPTION_LINES]) + (f"; and {more} more" if more > 0 else "")
         # One line: what the step did is a caption; the findings below say the rest in full.
         width = max(self.size.width - 2, 20)
         text = f"this step: {text}"

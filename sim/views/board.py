@@ -174,7 +174,8 @@ class Board(Subscriber):
                     rows.append(Row(prims[0], reading.value, reading.capacity, reading.text))
                 continue
             models = [self.history.models()[p] for p in prims]
-            held = [bool(m.holders()) for m in models]
+            # Taken, not merely held: a lock whose holder was stopped stays locked.
+            held = [bool(m.holders()) or m.gauges.get("held", 0) > 0 for m in models]
             waiting = sum(int(m.gauges.get("waiting", 0)) for m in models)
             marks = "".join("■" if h else "□" for h in held)
             text = f"{marks} {sum(held)}/{len(prims)} held, {waiting} waiting"

@@ -262,7 +262,7 @@
       const [value, cap, text] = r;
       const frac = cap ? Math.max(0, Math.min(1, value / cap)) : 0;
       g.fill.style.width = `${(100 * frac).toFixed(1)}%`;
-      g.bar.classList.toggle("full", cap !== null && cap > 0 && value >= cap);
+      g.bar.classList.toggle("full", (cap !== null && cap > 0 && value >= cap) || text.includes("OUTSIDE"));
       g.bar.style.visibility = cap ? "visible" : "hidden";
       g.text.textContent = text;
     }
