@@ -69,7 +69,7 @@
       const same = verdicts.find((v) => v[3] === text);
       if (same) used.add(same);
       notes.push({ at, kind: label, title: label, by: "found by the engine", text,
-                   verdict: same ? `${same[1] === "shown" ? "shown, as this config expects" : same[1]}: ${same[2]}` : "" });
+                   verdict: same ? `the check “${same[2]}” fails${same[1] === "shown" ? ", as this config expects" : ""}` : "" });
     }
     for (const v of verdicts) {
       if (used.has(v)) continue;
@@ -121,6 +121,8 @@
     if (!groups.has(role)) groups.set(role, []);
     groups.get(role).push(name);
   }
+  const longest = Math.max(4, ...D.names.map((n) => n.length));
+  document.documentElement.style.setProperty("--who", `calc(${Math.min(longest, 22)}ch + 10px)`);
   const laneEls = {};
   const SVG = "http://www.w3.org/2000/svg";
   for (const [role, members] of groups) {
@@ -295,7 +297,7 @@
       const box = el("div", `note ${n.kind}${n.at === pos ? " now" : ""}`);
       box.append(el("div", "label", `${n.title} · ${n.by} · step ${n.at}`));
       box.append(el("div", "text", n.text));
-      if (n.verdict) box.append(el("div", "dim", `check ${n.verdict}`));
+      if (n.verdict) box.append(el("div", "dim", n.verdict));
       box.addEventListener("click", () => show(n.at));
       list.append(box);
     }
