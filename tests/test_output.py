@@ -111,3 +111,12 @@ def test_titles_name_the_overrides_everywhere(tmp_path: Path) -> None:
     console = Console(file=out, width=200, force_terminal=True, color_system=None)
     console.print(render(loaded, board, 0.0, 1.0, None, console))
     assert out.getvalue().splitlines()[0].strip() == f"{title} {said}"
+
+
+@pytest.mark.timeout(120)
+def test_play_off_a_terminal_says_so_and_prints_the_timeline(naive: LoadedRun) -> None:
+    result = replay(str(naive.run_dir), "--play")
+    assert result.returncode == 0, result.stderr
+    assert "--play needs a terminal" in result.stderr
+    assert result.stdout.splitlines()[-1].startswith("end of the log:")
+    assert "As this config expects, the run shows deadlock" in result.stderr

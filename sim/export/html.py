@@ -20,7 +20,6 @@ import msgspec
 from sim.history import Operation, State
 from sim.replay import LoadedRun
 from sim.report import format_value
-from sim.run import first_failure
 from sim.views.board import counted
 from sim.views.palette import color_of
 from sim.views.tape import Tape, describe_line, record
@@ -144,6 +143,6 @@ def page_data(tape: Tape) -> dict[str, Any]:
         "verdicts": [[v.status, v.name, v.detail] for v in tape.verdicts()],
         "metrics": metrics,
         "status": "ok" if report is not None and report.ok else "failed",
-        "reason": first_failure(report) if report is not None else "",
+        "reason": report.reason if report is not None else "",
         "recorded": manifest.get("status", "unknown"),
     }

@@ -15,7 +15,6 @@ from textual.widgets import Footer, Static
 
 from sim.export import speedup_of
 from sim.report import summary
-from sim.run import first_failure
 from sim.views.board import Snapshot
 from sim.views.frame import counts, explanations, gauges, lanes, sim_time
 from sim.views.tape import Tape, describe_line
@@ -232,7 +231,7 @@ class Player(App[None]):
             declared=spec.metrics if spec is not None else (),
             verdicts=report.verdicts,
             status="ok" if report.ok else "failed",
-            reason=first_failure(report),
+            reason=report.reason,
             wall_s=float((self.loaded.manifest or {}).get("wall_s", 0.0)),
             run_dir=str(self.loaded.run_dir or self.loaded.events_path),
         )

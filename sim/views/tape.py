@@ -14,7 +14,7 @@ tell then), with the words of its verdict.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -370,8 +370,3 @@ def _place_verdicts(tape: Tape, recorder: _Recorder, verdicts: list[Verdict]) ->
             at, ts, text = found
             tape.notices.append(Notice(at, ts, label, verdict.name, text or verdict.detail))
     tape.notices.sort(key=lambda n: n.at)
-
-
-def rows_of(snapshot: Snapshot) -> Mapping[str, Row]:
-    """The snapshot's gauges by name."""
-    return {row.name: row for row in snapshot.rows}
