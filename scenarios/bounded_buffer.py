@@ -131,7 +131,7 @@ def _primitives(p: Params) -> dict[str, PrimSpec[Any]]:
     return {
         COND: Condition(),
         "slots": Array("i", p.capacity, lock=False),
-        "count": Value("i", 0, lock=False),
+        "count": Value("i", 0, lock=False, bounds=(0, p.capacity)),
         "in": Value("i", 0, lock=False),
         "out": Value("i", 0, lock=False),
     }
@@ -177,14 +177,10 @@ class InBounds(Check):
         if not 0 <= value <= self.capacity:
             woke = self._last_cond.get(op.actor) == "wait/ok"
             self._bad.append((op.actor, done.ts, value, woke))
+            # Counted as found now, so that a display shows it at the step it happened.
+            self.problems.add(lambda: self._said(*self._bad[-1]))
 
-    def verdict(self) -> Verdict:
-        if not self._writes:
-            return Verdict(self.name, "skip", "count was never written", self.phenomenon)
-        if not self._bad:
-            ok = f"{self._writes} updates, count stayed within {self._low} .. {self._high}"
-            return Verdict(self.name, "pass", ok, self.phenomenon)
-        actor, ts, value, woke = self._bad[0]
+    def _said(self, actor: str, ts: float, value: int, woke: bool) -> str:
         under = value < 0
         what = "underflow" if under else "overflow"
         did = "took from an empty" if under else "put into a full"
@@ -194,9 +190,17 @@ class InBounds(Check):
             if woke
             else ""
         )
+        return f"buffer {what}: count went to {value} at {ts:.3f} s when {actor} {did} buffer{why}"
+
+    def verdict(self) -> Verdict:
+        if not self._writes:
+            return Verdict(self.name, "skip", "count was never written", self.phenomenon)
+        if not self._bad:
+            ok = f"{self._writes} updates, count stayed within {self._low} .. {self._high}"
+            return Verdict(self.name, "pass", ok, self.phenomenon)
         detail = (
-            f"buffer {what}: count went to {value} at {ts:.3f} s when {actor} {did} buffer"
-            f"{why}; {len(self._bad)} of {self._writes} updates out of bounds, count ranged "
+            f"{self._said(*self._bad[0])}; {len(self._bad)} of {self._writes} updates out of "
+            "bounds, count ranged "
             f"{self._low} .. {self._high} (capacity {self.capacity})"
         )
         return Verdict(self.name, "fail", detail, self.phenomenon)

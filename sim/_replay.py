@@ -22,7 +22,7 @@ import msgspec
 
 from . import scenario as _scenario
 from .analysis import Report, analyse
-from .config import RunConfig, config_from_data
+from .config import RunConfig, config_from_data, with_overrides
 from .errors import ConfigError, ReplayError, ScenarioError
 from .history import History
 from .history.lines import Finding, Line, ordered, read_lines
@@ -47,10 +47,18 @@ class LoadedRun:
     findings: list[Finding] = field(default_factory=list)
 
     @property
+    def overrides(self) -> list[str]:
+        """The ``-s`` overrides the run was made with (run.json records them)."""
+        recorded = (self.manifest or {}).get("overrides")
+        return [str(o) for o in recorded] if isinstance(recorded, list) else []
+
+    @property
     def title(self) -> str:
+        """The config's title and the overrides that changed it: what every view is headed
+        with (summary, plot, player, page)."""
         if self.config is None:
             return self.events_path.parent.name
-        return self.config.title or self.config.scenario
+        return with_overrides(self.config.title or self.config.scenario, self.overrides)
 
 
 def _locate(run: Path) -> tuple[Path, Path | None]:

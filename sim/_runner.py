@@ -60,7 +60,7 @@ def run(
     planned = plan(config, spec)
     prims = planned.described
     if console is not None and console.is_terminal and config.engine.live:
-        display = LiveView(console, f"{spec.name}: {spec.description}", config.clock.speedup)
+        display = LiveView(console, config.heading, config.clock.speedup, config)
     base: dict[str, Any] = {
         "run_id": run_dir.name,
         "status": "running",
@@ -133,8 +133,7 @@ def run(
     if console is not None:
         print_summary(
             console,
-            title=(config.title or spec.name)
-            + (f" (with {' '.join(config.overrides)})" if config.overrides else ""),
+            title=config.heading,
             metrics=report.metrics,
             declared=spec.metrics,
             verdicts=report.verdicts,

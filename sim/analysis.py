@@ -74,6 +74,16 @@ class Report:
         return not errors and not any(v.failed for v in self.verdicts)
 
     @property
+    def reason(self) -> str:
+        """The first violated invariant or broken line, in words (empty when there is none)."""
+        for verdict in self.verdicts:
+            if verdict.failed:
+                return f"invariant violated: {verdict.name}: {verdict.detail}"
+        for finding in self.findings:
+            return f"events.jsonl line {finding.line}: {finding.problem}"
+        return ""
+
+    @property
     def stopped(self) -> bool:
         """The engine stopped the actors before they finished (Ctrl-C, timeout, deadlock)."""
         return self.metrics.get("stopped", False) is True

@@ -221,6 +221,8 @@ class NoDeadlock(Check):
             return
         if line.event == "deadlock":
             self._found = line
+            # Found now, not only at the end: a display shows it at this step.
+            self.problems.add(str(line.get("explanation", "")))
         else:
             self._started = True
 

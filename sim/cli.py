@@ -9,10 +9,11 @@ failed, 2 usage or configuration error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import msgspec
 from rich.console import Console
@@ -77,8 +78,13 @@ def _parser() -> argparse.ArgumentParser:
         help="replay the run live in the terminal at X times its speed",
     )  # fmt: skip
     replay.add_argument(
+        "--play", action="store_true",
+        help="play the run in the terminal: pause, step forward and back, seek, follow an actor",
+    )  # fmt: skip
+    replay.add_argument(
         "--export", nargs=2, metavar=("FORMAT", "PATH"), action="append", default=[],
-        help="write chrome (Perfetto/chrome://tracing JSON) or csv (one row per operation)",
+        help="write chrome (Perfetto/chrome://tracing JSON), csv (one row per operation) or "
+        "html (one self-contained page to replay the run in a browser, offline)",
     )  # fmt: skip
     replay.add_argument("--plot", type=Path, metavar="PATH", help="draw the run (PNG or SVG)")
     replay.add_argument(
@@ -175,10 +181,50 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Output that is not a terminal (a pipe, a file, CI's log) is read whole or searched: a table
+# row wrapped at 80 columns is five lines of a log. Wide enough to never wrap in practice.
+_UNWRAPPED = 10_000
+
+
+def console(*, stderr: bool) -> Console:
+    """A console on stderr (human output) or stdout; off a terminal it does not wrap unless
+    COLUMNS says how wide to be, and its lines end without the padding of table cells."""
+    out = Console(stderr=stderr, highlight=False)
+    if out.is_terminal:
+        return out
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if "COLUMNS" in os.environ else _UNWRAPPED
+    return Console(file=cast("IO[str]", _Trimmed(stream)), width=width, highlight=False)
+
+
+class _Trimmed:
+    """A text stream that drops the spaces at the end of each line written to it."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._tail = ""
+
+    def write(self, text: str) -> int:
+        lines = (self._tail + text).split("\n")
+        self._tail = lines.pop()
+        for line in lines:
+            self._stream.write(line.rstrip(" ") + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._tail:
+            self._stream.write(self._tail)
+            self._tail = ""
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m sim``; returns the exit code."""
     args = _parser().parse_args(argv)
-    err = Console(stderr=True, highlight=False)
+    err = console(stderr=True)
     try:
         if args.command == "run":
             return _run(args, err)
@@ -274,24 +320,33 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
     recorded = (loaded.manifest or {}).get("status", "unknown")
     verdict = "ok" if report.ok else "failed"
     print_findings(err, loaded.findings, loaded.events_path)
-    print_summary(
-        err,
-        title=f"{loaded.title} (replayed; recorded status: {recorded})",
-        metrics=report.metrics,
-        declared=spec.metrics if spec is not None else (),
-        verdicts=report.verdicts,
-        status=verdict,
-        reason=_first_failure(report),
-        wall_s=float((loaded.manifest or {}).get("wall_s", 0.0)),
-        run_dir=str(loaded.run_dir or loaded.events_path),
-    )
+
+    def summary() -> None:
+        print_summary(
+            err,
+            title=f"{loaded.title} (replayed; recorded status: {recorded})",
+            metrics=report.metrics,
+            declared=spec.metrics if spec is not None else (),
+            verdicts=report.verdicts,
+            status=verdict,
+            reason=_first_failure(report),
+            wall_s=float((loaded.manifest or {}).get("wall_s", 0.0)),
+            run_dir=str(loaded.run_dir or loaded.events_path),
+        )
+
+    # Played, the run keeps its ending for the end: the summary would give it away.
+    playing = args.play or args.speed is not None
+    if not playing:
+        summary()
+    _replay_outputs(args, loaded, err)
+    if playing:
+        summary()
     if args.json:
         print(msgspec.json.encode({
             "metrics": report.metrics,
             "invariants": report.verdicts,
             "findings": report.findings,
         }).decode())  # fmt: skip
-    _replay_outputs(args, loaded, err)
     return EXIT_FAILED if args.check and not report.ok else EXIT_OK
 
 
@@ -312,8 +367,14 @@ def _replay_outputs(args: argparse.Namespace, loaded: Any, err: Console) -> None
 
             rows = export_csv(loaded, path)
             err.print(f"csv: {escape(str(path))} ({rows:,} operations)")
+        elif fmt == "html":
+            from .export.html import export_html
+
+            steps = export_html(loaded, path)
+            err.print(f"html: {escape(str(path))} ({steps:,} steps; open it in a browser)")
         else:
-            raise ConfigError(f"unknown format {fmt!r}; one of: chrome, csv", source="--export")
+            raise ConfigError(f"unknown format {fmt!r}; one of: chrome, csv, html",
+                              source="--export")  # fmt: skip
     if args.plot is not None:
         from .plot import plot
 
@@ -321,12 +382,17 @@ def _replay_outputs(args: argparse.Namespace, loaded: Any, err: Console) -> None
             raise ConfigError("the picture must be a .png or .svg file", source="--plot")
         plot(loaded, args.plot)
         err.print(f"plot: {escape(str(args.plot))}")
-    if args.speed is not None:
+    if args.speed is not None and args.speed <= 0:
+        raise ConfigError("must be > 0", source="--speed")
+    if args.play:
+        from .play import play_interactive
+
+        play_interactive(loaded, speed=args.speed or 1.0)
+    elif args.speed is not None:
         from .player import play
 
-        if args.speed <= 0:
-            raise ConfigError("must be > 0", source="--speed")
-        play(loaded, err, args.speed)
+        # The timeline is what a script reads off a pipe: stdout, like every such output.
+        play(loaded, console(stderr=False), args.speed)
 
 
 def _sweep(args: argparse.Namespace, err: Console) -> int:
@@ -343,12 +409,15 @@ def _sweep(args: argparse.Namespace, err: Console) -> int:
     if args.resume is None and args.config is None:
         raise ConfigError("give a CONFIG, or --resume DIR", source="sweep")
     axes = [parse_axis(text) for text in args.axes]
-    if args.plot is not None and args.resume is None:
-        # Checked before hours of runs, not after them.
-        known = [m.key for m in _scenario.of(load_config(args.config, args.overrides)).metrics]
-        if args.plot not in known:
-            raise ConfigError(f"no metric {args.plot!r}; one of: {', '.join(known)}",
-                              source="--plot")  # fmt: skip
+    if args.plot is not None:
+        # Checked before hours of runs, not after them (a resumed sweep's too).
+        if args.resume is not None:
+            from ._sweep.runner import load_plan, plan_config
+
+            spec = _scenario.of(plan_config(load_plan(args.resume)))
+        else:
+            spec = _scenario.of(load_config(args.config, args.overrides))
+        _check_metric(spec, args.plot)
     done = api.sweep(
         args.config, {axis.key: list(axis.values) for axis in axes} or None,
         repeat=args.repeat, jobs=args.jobs, executor=executor, out=args.out, resume=args.resume,
@@ -361,6 +430,16 @@ def _sweep(args: argparse.Namespace, err: Console) -> int:
             err.print(f"plot: {escape(str(done.dir / (args.plot + '.png')))}")
     print(done.dir)
     return done.exit_code
+
+
+def _check_metric(spec: _scenario.Scenario[Any], metric: str | None) -> None:
+    """A ``--plot`` metric must be one the scenario declares: checked before hours of runs,
+    not after them, and named by the scenario's own keys."""
+    if metric is None:
+        return
+    known = [m.key for m in spec.metrics]
+    if metric not in known:
+        raise ConfigError(f"no metric {metric!r}; one of: {', '.join(known)}", source="--plot")
 
 
 def _check(args: argparse.Namespace, err: Console) -> int:

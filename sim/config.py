@@ -33,6 +33,7 @@ __all__ = [
     "parse_value",
     "reload",
     "resolve_config_path",
+    "with_overrides",
 ]
 
 StartMethod = Literal["fork", "forkserver", "spawn"]
@@ -124,6 +125,12 @@ class RunConfig(Generic[P]):
     # user did not (sim._lookup); ``params`` are then the recorded values, unvalidated.
     skipped: str = ""
 
+    @property
+    def heading(self) -> str:
+        """The title, and the overrides that changed the config it describes: a title that
+        says "130 spaces, 200 cars" after ``-s params.cars=40`` must say so."""
+        return with_overrides(self.title or self.scenario, self.overrides)
+
     def resolved(self, seed: int) -> dict[str, Any]:
         """The config as run with ``seed``: what run.json and the log's run_start record."""
         return self.to_dict() | {"seed": seed}
@@ -139,6 +146,11 @@ class RunConfig(Generic[P]):
             "clock": msgspec.to_builtins(self.clock),
             "engine": msgspec.to_builtins(self.engine),
         } | ({"faults": msgspec.to_builtins(list(self.faults))} if self.faults else {})
+
+
+def with_overrides(title: str, overrides: Sequence[str]) -> str:
+    """``title (with a=1, b=2)``: a title, and the ``-s`` overrides that changed its config."""
+    return f"{title} (with {', '.join(overrides)})" if overrides else title
 
 
 def _repo_configs() -> Path:
@@ -271,8 +283,49 @@ def _convert(data: dict[str, Any], tp: type[Any], section: str) -> Any:
         got = f", got {value!r}" if value is not _MISSING and not shown else ""
         message = message.replace("`", "").replace("Expected", "expected")
         message = message.replace("Object missing required field", "missing required key")
-        message = message.replace("Invalid enum", "invalid")
+        if message.startswith("Invalid enum"):
+            # A choice among names: the user needs the names, not only the refusal.
+            choices = _choices(tp, path)
+            message = message.replace("Invalid enum", "invalid")
+            if choices:
+                message += f"; one of: {', '.join(choices)}"
         raise ConfigError(f"{message}{got}", key=key.lstrip(".") or None) from None
+
+
+def _unwrap(tp: Any) -> Any:
+    """``tp`` without Annotated and without None in an Optional."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin is typing.Union or origin is types.UnionType:
+            arms = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(arms) != 1:
+                return tp
+            tp = arms[0]
+        else:
+            return tp
+
+
+def _choices(tp: Any, path: str) -> list[str]:
+    """The names a Literal at ``path`` (``.drive.dist``) inside ``tp`` allows."""
+    for name, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
+        tp = _unwrap(tp)
+        if index:
+            args = typing.get_args(tp)
+            tp = args[0] if args else Any
+            continue
+        struct = _struct_of(tp)
+        if struct is None:
+            return []
+        fields = {f.encode_name: f.name for f in msgspec.structs.fields(struct)}
+        if name not in fields:
+            return []
+        tp = typing.get_type_hints(struct, include_extras=True).get(fields[name], Any)
+    tp = _unwrap(tp)
+    if typing.get_origin(tp) is Literal:
+        return [str(a) for a in typing.get_args(tp)]
+    return []
 
 
 _MISSING = object()

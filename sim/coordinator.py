@@ -317,7 +317,7 @@ class Coordinator:
 
     def _put_local(self, line: bytes) -> None:
         parsed = decode_line(line)
-        parsed.raw = line  # its other fields (an exit's target) on demand, as for actors' lines
+        parsed.raw = line  # its other fields (an exit's target, a deadlock's explanation)
         self.counters.lines[parsed.actor] += 1
         self.counters.events += 1
         self.counters.history.feed((parsed,))

@@ -10,6 +10,7 @@ engine finds it.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from rich.console import Console, RenderableType
@@ -18,6 +19,10 @@ from rich.live import Live
 from .coordinator import LiveCounters
 from .views import Board
 from .views.frame import frame
+from .views.watch import Watch
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 __all__ = ["LiveView"]
 
@@ -27,7 +32,10 @@ _REFRESH_S = 0.1
 class LiveView:
     """Draws a run's live history on ``console`` until cancelled."""
 
-    def __init__(self, console: Console, title: str, speedup: float) -> None:
+    def __init__(self, console: Console, title: str, speedup: float,
+                 config: RunConfig[Any] | None = None) -> None:  # fmt: skip
+        self._config = config
+        self._watch: Watch | None = None
         self._console = console
         self._speedup = speedup
         self._title = title
@@ -37,11 +45,25 @@ class LiveView:
     async def run(self, counters: LiveCounters, total: int) -> None:
         board = Board()
         counters.history.subscribe(board)
+        if self._config is not None:
+            from . import scenario as _scenario
+
+            # The checks, live: a phenomenon is said when it happens, not at the end.
+            self._watch = Watch(counters.history, self._config,
+                                _scenario.load(self._config.scenario))  # fmt: skip
         start = counters.began  # the run's start, not the view's: starting takes a while
-        with Live(console=self._console, auto_refresh=False, transient=True) as live:
-            while True:
+        # Not transient: the last board (the deadlock, who waits for what) stays on the screen
+        # above the summary.
+        with Live(console=self._console, auto_refresh=False, transient=False) as live:
+            try:
+                while True:
+                    live.update(self.render(board, counters, time.monotonic() - start),
+                                refresh=True)  # fmt: skip
+                    await anyio.sleep(_REFRESH_S)
+            finally:
+                # The engine stops the view as soon as the run ends, which may be within a
+                # refresh of its finding a deadlock: the explanation is drawn all the same.
                 live.update(self.render(board, counters, time.monotonic() - start), refresh=True)
-                await anyio.sleep(_REFRESH_S)
 
     def render(self, board: Board, counters: LiveCounters, elapsed: float) -> RenderableType:
         now = time.monotonic()
@@ -50,5 +72,6 @@ class LiveView:
             self._rate = (counters.events - seen) / (now - then)
             self._last = (now, counters.events)
         footer = f"{counters.events:,} events · {self._rate:,.0f} events/s"
-        return frame(board, title=self._title, speedup=self._speedup, now=elapsed,
-                     console=self._console, footer=footer)  # fmt: skip
+        notes = self._watch.notes() if self._watch is not None else ()
+        return frame(board.snapshot(now=elapsed, notes=notes), title=self._title,
+                     speedup=self._speedup, console=self._console, footer=footer)  # fmt: skip

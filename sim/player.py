@@ -28,7 +28,7 @@ from .history import History
 from .history.facts import State
 from .history.lines import Line
 from .views import Board
-from .views.board import stem_of
+from .views.board import group_of
 from .views.frame import frame, sim_time
 
 __all__ = ["play", "render"]
@@ -99,8 +99,8 @@ def _total_wall(loaded: LoadedRun) -> float | None:
 def render(loaded: LoadedRun, board: Board, now: float, speed: float,
            total: float | None, console: Console) -> RenderableType:  # fmt: skip
     """One frame of the board at run time ``now`` (wall seconds since the run started)."""
-    return frame(board, title=loaded.title, speedup=speedup_of(loaded), now=now, speed=speed,
-                 total=total, console=console)  # fmt: skip
+    return frame(board.snapshot(now=now), title=loaded.title, speedup=speedup_of(loaded),
+                 speed=speed, total=total, console=console)  # fmt: skip
 
 
 _sim = sim_time
@@ -193,7 +193,7 @@ class _Lines:
         counts: dict[str, Counter[str]] = {}
         for name in loaded.actors:
             state = board.state(name)
-            counts.setdefault(stem_of(name), Counter())[
+            counts.setdefault(group_of(name, board.roles), Counter())[
                 state.state if state else "not started"
             ] += 1
         groups = "; ".join(

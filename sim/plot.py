@@ -292,6 +292,8 @@ def _draw_gauges(ax: Axes, data: _Collector) -> None:
     colors = iter(_SERIES_COLORS * 3)
     drawn = 0
     top = 1.0
+    # A value that went below zero (a buffer's count, underflowing) must be seen going there.
+    low = 0.0
     capacities: set[float] = set()
     for kind, label, members in groups:
         color = next(colors)
@@ -302,6 +304,7 @@ def _draw_gauges(ax: Axes, data: _Collector) -> None:
             points = pts[0] if len(pts) == 1 else _total(pts)
             xs, ys = _step(points, end)
             top = max(top, max(ys))
+            low = min(low, min(ys))
             name = f"{label}: {series}"
             if style == "fill":
                 ax.fill_between(xs, ys, step="post", color=color, alpha=0.25, linewidth=0)
@@ -312,6 +315,23 @@ def _draw_gauges(ax: Axes, data: _Collector) -> None:
                 ax.step(xs, ys, where="post", color=line, linewidth=1.0, linestyle=style,
                         alpha=0.9, label=name)  # fmt: skip
             drawn += 1
+        bounds = _bounds(data, members)
+        if bounds is not None:
+            # The values the program allows, as a band: what leaves it is the bug.
+            lo, hi = bounds
+            top = max(top, hi)
+            ax.axhspan(lo, hi, color="#2e7d32", alpha=0.10, linewidth=0)
+            for edge in (lo, hi):
+                ax.axhline(edge, color="#2e7d32", linestyle="--", linewidth=1.0)
+            ax.annotate(f"allowed {lo:g} .. {hi:g} (capacity {hi:g})", (1.0, hi),
+                        xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                        textcoords="offset points", ha="right", va="bottom", fontsize=8,
+                        color="#2e7d32")  # fmt: skip
+            if low < lo:
+                ax.annotate(f"lowest {low:g}", (1.0, low), xycoords=("axes fraction", "data"),
+                            xytext=(-4, 3), textcoords="offset points", ha="right",
+                            va="bottom", fontsize=8, color="#c62828")  # fmt: skip
+            continue
         capacity = sum(
             (model.capacity or 0) if (model := data.history.model(m)) is not None else 0
             for m in members
@@ -328,7 +348,10 @@ def _draw_gauges(ax: Axes, data: _Collector) -> None:
                 ha="center", va="center", color="#777777")  # fmt: skip
     else:
         ax.legend(loc="upper left", fontsize=8, ncols=min(drawn, 3), framealpha=0.85)
-    ax.set_ylim(0, top * 1.18 + 0.5)
+    span = top - low
+    ax.set_ylim(low - (0.08 * span + 0.5 if low < 0 else 0), top + 0.18 * span + 0.5)
+    if low < 0:
+        ax.axhline(0, color="#444444", linewidth=0.8)
     signals = [
         bool(getattr(data.history.model(m), "signal", False)) for _, _, ms in groups for m in ms
     ]
@@ -343,6 +366,14 @@ def _draw_gauges(ax: Axes, data: _Collector) -> None:
         title = "gauges"
     ax.set_title(title, loc="left", fontsize=10, fontweight="bold")
     ax.grid(axis="y", alpha=0.3)
+
+
+def _bounds(data: _Collector, members: Sequence[str]) -> tuple[float, float] | None:
+    """The allowed range of a single shared value whose program declared one."""
+    if len(members) != 1:
+        return None
+    bounds = getattr(data.history.model(members[0]), "bounds", None)
+    return bounds if isinstance(bounds, tuple) else None
 
 
 def _counter(data: _Collector, prim: str) -> bool:

@@ -101,3 +101,21 @@ def test_bad_override_says_it_came_from_dash_s() -> None:
 def test_missing_file_suggests_a_bundled_name() -> None:
     with pytest.raises(ConfigError, match=r"no such file.*carpark\.toml"):
         load_config("carpak.toml")
+
+
+def test_an_invalid_choice_lists_the_valid_ones() -> None:
+    import typing
+
+    from sim.config import ClockConfig
+    from sim.durations import Duration
+
+    dists = typing.get_args(typing.get_type_hints(Duration)["dist"])
+    with pytest.raises(ConfigError) as caught:
+        load_config("carpark.toml", ["params.drive.dist=normal"])
+    message = str(caught.value)
+    assert "params.drive.dist: invalid value 'normal'" in message
+    assert f"one of: {', '.join(dists)}" in message
+    assert message.endswith("(set with -s)")
+    modes = typing.get_args(typing.get_type_hints(ClockConfig)["mode"])
+    with pytest.raises(ConfigError, match=f"clock.mode: .*one of: {', '.join(modes)}"):
+        load_config("carpark.toml", ["clock.mode=virt"])

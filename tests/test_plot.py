@@ -134,3 +134,33 @@ def test_only_png_and_svg(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\.png or \.svg"):
         plot(load_run(folder), tmp_path / "plot.jpg")
     assert not (tmp_path / "plot.jpg").exists()
+
+
+@pytest.mark.timeout(120)
+def test_the_if_buffer_plot_shows_the_count_below_zero_beside_its_band(tmp_path: Path) -> None:
+    loaded = run(tmp_path / "logs", "bounded_buffer-if", "clock.mode=virtual")
+    capacity = manifest_of(loaded.run_dir)["config"]["params"]["capacity"]  # type: ignore[arg-type]
+    with open(loaded.events_path, encoding="utf-8") as fh:
+        events = [json.loads(line) for line in fh]
+    writes = [e for e in events if (e.get("prim"), e.get("op"), e.get("phase")) == ("count",
+              "write", "ok")]  # fmt: skip
+    lowest = min(e["value"] for e in writes)
+    assert lowest < 0  # the underflow the config exists to show
+    plot(loaded, tmp_path / "buffer.svg")
+    svg = (tmp_path / "buffer.svg").read_text(encoding="utf-8")
+    assert f"allowed 0 .. {capacity} (capacity {capacity})" in svg
+    assert f"lowest {lowest}" in svg
+    # The value axis reaches below the lowest count (it used to start at 0).
+    from sim.plot import _figure
+
+    history = open_history(loaded, track_states=True)
+    data = _Collector(loaded)
+    history.subscribe(data)
+    history.feed_file(loaded.events_path)
+    figure = _figure(loaded, data)
+    bottom, top = figure.axes[1].get_ylim()
+    assert bottom < lowest
+    assert top > capacity
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)

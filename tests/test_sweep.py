@@ -233,3 +233,21 @@ def test_ctrl_c_stops_the_sweep_and_keeps_what_finished(out: Path) -> None:
     assert statuses["p000-r0"] == "ok"
     assert statuses["p001-r0"] == "interrupted"
     assert len(statuses) < 6
+
+
+@pytest.mark.timeout(120)
+def test_a_wrong_plot_metric_lists_the_scenarios_metrics_also_on_resume(out: Path) -> None:
+    from sim import scenario
+
+    keys = [m.key for m in scenario.load("carpark").metrics]
+    fresh = sim("sweep", "carpark", "-p", "params.cars=3", *QUICK, "--out", str(out),
+                "--plot", "steady_wait")  # fmt: skip
+    assert fresh.returncode == 2, fresh
+    assert f"no metric 'steady_wait'; one of: {', '.join(keys)}" in fresh.stderr
+    assert not (out / "sweeps").exists()  # refused before anything ran
+    done = sim("sweep", "carpark", "-p", "params.cars=3", *QUICK, "--out", str(out), "--quiet")
+    assert done.returncode == 0, done.stderr
+    resumed = sim("sweep", "--resume", str(sweep_dir(out)), "--plot", "steady_wait")
+    assert resumed.returncode == 2, resumed
+    assert f"one of: {', '.join(keys)}" in resumed.stderr
+    assert "theory_" not in resumed.stderr

@@ -68,7 +68,7 @@ def _overrides(sub: Subscriber, hook: str) -> bool:
 
 
 class _Actor:
-    __slots__ = ("blocked", "domain", "ended", "holds", "name", "state")
+    __slots__ = ("blocked", "domain", "ended", "holds", "last", "name", "state")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -77,6 +77,8 @@ class _Actor:
         self.blocked: list[Operation] = []
         self.holds: list[Hold] = []
         self.state: State | None = None
+        # Its state before it ended.
+        self.last: State | None = None
 
 
 class History:
@@ -173,6 +175,12 @@ class History:
         if _overrides(sub, "on_finish"):
             self._finish_subs.append(sub.on_finish)
         return sub
+
+    @property
+    def subscribers(self) -> tuple[Subscriber, ...]:
+        """Everything subscribed, in the order it was (a display that shows checks as they
+        find something looks at them)."""
+        return tuple(self._subs)
 
     def _route(self, prim: str) -> tuple[list[Callable[..., None]], ...]:
         wanted = [s for s in self._subs if s.prims is None or prim in s.prims]
@@ -403,6 +411,12 @@ class History:
     def _end_actor(self, actor: str, ts: float, status: str) -> None:
         self.ended[actor] = status
         died = status == "died"
+        if self.track_states:
+            # Ended first: the holds and operations its end cuts below do not each restate it,
+            # and its last state (waiting for a fork, holding another) is what it ended in.
+            a = self._actor(actor)
+            a.last = a.state
+            a.ended = status
         for model in self._models.values():
             pending = model.open
             cut = [k for k in pending if isinstance(k, tuple) and k and k[0] == actor]
@@ -413,6 +427,7 @@ class History:
                 there = pending.pop(k)
                 ops.extend(there if isinstance(there, list) else [there])
             for op in sorted(ops, key=lambda o: o.start):
+                model.cut_short(op)
                 for hook in model.routes[1]:
                     hook(op)
         for model in self._models.values():
@@ -568,6 +583,11 @@ class History:
         tone = ""
         if a.ended:
             state, category, detail = (a.ended if a.ended != "ok" else "done"), "done", ""
+            before = a.last
+            if a.ended != "ok" and before is not None and before.category not in ("done", "new"):
+                # Stopped in the middle of something: what it was doing is the story (a
+                # philosopher terminated while waiting for a fork, holding another).
+                detail = f"was {before.state} {before.detail}".strip()
         elif a.blocked:
             op = a.blocked[-1]
             kind = self._kinds.find(op.kind)

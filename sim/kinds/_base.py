@@ -129,6 +129,10 @@ class Model:
     def actor_ended(self, actor: str, ts: float, died: bool) -> None:
         """``actor`` has ended (``died``: killed, or crashed without unwinding)."""
 
+    def cut_short(self, op: Operation) -> None:
+        """``op`` will never return: its actor ended inside it (stopped while blocked). A
+        gauge that counts it (processes waiting) lets it go."""
+
     # -- what consumers ask ------------------------------------------------------------------
 
     @property

@@ -148,6 +148,11 @@ class OwnerModel(Model):
             self.set_gauge(held=len(self.holds or ()))
         self.deepest = max(self.deepest, self.depth)
 
+    def cut_short(self, op: Operation) -> None:
+        if op.invoke.op == "acquire":
+            self.waiting -= 1
+            self.set_gauge(waiting=self.waiting)
+
     def actor_ended(self, actor: str, ts: float, died: bool) -> None:
         assert self.holds is not None
         for hold in list(self.holds.mine(actor)):

@@ -276,6 +276,11 @@ class UnitModel(Model):
                 self.history.open_hold(self, released.actor, done.ts, released.op)
                 self.gauge("held", self.taken)
 
+    def cut_short(self, op: Operation) -> None:
+        if op.invoke.op == "acquire":
+            self.waiting -= 1
+            self.gauge("waiting", self.waiting)
+
     def actor_ended(self, actor: str, ts: float, died: bool) -> None:
         assert self.holds is not None
         for hold in list(self.holds.mine(actor)):

@@ -168,13 +168,20 @@ class Value(PrimSpec[LoggedValue]):
     typecode: str = "i"
     initial: int | float = 0
     lock: bool = True
+    #: The values it may take, (low, high), if the program has a bound (a buffer's count lies
+    #: in 0 .. capacity): displays draw the band and what left it.
+    bounds: tuple[float, float] | None = None
 
     def build(self, mp: BaseContext) -> Any:
         return mp.Value(self.typecode, self.initial, lock=self.lock)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "typecode": self.typecode, "initial": self.initial,
-                "lock": self.lock}  # fmt: skip
+        described: dict[str, Any] = {"kind": self.kind, "typecode": self.typecode,
+                                     "initial": self.initial,
+                     "lock": self.lock}  # fmt: skip
+        if self.bounds is not None:
+            described["bounds"] = list(self.bounds)
+        return described
 
 
 @dataclass(frozen=True)
@@ -296,12 +303,26 @@ class ReadModifyWrite(Model):
         # Per (slot, actor): when its read began, and its latest read since it last wrote.
         self._reads: dict[tuple[Hashable, str], tuple[float, Any]] = {}
 
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        """The values the program allows (``Value(bounds=...)``), if it said."""
+        bounds = self.info.get("bounds")
+        if isinstance(bounds, (list, tuple)) and len(bounds) == 2 and all(map(_is_number, bounds)):
+            return float(bounds[0]), float(bounds[1])
+        return None
+
     def reading(self) -> Reading | None:
         value = self.gauges.get("value")
         if value is None:
             return None
         writes = f", {self.writes} write{'s' if self.writes != 1 else ''}" if self.writes else ""
-        return Reading(value, None, f"value {value:g}{writes}")
+        bounds = self.bounds
+        if bounds is None:
+            return Reading(value, None, f"value {value:g}{writes}")
+        low, high = bounds
+        inside = low <= value <= high
+        where = f"{'within' if inside else 'OUTSIDE'} {low:g} .. {high:g}"
+        return Reading(value - low, high - low, f"value {value:g}, {where}{writes}")
 
     def invoke(self, op: Operation) -> None:
         line = op.invoke

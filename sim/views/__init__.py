@@ -7,7 +7,7 @@ so that what a student sees live and what the teacher replays are the same thing
 
 from __future__ import annotations
 
-from .board import Board, Row
+from .board import Board, Note, Row, Snapshot
 from .palette import color_of
 
-__all__ = ["Board", "Row", "color_of"]
+__all__ = ["Board", "Note", "Row", "Snapshot", "color_of"]
