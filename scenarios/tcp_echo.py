@@ -386,17 +386,20 @@ class EchoedInOrder(Check):
                 self.problems.add(f"outside client {peer}: server wrote: "
                                   f"{_first_difference(server.got, server.sent)}")  # fmt: skip
         total = sum(len(st.got) for st in mine.values() if st is not None)
-        ok = f"{total} lines echoed on {len(self._clients)} connections"
-        if outside:
-            ok += f"; {theirs} to {len(outside)} clients from outside the run"
-        return self.result(ok)
+        ours = f"{total} lines echoed on {len(self._clients)} connections"
+        if not outside:
+            return self.result(ours)
+        if not self._clients:
+            return self.result(f"{theirs} lines echoed to {len(outside)} clients from outside "
+                               "the run")  # fmt: skip
+        return self.result(f"{ours}; {theirs} to {len(outside)} clients from outside the run")
 
     def _outside_server(self, t: TcpModel | None) -> Verdict:
         mine = {c: _client_stream(t, c) for c in self._clients} if t is not None else {}
         if t is None or not any(st is not None and st.sent for st in mine.values()):
             return self.skip("no line was sent")
         for c, st in mine.items():
-            if st is None or not st.sent:
+            if st is None or c not in t.local:
                 continue  # never connected: the connection check says why
             problem = self._wrong_reply(st)
             if problem is not None:
@@ -412,7 +415,10 @@ class EchoedInOrder(Check):
         for i, (sent, got) in enumerate(zip(st.sent, st.got, strict=False)):
             if sent != got:
                 return f"line {i}: sent {sent!r}, the server replied {got!r}{_slash_n(got)}"
+        failed = [(op, error) for op, error in st.errors if op != "connect"]
         if len(st.got) >= len(st.sent):
+            if failed:
+                return f"{failed[0][0]} failed: {failed[0][1]}, after {len(st.got)} echoes"
             return None
         i = len(st.got)
         waiting = f"line {i}: no echo of {st.sent[i]!r}"
@@ -421,7 +427,7 @@ class EchoedInOrder(Check):
         if came:
             return (f"line {i}: {len(came.encode())} bytes came back with no newline: "
                     f"{came!r}{_slash_n(came)}, so the line never ended")  # fmt: skip
-        for op, error in st.errors:
+        for op, error in failed:
             if error == "timeout":
                 return f"{waiting} within params.reply"
             return f"{waiting}: {op} failed: {error}"
