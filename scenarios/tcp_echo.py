@@ -307,6 +307,14 @@ def _first_difference(a: list[str], b: list[str]) -> str:
     return f"{len(a)} lines became {len(b)}"
 
 
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'s' if n != 1 else ''}"
+
+
+def _clients_outside(n: int) -> str:
+    return f"{_count(n, 'client')} from outside the run"
+
+
 def _slash_n(text: str) -> str:
     # The notes' server writes msg + "/n": two characters, not the newline that ends a line.
     if "/n" in text or "\\n" in text:
@@ -390,50 +398,56 @@ class EchoedInOrder(Check):
         if not outside:
             return self.result(ours)
         if not self._clients:
-            return self.result(f"{theirs} lines echoed to {len(outside)} clients from outside "
-                               "the run")  # fmt: skip
-        return self.result(f"{ours}; {theirs} to {len(outside)} clients from outside the run")
+            return self.result(f"{_count(theirs, 'line')} echoed to "
+                               f"{_clients_outside(len(outside))}")  # fmt: skip
+        return self.result(f"{ours}; {theirs} to {_clients_outside(len(outside))}")
 
     def _outside_server(self, t: TcpModel | None) -> Verdict:
         mine = {c: _client_stream(t, c) for c in self._clients} if t is not None else {}
-        if t is None or not any(st is not None and st.sent for st in mine.values()):
-            return self.skip("no line was sent")
+        if t is None or not any(c in t.local for c in self._clients):
+            return self.skip("no client connected")
+        found: list[tuple[int, str]] = []
         for c, st in mine.items():
             if st is None or c not in t.local:
                 continue  # never connected: the connection check says why
             problem = self._wrong_reply(st)
             if problem is not None:
-                self.problems.add(f"{c}: {problem}")
+                found.append((problem[0], f"{c}: {problem[1]}"))
             elif len(st.sent) < self._lines:
-                self.problems.add(f"{c}: sent {len(st.sent)} of {self._lines} lines")
+                found.append((2, f"{c}: sent {len(st.sent)} of {self._lines} lines"))
+        # What the server did send back wrong tells most: it comes first.
+        for _, text in sorted(found, key=lambda f: f[0]):
+            self.problems.add(text)
         total = sum(len(st.got) for st in mine.values() if st is not None)
-        connections = sum(st is not None for st in mine.values())
-        return self.result(f"{total} lines echoed by {self._server} on {connections} connections")
+        connections = sum(c in t.local for c in self._clients)
+        return self.result(f"{_count(total, 'line')} echoed by {self._server} on "
+                           f"{_count(connections, 'connection')}")  # fmt: skip
 
-    def _wrong_reply(self, st: Stream) -> str | None:
-        """What went wrong with the outside server's replies on ``st``, in words."""
+    def _wrong_reply(self, st: Stream) -> tuple[int, str] | None:
+        """What went wrong with the outside server's replies on ``st``, in words, ranked:
+        0 for what came back wrong, 1 for what never came."""
         for i, (sent, got) in enumerate(zip(st.sent, st.got, strict=False)):
             if sent != got:
-                return f"line {i}: sent {sent!r}, the server replied {got!r}{_slash_n(got)}"
+                return 0, f"line {i}: sent {sent!r}, the server replied {got!r}{_slash_n(got)}"
         failed = [(op, error) for op, error in st.errors if op != "connect"]
         if len(st.got) >= len(st.sent):
             if failed:
-                return f"{failed[0][0]} failed: {failed[0][1]}, after {len(st.got)} echoes"
+                return 1, f"{failed[0][0]} failed: {failed[0][1]}, after {len(st.got)} echoes"
             return None
         i = len(st.got)
         waiting = f"line {i}: no echo of {st.sent[i]!r}"
         pending = self._partial.get((st.actor, st.peer))
         came = st.partial[-1] if st.partial else pending[1] if pending else ""
         if came:
-            return (f"line {i}: {len(came.encode())} bytes came back with no newline: "
-                    f"{came!r}{_slash_n(came)}, so the line never ended")  # fmt: skip
+            return 0, (f"line {i}: {len(came.encode())} bytes came back with no newline: "
+                       f"{came!r}{_slash_n(came)}, so the line never ended")  # fmt: skip
         for op, error in failed:
             if error == "timeout":
-                return f"{waiting} within params.reply"
-            return f"{waiting}: {op} failed: {error}"
+                return 1, f"{waiting} within params.reply"
+            return 1, f"{waiting}: {op} failed: {error}"
         if st.eof:
-            return f"{waiting}: the server closed the connection after {i} echoes"
-        return f"{waiting} when the run ended"
+            return 1, f"{waiting}: the server closed the connection after {i} echoes"
+        return 1, f"{waiting} when the run ended"
 
 
 class EveryConnectionAccepted(Check):
@@ -453,8 +467,8 @@ class EveryConnectionAccepted(Check):
         t = _talk_model(self.history)
         if not self._clients:
             outside = len(t.outside_clients()) if t is not None else 0
-            return self.skip(f"no client in the run (params.clients = 0); {outside} "
-                             "connections from outside accepted")  # fmt: skip
+            return self.skip(f"no client in the run (params.clients = 0); "
+                             f"{_count(outside, 'connection')} from outside accepted")  # fmt: skip
         if self._server is not None:
             return self._outside_server(t)
         accepted = set(t.accepted.get("server", [])) if t is not None else set()
@@ -479,7 +493,7 @@ class EveryConnectionAccepted(Check):
                 self.problems.add(f"{c}: could not connect to {self._server}: {failed[0]}")
             else:
                 self.problems.add(f"{c}: never connected")
-        return self.result(f"{connected} connections accepted by {self._server}")
+        return self.result(f"{_count(connected, 'connection')} accepted by {self._server}")
 
 
 class EchoAnalysis(Analysis[Params]):
