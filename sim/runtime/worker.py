@@ -289,8 +289,10 @@ def main(boot: Boot) -> None:
             frames = traceback.extract_tb(exc.__traceback__)
             where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
             end = {"status": "crashed", "error": f"{type(exc).__name__}: {exc}", "where": where}
-        # The role is over: a stop request now changes nothing, and must not cut the end.
+        # The role is over: a stop request or a crash fault now changes nothing, and must not
+        # cut the end.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         if gate is None:
             # A virtual run's threads are tasks that the scheduler ends in turn.
             threads.join(_THREADS_GRACE_S)
@@ -299,6 +301,8 @@ def main(boot: Boot) -> None:
     except _Terminated:
         # SIGTERM while logging the end: the record above may be missing, the exit code is not.
         code = TERMINATED_EXIT
+    except FaultCrash:
+        code = 1  # a crash fault that came while the end was being logged (after its line)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if gate is not None:
         gate.end()
