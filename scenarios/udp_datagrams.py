@@ -8,9 +8,15 @@ one. Loopback does neither on its own, so the senders inject both: with probabil
 datagram is dropped, with probability ``reorder`` it is held back and sent after the next one.
 The draws come from the sender's seeded RNG, so the same seed loses the same datagrams.
 
-The receiver cannot tell a lost datagram from a late one. It stops when it has them all, or when
-every sender has said it is finished (the shared counter ``done``) and then a whole ``quiet``
-period passes without a datagram.
+The receiver cannot tell a lost datagram from a late one. It stops once every sender has said
+it is finished (the shared counter ``done``) and then a whole ``quiet`` period passes without a
+datagram, or when ``listen`` minutes are over. It never stops by counting: anybody may send to
+its port, and a datagram from outside the run (from a port none of the run's sockets has) is
+logged like any other, and counted as *foreign*, never toward the senders' totals.
+
+Outside peers: with ``port`` fixed, programs outside the run (``nc -u``, ``socat``, your own)
+can send to the receiver; ``senders = 0`` receives from them only; ``target = "HOST:PORT"``
+starts no receiver and the senders send there.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from sim import (
     describe,
 )
 from sim import actors as numbered
-from sim.kinds.udp import UdpModel
+from sim.kinds.udp import Arrival, UdpModel
 
 _SOCKET = "datagrams"  # the name every UDP socket of the run carries as ``prim`` in the log
 
@@ -52,7 +58,8 @@ class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     # The receiver's port; 0 lets the OS choose a free one (the senders learn it from the
     # shared Value ``port``). Fix it to send datagrams to the receiver from outside the run.
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
-    senders: Annotated[int, msgspec.Meta(ge=1, le=50)] = 3
+    # 0: the receiver alone, for datagrams from outside the run.
+    senders: Annotated[int, msgspec.Meta(ge=0, le=50)] = 3
     datagrams: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 40
     # Probability that a datagram is dropped at the sender, as a network might lose it.
     loss: Probability = 0.0
@@ -61,24 +68,51 @@ class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     # Up to this many filler bytes per datagram, so that datagrams differ in size.
     pad: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 40
     gap: Duration = Duration(dist="fixed", mean=0.5)
-    # How long the receiver waits for one more datagram before it decides the rest are lost.
-    # Keep it under a wall second (quiet * 60 / speedup < engine.stall_s): the log does not
-    # record recvfrom's timeout, so a longer silence looks like a stall to the engine.
+    # How long the receiver waits for one more datagram, once the senders are done, before it
+    # decides the rest are lost.
     quiet: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    # The receiver stops after this many minutes at the latest (none: once the senders are
+    # done; with senders = 0, when the run is stopped by Ctrl-C or engine.timeout).
+    listen: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    # The address the receiver binds: "0.0.0.0" lets datagrams from other machines in too.
+    host: str = "127.0.0.1"
+    # "HOST:PORT" of a receiver outside the run: none of the run's starts, the senders send there.
+    target: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.target is not None:
+            _address(self.target)
+            if self.senders == 0:
+                raise ValueError("senders = 0 with an outside target: nobody would run")
+
+
+def _address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` as (host, port), or ValueError naming what is wrong."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"target = {text!r}: expected HOST:PORT, e.g. 127.0.0.1:7777")
+    return host, int(port)
 
 
 def receiver(ctx: Ctx[Params]) -> None:
-    """Bind, publish the port, and receive until every datagram came or the rest are lost."""
+    """Bind, publish the port, and receive until the senders are done and the rest are lost,
+    or ``listen`` minutes are over."""
     p = ctx.params
-    inbox = ctx.udp(_SOCKET, p.port)
+    inbox = ctx.udp(_SOCKET, p.port, host=p.host)
     ctx.prim("port", Value).value = inbox.port
     ctx.prim("ready", Event).set()
     done = ctx.prim("done", Value)
-    expected = p.senders * p.datagrams
+    end = None if p.listen is None else ctx.now() + p.listen
     received = 0
     finished = False
-    while received < expected:
-        if inbox.recvfrom(timeout=p.quiet) is not None:
+    while end is None or ctx.now() < end:
+        # With senders, a wait lasts one quiet period; without, as long as is left (or, with
+        # no end, until the run is stopped: the next datagram can only come from outside).
+        wait = p.quiet if p.senders else None
+        if end is not None:
+            left = end - ctx.now()
+            wait = left if wait is None else min(wait, left)
+        if inbox.recvfrom(timeout=wait) is not None:
             received += 1
             continue
         # A datagram is either in our buffer the moment sendto returns (loopback) or never
@@ -86,17 +120,23 @@ def receiver(ctx: Ctx[Params]) -> None:
         # means nothing is left to come: the missing datagrams are lost.
         if finished:
             break
-        finished = done.value == p.senders
+        finished = p.senders > 0 and done.value == p.senders
     inbox.close()
-    ctx.log.info("receiver_done", received=received, expected=expected)
+    # ``received`` counts foreign datagrams too: the receiver cannot tell them apart, replay can.
+    ctx.log.info("receiver_done", received=received, expected=p.senders * p.datagrams)
 
 
 def sender(ctx: Ctx[Params]) -> None:
     """Send ``datagrams`` numbered datagrams, dropping or delaying some of them on purpose."""
     p = ctx.params
-    ctx.prim("ready", Event).wait()
-    port = ctx.prim("port", Value).value
-    out = ctx.udp(_SOCKET)
+    if p.target is not None:
+        host, port = _address(p.target)
+        # Bound to every interface: a socket bound to loopback cannot reach another machine.
+        out = ctx.udp(_SOCKET, host="0.0.0.0")
+    else:
+        ctx.prim("ready", Event).wait()
+        host, port = "127.0.0.1", ctx.prim("port", Value).value
+        out = ctx.udp(_SOCKET)
     # The receiver sees only this port; the log needs it to tell who sent what.
     ctx.log.info("bound", port=out.port)
     held: str | None = None
@@ -113,16 +153,17 @@ def sender(ctx: Ctx[Params]) -> None:
             ctx.log.info("hold_back", n=n)
             held = text
             continue
-        out.sendto(text, port)
+        out.sendto(text, port, host)
         if held is not None:
-            out.sendto(held, port)  # overtaken by the one just sent
+            out.sendto(held, port, host)  # overtaken by the one just sent
             held = None
     if held is not None:
-        out.sendto(held, port)
+        out.sendto(held, port, host)
     out.close()
-    done = ctx.prim("done", Value)
-    with done.get_lock():
-        done.value += 1
+    if p.target is None:
+        done = ctx.prim("done", Value)
+        with done.get_lock():
+            done.value += 1
 
 
 def _datagram(actor: str, n: int, pad: int) -> str:
@@ -141,17 +182,28 @@ def _parse(text: str) -> tuple[str, int] | None:
 
 
 def _primitives(p: Params) -> dict[str, PrimSpec[Any]]:
+    if p.target is not None:
+        return {}  # the senders know the receiver's address from the config
     # "port" is written once before "ready" is set and read after it: the Event orders it, no
     # lock needed. "done" is incremented by every sender, so it needs its lock.
     return {"port": Value("i", 0, lock=False), "ready": Event(), "done": Value("i", 0)}
 
 
 def _senders(p: Params) -> list[Actor]:
-    return numbered("sender", p.senders, sender)
+    return numbered("sender", p.senders, sender) if p.senders else []
 
 
 def _actors(p: Params) -> list[Actor]:
-    return [Actor("receiver", receiver), *_senders(p)]
+    own_receiver = [] if p.target is not None else [Actor("receiver", receiver)]
+    return [*own_receiver, *_senders(p)]
+
+
+def _uncontrolled(p: Params) -> str | None:
+    if p.target is not None:
+        return "params.target: the receiver is outside the run"
+    if p.senders == 0:
+        return "params.senders: 0 senders, the datagrams come from outside the run"
+    return None
 
 
 def _deliveries(history: History) -> UdpModel | None:
@@ -159,14 +211,35 @@ def _deliveries(history: History) -> UdpModel | None:
     return model if isinstance(model, UdpModel) else None
 
 
+def _own(model: UdpModel | None) -> list[Arrival]:
+    """The datagrams that came from one of the run's sockets (not foreign ones)."""
+    if model is None:
+        return []
+    return [a for a in model.arrived if a.port in model.port_of]
+
+
 def _numbers(model: UdpModel | None) -> dict[str, list[int]]:
-    """Per sender, the numbers of the datagrams that arrived, in arrival order."""
+    """Per sender, the numbers of its datagrams that arrived, in arrival order: only those
+    that came from that sender's own port (a datagram from outside may claim any name)."""
     found: dict[str, list[int]] = defaultdict(list)
-    for arrival in model.arrived if model is not None else ():
+    for arrival in _own(model):
         parsed = _parse(arrival.text)
-        if parsed is not None:
+        if parsed is not None and model is not None and model.port_of[arrival.port] == parsed[0]:
             found[parsed[0]].append(parsed[1])
     return found
+
+
+def _foreign(model: UdpModel | None) -> str:
+    """The foreign datagrams in words (empty if none came)."""
+    foreign = model.foreign() if model is not None else []
+    if not foreign:
+        return ""
+    first = foreign[0]
+    host = first.op.done.get("host", "?") if first.op.done is not None else "?"
+    return (
+        f"{len(foreign)} foreign datagrams from outside the run, not counted (e.g. "
+        f"{first.text[:30]!r} from {host}:{first.port})"
+    )
 
 
 class BoundariesKept(Check):
@@ -175,20 +248,30 @@ class BoundariesKept(Check):
     name = "each datagram arrives whole, from its sender"
     events = frozenset()
 
+    def __init__(self, target: str | None = None) -> None:
+        super().__init__()
+        self._target = target
+
     def verdict(self) -> Verdict:
+        if self._target is not None:
+            return self.skip(f"the receiver is outside the run ({self._target})")
         d = _deliveries(self.history)
-        if d is None or not d.arrived:
-            return self.skip("no datagram arrived")
-        for arrival in d.arrived:
+        own = _own(d)
+        foreign = _foreign(d)
+        if not own:
+            return self.skip("no datagram of the run arrived" + (f"; {foreign}" if foreign
+                                                                  else ""))  # fmt: skip
+        assert d is not None
+        for arrival in own:
             text, port = arrival.text, arrival.port
             parsed = _parse(text)
             if text not in d.sent or parsed is None:
                 self.problems.add(f"{text[:40]!r} is not a datagram that was sent")
             elif d.port_of.get(port) != parsed[0]:
                 self.problems.add(f"{text[:20]!r} came from port {port}, not from {parsed[0]}")
-        sizes = sorted({len(a.text.encode()) for a in d.arrived})
-        return self.result(f"{len(d.arrived)} datagrams of {sizes[0]}..{sizes[-1]} bytes, each "
-                           "whole")  # fmt: skip
+        sizes = sorted({len(a.text.encode()) for a in own})
+        return self.result(f"{len(own)} datagrams of {sizes[0]}..{sizes[-1]} bytes, each "
+                           "whole" + (f"; {foreign}" if foreign else ""))  # fmt: skip
 
 
 class NoLoss(Check):
@@ -199,14 +282,17 @@ class NoLoss(Check):
     needs_completion = True
     events = frozenset()
 
-    def __init__(self, senders: list[str], datagrams: int) -> None:
+    def __init__(self, senders: list[str], datagrams: int, target: str | None = None) -> None:
         super().__init__()
         self._senders = senders
         self._datagrams = datagrams
+        self._target = target
 
     def verdict(self) -> Verdict:
         if not self._senders:
             return self.skip("no senders")
+        if self._target is not None:
+            return self.skip(f"the receiver is outside the run ({self._target})")
         got = _numbers(_deliveries(self.history))
         total = len(self._senders) * self._datagrams
         missing = {s: sorted(set(range(self._datagrams)) - set(got[s])) for s in self._senders}
@@ -228,10 +314,16 @@ class InOrder(Check):
     phenomenon = "datagram_reordering"
     events = frozenset()
 
+    def __init__(self, target: str | None = None) -> None:
+        super().__init__()
+        self._target = target
+
     def verdict(self) -> Verdict:
+        if self._target is not None:
+            return self.skip(f"the receiver is outside the run ({self._target})")
         d = _deliveries(self.history)
         late = out_of_order(_numbers(d))
-        arrived = len(d.arrived) if d is not None else 0
+        arrived = sum(len(n) for n in _numbers(d).values())
         if not arrived:
             return self.skip("no datagram arrived")
         if not late:
@@ -268,7 +360,11 @@ class DatagramAnalysis(Analysis[Params]):
         self._dropped = 0
         self._held = 0
         senders = [a.name for a in _senders(p)]
-        self._checks: list[Check] = [BoundariesKept(), NoLoss(senders, p.datagrams), InOrder()]
+        self._checks: list[Check] = [
+            BoundariesKept(p.target),
+            NoLoss(senders, p.datagrams, p.target),
+            InOrder(p.target),
+        ]
 
     def on_line(self, line: Line) -> None:
         if line.event == "drop":
@@ -279,10 +375,11 @@ class DatagramAnalysis(Analysis[Params]):
     def metrics(self) -> dict[str, Any]:
         d = _deliveries(self.history)
         total = self.params.senders * self.params.datagrams
-        arrived = d.arrived if d is not None else []
+        arrived = _own(d)
         counts = Counter(a.text for a in arrived)
         numbers = _numbers(d)
-        lost = total - sum(len(set(n)) for n in numbers.values())
+        # With the receiver outside the run nobody here knows what arrived.
+        lost = None if self.params.target else total - sum(len(set(n)) for n in numbers.values())
         # One-way delay: sendto invoke to recvfrom ok. Both ends stamp their lines with the
         # same monotonic clock, so the difference is meaningful across processes.
         delays = [(a.ts - a.sent.start) * 1000 for a in arrived if a.sent is not None]
@@ -291,8 +388,9 @@ class DatagramAnalysis(Analysis[Params]):
             "dropped": self._dropped,
             "held_back": self._held,
             "received": len(arrived),
+            "foreign": len(d.foreign()) if d is not None else 0,
             "lost": lost,
-            "loss_rate": lost / total if total else None,
+            "loss_rate": lost / total if total and lost is not None else None,
             "out_of_order": len(out_of_order(numbers)),
             "duplicated": sum(c - 1 for c in counts.values()),
             **describe(delays, "delay"),
@@ -309,11 +407,13 @@ scenario = Scenario(
     primitives=_primitives,
     actors=_actors,
     analysis=DatagramAnalysis,
+    uncontrolled=_uncontrolled,
     metrics=(
         Metric("sent", "datagrams sent"),
         Metric("dropped", "dropped at the sender (loss)"),
         Metric("held_back", "held back at the sender (reorder)"),
         Metric("received", "datagrams received"),
+        Metric("foreign", "foreign datagrams (from outside the run)"),
         Metric("lost", "datagrams lost"),
         Metric("loss_rate", "loss rate", "%"),
         Metric("out_of_order", "arrived out of order"),

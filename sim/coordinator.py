@@ -86,14 +86,29 @@ class LiveCounters:
                 found[op.actor] = op
         return found
 
+    def outside(self) -> dict[str, str]:
+        """Per live actor blocked (without timeout) on a socket that a peer outside the run may
+        answer: that peer, in words (from the socket's model)."""
+        found: dict[str, str] = {}
+        live = self.live()
+        for op in self.history.pending():
+            if op.actor in live and op.blocking and op.invoke.timeout is None:
+                model = self.history.model(op.prim)
+                peer = model.outside(op) if model is not None else None
+                if peer is not None:
+                    found.setdefault(op.actor, f"{op.name} on {op.prim}, for {peer}")
+        return found
+
     def stalled(self, stall_s: float) -> bool:
         """Every live actor is blocked in an operation without timeout, and nothing has
-        happened for ``stall_s`` seconds: nobody is left who could wake anybody."""
+        happened for ``stall_s`` seconds: nobody is left who could wake anybody. An actor
+        waiting on the outside world (a socket's peer outside the run) is not stuck: only
+        that peer decides when it answers, and ``engine.timeout`` ends such a run."""
         live = self.live()
         if not live or time.monotonic() - self.last_event < stall_s:
             return False
         blocked = self.blocked()
-        return all(actor in blocked for actor in live)
+        return all(actor in blocked for actor in live) and not self.outside()
 
     def waits(self) -> list[dict[str, Any]]:
         """Who waits on what, and who holds it."""

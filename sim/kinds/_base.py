@@ -172,6 +172,12 @@ class Model:
         arrival index). ``pick(waiters, n)`` asks the run's policy to choose."""
         return {}
 
+    def outside(self, op: Operation) -> str | None:
+        """Who outside the run ``op`` (begun, not returned) waits on, in words, or None if
+        only the run's own actors can let it return. A socket's peer may be another program:
+        waiting on it is not a deadlock, since the outside world may still answer."""
+        return None
+
     def describe_wait(self, op: Operation) -> str:
         """What ``op``, blocked, waits for, in words (the deadlock report uses it)."""
         held = self.holders()

@@ -9,7 +9,10 @@ replaced). Every operation that raises logs ``fail`` with the error.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -17,17 +20,27 @@ from typing import Any, ClassVar
 from sim.history.facts import Operation
 from sim.history.lines import Line
 
-from ._base import Display, Kind, Logged, Model, Reading, item_key, turn
+from ._base import Display, Kind, Logged, Model, Reading, item_key, limit, turn
 
 __all__ = ["Stream", "TcpListener", "TcpModel", "TcpStream", "tcp_connect", "tcp_listen"]
 
 
-def _text(data: bytes) -> str:
+def _text(data: bytes | bytearray) -> str:
     return data.decode("utf-8", errors="replace")
 
 
 def _error(exc: BaseException) -> str:
+    if not isinstance(exc, Exception):
+        # The actor was stopped (SIGTERM) inside the call: it never returned.
+        return "interrupted"
     return f"{type(exc).__name__}: {exc}"
+
+
+# How an operation can fail that says nothing about the peer: this side shut the connection
+# down or closed the listener, or the actor was stopped.
+_NOT_THEIRS = ("shut down", "closed", "interrupted")
+# One receive's most: a line longer than this arrives in several pieces, as over a network.
+_CHUNK = 65536
 
 
 class TcpStream(Logged):
@@ -35,11 +48,18 @@ class TcpStream(Logged):
 
     kind = "tcp"
 
-    def __init__(self, name: str, sock: socket.socket, log: Any, clock: Any, peer: str) -> None:
+    def __init__(self, name: str, sock: socket.socket, log: Any, clock: Any, peer: str,
+                 local: str = "") -> None:  # fmt: skip
         super().__init__(name, sock, log, clock)
+        #: The other end's address (``host:port``), and this end's own.
         self.peer = peer
+        self.local = local
+        #: True once the peer has closed its side (a ``recv`` returned None at EOF).
+        self.eof = False
         self._sock = sock
-        self._file = sock.makefile("rb")
+        # Bytes received after the last whole line: TCP delivers segments, not lines.
+        self._buffer = bytearray()
+        self._shut = False
         self._log = self._log.bind(peer=peer)
 
     def send_line(self, text: str) -> None:
@@ -49,34 +69,83 @@ class TcpStream(Logged):
         self._turn()
         try:
             self._sock.sendall(data)
-        except OSError as exc:
+        except BaseException as exc:
             self._log.info("op", op="send", phase="fail", error=_error(exc))
             raise
         self._log.info("op", op="send", phase="ok", item=text, bytes=len(data))
 
-    def recv_line(self) -> str | None:
-        """The next line without its newline, or None once the peer has closed."""
-        self._log.info("op", op="recv", phase="invoke")
-        self._turn()
-        try:
-            data = self._file.readline()
-        except OSError as exc:
-            self._log.info("op", op="recv", phase="fail", error=_error(exc))
-            raise
-        if not data.endswith(b"\n"):
-            # What came before the close, if anything, is on the line as "partial": a peer that
-            # ends its lines with something else than a newline shows here.
-            extra = {"partial": _text(data)} if data else {}
-            self._log.info("op", op="recv", phase="fail", error="EOF", bytes=len(data), **extra)
+    def recv_line(self, timeout: float | None = None) -> str | None:
+        """The next line without its newline; None once the peer has closed (``eof``), or
+        when ``timeout`` simulated minutes pass without a whole line.
+
+        Bytes that come without a newline are logged as they arrive (a ``partial`` event),
+        so that the log shows what was on the wire even if the line never ends.
+        """
+        self._log.info("op", op="recv", phase="invoke", **limit(timeout))
+        grant = self._turn(timeout)
+        if grant is not None and grant.do != "go":
+            self._no_line("timeout")
             return None
+        deadline = None
+        if timeout is not None and grant is None:
+            deadline = time.monotonic() + self._clock.seconds(timeout)
+        while (end := self._buffer.find(b"\n")) < 0:
+            try:
+                if deadline is not None:
+                    self._sock.settimeout(max(deadline - time.monotonic(), 1e-6))
+                chunk = self._sock.recv(_CHUNK)
+            except TimeoutError:
+                self._no_line("timeout")
+                return None
+            except BaseException as exc:
+                self._log.info("op", op="recv", phase="fail", error=_error(exc),
+                               **self._partial())  # fmt: skip
+                raise
+            finally:
+                if deadline is not None:
+                    self._sock.settimeout(None)
+            if not chunk:
+                self.eof = not self._shut
+                self._no_line("shut down" if self._shut else "EOF")
+                return None
+            self._buffer += chunk
+            if b"\n" not in chunk:
+                self._log.info("partial", bytes=len(self._buffer), partial=_text(self._buffer))
+        data = bytes(self._buffer[: end + 1])
+        del self._buffer[: end + 1]
         text = _text(data[:-1])
         self._log.info("op", op="recv", phase="ok", item=text, bytes=len(data))
         return text
 
+    def _partial(self) -> dict[str, Any]:
+        return {"bytes": len(self._buffer), "partial": _text(self._buffer)} if self._buffer else {}
+
+    def _no_line(self, why: str) -> None:
+        # What came without a newline, if anything, is on the line as "partial": a peer that
+        # ends its lines with something else than a newline shows here.
+        if why == "timeout":
+            self._log.info("op", op="recv", phase="timeout", **self._partial())
+        else:
+            self._log.info("op", op="recv", phase="fail", error=why,
+                           **(self._partial() or {"bytes": 0}))  # fmt: skip
+
+    def shutdown(self) -> None:
+        """End the connection in both directions now, even while another thread of this
+        process waits in ``recv_line`` on it (that receive then fails with ``shut down``)."""
+        self._log.info("op", op="shutdown", phase="invoke")
+        self._turn()
+        self._shut = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError as exc:
+            # The peer has already gone (ENOTCONN): there is nothing left to end.
+            self._log.info("op", op="shutdown", phase="fail", error=_error(exc))
+            return
+        self._log.info("op", op="shutdown", phase="ok")
+
     def close(self) -> None:
         self._log.info("op", op="close", phase="invoke")
         self._turn()
-        self._file.close()
         self._sock.close()
         self._log.info("op", op="close", phase="ok")
 
@@ -96,24 +165,44 @@ class TcpListener(Logged):
         super().__init__(name, sock, log, clock)
         self._sock = sock
         self._base = log
+        self._closed = False
+        self._closing = threading.Lock()
         self.port: int = sock.getsockname()[1]
 
-    def accept(self) -> TcpStream:
-        """Wait for the next client and return the connection to it."""
+    def accept(self) -> TcpStream | None:
+        """Wait for the next client and return the connection to it; None once the listener
+        has been closed (by another thread: that is how a server stops accepting)."""
         self._log.info("op", op="accept", phase="invoke")
         self._turn()
         try:
             conn, address = self._sock.accept()
-        except OSError as exc:
+        except BaseException as exc:
+            if self._closed and isinstance(exc, OSError):
+                self._log.info("op", op="accept", phase="fail", error="closed")
+                return None
             self._log.info("op", op="accept", phase="fail", error=_error(exc))
             raise
         peer = f"{address[0]}:{address[1]}"
         self._log.info("op", op="accept", phase="ok", peer=peer)
-        return TcpStream(self.name, conn, self._base, self._clock, peer)
+        local = conn.getsockname()
+        return TcpStream(self.name, conn, self._base, self._clock, peer, f"{local[0]}:{local[1]}")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
+        """Stop listening; an ``accept`` waiting in another thread returns None. Closing a
+        closed listener does nothing (two threads of a server may both end it)."""
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
         self._log.info("op", op="close", phase="invoke")
         self._turn()
+        with contextlib.suppress(OSError):
+            # Closing alone does not wake a thread blocked in accept(); a shutdown does.
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
         self._log.info("op", op="close", phase="ok")
 
@@ -148,25 +237,34 @@ def tcp_connect(name: str, log: Any, clock: Any, host: str, port: int,
         sock = socket.create_connection(
             (host, port), timeout=None if timeout is None else clock.seconds(timeout)
         )
-    except OSError as exc:
+    except BaseException as exc:
         bound.info("op", op="connect", phase="fail", error=_error(exc))
         raise
     sock.settimeout(None)
-    local = sock.getsockname()
-    bound.info("op", op="connect", phase="ok", local=f"{local[0]}:{local[1]}")
-    return TcpStream(name, sock, log, clock, peer)
+    address = sock.getsockname()
+    local = f"{address[0]}:{address[1]}"
+    bound.info("op", op="connect", phase="ok", local=local)
+    return TcpStream(name, sock, log, clock, peer, local)
 
 
 @dataclass
 class Stream:
-    """One side of one connection: what it sent and received, in order."""
+    """One side of one connection: what it sent and received, in order, and how it ended
+    if it did not end well."""
 
     actor: str
     peer: str
     sent: list[str] = field(default_factory=list)
     got: list[str] = field(default_factory=list)
+    #: What a receive had without a newline when it gave up (EOF, timeout, an error).
     partial: list[str] = field(default_factory=list)
+    #: (operation, error) of each operation that failed, or ``("recv", "timeout")``; a
+    #: receive at the peer's EOF is not an error (``eof``).
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    eof: bool = False
     closed: bool = False
+    #: This side shut the connection down (``shutdown``).
+    shut: bool = False
 
 
 class TcpModel(Model):
@@ -193,6 +291,9 @@ class TcpModel(Model):
         self._accepts: dict[str, int] = {}
         self._accepted_by: dict[str, str] = {}
         self._client: dict[str, tuple[str, str]] = {}
+        self._closed: set[str] = set()
+        # (client actor, address it connected to) -> that address's port.
+        self._dialled: dict[tuple[str, str], int] = {}
 
     def key(self, line: Line) -> Any:
         # A server thread per connection runs several operations at once, told apart by the
@@ -203,16 +304,43 @@ class TcpModel(Model):
         line = op.invoke
         name, actor = line.op, line.actor
         if name == "accept":
+            if actor in self._closed:
+                return True  # the accept returns None at once
             port = self._listening.get(actor)
             return port is not None and self._connected.get(port, 0) > self._accepts.get(actor, 0)
         if name != "recv":
             return True
         mine = self.streams.get((actor, str(line.peer)))
+        if mine is not None and mine.shut:
+            return True
         got = len(mine.got) if mine is not None else 0
         other = self._counterpart(actor, str(line.peer))
         if other is None:
             return False
-        return len(other.sent) > got or other.closed
+        return len(other.sent) > got or other.closed or other.shut
+
+    def outside(self, op: Operation) -> str | None:
+        line = op.invoke
+        if line.op == "accept":
+            # Anybody may connect to a listening socket: whoever comes next may well be a
+            # client from outside the run.
+            port = self._listening.get(line.actor)
+            return f"a client from anywhere (port {port})"
+        peer = line.peer
+        if peer is None:
+            return None
+        dialled = self._dialled.get((line.actor, str(peer)))
+        if dialled is not None:
+            listening = set(self._listening.values())
+            return None if dialled in listening else f"the server {peer}, outside the run"
+        if str(peer) in self.local.values():
+            return None  # this end accepted a client of the run
+        return f"the client {peer}, outside the run"
+
+    def outside_clients(self) -> list[str]:
+        """Addresses accepted by the run that no client of the run connected from."""
+        own = set(self.local.values())
+        return [peer for peers in self.accepted.values() for peer in peers if peer not in own]
 
     def _counterpart(self, actor: str, peer: str) -> Stream | None:
         """The other side of the connection ``actor`` knows as ``peer``."""
@@ -237,9 +365,17 @@ class TcpModel(Model):
                        f"{self._in_flight} in transit (peak {self._peak})")  # fmt: skip
 
     def invoke(self, op: Operation) -> None:
-        if op.invoke.op == "send":
-            key = item_key(op.invoke.item)
+        line = op.invoke
+        if line.op == "send":
+            key = item_key(line.item)
             self._sends.setdefault(key, deque()).append(op)
+        elif line.op == "connect" and line.peer is not None:
+            port = line.get("port")
+            if isinstance(port, int):
+                self._dialled[(line.actor, str(line.peer))] = port
+        elif line.op == "shutdown" and line.peer is not None:
+            # In effect from here: a receive waiting on this connection may return.
+            self.stream(line.actor, str(line.peer)).shut = True
 
     def complete(self, op: Operation) -> None:
         done = op.done
@@ -251,8 +387,15 @@ class TcpModel(Model):
                 sends = self._sends.get(item_key(line.item))
                 if sends is not None and op in sends:
                     sends.remove(op)
-            elif name == "recv" and done.get("partial"):
-                self.stream(actor, str(line.peer)).partial.append(str(done.get("partial")))
+            if line.peer is None:
+                return
+            mine = self.stream(actor, str(line.peer))
+            if name == "recv" and done.get("partial"):
+                mine.partial.append(str(done.get("partial")))
+            if name == "recv" and done.get("error") == "EOF":
+                mine.eof = True
+            elif name != "shutdown" and done.get("error") not in _NOT_THEIRS:
+                mine.errors.append((name, str(done.get("error", done.phase))))
             return
         if name == "listen":
             port = done.get("port")
@@ -274,6 +417,8 @@ class TcpModel(Model):
                 self.stream(actor, str(line.peer))
         elif name == "close" and line.peer is not None:
             self.stream(actor, str(line.peer)).closed = True
+        elif name == "close" and actor in self._listening:
+            self._closed.add(actor)
         elif name == "send":
             self.stream(actor, str(line.peer)).sent.append(done.item)
             self._in_flight += 1

@@ -23,6 +23,13 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+def _error(exc: BaseException) -> str:
+    if not isinstance(exc, Exception):
+        # The actor was stopped (SIGTERM) inside the call: it never returned.
+        return "interrupted"
+    return f"{type(exc).__name__}: {exc}"
+
+
 class UdpSocket(Logged):
     """A UDP socket: each ``sendto`` is one datagram, each ``recvfrom`` returns one."""
 
@@ -39,8 +46,8 @@ class UdpSocket(Logged):
         self._turn()
         try:
             self._sock.sendto(data, (host, port))
-        except OSError as exc:
-            self._log.info("op", op="sendto", phase="fail", error=f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:
+            self._log.info("op", op="sendto", phase="fail", error=_error(exc))
             raise
         self._log.info("op", op="sendto", phase="ok", item=text, to=port)
 
@@ -61,8 +68,8 @@ class UdpSocket(Logged):
         except TimeoutError:
             self._log.info("op", op="recvfrom", phase="timeout")
             return None
-        except OSError as exc:
-            self._log.info("op", op="recvfrom", phase="fail", error=f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:
+            self._log.info("op", op="recvfrom", phase="fail", error=_error(exc))
             raise
         text = _text(data)
         self._log.info("op", op="recvfrom", phase="ok", item=text, sender=address[1],
@@ -86,7 +93,7 @@ def udp(name: str, log: Any, clock: Any, host: str, port: int) -> UdpSocket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        bound.info("op", op="bind", phase="fail", error=f"{type(exc).__name__}: {exc}")
+        bound.info("op", op="bind", phase="fail", error=_error(exc))
         raise
     datagram = UdpSocket(name, sock, log, clock)
     bound.info("op", op="bind", phase="ok", port=datagram.port)
@@ -136,6 +143,12 @@ class UdpModel(Model):
         actor = op.invoke.actor
         port = self._bound.get(actor)
         return port is not None and self._to.get(port, 0) > self._got.get(actor, 0)
+
+    def outside(self, op: Operation) -> str | None:
+        if op.invoke.op != "recvfrom":
+            return None
+        # Any program may send a datagram to a bound port: the next may come from outside.
+        return f"a datagram from anywhere (port {self._bound.get(op.invoke.actor, '?')})"
 
     def foreign(self) -> list[Arrival]:
         """Datagrams from a port none of the run's sockets had."""

@@ -585,6 +585,12 @@ class _Supervisor:
         if scope.cancelled_caught:
             self.status = "timeout"
             self.reason = f"still running after {timeout:g} s (engine.timeout)"
+            outside = self.counters.outside() if self.counters is not None else {}
+            if outside:
+                # Not a deadlock: these wait on the outside world, which only the timeout ends.
+                self.reason += "; waiting on the outside world: " + "; ".join(
+                    f"{actor} in {wait}" for actor, wait in sorted(outside.items())
+                )
             self.stop.set()
         if self.scheduler is not None and self.scheduler.stopping:
             pass  # logged at the step it happened (a deadlock, the step limit)

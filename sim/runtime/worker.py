@@ -38,6 +38,9 @@ __all__ = ["TERMINATED_EXIT", "Boot", "main"]
 
 # Exit status of an actor stopped by the engine (SIGTERM), as a shell would report it.
 TERMINATED_EXIT = 143
+# How long an actor's end waits for its threads that still log: well inside the engine's 3 s
+# between SIGTERM and SIGKILL.
+_THREADS_GRACE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,36 @@ class _StopGuard:
                 raise exc
 
 
+class _Threads:
+    """The actor's other threads that log (a server's thread per client).
+
+    ``actor_end`` must be an actor's last line: its end waits a little for these threads
+    (:meth:`join`), and once it is logged (``ended``) whatever one of them still logs is
+    dropped, so that no operation shows as begun after the actor ended, or as never returned.
+    """
+
+    def __init__(self) -> None:
+        self.main = threading.get_ident()
+        self.ended = False
+        self._seen: dict[int, threading.Thread] = {}
+
+    def note(self) -> None:
+        """A line is being logged (under the stamp's lock): drop it if the actor has ended."""
+        ident = threading.get_ident()
+        if ident != self.main:
+            if self.ended:
+                raise structlog.DropEvent
+            if ident not in self._seen:
+                self._seen[ident] = threading.current_thread()
+
+    def join(self, seconds: float) -> None:
+        """Wait up to ``seconds`` in all for the threads that logged to finish."""
+        deadline = time.monotonic() + seconds
+        for thread in list(self._seen.values()):
+            if thread is not threading.current_thread():
+                thread.join(max(deadline - time.monotonic(), 0.0))
+
+
 def actor_rng(seed: int, actor: str) -> random.Random:
     """The RNG of ``actor``: the same seed and name give the same draws in every run."""
     return random.Random(f"{seed}/{actor}")
@@ -122,7 +155,12 @@ def _connect(address: tuple[str, int] | str) -> socket.socket:
 
 
 def _processors(
-    actor: str, pid: int, t0_ns: int, guard: _StopGuard, gate: Gate | None = None
+    actor: str,
+    pid: int,
+    t0_ns: int,
+    guard: _StopGuard,
+    threads: _Threads,
+    gate: Gate | None = None,
 ) -> list[Any]:
     counter = itertools.count()
     clock = time.monotonic_ns
@@ -134,6 +172,7 @@ def _processors(
     if gate is not None:
         # A virtual run: the time and the step are the scheduler's, given with each turn.
         def stamp_virtual(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+            threads.note()  # one task runs at a time: no lock needed
             guard.begin()
             ts, step, seq = gate.now, gate.step, next(counter)
             line = {"ts": ts, "actor": actor, "pid": pid, "seq": seq, "step": step, **event_dict}
@@ -152,6 +191,8 @@ def _processors(
         guard.begin()
         # The contract's fields come first so that a line reads well in a terminal.
         with together:
+            # Under the lock: no thread's line can take a seq after the end's.
+            threads.note()
             ts, seq = (clock() - t0_ns) / 1e9, next(counter)
         line = {
             "ts": ts,
@@ -211,8 +252,9 @@ def main(boot: Boot) -> None:
         gate = Gate(boot.actor, sock, sink.take)
     else:
         sink = BatchingSink(sock, boot.flush_s, parent, after=guard.end)
+    threads = _Threads()
     structlog.configure(
-        processors=_processors(boot.actor, pid, boot.t0_ns, guard, gate),
+        processors=_processors(boot.actor, pid, boot.t0_ns, guard, threads, gate),
         wrapper_class=structlog.make_filtering_bound_logger(0),
         logger_factory=lambda *args: sink,
         cache_logger_on_first_use=True,
@@ -231,6 +273,7 @@ def main(boot: Boot) -> None:
         log=log,
     )
     code = 0
+    end: dict[str, Any] = {"status": "ok"}
     try:
         try:
             if gate is not None:
@@ -238,20 +281,28 @@ def main(boot: Boot) -> None:
                 gate.start()
             log.info("actor_start", role=boot.role.__name__, ppid=parent)
             boot.role(ctx)
-            log.info("actor_end", status="ok")
         except (_Terminated, Stopped):
             code = TERMINATED_EXIT
-            log.info("actor_end", status="terminated")
+            end = {"status": "terminated"}
         except Exception as exc:
             code = 1
             frames = traceback.extract_tb(exc.__traceback__)
             where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
-            log.info(
-                "actor_end", status="crashed", error=f"{type(exc).__name__}: {exc}", where=where
-            )
+            end = {"status": "crashed", "error": f"{type(exc).__name__}: {exc}", "where": where}
+        # The role is over: a stop request or a crash fault now changes nothing, and must not
+        # cut the end.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        if gate is None:
+            # A virtual run's threads are tasks that the scheduler ends in turn.
+            threads.join(_THREADS_GRACE_S)
+        threads.ended = True
+        log.info("actor_end", **end)
     except _Terminated:
         # SIGTERM while logging the end: the record above may be missing, the exit code is not.
         code = TERMINATED_EXIT
+    except FaultCrash:
+        code = 1  # a crash fault that came while the end was being logged (after its line)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if gate is not None:
         gate.end()
