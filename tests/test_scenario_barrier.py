@@ -82,7 +82,8 @@ def _wait(actor: str, phase: str, ts: float, index: int | None = None) -> dict[s
 
 
 def _verdict(events: list[dict[str, Any]], parties: int = 3) -> tuple[str, str]:
-    (verdict,) = kind_verdicts("b", {"kind": "barrier", "parties": parties}, events)
+    found = kind_verdicts("b", {"kind": "barrier", "parties": parties}, events)
+    (verdict,) = [v for v in found if v.name.startswith("b: generations")]
     return verdict.status, verdict.detail
 
 

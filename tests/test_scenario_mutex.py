@@ -134,7 +134,9 @@ def _op(actor: str, op: str, phase: str, ts: float) -> dict[str, Any]:
 
 
 def _verdicts(events: list[dict[str, Any]]) -> list[str]:
-    return [v.status for v in kind_verdicts("r", {"kind": "rlock"}, events)]
+    # The owner checks (one owner at a time; released by its owner), not the leak check.
+    found = kind_verdicts("r", {"kind": "rlock"}, events)
+    return [v.status for v in found if "no unit lost" not in v.name]
 
 
 def test_rlock_checks_catch_two_owners_and_a_foreign_release() -> None:
