@@ -277,6 +277,8 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
         reason=_first_failure(report),
         wall_s=float((loaded.manifest or {}).get("wall_s", 0.0)),
         run_dir=str(loaded.run_dir or loaded.events_path),
+        timing=report.timing,
+        theory=spec.theory(loaded.config) if spec and spec.theory and loaded.config else None,
     )
     if args.json:
         print(msgspec.json.encode({
