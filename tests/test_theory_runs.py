@@ -5,8 +5,8 @@ measured and warned about, and the model beside the measurement in a run's summa
 
 Every comparison is the model's value inside the 95 % interval of the measurement (over the
 repetitions of a sweep point, clipped to the metric's bounds). Virtual runs are deterministic
-for a config and seed, so those tests give the same numbers every time; wall runs do not, and
-each of their comparisons may fail by chance about once in twenty: they are marked slow.
+for a config and seed, so those tests give the same numbers every time. Wall runs are not:
+their tests (marked slow) share 5 % among their comparisons (see assert_family_agrees).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from sim.estimate import mean_interval
 from sim.timing import SIGNIFICANT
 
 from .conftest import events_of, manifest_of, only_run_dir, sim
@@ -87,6 +88,28 @@ def test_a_virtual_car_park_of_two_hundred_cars_agrees_with_the_model(tmp_path: 
     assert_agrees(table(found / "summary.csv")[0], CAR, 5)
 
 
+def assert_family_agrees(found: Path, keys: tuple[str, ...], repeat: int) -> None:
+    """Wall runs are not reproducible, so a test of k comparisons at 95 % each would fail by
+    chance far more often than one time in twenty. Each comparison here is made at the
+    1 - 0.05 / k level instead (Bonferroni): the model inside every interval, with the chance
+    of a false failure of the whole test at most 5 %. The sweep's own 95 % intervals are in
+    summary.csv (docs/theory.md lists measured ones)."""
+    runs = [r for r in table(found / "results.csv") if r["status"] == "ok"]
+    points = sorted({r["point"] for r in runs})
+    level = 1 - 0.05 / (len(points) * len(keys))
+    for point in points:
+        mine = [r for r in runs if r["point"] == point]
+        assert len(mine) == repeat
+        for key in keys:
+            bounds = (0.0, 1.0) if "_p_" in key or key.endswith("utilisation") else (0.0, None)
+            interval = mean_interval([float(r[key]) for r in mine], lower=bounds[0],
+                                     upper=bounds[1], level=level)  # fmt: skip
+            model = float(mine[0][f"theory_{key}"])
+            assert interval.low is not None
+            assert interval.high is not None
+            assert interval.low <= model <= interval.high, (point, key, interval, model)
+
+
 def _lateness_rule_held(found: Path) -> None:
     """Every run of the sweep kept its timer lateness under the warning threshold; if one did
     not (a machine loaded by other work), it said so, and no comparison with the model is
@@ -113,11 +136,10 @@ def test_wall_car_parks_agree_with_the_model_at_a_speedup_the_lateness_rule_allo
     fast = ["-s", "clock.speedup=8000", "--repeat", "5", "--seed", "3"]
     found = sweep(tmp_path, "carpark", *POINTS, *fast, timeout=400)
     _lateness_rule_held(found)
-    for point in table(found / "summary.csv"):
-        assert_agrees(point, CAR, 5)
+    assert_family_agrees(found, CAR, 5)
     found = sweep(tmp_path, "carpark", *LOSS, *fast)
     _lateness_rule_held(found)
-    assert_agrees(table(found / "summary.csv")[0], ("steady_p_wait", "steady_utilisation"), 5)
+    assert_family_agrees(found, ("steady_p_wait", "steady_utilisation"), 5)
 
 
 def _last_start_and_old_estimate(run_dir: Path) -> tuple[float, float]:
@@ -157,7 +179,7 @@ def test_opening_the_window_after_the_last_start_removes_the_ramp_up_bias(
                   timeout=880)  # fmt: skip
     _lateness_rule_held(found)
     point = table(found / "summary.csv")[0]
-    assert_agrees(point, CAR, 5)
+    assert_family_agrees(found, CAR, 5)
     starts, old = zip(*(_last_start_and_old_estimate(only_run_dir(run))
                         for run in sorted((found / "runs").iterdir())), strict=True)  # fmt: skip
     warm = 20.0 + 30.0
