@@ -8,6 +8,7 @@ times. The semaphore's counter is the number of free spaces: ``acquire`` takes o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
@@ -31,6 +32,7 @@ from sim import (
 )
 from sim import actors as numbered
 from sim.queueing import finite_source
+from sim.steady import Estimate, Window, steady_metrics
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -44,6 +46,9 @@ class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     # Minutes a car waits at the barrier before it gives up; none means it waits as long as it
     # takes.
     patience: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    # Minutes after the last car's start before the steady window opens; none: one mean
+    # drive-and-park cycle.
+    warmup: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
 
 def car(ctx: Ctx[Params]) -> None:
@@ -54,19 +59,15 @@ def car(ctx: Ctx[Params]) -> None:
         # Both draws come first, so a car's random numbers do not depend on whether it gave up:
         # the same seed gives the same draws however the timing falls out.
         drive, stay = ctx.draw(p.drive), ctx.draw(p.park)
-        ctx.sleep(drive)
+        ctx.sleep(drive, "drive")
         ctx.log.info("arrive", visit=visit, drove=drive)
         if not spaces.acquire(timeout=p.patience):
             ctx.log.info("give_up", visit=visit)
             continue
         ctx.log.info("park", visit=visit, stay=stay)
-        ctx.sleep(stay)
+        ctx.sleep(stay, "park")
         ctx.log.info("leave", visit=visit)
         spaces.release()
-
-
-# Fewest arrivals in the steady window for its metrics to be reported.
-_STEADY_MIN = 30
 
 
 class VisitsAccounted(Check):
@@ -106,79 +107,87 @@ class CarparkAnalysis(Analysis[Params]):
     """Waits and occupancy of ``spaces`` from the history, and the steady state window."""
 
     prims = frozenset({"spaces"})
-    events = frozenset({"actor_end"})
+    events = frozenset({"actor_start", "actor_end"})
 
     def __init__(self, config: RunConfig[Params], history: History) -> None:
         super().__init__(config, history)
         p = self.params
         self._waits = history.waits("spaces", "acquire")
         self._occupancy = history.level("spaces", "held")
-        # The steady window is what the queueing model describes: it opens after one mean
-        # drive-and-park cycle (the car park starts empty, not in equilibrium) and closes when
-        # the first car has made its last visit (from then on fewer cars come back).
-        self._warm = (p.drive.mean + p.park.mean) * 60.0 / config.clock.speedup
-        self._warm_area: float | None = None
-        history.at(self._warm, self._warmed)
-        self._steady_end: float | None = None
-        self._steady_occupancy = 0.0
-        # The steady window's waits, summed as they come (the same sum, in the same order, as
-        # summing a list of them afterwards, without keeping one).
-        self._steady_sum = 0.0
-        self._steady_n = 0
-        self._steady_full = 0
-        self._found_full: dict[Operation, bool] = {}
-        self._checks = [VisitsAccounted([a.name for a in _cars(p)], p.visits)]
-
-    def _warmed(self, now: float) -> None:
-        # Called with the first line at or after the end of the warm-up, before it changes
-        # anything: the occupancy integral up to then.
-        self._warm_area = self._occupancy.area(now)
+        cars = [a.name for a in _cars(p)]
+        self._cars = frozenset(cars)
+        # The steady window is what the queueing model describes. The car park starts empty,
+        # and the cars start one by one (200 processes take up to 2 s, hours of simulated time
+        # at a high speedup): the window opens one mean drive-and-park cycle (or ``warmup``)
+        # after the *last* car has started, and closes when the first car has made its last
+        # visit (from then on fewer cars come back).
+        warm = p.warmup if p.warmup is not None else p.drive.mean + p.park.mean
+        self._window = Window(cars, warm * 60.0 / config.clock.speedup,
+                              per_second=self.minutes(1.0), what="arrivals")  # fmt: skip
+        self._held = 0.0
+        # Cars that found the car park full (or others waiting) and wait for a space now. A
+        # car that arrives while one of them waits finds it full too, even in the moment after
+        # a release when a space is free but its waiter has not yet woken and taken it.
+        self._queued = 0
+        self._arrivals: dict[Operation, tuple[bool, bool, bool]] = {}
+        self._checks = [VisitsAccounted(cars, p.visits)]
 
     def on_line(self, line: Line) -> None:
-        if self._steady_end is None:
-            self._steady_end = line.ts
-            if self._warm_area is not None and line.ts > self._warm:
-                area = self._occupancy.area(line.ts) - self._warm_area
-                self._steady_occupancy = area / (line.ts - self._warm)
+        if line.event == "actor_start":
+            self._window.started(line.actor, line.ts)
+        elif line.actor in self._cars:
+            self._window.close(line.ts, "the first car made its last visit")
+
+    def on_gauge(self, ts: float, prim: str, values: Mapping[str, float]) -> None:
+        held = values.get("held", self._held)
+        if held != self._held:
+            self._held = held
+            self._window.level("held", ts, held)
 
     def on_invoke(self, op: Operation) -> None:
-        if op.invoke.op == "acquire":
-            self._found_full[op] = self._occupancy.level >= self.params.capacity
+        if op.invoke.op != "acquire":
+            return
+        full = self._occupancy.level >= self.params.capacity or self._queued > 0
+        # A car with patience 0 does not wait: it finds the car park full and drives on.
+        waits = full and op.invoke.timeout != 0
+        self._queued += waits
+        self._arrivals[op] = (self._window.arrival(op.start), full, waits)
 
     def on_op(self, op: Operation) -> None:
         if op.invoke.op != "acquire":
             return
-        full = self._found_full.pop(op, False)
+        inside, full, waited = self._arrivals.pop(op, (False, False, False))
+        self._queued -= waited
         done = op.done
-        if done is not None and self._steady_end is None and op.invoke.ts >= self._warm:
-            self._steady_sum += self.minutes(done.ts - op.invoke.ts)
-            self._steady_n += 1
-            self._steady_full += full
+        if not inside or done is None:
+            return
+        self._window.add("full", 1.0 if full else 0.0)
+        if done.phase == "ok":
+            self._window.add("wait", self.minutes(done.ts - op.invoke.ts))
 
     def metrics(self) -> dict[str, Any]:
         end = self.history.actor_now
+        self._window.finish(end)
         mean = self._occupancy.mean(end)
         waits = self._waits.all
+        capacity = self.params.capacity
         return {
             "served": self._waits.outcomes["ok"],
             "gave_up": self._waits.outcomes["timeout"],
             **describe(waits, "wait", scale=self.minutes(1.0)),
             "occupancy_mean": mean,
-            "utilisation": mean / self.params.capacity,
+            "utilisation": mean / capacity,
             "occupancy_max": int(self._occupancy.maximum),
             "sim_minutes": self.minutes(end),
-            **self._steady(),
-        }
-
-    def _steady(self) -> dict[str, Any]:
-        n = self._steady_n
-        # Too few arrivals in the window give numbers that are mostly noise: say nothing.
-        if self._steady_end is None or n < _STEADY_MIN:
-            return {"steady_wait_mean": None, "steady_p_wait": None, "steady_utilisation": None}
-        return {
-            "steady_wait_mean": self._steady_sum / n,
-            "steady_p_wait": self._steady_full / n,
-            "steady_utilisation": self._steady_occupancy / self.params.capacity,
+            **self._window.metrics(
+                {
+                    "steady_wait_mean": Estimate("wait"),
+                    "steady_p_wait": Estimate("full", upper=1.0),
+                    "steady_utilisation": Estimate(
+                        "held", "level", upper=1.0, scale=1.0 / capacity
+                    ),
+                }
+            ),
         }
 
     def checks(self) -> list[Check]:
@@ -209,9 +218,11 @@ scenario = Scenario(
         Metric("utilisation", "utilisation", "%"),
         Metric("occupancy_max", "occupancy, max", "spaces"),
         Metric("sim_minutes", "simulated time", "sim min"),
-        Metric("steady_wait_mean", "steady state: wait, mean", "sim min"),
-        Metric("steady_p_wait", "steady state: P(find it full)", "%"),
-        Metric("steady_utilisation", "steady state: utilisation", "%"),
+        *steady_metrics(
+            Metric("steady_wait_mean", "steady state: wait, mean", "sim min", lower=0.0),
+            Metric("steady_p_wait", "steady state: P(find it full)", "%"),
+            Metric("steady_utilisation", "steady state: utilisation", "%"),
+        ),
     ),
     theory=lambda config: _theory(config.params),
 )
@@ -222,7 +233,7 @@ def _theory(p: Params) -> dict[str, float]:
     and cars that either wait as long as it takes or leave at once)."""
     if p.drive.dist != "exponential" or p.park.dist != "exponential":
         return {}
-    if p.patience not in (None, 0):
+    if p.patience not in (None, 0) or p.cars == 0 or min(p.drive.mean, p.park.mean) <= 0:
         return {}
     model = finite_source(p.cars, p.capacity, p.drive.mean, p.park.mean,
                           waiting=p.patience is None)  # fmt: skip

@@ -20,6 +20,7 @@ end markers.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -46,6 +47,8 @@ from sim import (
 )
 from sim import actors as numbered
 from sim.kinds.queue import QueueModel
+from sim.queueing import mmc
+from sim.steady import Estimate, Window, steady_metrics
 
 JOBS = "jobs"
 
@@ -61,6 +64,9 @@ class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     variant: Literal["queue", "joinable"] = "queue"
     produce: Duration = Duration(dist="exponential", mean=1.0)  # before each put
     consume: Duration = Duration(dist="exponential", mean=1.5)  # work on one item
+    # Minutes after the last actor's start before the steady window opens; none: ten mean
+    # times of work on one item.
+    warmup: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
 
 def producer(ctx: Ctx[Params]) -> None:
@@ -68,7 +74,7 @@ def producer(ctx: Ctx[Params]) -> None:
     p = ctx.params
     jobs = ctx.prim(JOBS, Queue)
     for n in range(p.items):
-        ctx.sleep(ctx.draw(p.produce))
+        ctx.sleep(ctx.draw(p.produce), "produce")
         jobs.put({"producer": ctx.index, "n": n})
     if p.variant == "joinable":
         # join() waits until every item put so far (by anyone) is marked done, not just ours.
@@ -89,7 +95,7 @@ def consumer(ctx: Ctx[Params]) -> None:
         if item.get("end"):
             ends += 1
         else:
-            ctx.sleep(ctx.draw(p.consume))
+            ctx.sleep(ctx.draw(p.consume), "consume")
             ctx.log.info("handled", producer=item["producer"], n=item["n"])
         if p.variant == "joinable":
             jobs.task_done()
@@ -189,10 +195,11 @@ def _is_end(item: Any) -> bool:
 
 
 class QueueWorkersAnalysis(Analysis[Params]):
-    """Queue length, time in the queue, who handled what, and the joins, from the history."""
+    """Queue length, time in the queue, who handled what, and the joins, from the history;
+    and the steady window, in which the queue is M/M/c while every producer still puts."""
 
     prims = frozenset({JOBS})
-    events = frozenset({"handled", "all_done"})
+    events = frozenset({"handled", "all_done", "actor_start"})
 
     def __init__(self, config: RunConfig[Params], history: History) -> None:
         super().__init__(config, history)
@@ -206,17 +213,49 @@ class QueueWorkersAnalysis(Analysis[Params]):
         self._overtaken = 0
         self._all_done: float | None = None
         self._checks: list[Check] = [EveryItemHandledOnce(p), HandledInOrder(p)]
+        # The steady window opens a warm-up after the last actor's start and closes when the
+        # first producer puts its last item (from then on fewer items arrive).
+        warm = p.warmup if p.warmup is not None else 10.0 * p.consume.mean
+        self._window = Window([a.name for a in _actors(p)], warm * 60.0 / config.clock.speedup,
+                              per_second=self.minutes(1.0), what="items put")  # fmt: skip
+        self._busy = 0  # consumers working on an item
+        self._queued = 0.0
+        self._inside: set[Operation] = set()  # puts in the window
 
     def on_invoke(self, op: Operation) -> None:
         self._end = max(self._end, op.start)
+        if op.name != "put" or _is_end(op.invoke.item):
+            return
+        if self._window.arrival(op.start):
+            self._inside.add(op)
+            # The item waits if every consumer works, or as many items are ahead of it.
+            found_busy = self._busy + self._queued >= self.params.consumers
+            self._window.add("busy", 1.0 if found_busy else 0.0)
+        item = op.invoke.item
+        if isinstance(item, dict) and item.get("n") == self.params.items - 1:
+            self._window.close(op.start, "the first producer put its last item")
 
     def on_op(self, op: Operation) -> None:
         self._end = max(self._end, op.end or op.start)
+        if op.name == "get" and op.ok and not _is_end(op.item):
+            self._busy += 1
+            self._window.level("busy", op.end or op.start, self._busy)
+
+    def on_gauge(self, ts: float, prim: str, values: Mapping[str, float]) -> None:
+        length = values.get("length", self._queued)
+        if length != self._queued:
+            self._queued = length
+            self._window.level("length", ts, length)
 
     def on_line(self, line: Line) -> None:
+        if line.event == "actor_start":
+            self._window.started(line.actor, line.ts)
+            return
         if line.event == "all_done":
             self._all_done = line.ts
             return
+        self._busy -= 1
+        self._window.level("busy", line.ts, self._busy)
         self._per_consumer[line.actor] += 1
         # Overtaken: a later item of the same producer was handled before this one.
         producer, n = line["producer"], line["n"]
@@ -233,6 +272,10 @@ class QueueWorkersAnalysis(Analysis[Params]):
             for t in real
             if t.get_ok is not None and t.put_ok is not None
         ]
+        for t in real:
+            if t.put in self._inside and t.get_ok is not None and t.put_ok is not None:
+                self._window.add("wait", self.minutes(max(0.0, t.get_ok - t.put_ok)))
+        self._window.finish(self.history.actor_now)
         shares = [self._per_consumer[c] for c in sorted(self._per_consumer)]
         found: dict[str, Any] = {
             "items": sum(1 for t in real if t.got),
@@ -245,10 +288,41 @@ class QueueWorkersAnalysis(Analysis[Params]):
         if self.params.variant == "joinable":
             found.update(describe(self._joins.all, "join_wait", scale=self.minutes(1.0)))
             found["all_done_s"] = self._all_done
+        found.update(
+            self._window.metrics(
+                {
+                    "steady_wait_mean": Estimate("wait"),
+                    "steady_p_wait": Estimate("busy", upper=1.0),
+                    "steady_queue_mean": Estimate("length", "level"),
+                    "steady_utilisation": Estimate(
+                        "busy", "level", upper=1.0, scale=1.0 / self.params.consumers
+                    ),
+                }
+            )
+        )
         return found
 
     def checks(self) -> list[Check]:
         return list(self._checks)
+
+
+def _theory(p: Params) -> dict[str, float]:
+    """M/M/c, where its assumptions hold: exponential times, an unbounded queue, and fewer
+    items arriving than the consumers can handle (otherwise there is no steady state)."""
+    if p.produce.dist != "exponential" or p.consume.dist != "exponential" or p.maxsize:
+        return {}
+    if p.produce.mean <= 0 or p.consume.mean <= 0:
+        return {}
+    rate = p.producers / p.produce.mean
+    if rate * p.consume.mean >= p.consumers:
+        return {}
+    model = mmc(rate, p.consume.mean, p.consumers)
+    return {
+        "steady_wait_mean": model.wait_mean,
+        "steady_p_wait": model.p_wait,
+        "steady_queue_mean": model.queue_mean,
+        "steady_utilisation": model.utilisation,
+    }
 
 
 scenario = Scenario(
@@ -272,6 +346,15 @@ scenario = Scenario(
         Metric("queue_len_mean", "queue length, mean", "items"),
         *Metric.stats("in_queue", "time in the queue", "sim min"),
         *Metric.stats("join_wait", "join waited", "sim min", show=("mean", "max")),
-        Metric("all_done_s", "last join returned at", "s"),
+        Metric("all_done_s", "last join returned at", "s", lower=0.0),
+        *steady_metrics(
+            Metric(
+                "steady_wait_mean", "steady state: time in the queue, mean", "sim min", lower=0.0
+            ),
+            Metric("steady_p_wait", "steady state: P(every consumer busy)", "%"),
+            Metric("steady_queue_mean", "steady state: queue length, mean", "items", lower=0.0),
+            Metric("steady_utilisation", "steady state: consumers busy", "%"),
+        ),
     ),
+    theory=lambda config: _theory(config.params),
 )

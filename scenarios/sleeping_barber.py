@@ -38,6 +38,8 @@ from sim import (
     describe,
 )
 from sim import actors as numbered
+from sim.queueing import mm1k
+from sim.steady import Estimate, Window, steady_metrics
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -51,13 +53,16 @@ class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     # Customers arrive at uniformly random minutes of the opening hours: random arrivals.
     open_for: Annotated[float, msgspec.Meta(gt=0)] = 120.0
     cut: Duration = Duration(dist="exponential", mean=8.0)
+    # Minutes after the last actor's start before the steady window opens; none: as many mean
+    # haircuts as the shop has places (chairs + 1).
+    warmup: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
 
 def customer(ctx: Ctx[Params]) -> None:
     """Arrive; sit down and wait for the barber, or leave if every chair is taken."""
     p = ctx.params
     seats, waiting = ctx.prim("seats", Lock), ctx.prim("waiting", Value)
-    ctx.sleep(ctx.rng.uniform(0.0, p.open_for))
+    ctx.sleep(ctx.rng.uniform(0.0, p.open_for), "arrival")
     ctx.log.info("arrive")
     with seats:
         sitting = waiting.value
@@ -98,7 +103,7 @@ def barber(ctx: Ctx[Params]) -> None:
         chair.release()  # "next, please"
         minutes = ctx.draw(p.cut)
         ctx.log.info("cut_start", served=served)
-        ctx.sleep(minutes)
+        ctx.sleep(minutes, "cut")
         ctx.log.info("cut_end", served=served, minutes=minutes)
         cut_done.release()
         chair_free.acquire()
@@ -211,10 +216,11 @@ class OneInTheChair(Check):
 
 
 class BarberAnalysis(Analysis[Params]):
-    """Served, turned away, waits and the barber's working time, from the domain events."""
+    """Served, turned away, waits and the barber's working time, from the domain events; and
+    the steady window, in which the shop is M/M/1/(1 + chairs) while customers keep coming."""
 
     events = frozenset({"arrive", "sit_down", "to_chair", "turned_away", "leave", "asleep",
-                        "cut_start", "cut_end"})  # fmt: skip
+                        "cut_start", "cut_end", "actor_start"})  # fmt: skip
 
     def __init__(self, config: RunConfig[Params], history: History) -> None:
         super().__init__(config, history)
@@ -234,34 +240,58 @@ class BarberAnalysis(Analysis[Params]):
             WaitingRoom(p.chairs),
             OneInTheChair(),
         ]
+        # Each customer arrives at a uniform minute of ``open_for`` after its own start, so
+        # arrivals come at the full rate customers / open_for only between the last start and
+        # the first start + open_for: the window lies within, after a warm-up.
+        warm = p.warmup if p.warmup is not None else (p.chairs + 1) * p.cut.mean
+        self._window = Window([a.name for a in _actors(p)], warm * 60.0 / config.clock.speedup,
+                              per_second=self.minutes(1.0), what="arrivals")  # fmt: skip
+        self._open_for = p.open_for * 60.0 / config.clock.speedup
+        self._inside: set[str] = set()  # customers who arrived in the window
 
     def on_line(self, line: Line) -> None:
         kind, actor, ts = line.event, line.actor, line.ts
+        if kind == "actor_start":
+            self._window.started(actor, ts)
+            if actor != "barber":
+                self._window.close(ts + self._open_for, "arrivals began to thin out")
+            return
         if kind == "arrive":
             self._arrived[actor] = ts
+            if self._window.arrival(ts):
+                self._inside.add(actor)
         elif kind == "sit_down":
             self._sitting += 1
             self._most = max(self._most, self._sitting)
         elif kind == "to_chair":
             self._sitting -= 1
-            self._waits.append(self.minutes(ts - self._arrived.pop(actor, ts)))
+            wait = self.minutes(ts - self._arrived.pop(actor, ts))
+            self._waits.append(wait)
+            if actor in self._inside:
+                self._window.add("away", 0.0)
+                self._window.add("wait", wait)
         elif kind == "turned_away":
             self._turned_away += 1
+            if actor in self._inside:
+                self._window.add("away", 1.0)
         elif kind == "leave":
             self._served += 1
         elif kind == "asleep":
             self._naps += 1
         elif kind == "cut_start":
             self._cut_from = ts
+            self._window.level("cutting", ts, 1.0)
         elif kind == "cut_end" and self._cut_from is not None:
             self._busy += ts - self._cut_from
             self._cut_from = None
+            self._window.level("cutting", ts, 0.0)
         # The shop is open from the first arrival to the last customer's exit.
         self._first = ts if self._first is None else self._first
         self._last = ts
 
     def metrics(self) -> dict[str, Any]:
         span = (self._last - self._first) if self._first is not None else 0.0
+        self._window.finish(self.history.actor_now)
         return {
             "served": self._served,
             "turned_away": self._turned_away,
@@ -270,10 +300,30 @@ class BarberAnalysis(Analysis[Params]):
             "naps": self._naps,
             "utilisation": self._busy / span if span > 0 else None,
             "sim_minutes": self.minutes(span),
+            **self._window.metrics(
+                {
+                    "steady_p_block": Estimate("away", upper=1.0),
+                    "steady_wait_mean": Estimate("wait"),
+                    "steady_utilisation": Estimate("cutting", "level", upper=1.0),
+                }
+            ),
         }
 
     def checks(self) -> list[Check]:
         return list(self._checks)
+
+
+def _theory(p: Params) -> dict[str, float]:
+    """M/M/1/(1 + chairs) with Poisson arrivals at rate customers / open_for: the arrivals are
+    that Poisson process given its count; the haircuts must be exponential."""
+    if p.cut.dist != "exponential" or p.cut.mean <= 0 or p.customers == 0:
+        return {}
+    model = mm1k(p.customers / p.open_for, p.cut.mean, 1 + p.chairs)
+    return {
+        "steady_p_block": model.p_block,
+        "steady_wait_mean": model.wait_mean,
+        "steady_utilisation": model.utilisation,
+    }
 
 
 def _customers(p: Params) -> list[Actor]:
@@ -321,6 +371,14 @@ scenario = Scenario(
         Metric("waiting_max", "waiting at once, max", "customers"),
         Metric("naps", "times the barber fell asleep"),
         Metric("utilisation", "barber busy cutting", "%"),
-        Metric("sim_minutes", "first arrival to last exit", "sim min"),
+        Metric("sim_minutes", "first arrival to last exit", "sim min", lower=0.0),
+        *steady_metrics(
+            Metric("steady_p_block", "steady state: P(turned away)", "%"),
+            Metric(
+                "steady_wait_mean", "steady state: wait for the barber, mean", "sim min", lower=0.0
+            ),
+            Metric("steady_utilisation", "steady state: barber busy cutting", "%"),
+        ),
     ),
+    theory=lambda config: _theory(config.params),
 )

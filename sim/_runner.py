@@ -103,6 +103,7 @@ def run(
         write_manifest(run_dir, base | {"status": "failed", "reason": f"analysis: {exc}",
                                         "ended_at": iso(execution.ended_at)})  # fmt: skip
         raise
+    theory = dict(spec.theory(config)) if spec.theory is not None else {}
     # The verdicts decide, so that replay reaches the same one from the log alone; only a stop
     # from outside (Ctrl-C, the timeout) or an engine error that cut the run short (a replayed
     # schedule that does not fit) overrides them.
@@ -126,6 +127,8 @@ def run(
         },
         "events": report.events,
         "metrics": report.metrics,
+        "theory": theory,
+        "timing": report.timing,
         "invariants": [asdict(v) for v in report.verdicts],
         "findings": [asdict(f) for f in report.findings],
     }
@@ -141,6 +144,8 @@ def run(
             reason=manifest["reason"],
             wall_s=execution.wall_s,
             run_dir=str(run_dir),
+            timing=report.timing,
+            theory=theory,
         )
     code = {"ok": 0, "interrupted": 130}.get(status, 1)
     if execution.error is not None:

@@ -16,6 +16,7 @@ from .checks import Check, Verdict, generic_checks, settle
 from .errors import ScenarioError
 from .history import History, Subscriber
 from .history.lines import Finding, Line, ordered, read_lines
+from .timing import TimerLateness
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -67,6 +68,8 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     events: int = 0
     history: History | None = None
+    #: How late the run's timers fired (see :mod:`sim.timing`); empty without a config.
+    timing: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -139,7 +142,9 @@ def analyse(
         analysis = scenario.analysis(config, history)
         checks.extend(analysis.checks())
     stopped = _Stopped()
-    for sub in [*checks, *([analysis] if analysis is not None else []), stopped, *subscribers]:
+    lateness = TimerLateness(config)
+    subs = [*checks, *([analysis] if analysis is not None else []), stopped, lateness]
+    for sub in [*subs, *subscribers]:
         history.subscribe(sub)
     chunks = ordered(read_lines(source, findings)) if isinstance(source, Path) else source
     for chunk in chunks:
@@ -161,12 +166,12 @@ def analyse(
     reported: set[str] = set()
     verdicts = [settle(c, v, expected=declared, stopped=stopped.seen, shown=shown,
                        reported=reported) for c, v in raw]  # fmt: skip
-    return Report(metrics, verdicts, findings, history.lines, history)
+    return Report(metrics, verdicts, findings, history.lines, history, lateness.summary())
 
 
 def _declared(scenario: Scenario[Any], metrics: Mapping[str, Any]) -> None:
     """A metric computed but not declared would never be shown: that is a scenario's bug."""
-    keys = [m.key for m in scenario.metrics]
+    keys = [key for m in scenario.metrics for key in (m.key, *m.companions)]
     for key in metrics:
         if key not in keys:
             close = difflib.get_close_matches(key, keys, n=1)

@@ -332,6 +332,8 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
             reason=_first_failure(report),
             wall_s=float((loaded.manifest or {}).get("wall_s", 0.0)),
             run_dir=str(loaded.run_dir or loaded.events_path),
+            timing=report.timing,
+            theory=spec.theory(loaded.config) if spec and spec.theory and loaded.config else None,
         )
 
     # Played, the run keeps its ending for the end: the summary would give it away.

@@ -10,8 +10,12 @@ Beside ``finite_source`` (the car park's own API) the infinite-source models: M/
 M/M/c/K (finite waiting room, ``mm1k`` for one server), the Erlang B loss formula, and the
 finite-source ones again (``engset``, ``machine_repair``), all returning a :class:`Prediction`.
 Invalid parameters raise :class:`~sim.errors.ScenarioError` naming the parameter. Sums run in
-logarithms or through the Erlang B recursion, so hundreds of servers or sources work. See
-docs/theory-models.md for the assumptions and which scenario parameters match which model.
+logarithms or through the Erlang B recursion, so hundreds of servers or sources work.
+
+``bounded_buffer`` is the producer-consumer buffer whose producers *wait* while it is full
+(they are not turned away, as in M/M/c/K): a birth-death chain with its own result type,
+:class:`BufferPrediction`. See docs/theory.md for the assumptions and which scenario
+parameters match which model.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from dataclasses import dataclass
 from .errors import ScenarioError
 
 __all__ = [
+    "BufferPrediction",
     "FiniteSource",
     "Prediction",
+    "bounded_buffer",
     "engset",
     "erlang_b",
     "erlang_c",
@@ -315,3 +321,76 @@ def machine_repair(sources: int, servers: int, idle_mean: float, service_mean: f
     ``finite_source(..., waiting=True)``, with the queue lengths and times added.
     """
     return _finite(sources, servers, idle_mean, service_mean, waiting=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The bounded buffer: producers that wait while the buffer is full.
+
+
+@dataclass(frozen=True)
+class BufferPrediction:
+    """Stationary predictions of a bounded buffer whose producers block while it is full.
+
+    Times are in the unit of the means given. A *put* is one item a producer has made; it finds
+    the buffer full or not (``p_full``) and waits (``wait_full_mean``, over every put, those
+    that found room included, which waited 0). A *take* is one item a consumer gets; it waits
+    while the buffer is empty (``wait_empty_mean``). Little's law holds: ``blocked_mean =
+    throughput * wait_full_mean`` and the mean number of idle consumers is ``throughput *
+    wait_empty_mean``.
+    """
+
+    p_full: float  # fraction of puts that find the buffer full (or producers waiting before)
+    wait_full_mean: float  # a producer's mean wait per put
+    wait_empty_mean: float  # a consumer's mean wait per take
+    fill_mean: float  # mean number of items in the buffer
+    utilisation: float  # mean fraction of consumers working on an item
+    blocked_mean: float  # mean number of producers waiting with an item
+    throughput: float  # items per unit time
+
+
+def bounded_buffer(
+    producers: int, consumers: int, capacity: int, produce_mean: float, consume_mean: float
+) -> BufferPrediction:
+    """The bounded buffer of ``capacity`` slots between ``producers`` and ``consumers``.
+
+    Each producer makes an item for an exponential time (mean ``produce_mean``) and puts it
+    into the buffer, waiting while the buffer is full; each consumer takes an item (waiting
+    while it is empty) and works on it for an exponential time (mean ``consume_mean``).
+
+    With n = items in the buffer + items being worked on + producers waiting with an item, n is
+    a birth-death chain on 0 .. c + K + P (c consumers, K slots, P producers): items are made
+    at rate (P - max(0, n - c - K)) / produce_mean (a waiting producer makes nothing) and
+    finished at rate min(n, c) / consume_mean. A put arriving in state n finds the buffer full
+    if n >= c + K, with weight (birth rate x p(n)). One producer (P = 1) is M/M/c/(c + K + 1)
+    with arrival rate 1 / produce_mean: the waiting producer is the last place.
+    """
+    _check_count("producers", producers)
+    _check_count("consumers", consumers)
+    _check_count("capacity", capacity)
+    _check_positive("produce_mean", produce_mean)
+    _check_positive("consume_mean", consume_mean)
+    c, k, top = consumers, capacity, consumers + capacity + producers
+
+    def birth(n: int) -> float:
+        return (producers - max(0, n - c - k)) / produce_mean
+
+    def death(n: int) -> float:
+        return min(n, c) / consume_mean
+
+    logs = [0.0]
+    for n in range(top):
+        logs.append(logs[-1] + math.log(birth(n)) - math.log(death(n + 1)))
+    p = _normalise(logs)
+    arrivals = [birth(n) * pn for n, pn in enumerate(p)]
+    throughput = math.fsum(arrivals)
+    blocked = math.fsum(max(0, n - c - k) * pn for n, pn in enumerate(p))
+    idle = math.fsum((c - min(n, c)) * pn for n, pn in enumerate(p))
+    return BufferPrediction(
+        p_full=math.fsum(arrivals[c + k :]) / throughput,
+        wait_full_mean=blocked / throughput,
+        wait_empty_mean=idle / throughput,
+        fill_mean=math.fsum(min(max(n - c, 0), k) * pn for n, pn in enumerate(p)),
+        utilisation=math.fsum(min(n, c) * pn for n, pn in enumerate(p)) / c,
+        blocked_mean=blocked,
+        throughput=throughput,
+    )

@@ -14,7 +14,14 @@ from .checks import Verdict
 from .history.lines import Finding
 from .scenario import Metric
 
-__all__ = ["format_value", "print_findings", "print_summary", "summary"]
+__all__ = [
+    "format_value",
+    "format_with_interval",
+    "print_findings",
+    "print_summary",
+    "summary",
+    "timing_lines",
+]
 
 _STATUS = {
     "pass": "[green]pass[/]",
@@ -39,6 +46,49 @@ def format_value(value: Any, unit: str = "") -> str:
     return f"{text} {unit}".rstrip()
 
 
+def format_with_interval(metric: Metric, metrics: Mapping[str, Any]) -> str:
+    """A metric's value, and its confidence interval ``[low, high]`` when it has one."""
+    text = format_value(metrics.get(metric.key), metric.unit)
+    low, high = (metrics.get(k) for k in metric.companions) if metric.interval else (None, None)
+    if isinstance(low, int | float) and isinstance(high, int | float):
+        if metric.unit == "%":
+            text += f" [{100 * low:.1f}, {100 * high:.1f}]"
+        else:
+            text += f" [{_short(low)}, {_short(high)}]"
+    return text
+
+
+def _short(value: float) -> str:
+    return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def timing_lines(timing: Mapping[str, Any]) -> list[RenderableType]:
+    """The timer's lateness, the realised means beside the requested ones, and the warning."""
+    if not timing.get("sleeps"):
+        return []
+    lines: list[RenderableType] = []
+    if timing.get("mode") == "virtual":
+        lines.append(
+            Text.from_markup("[dim]timers: virtual clock, every sleep ends when it was asked to[/]")
+        )
+    else:
+        shortest = timing["shortest"]
+        lines.append(Text.from_markup(
+            f"[dim]timer lateness per sleep: mean {timing['late_mean_ms']:.3g} ms, p95 "
+            f"{timing['late_p95_ms']:.3g} ms = {timing['late_minutes']:.3g} sim min at speedup "
+            f"{timing['speedup']:g}, {timing['share']:.2%} of the shortest mean "
+            f"({escape(str(shortest['what']))}, {shortest['mean']:.3g} min)[/]"
+        ))  # fmt: skip
+    means = ", ".join(
+        f"{escape(str(m['what']))} {m['realised']:.4g} (asked {m['requested']:.4g}, {m['n']}x)"
+        for m in timing.get("means", ())
+    )
+    lines.append(Text.from_markup(f"[dim]realised mean durations, sim min: {means}[/]"))
+    if timing.get("warning"):
+        lines.append(Text.from_markup(f"[bold yellow]warning:[/] {escape(str(timing['warning']))}"))
+    return lines
+
+
 def print_summary(
     console: Console,
     *,
@@ -50,10 +100,14 @@ def print_summary(
     reason: str,
     wall_s: float,
     run_dir: str,
+    timing: Mapping[str, Any] | None = None,
+    theory: Mapping[str, float] | None = None,
 ) -> None:
-    """Print the summary table and the verdicts to ``console``."""
+    """Print the summary table (with a model's predictions beside the metrics it predicts),
+    the timer's lateness and the verdicts to ``console``."""
     for part in summary(title=title, metrics=metrics, declared=declared, verdicts=verdicts,
-                        status=status, reason=reason, wall_s=wall_s, run_dir=run_dir):  # fmt: skip
+                        status=status, reason=reason, wall_s=wall_s, run_dir=run_dir,
+                        timing=timing, theory=theory):  # fmt: skip
         console.print(part)
 
 
@@ -67,18 +121,28 @@ def summary(
     reason: str,
     wall_s: float,
     run_dir: str,
+    timing: Mapping[str, Any] | None = None,
+    theory: Mapping[str, float] | None = None,
 ) -> list[RenderableType]:
     """The summary as renderables: what :func:`print_summary` prints, for a display to show."""
     parts: list[RenderableType] = [Text.from_markup(f"[bold]{escape(title)}[/]")]
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_column(style="bold")
     table.add_column(justify="right")
+    theory = theory or {}
+    if theory:
+        table.add_column(style="dim")
     for metric in declared:
         if metric.show and metric.key in metrics:
-            table.add_row(metric.label, format_value(metrics[metric.key], metric.unit))
+            row = [metric.label, format_with_interval(metric, metrics)]
+            if metric.key in theory:
+                row.append("model " + format_value(theory[metric.key], metric.unit))
+            table.add_row(*row)
     table.add_row("events logged", format_value(metrics.get("events", 0)))
     table.add_row("wall time", f"{wall_s:.2f} s")
     parts.append(table)
+    if timing:
+        parts.extend(timing_lines(timing))
     checks = Table(show_header=False, box=None, padding=(0, 2))
     checks.add_column()
     checks.add_column(style="bold")

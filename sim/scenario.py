@@ -52,21 +52,47 @@ class Metric:
     Every metric an analysis computes must be declared (a key that is not is an error, never
     silently dropped); ``show=False`` keeps one out of the summary table (it is still in
     run.json and in a sweep's results).
+
+    ``lower`` and ``upper`` are the bounds the metric cannot leave (a wait is never negative,
+    a probability stays in [0, 1]; a ``%`` metric is a fraction in [0, 1] unless told
+    otherwise): confidence intervals and a sweep's bands are clipped to them. ``interval=True``
+    says the analysis may give a confidence interval of its own (batch means within one run) as
+    ``{key}_low`` and ``{key}_high``, which need no declaration of their own.
     """
 
     key: str
     label: str
     unit: str = ""
     show: bool = True
+    lower: float | None = None
+    upper: float | None = None
+    interval: bool = False
+
+    @property
+    def bounds(self) -> tuple[float | None, float | None]:
+        """``(lower, upper)``: what was declared, or [0, 1] for a fraction shown in %."""
+        if self.lower is None and self.upper is None and self.unit == "%":
+            return 0.0, 1.0
+        return self.lower, self.upper
+
+    @property
+    def companions(self) -> tuple[str, ...]:
+        """The keys of this metric's own interval, if it has one."""
+        return (f"{self.key}_low", f"{self.key}_high") if self.interval else ()
 
     @staticmethod
     def stats(
-        prefix: str, label: str, unit: str = "", show: Sequence[str] = ("mean", "p95", "max")
+        prefix: str,
+        label: str,
+        unit: str = "",
+        show: Sequence[str] = ("mean", "p95", "max"),
+        lower: float | None = 0.0,
     ) -> tuple[Metric, ...]:
         """The four metrics :func:`sim.describe` computes for ``prefix`` (mean, p50, p95,
-        max), labelled ``"{label}, mean"`` ...; those not in ``show`` stay out of the table."""
+        max), labelled ``"{label}, mean"`` ...; those not in ``show`` stay out of the table.
+        They describe durations, so by default they are never below 0."""
         return tuple(
-            Metric(f"{prefix}_{stat}", f"{label}, {stat}", unit, stat in show)
+            Metric(f"{prefix}_{stat}", f"{label}, {stat}", unit, stat in show, lower=lower)
             for stat in ("mean", "p50", "p95", "max")
         )
 

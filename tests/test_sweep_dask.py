@@ -40,8 +40,10 @@ LONG = ["-s", "params.capacity=4", "-s", "params.visits=100", "-s", "params.driv
 # What a run measures with the wall clock (the OS decides when a process wakes up): two local
 # sweeps with the same seeds differ in these too. Everything else must be identical.
 TIMED = {"wall_s", "run_dir", "wait_mean", "wait_p50", "wait_p95", "wait_max",
-         "occupancy_mean", "utilisation", "sim_minutes", "steady_wait_mean", "steady_p_wait",
-         "steady_utilisation"}  # fmt: skip
+         "occupancy_mean", "utilisation", "sim_minutes", "timer_late_ms", "timer_share",
+         *(f"steady_{k}" for k in ("window", "from", "minutes", "arrivals", "ci")),
+         *(f"steady_{m}{s}" for m in ("wait_mean", "p_wait", "utilisation")
+           for s in ("", "_low", "_high"))}  # fmt: skip
 
 
 def rows(path: Path) -> list[dict[str, Any]]:

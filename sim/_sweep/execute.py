@@ -80,10 +80,17 @@ def outcome_from_run_dir(task: Task, run_dir: Path, exit_code: int | None) -> Ou
         status,
         exit_code,
         run_dir,
-        metrics=dict(manifest.get("metrics", {})),
+        metrics=dict(manifest.get("metrics", {})) | _timing(manifest.get("timing")),
         wall_s=float(manifest.get("wall_s", 0.0)),
         error=str(manifest.get("reason", "")),
     )
+
+
+def _timing(timing: Any) -> dict[str, Any]:
+    """The run's timer lateness, as columns beside its metrics (see sim.timing)."""
+    if not isinstance(timing, dict) or not timing.get("sleeps"):
+        return {}
+    return {"timer_late_ms": timing.get("late_mean_ms"), "timer_share": timing.get("share")}
 
 
 class LocalExecutor:

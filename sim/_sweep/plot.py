@@ -1,4 +1,9 @@
-"""Pictures of a sweep: a metric against the first axis with 95 % bands, or a heatmap."""
+"""Pictures of a sweep: a metric against the first axis with 95 % bands, or a heatmap.
+
+Bands are the summary's intervals (``{metric}_low`` .. ``{metric}_high``), clipped to the
+bounds the metric cannot leave; a metric in ``%`` is drawn in percent on a 0-100 axis; the
+legend says how many repetitions each band rests on.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import ConfigError
+from sim.scenario import Metric
 
 from .grid import Grid
 
@@ -34,8 +40,10 @@ def plot_metric(
     title: str,
     label: str,
     heatmap: bool = False,
+    declared: Metric | None = None,
 ) -> Path:
-    """Draw ``metric`` of a sweep's summary into ``path`` (PNG or SVG by its suffix)."""
+    """Draw ``metric`` of a sweep's summary into ``path`` (PNG or SVG by its suffix);
+    ``declared`` is the metric's declaration (its unit and bounds)."""
     if not any(f"{metric}_mean" in row for row in summary):
         known = sorted({k[: -len("_mean")] for row in summary for k in row if k.endswith("_mean")})
         raise ConfigError(f"no metric {metric!r} in this sweep; one of: {', '.join(known)}",
@@ -43,6 +51,20 @@ def plot_metric(
     from sim._backend import plt
 
     axes = [a.key for a in grid.axes]
+    percent = declared is not None and declared.unit == "%"
+    scale = 100.0 if percent else 1.0
+    lower, upper = declared.bounds if declared is not None else (None, None)
+
+    def value(row: Mapping[str, Any], key: str) -> float:
+        return _value(row, key) * scale
+
+    def clip(v: float) -> float:
+        if lower is not None and v < lower * scale:
+            return lower * scale
+        if upper is not None and v > upper * scale:
+            return upper * scale
+        return v
+
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     if heatmap:
         if len(axes) != 2:
@@ -51,17 +73,19 @@ def plot_metric(
         ys = list(grid.axes[1].values)
         cells = [[math.nan] * len(xs) for _ in ys]
         for row in summary:
-            cells[ys.index(row[axes[1]])][xs.index(row[axes[0]])] = _value(row, f"{metric}_mean")
-        image = ax.imshow(cells, origin="lower", aspect="auto", cmap="viridis")
+            cells[ys.index(row[axes[1]])][xs.index(row[axes[0]])] = value(row, f"{metric}_mean")
+        vmin, vmax = (0.0, 100.0) if percent else (None, None)
+        image = ax.imshow(cells, origin="lower", aspect="auto", cmap="viridis", vmin=vmin,
+                          vmax=vmax)  # fmt: skip
         ax.set_xticks(range(len(xs)), [str(x) for x in xs])
         ax.set_yticks(range(len(ys)), [str(y) for y in ys])
         ax.set_xlabel(axes[0])
         ax.set_ylabel(axes[1])
         fig.colorbar(image, ax=ax, label=label)
         for j, cell_row in enumerate(cells):
-            for i, value in enumerate(cell_row):
-                if math.isfinite(value):
-                    ax.text(i, j, f"{value:.3g}", ha="center", va="center", color="white")
+            for i, cell in enumerate(cell_row):
+                if math.isfinite(cell):
+                    ax.text(i, j, f"{cell:.3g}", ha="center", va="center", color="white")
     else:
         groups: dict[Any, list[Mapping[str, Any]]] = {}
         for row in summary:
@@ -69,19 +93,28 @@ def plot_metric(
         for group, rows in groups.items():
             rows = sorted(rows, key=lambda r: r[axes[0]])
             x = [float(r[axes[0]]) for r in rows]
-            mean = [_value(r, f"{metric}_mean") for r in rows]
-            half = [_value(r, f"{metric}_ci95") for r in rows]
+            mean = [value(r, f"{metric}_mean") for r in rows]
+            low = [clip(value(r, f"{metric}_low")) for r in rows]
+            high = [clip(value(r, f"{metric}_high")) for r in rows]
+            counts = sorted({int(_value(r, f"{metric}_n")) for r in rows
+                             if _finite(r.get(f"{metric}_n"))})  # fmt: skip
+            runs = "-".join(str(n) for n in (counts[:1] + counts[-1:] if len(counts) > 1
+                                             else counts))  # fmt: skip
             name = f"{axes[1]} = {group}" if group is not None else "measured"
+            band = f"95 % interval, n = {runs} runs" if runs else "95 % interval"
             line = ax.plot(x, mean, "o-", label=name)[0]
-            low = [m - h for m, h in zip(mean, half, strict=True)]
-            high = [m + h for m, h in zip(mean, half, strict=True)]
-            ax.fill_between(x, low, high, alpha=0.2, color=line.get_color(), linewidth=0)
-            model = [_value(r, f"theory_{metric}") for r in rows]
+            ax.fill_between(x, low, high, alpha=0.2, color=line.get_color(), linewidth=0,
+                            label=f"{name}: {band}")  # fmt: skip
+            model = [value(r, f"theory_{metric}") for r in rows]
             if any(math.isfinite(m) for m in model):
                 model_name = f"{name}, model" if group is not None else "queueing model"
                 ax.plot(x, model, "--", color=line.get_color(), label=model_name)
         ax.set_xlabel(axes[0])
         ax.set_ylabel(label)
+        if percent:
+            ax.set_ylim(0.0, 100.0)
+        elif lower is not None:
+            ax.set_ylim(bottom=lower * scale)
         ax.grid(alpha=0.3)
         ax.legend()
     ax.set_title(title)

@@ -8,6 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sim.estimate import mean_interval
+from sim.scenario import Metric
+
 from .execute import Outcome
 from .grid import Grid
 
@@ -58,20 +61,33 @@ def result_rows(
     return rows
 
 
-def aggregate(grid: Grid, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def aggregate(
+    grid: Grid, rows: Sequence[Mapping[str, Any]], metrics: Sequence[Metric] = ()
+) -> list[dict[str, Any]]:
     """One row per point: mean, standard deviation and 95 % CI of every numeric metric, over
-    the repetitions that completed (status ok)."""
+    the repetitions that completed (status ok).
+
+    ``{key}_ci95`` is the half-width of the symmetric t interval, as always; ``{key}_low`` and
+    ``{key}_high`` are the interval clipped to the bounds the metric cannot leave (declared in
+    ``metrics``), and ``{key}_n`` the number of repetitions it rests on. A point with one
+    repetition has no spread to estimate; where that run gave an interval of its own (batch
+    means within the run), ``_low``/``_high`` are that one, and ``{key}_ci`` says which it is.
+    """
     axis_keys = [axis.key for axis in grid.axes]
     fixed = {"run", "point", "rep", "seed", "status", "exit_code", "run_dir", *axis_keys}
+    declared = {m.key: m for m in metrics}
+    companions = {c: m.key for m in metrics for c in m.companions}
     summary = []
     for point in grid.points:
         mine = [r for r in rows if r["point"] == point.index]
         ok = [r for r in mine if r["status"] == "ok"]
         out: dict[str, Any] = {"point": point.index, **dict(point.values)}
         out.update(runs=len(mine), ok=len(ok))
-        metrics = [k for k in (mine[0] if mine else {}) if k not in fixed]
-        for key in metrics:
+        keys = [k for k in (mine[0] if mine else {}) if k not in fixed and k not in companions]
+        for key in keys:
             values = [float(r[key]) for r in ok if _number(r.get(key))]
+            if not values and any(isinstance(r.get(key), str) for r in ok):
+                continue  # words (a window described, a share per consumer): nothing to average
             if key.startswith("theory_"):
                 out[key] = values[0] if values else None
                 continue
@@ -79,8 +95,31 @@ def aggregate(grid: Grid, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, A
             out[f"{key}_mean"] = mean
             out[f"{key}_std"] = std
             out[f"{key}_ci95"] = half
+            metric = declared.get(key)
+            out.update(_bounded(key, values, ok, metric))
         summary.append(out)
     return summary
+
+
+def _bounded(
+    key: str, values: list[float], ok: Sequence[Mapping[str, Any]], metric: Metric | None
+) -> dict[str, Any]:
+    lower, upper = metric.bounds if metric is not None else (None, None)
+    # A value can leave its bounds only by rounding (a utilisation of 1 + 1e-16): put it back.
+    kept = [min(max(v, lower if lower is not None else v), upper if upper is not None else v)
+            for v in values]  # fmt: skip
+    found: dict[str, Any] = {f"{key}_low": None, f"{key}_high": None, f"{key}_n": len(kept)}
+    if len(kept) >= 2:
+        interval = mean_interval(kept, lower=lower, upper=upper)
+        found.update({f"{key}_low": interval.low, f"{key}_high": interval.high,
+                      f"{key}_ci": f"{len(kept)} runs, {interval.method}"})  # fmt: skip
+    elif len(kept) == 1 and metric is not None and metric.interval:
+        run = next(r for r in ok if _number(r.get(key)))
+        low, high = run.get(f"{key}_low"), run.get(f"{key}_high")
+        if isinstance(low, int | float) and isinstance(high, int | float):
+            found.update({f"{key}_low": float(low), f"{key}_high": float(high),
+                          f"{key}_ci": "1 run, its own batch means"})  # fmt: skip
+    return found
 
 
 def write_table(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:

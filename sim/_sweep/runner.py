@@ -28,6 +28,7 @@ from sim import scenario as _scenario
 from sim._toml import dumps
 from sim.config import DATA_SOURCE, RunConfig, config_from_data, load_config, reload
 from sim.errors import ConfigError
+from sim.timing import SIGNIFICANT
 
 from .execute import Executor, LocalExecutor, Outcome, Task, latest_run_dir, outcome_from_run_dir
 from .grid import Axis, Grid, Point, SweepTable, expand, parse_axis, run_seed, table_axes
@@ -389,7 +390,7 @@ def run_sweep(
     theory = _theory(plan, spec)
     rows = result_rows(plan.grid, outcomes, theory)
     write_table(plan.sweep_dir / "results.csv", rows)
-    summary = aggregate(plan.grid, rows)
+    summary = aggregate(plan.grid, rows, spec.metrics)
     write_table(plan.sweep_dir / "summary.csv", summary)
     elapsed = time.monotonic() - started
     _record_timing(plan.sweep_dir, elapsed, fresh, slots)
@@ -421,15 +422,17 @@ def plot_sweep(
     where there are any), or as a heatmap of two axes; return the picture's path."""
     config = plan_config(plan)
     spec = _scenario.of(config)
-    known = [m.key for m in spec.metrics]
-    if metric not in known:
-        raise ConfigError(f"no metric {metric!r}; one of: {', '.join(known)}", source="--plot")
-    labels = {m.key: m.label + (f" ({m.unit})" if m.unit else "") for m in spec.metrics}
-    label = labels.get(metric, metric)
+    declared = {m.key: m for m in spec.metrics}
+    if metric not in declared:
+        raise ConfigError(f"no metric {metric!r}; one of: {', '.join(declared)}", source="--plot")
+    unit = declared[metric].unit
+    shown = {"%": "%, 0-100"}.get(unit, unit)
+    label = declared[metric].label + (f" ({shown})" if shown else "")
     fixed = textwrap.fill(", ".join([config.title, *plan.overrides]).strip(", "), 100)
     title = f"{plan.scenario}: {label}" + (f"\n{fixed}" if fixed else "")
     path = path or plan.sweep_dir / f"{metric}.png"
-    plot_metric(plan.grid, list(summary), metric, path, title=title, label=label, heatmap=heatmap)
+    plot_metric(plan.grid, list(summary), metric, path, title=title, label=label, heatmap=heatmap,
+                declared=declared[metric])  # fmt: skip
     if console is not None:
         console.print(f"plot: {escape(str(path))}")
     return path
@@ -474,21 +477,40 @@ def _print_summary(
             cells.append(_cell(row, metric.key, metric.unit))
         table.add_row(*cells)
     console.print(table)
+    console.print("[dim]\\[low, high]: 95 % interval within the metric's bounds; n: runs it "
+                  "rests on (one run: its own batch means)[/]")  # fmt: skip
+    shares = [r["timer_share_mean"] for r in summary if _finite(r.get("timer_share_mean"))]
+    if shares and max(shares) >= SIGNIFICANT:
+        console.print(
+            f"[bold yellow]warning:[/] timer lateness reached {max(shares):.1%} of the shortest "
+            "mean duration: measured times are stretched; use a lower clock.speedup or "
+            "clock.mode=virtual (see docs/theory.md)"
+        )
     console.print(f"results: {plan.sweep_dir / 'results.csv'}   summary: "
                   f"{plan.sweep_dir / 'summary.csv'}")  # fmt: skip
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and value == value and abs(value) != float("inf")
+
+
 def _cell(row: Mapping[str, Any], key: str, unit: str) -> str:
-    """``mean ± ci95`` (and the model's value when there is one), numbers only."""
+    """``mean [low, high] (n)``, the interval clipped to the metric's bounds, with the number of
+    repetitions it rests on (and the model's value when there is one), numbers only."""
     scale = 100.0 if unit == "%" else 1.0
 
     def num(value: Any) -> str:
-        return f"{value * scale:,.2f}" if isinstance(value, float) and value == value else "-"
+        if isinstance(value, int | float) and value == value:
+            return f"{value * scale:,.2f}"
+        return "-"
 
     text = num(row.get(f"{key}_mean"))
-    half = row.get(f"{key}_ci95")
-    if isinstance(half, float) and half == half:
-        text += f" ± {num(half)}"
+    low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+    n = row.get(f"{key}_n")
+    if isinstance(low, float) and isinstance(high, float):
+        text += f" [{num(low)}, {num(high)}]"
+    if isinstance(n, int) and row.get(f"{key}_mean") == row.get(f"{key}_mean"):
+        text += f" n={n}"
     theory = row.get(f"theory_{key}")
     if isinstance(theory, float):
         text += f" [dim](model {num(theory)})[/]"

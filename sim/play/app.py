@@ -234,5 +234,9 @@ class Player(App[None]):
             reason=report.reason,
             wall_s=float((self.loaded.manifest or {}).get("wall_s", 0.0)),
             run_dir=str(self.loaded.run_dir or self.loaded.events_path),
+            timing=report.timing,
+            theory=spec.theory(self.loaded.config)
+            if spec is not None and spec.theory and self.loaded.config
+            else None,
         )
         return Group(Text(""), *parts)

@@ -67,9 +67,20 @@ class Ctx(Generic[P]):
             )
         return wrapped  # type: ignore[no-any-return]
 
-    def sleep(self, minutes: float) -> None:
-        """Let ``minutes`` simulated minutes pass."""
+    def sleep(self, minutes: float, what: str | None = None) -> None:
+        """Let ``minutes`` simulated minutes pass; ``what`` names the duration (``"drive"``).
+
+        When it returns it logs a ``sleep`` line with the minutes asked for and the ``ts`` at
+        which it began, so that the run's timer lateness can be read from the log (see
+        :mod:`sim.timing`); ``what`` lets the summary show each named duration's realised mean
+        beside the requested one.
+        """
+        began = self.clock.elapsed()
         self.clock.sleep(minutes)
+        if what is None:
+            self.log.info("sleep", minutes=minutes, began=began)
+        else:
+            self.log.info("sleep", minutes=minutes, began=began, what=what)
 
     def draw(self, duration: Duration) -> float:
         """A random duration in simulated minutes, from this actor's RNG."""

@@ -1,0 +1,272 @@
+"""The steady-state window of a run, and honest estimates of what was measured in it.
+
+A queueing model describes a system in equilibrium; a run starts empty and ends when its
+actors run out of work. Only a window away from both ends is near the model. It opens a warm-up
+after the *last* actor has started (real processes take a while to start: 200 forks take up to
+2 s, which at a high speedup is hours of simulated time, during which the system is not yet
+loaded) and closes when the scenario says its load begins to fall (the first car has made its
+last visit, the first producer has put its last item).
+
+An analysis feeds its :class:`Window` with the actors' starts, the arrivals in the window and
+their outcomes (:meth:`Window.add`), and the levels it tracks (:meth:`Window.level`);
+:meth:`Window.metrics` turns them into metrics with their batch-means confidence intervals,
+the window's length and its number of arrivals, or withholds them with the reason when the
+window holds too few arrivals for numbers that mean something.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from array import array
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .estimate import Interval, batch_means, time_batch_means
+from .scenario import Metric
+
+__all__ = ["Estimate", "Window", "steady_metrics"]
+
+# Fewest arrivals in the window for its metrics to be reported at all.
+LEAST = 30
+# Batch means: this many batches, each of at least so many observations, for an interval.
+BATCHES = 10
+MIN_BATCH = 5
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """How one steady metric is estimated from the window: the mean of the samples called
+    ``source`` (``kind="mean"``) or the time-weighted mean of the level called ``source``
+    (``kind="level"``), times ``scale``, within [``lower``, ``upper``]."""
+
+    source: str
+    kind: str = "mean"
+    lower: float | None = 0.0
+    upper: float | None = None
+    scale: float = 1.0
+
+
+class _Track:
+    __slots__ = ("changes", "initial", "level")
+
+    def __init__(self) -> None:
+        self.level = 0.0  # the latest value
+        self.initial = 0.0  # the value when the window opened
+        self.changes: list[tuple[float, float]] = []  # (ts, value) inside the window
+
+
+class Window:
+    """One run's steady window.
+
+    ``starters`` are the actors whose start the window waits for, ``warm_up`` the seconds of
+    ``ts`` after the last start before it opens, ``per_second`` the simulated minutes per
+    second of ``ts`` (for what the summary says), ``what`` what the samples are called
+    (``arrivals``, ``items put``).
+    """
+
+    def __init__(
+        self,
+        starters: Iterable[str],
+        warm_up: float,
+        *,
+        per_second: float,
+        what: str = "arrivals",
+        least: int = LEAST,
+    ) -> None:
+        self._pending = set(starters)
+        self._expected = len(self._pending)
+        self.warm_up = warm_up
+        self.per_second = per_second
+        self.what = what
+        self.least = least
+        #: When the last starter started, when the window opens and when it closed (``ts``).
+        self.last_start: float | None = None
+        self.opens: float | None = None
+        self.closed: float | None = None
+        self.close_reason = ""
+        self.arrivals = 0
+        self._samples: dict[str, array[float]] = {}
+        self._tracks: dict[str, _Track] = {}
+
+    # -- feeding ------------------------------------------------------------------------------
+
+    def started(self, actor: str, ts: float) -> None:
+        """``actor`` has started (its ``actor_start`` line)."""
+        if actor not in self._pending:
+            return
+        self._pending.discard(actor)
+        if not self._pending:
+            self.last_start = ts
+            self.opens = ts + self.warm_up
+            for track in self._tracks.values():
+                # Changes before the opening were only kept as the latest level.
+                inside = [(t, v) for t, v in track.changes if t >= self.opens]
+                before = [v for t, v in track.changes if t < self.opens]
+                if before:
+                    track.initial = before[-1]
+                track.changes = inside
+
+    def close(self, ts: float, reason: str = "") -> None:
+        """The load begins to fall at ``ts``: the window closes (the first call counts)."""
+        if self.closed is None:
+            self.closed = ts
+            self.close_reason = reason
+
+    def contains(self, ts: float) -> bool:
+        """``ts`` lies in the window (which is open from ``opens`` until ``closed``)."""
+        return (
+            self.opens is not None
+            and ts >= self.opens
+            and (self.closed is None or ts < self.closed)
+        )
+
+    def arrival(self, ts: float) -> bool:
+        """An arrival at ``ts``: counted, and True, if it lies in the window."""
+        if self.contains(ts):
+            self.arrivals += 1
+            return True
+        return False
+
+    def add(self, name: str, value: float) -> None:
+        """One sample of ``name`` (a wait, 1.0 or 0.0 for an outcome) of an arrival in the
+        window, in the order they are known."""
+        samples = self._samples.get(name)
+        if samples is None:
+            samples = self._samples[name] = array("d")
+        samples.append(float(value))
+
+    def level(self, name: str, ts: float, value: float) -> None:
+        """The level ``name`` is ``value`` from ``ts`` on (give every change, in time order)."""
+        track = self._tracks.get(name)
+        if track is None:
+            track = self._tracks[name] = _Track()
+        track.level = value
+        if self.opens is None:
+            # Not known yet when the window opens: keep every change (few, during the start).
+            track.changes.append((ts, value))
+        elif ts < self.opens:
+            track.initial = value
+        elif self.closed is None or ts < self.closed:
+            track.changes.append((ts, value))
+
+    def finish(self, ts: float) -> None:
+        """The log has ended at ``ts``: a window still open closes there."""
+        self.close(ts, "the log ended")
+
+    # -- results --------------------------------------------------------------------------
+
+    @property
+    def minutes(self) -> float:
+        """The window's length in simulated minutes (0 if it never opened)."""
+        if self.opens is None or self.closed is None or self.closed <= self.opens:
+            return 0.0
+        return (self.closed - self.opens) * self.per_second
+
+    def withheld(self) -> str:
+        """Why there are no steady metrics, or "" when there are."""
+        if self.last_start is None:
+            started = self._expected - len(self._pending)
+            return f"withheld: only {started} of {self._expected} actors started"
+        assert self.opens is not None
+        opens = self.opens * self.per_second
+        if self.closed is None or self.closed <= self.opens:
+            closed = (self.closed or 0.0) * self.per_second
+            return (
+                f"withheld: the window never opened (the last actor started at minute "
+                f"{self.last_start * self.per_second:.4g}, warm-up until {opens:.4g}; "
+                f"{self.close_reason or 'closed'} at minute {closed:.4g})"
+            )
+        if self.arrivals < self.least:
+            return (
+                f"withheld: {self.arrivals} {self.what} in minutes {opens:.4g} to "
+                f"{self.closed * self.per_second:.4g}, fewer than {self.least}"
+            )
+        return ""
+
+    def describe(self) -> str:
+        """The window in words: where it lies, how long it is, how many arrivals it holds."""
+        why = self.withheld()
+        if why:
+            return why
+        assert self.opens is not None
+        assert self.closed is not None
+        return (
+            f"minutes {self.opens * self.per_second:.4g} to {self.closed * self.per_second:.4g} "
+            f"({self.minutes:.4g} min), {self.arrivals} {self.what}"
+        )
+
+    def estimate(self, how: Estimate) -> Interval:
+        """The 95 % batch-means interval of one steady metric."""
+        if how.kind == "level":
+            track = self._tracks.get(how.source) or _Track()
+            assert self.opens is not None
+            assert self.closed is not None
+            s, m = how.scale, self.per_second
+            # In simulated minutes, so that the method's sub-window length reads as minutes.
+            return time_batch_means(
+                [(t * m, v * s) for t, v in track.changes],
+                self.opens * m,
+                self.closed * m,
+                initial=track.initial * s,
+                batches=BATCHES,
+                min_batch=MIN_BATCH,
+                lower=how.lower,
+                upper=how.upper,
+            )
+        samples = self._samples.get(how.source, array("d"))
+        if how.scale != 1.0:
+            samples = array("d", (v * how.scale for v in samples))
+        return batch_means(
+            samples,
+            batches=BATCHES,
+            min_batch=MIN_BATCH,
+            lower=how.lower,
+            upper=how.upper,
+        )
+
+    def metrics(self, estimates: Mapping[str, Estimate], prefix: str = "steady") -> dict[str, Any]:
+        """Every steady metric with its interval (``{key}_low``, ``{key}_high``), and the
+        window's ``{prefix}_window`` (in words), ``{prefix}_from``, ``{prefix}_minutes``,
+        ``{prefix}_arrivals`` and ``{prefix}_ci`` (how the intervals were made, or why not)."""
+        found: dict[str, Any] = {
+            f"{prefix}_window": self.describe(),
+            f"{prefix}_from": None if self.opens is None else self.opens * self.per_second,
+            f"{prefix}_minutes": self.minutes,
+            f"{prefix}_arrivals": self.arrivals,
+        }
+        withheld = bool(self.withheld())
+        missing: list[str] = []
+        for key, how in estimates.items():
+            interval = None if withheld else self.estimate(how)
+            found[key] = None if interval is None else interval.mean
+            found[f"{key}_low"] = None if interval is None else interval.low
+            found[f"{key}_high"] = None if interval is None else interval.high
+            if interval is not None and interval.low is None:
+                missing.append(f"{key} ({interval.method})")
+        found[f"{prefix}_ci"] = None if withheld else self._ci_words(len(estimates), missing)
+        return found
+
+    def _ci_words(self, count: int, missing: list[str]) -> str:
+        each = f"{self.arrivals // BATCHES} {self.what} or {self.minutes / BATCHES:.3g} min each"
+        made = f"95 %, batch means of {BATCHES} batches ({each})"
+        if not missing:
+            return made
+        none = "no interval for " + "; ".join(missing)
+        return none if len(missing) == count else f"{made}; {none}"
+
+
+def steady_metrics(*estimated: Metric, prefix: str = "steady") -> tuple[Metric, ...]:
+    """The declarations of a :class:`Window`'s metrics: ``estimated`` (each with its interval)
+    and the window's own (``{prefix}_window`` and ``{prefix}_ci`` in the table; its start,
+    length and arrivals as numbers for sweeps)."""
+    return (
+        Metric(f"{prefix}_window", "steady state: window"),
+        *(dataclasses.replace(m, interval=True) for m in estimated),
+        Metric(f"{prefix}_ci", "steady state: intervals"),
+        Metric(f"{prefix}_from", "steady state: window opens", "sim min", show=False, lower=0.0),
+        Metric(
+            f"{prefix}_minutes", "steady state: window length", "sim min", show=False, lower=0.0
+        ),
+        Metric(f"{prefix}_arrivals", "steady state: arrivals in the window", show=False, lower=0.0),
+    )
