@@ -51,6 +51,9 @@ Status = Literal["ok", "failed", "interrupted", "timeout", "deadlock"]
 
 # How long actors get to unwind after SIGTERM before they are killed.
 _GRACE_S = 3.0
+# SIGTERM is sent again this often during the grace period: one that lands just before an
+# actor's blocking call begins to sleep is taken by Python but wakes nothing (see worker).
+_NUDGE_S = 0.2
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # Actors started between two turns of the event loop: the coordinator must keep accepting
 # their connections while a large run is still starting.
@@ -236,6 +239,7 @@ class _Supervisor:
             seed=self.seed,
             flush_s=engine.flush_ms / 1000.0,
             virtual=self.virtual,
+            engine_pid=os.getpid(),
         )
 
     def start_launcher(self) -> None:
@@ -599,7 +603,11 @@ class _Supervisor:
         if self.launcher is not None and not self.launcher_done:
             self.launcher.stop()
         self._signal_all(signal.SIGTERM)
-        await anyio.sleep(_GRACE_S)
+        deadline = anyio.current_time() + _GRACE_S
+        while (left := deadline - anyio.current_time()) > 0:
+            await anyio.sleep(min(_NUDGE_S, left))
+            if left > _NUDGE_S:
+                self._signal_all(signal.SIGTERM)
         self._signal_all(signal.SIGKILL)
 
     def _scheduler(self, history: History) -> Scheduler:
