@@ -12,7 +12,15 @@ from .analysis import Analysis, Report
 from .checks import Check, Problems, Verdict
 from .config import RunConfig, load_config
 from .durations import Duration
-from .errors import ActorCrashed, ConfigError, ProtocolError, ReplayError, ScenarioError, SimError
+from .errors import (
+    ActorCrashed,
+    ConfigError,
+    ProtocolError,
+    ReplayError,
+    ScenarioError,
+    SimError,
+    StorageError,
+)
 from .history import (
     History,
     Hold,
@@ -102,6 +110,7 @@ __all__ = [
     "SimError",
     "State",
     "States",
+    "StorageError",
     "Subscriber",
     "TcpListener",
     "TcpStream",

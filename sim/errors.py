@@ -13,6 +13,7 @@ __all__ = [
     "ReplayError",
     "ScenarioError",
     "SimError",
+    "StorageError",
 ]
 
 
@@ -54,3 +55,8 @@ class ProtocolError(SimError):
 
 class ReplayError(SimError):
     """A run directory or events file cannot be read back."""
+
+
+class StorageError(SimError):
+    """A run's files cannot be written (a full disk, a file size limit): the run is stopped
+    and reported failed, and the message names the file and the reason."""

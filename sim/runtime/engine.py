@@ -34,7 +34,7 @@ import anyio
 
 from sim.config import RunConfig
 from sim.coordinator import Coordinator, LiveCounters, address_of, bind
-from sim.errors import ConfigError, ScenarioError, SimError
+from sim.errors import ConfigError, ScenarioError, SimError, StorageError
 from sim.history import History
 from sim.kinds import PrimSpec
 from sim.scenario import Actor, Scenario, States, module_name
@@ -215,6 +215,8 @@ class _Supervisor:
         self.log: Any = None
         self.t0_ns = time.monotonic_ns()
         self.secret = secrets.token_hex(16)
+        # The run's files could not be written (a full disk): the run was stopped for it.
+        self.storage_error: StorageError | None = None
         self.listener: socket.socket | None = None
         # Under fork: the launcher, each live actor's pidfd (None where pidfds are missing)
         # by name, names by pid, and the last signal sent to every actor (late ones get it too).
@@ -311,13 +313,23 @@ class _Supervisor:
             listener=listener,
             history=history,
             scheduler=self.scheduler,
+            actors=[a.name for a in self.actors],
+            on_write_error=lambda exc: self._storage_failed(events_path, exc),
         ) as coordinator:
             log = self.log = coordinator.logger("engine")
             self.coordinator = coordinator
             self.counters = coordinator.counters
             if self.on_started is not None:
                 address = coordinator.address
-                self.on_started({"address": address if isinstance(address, str) else list(address)})
+                try:
+                    self.on_started(
+                        {"address": address if isinstance(address, str) else list(address)}
+                    )
+                except StorageError as exc:
+                    # Nothing has started: a run that cannot be recorded is not begun.
+                    self.storage_error = exc
+                    self.status, self.reason = "failed", str(exc)
+                    self.stop.set()
             log.info(
                 "run_start",
                 scenario=self.config.scenario,
@@ -330,18 +342,19 @@ class _Supervisor:
                 primitives=self.primitives,
                 actor_names=[a.name for a in self.actors],
             )
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._watch_signals, signals)
-                    tg.start_soon(self._watchdog, engine.timeout, log)
-                    if not self.virtual:
-                        # A virtual run's deadlocks are exact: its scheduler finds them.
-                        tg.start_soon(self._detect_stall, coordinator, engine.stall_s, log)
-                    if self.display is not None:
-                        tg.start_soon(self.display.run, coordinator.counters, len(self.actors))
-                    await self._start_all(coordinator, secret, t0_ns, log, tg)
-                    await self.all_reaped.wait()
-                    tg.cancel_scope.cancel()
+            if self.storage_error is None:  # else nothing is started: see above
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._watch_signals, signals)
+                        tg.start_soon(self._watchdog, engine.timeout, log)
+                        if not self.virtual:
+                            # A virtual run's deadlocks are exact: its scheduler finds them.
+                            tg.start_soon(self._detect_stall, coordinator, engine.stall_s, log)
+                        if self.display is not None:
+                            tg.start_soon(self.display.run, coordinator.counters, len(self.actors))
+                        await self._start_all(coordinator, secret, t0_ns, log, tg)
+                        await self.all_reaped.wait()
+                        tg.cancel_scope.cancel()
             drained = await coordinator.drain(5.0)
             log.info(
                 "run_end",
@@ -374,7 +387,8 @@ class _Supervisor:
             actors=self.records,
             counters=counters,
             extra_lines=extra,
-            error=self.scheduler.diverged if self.scheduler is not None else None,
+            error=self.storage_error
+            or (self.scheduler.diverged if self.scheduler is not None else None),
         )
 
     async def _start_all(
@@ -647,6 +661,16 @@ class _Supervisor:
             return False
         self.log.info("exit", target=name, target_pid=seen[0], code=seen[1])
         return True
+
+    def _storage_failed(self, path: Path, exc: OSError) -> None:
+        """The events file cannot be written: stop the run, which can no longer be recorded."""
+        if self.storage_error is not None:
+            return
+        self.storage_error = StorageError(
+            f"cannot write {path}: {exc.strerror or exc}; the run was stopped"
+        )
+        self.status, self.reason = "failed", str(self.storage_error)
+        self.stop.set()
 
     def _virtual_deadlock(self, waits: list[dict[str, Any]], words: str, cycle: list[str]) -> None:
         extra = {"cycle": cycle} if cycle else {}
