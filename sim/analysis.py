@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from .checks import Check, Verdict, generic_checks, settle
 from .errors import ScenarioError
 from .history import History, Subscriber
-from .history.lines import Finding, Line, ordered, read_lines
+from .history.lines import Finding, Line, lateness, ordered, read_lines
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -110,9 +110,45 @@ def analyse(
     ``expected`` names the phenomena the config declares (their checks failing is the demo
     working). Whether the engine stopped the run early is read from the log itself (its
     ``stopping`` event), so that the run and its replay reach the same verdicts.
+
+    A file is read in time order; if some of its lines came so late (a loaded machine, a
+    stalled actor) that the reading window missed them, it is read again with a window that
+    takes them all in order: arrival order never decides a verdict. (Not when outside
+    ``subscribers`` have seen the first reading; they get a warning finding instead.)
     """
     findings = [] if findings is None else findings
-    actors = list(actors)
+    actors, expected = list(actors), tuple(expected)
+    given = list(findings)
+    report = _analyse(source, primitives, actors, config, scenario, expected, findings,
+                      subscribers, track_states, window=1.0)  # fmt: skip
+    history = report.history
+    assert history is not None
+    if isinstance(source, Path) and history.late_lines and not subscribers:
+        findings[:] = given
+        window = lateness(source) + 1.0
+        report = _analyse(source, primitives, actors, config, scenario, expected, findings,
+                          subscribers, track_states, window=window)  # fmt: skip
+        history = report.history
+        assert history is not None
+    if history.late_lines:
+        findings.append(Finding(0, f"{history.late_lines:,} lines were read out of time order "
+                                f"(by up to {history.late_s:.3f} s): verdicts that depend on "
+                                "their order may be off", "warning"))  # fmt: skip
+    return report
+
+
+def _analyse(
+    source: Path | Iterable[Iterable[Line]],
+    primitives: Mapping[str, Mapping[str, Any]],
+    actors: list[str],
+    config: RunConfig[Any] | None,
+    scenario: Scenario[Any] | None,
+    expected: Iterable[str],
+    findings: list[Finding],
+    subscribers: Sequence[Subscriber],
+    track_states: bool,
+    window: float,
+) -> Report:
     history = History(
         primitives,
         actors=actors,
@@ -127,7 +163,7 @@ def analyse(
     stopped = _Stopped()
     for sub in [*checks, *([analysis] if analysis is not None else []), stopped, *subscribers]:
         history.subscribe(sub)
-    chunks = ordered(read_lines(source, findings)) if isinstance(source, Path) else source
+    chunks = ordered(read_lines(source, findings), window) if isinstance(source, Path) else source
     for chunk in chunks:
         history.feed(chunk)
     history.finish()

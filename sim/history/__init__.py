@@ -115,6 +115,10 @@ class History:
         self.gap_count = 0
         #: Completion lines whose invoke never came (a lost line, or a foreign log).
         self.orphans = 0
+        #: Lines fed behind the newest time already seen, and by how much at most (seconds):
+        #: live, how out of order lines arrive; at replay, lines the reading window missed.
+        self.late_lines = 0
+        self.late_s = 0.0
         #: Operation lines whose fields are not what the contract says (malformed).
         self.malformed: list[Line] = []
         self.ended: dict[str, str] = {}
@@ -227,6 +231,8 @@ class History:
         now = self.now
         actor_now = self.actor_now
         lines = 0
+        late = 0
+        late_s = self.late_s
         track = self.track_states
         alarm = self._next_alarm
         wanted = self._wanted_lines()
@@ -245,6 +251,10 @@ class History:
                     alarm = self._next_alarm
                 if ts > now:
                     now = self.now = ts
+                elif ts < now:
+                    late += 1
+                    if now - ts > late_s:
+                        late_s = now - ts
                 event = line.event
                 if event != "op":
                     if actor not in _SYSTEM and ts > actor_now:
@@ -302,6 +312,8 @@ class History:
                     self._unblocked(op)
         finally:
             self.lines += lines
+            self.late_lines += late
+            self.late_s = late_s
 
     def feed_file(self, path: Any, findings: list[Finding] | None = None) -> None:
         """Read ``path`` (an events file) in time order, then :meth:`finish`."""
