@@ -7,13 +7,13 @@ the log, never the engine's memory, so what a run reports can always be recomput
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .checks import Check, Verdict, generic_checks, settle
-from .errors import ScenarioError
+from .errors import ScenarioError, SimError
 from .history import History, Subscriber
 from .history.lines import Finding, Line, lateness, ordered, read_lines
 
@@ -158,28 +158,60 @@ def _analyse(
     checks = generic_checks(history, actors)
     analysis = None
     if scenario is not None and config is not None:
-        analysis = scenario.analysis(config, history)
-        checks.extend(analysis.checks())
+        # A scenario's analysis is written for its own logs; on a foreign or damaged one it
+        # may fail anywhere. That is a finding (the generic checks still run), not a crash.
+        what = f"the analysis of {scenario.name}"
+        analysis = _guarded(findings, what, lambda: scenario.analysis(config, history), None)
+        if analysis is not None:
+            checks.extend(_guarded(findings, what, analysis.checks, []))
     stopped = _Stopped()
     for sub in [*checks, *([analysis] if analysis is not None else []), stopped, *subscribers]:
         history.subscribe(sub)
     chunks = ordered(read_lines(source, findings), window) if isinstance(source, Path) else source
     for chunk in chunks:
         history.feed(chunk)
-    history.finish()
+    _guarded(findings, "the end of the history", history.finish, None)
     if history.lines == 0:
         findings.append(Finding(0, "the log has no events: there is nothing to check"))
-    for line in history.malformed[:3]:
-        findings.append(Finding(line.number, "an op line whose prim, kind, op or phase is not "
-                                "a name: not written by sim"))  # fmt: skip
-    metrics = analysis.metrics() if analysis is not None else {}
+    for line, why in history.malformed[:3]:
+        if not why.startswith("an op line"):
+            why = f"a line sim cannot read ({why}): not written by sim"
+        findings.append(Finding(line.number, why))
+    if history.malformed_count > 3:
+        findings.append(Finding(0, f"{history.malformed_count - 3:,} more lines that sim cannot "
+                                "read"))  # fmt: skip
+    metrics: dict[str, Any] = {}
+    if analysis is not None:
+        metrics = _guarded(findings, f"the analysis of {scenario.name if scenario else '?'}",
+                           analysis.metrics, {})  # fmt: skip
     if scenario is not None:
         _declared(scenario, metrics)
     metrics["events"] = history.lines
     metrics["stopped"] = stopped.seen
     declared = frozenset(expected)
-    verdicts = [settle(c, c.verdict(), expected=declared, stopped=stopped.seen) for c in checks]
+    verdicts = [settle(c, _verdict(c, findings), expected=declared, stopped=stopped.seen)
+                for c in checks]  # fmt: skip
     return Report(metrics, verdicts, findings, history.lines, history)
+
+
+T = TypeVar("T")
+
+
+def _guarded(findings: list[Finding], what: str, call: Callable[[], T], default: T) -> T:
+    """``call()``, or ``default`` and a finding if it fails on this log (a SimError, which is
+    sim's own verdict on a scenario, still propagates)."""
+    try:
+        return call()
+    except SimError:
+        raise
+    except Exception as exc:
+        findings.append(Finding(0, f"{what} cannot read this log ({type(exc).__name__}: {exc})"))
+        return default
+
+
+def _verdict(check: Check, findings: list[Finding]) -> Verdict:
+    failed = Verdict(check.name, "fail", "could not be checked on this log")
+    return _guarded(findings, f"the check {check.name!r}", check.verdict, failed)
 
 
 def _declared(scenario: Scenario[Any], metrics: Mapping[str, Any]) -> None:

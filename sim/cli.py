@@ -275,7 +275,7 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
         verdicts=report.verdicts,
         status=verdict,
         reason=_first_failure(report),
-        wall_s=float((loaded.manifest or {}).get("wall_s", 0.0)),
+        wall_s=_number((loaded.manifest or {}).get("wall_s")),
         run_dir=str(loaded.run_dir or loaded.events_path),
     )
     if args.json:
@@ -286,6 +286,11 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
         }).decode())  # fmt: skip
     _replay_outputs(args, loaded, err)
     return EXIT_FAILED if args.check and not report.ok else EXIT_OK
+
+
+def _number(value: object) -> float:
+    """A number from a manifest that may have been edited by hand (0.0 if it is none)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 def _replay_outputs(args: argparse.Namespace, loaded: Any, err: Console) -> None:
