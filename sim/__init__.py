@@ -14,7 +14,15 @@ from .api import Run, Sweep, replay, run, sweep
 from .checks import Check, Problems, Verdict
 from .config import RunConfig, load_config
 from .durations import Duration
-from .errors import ActorCrashed, ConfigError, ProtocolError, ReplayError, ScenarioError, SimError
+from .errors import (
+    ActorCrashed,
+    ConfigError,
+    ProtocolError,
+    ReplayError,
+    ScenarioError,
+    SimError,
+    StorageError,
+)
 from .faults import FaultCrash
 from .history import (
     History,
@@ -108,6 +116,7 @@ __all__ = [
     "SimError",
     "State",
     "States",
+    "StorageError",
     "Subscriber",
     "Sweep",
     "TcpListener",

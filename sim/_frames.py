@@ -12,6 +12,7 @@ for the actor processes and the command line.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from .export import speedup_of
@@ -142,8 +143,9 @@ def frame(loaded: LoadedRun, which: str) -> pd.DataFrame:
     if which == "events":
         lines = history.subscribe(_Lines())
         assert isinstance(lines, _Lines)
+        history.keep_malformed = sys.maxsize  # the frame shows every line, readable or not
         history.feed_file(loaded.events_path)
-        kept = [*lines.lines, *history.malformed]
+        kept = [*lines.lines, *(line for line, _ in history.malformed)]
         df = pd.DataFrame([line.fields for line in kept],
                           index=pd.Index([line.number for line in kept], name="line"))  # fmt: skip
         first = [c for c in EVENT_COLUMNS if c in df.columns]

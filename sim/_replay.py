@@ -110,8 +110,8 @@ def _header(events: Path) -> dict[str, Any] | None:
                 continue
             try:
                 event = decode(line)
-            except msgspec.DecodeError:
-                continue
+            except (msgspec.DecodeError, RecursionError):
+                continue  # read_lines reports it
             if event.get("event") == "run_start" and event.get("actor") == "engine":
                 return event
     return None
@@ -151,13 +151,21 @@ def load_run(run: Path, scenario: str | None = None) -> LoadedRun:
                                         "checks ran (to run them: replay RUN "
                                         f"--scenario {config.scenario})", "warning"))  # fmt: skip
     primitives = _pick(manifest, header, "primitives", {})
+    if not isinstance(primitives, dict) or not all(
+        isinstance(info, dict) and isinstance(info.get("kind"), str) for info in primitives.values()
+    ):
+        why = "the recorded primitives are not a table of primitives with their kinds"
+        findings.append(Finding(0, f"{why}: each is taken from its lines", "warning"))
+        primitives = {}
     # run.json maps each actor to its record; the log's run_start lists their names.
     recorded = manifest.get("actors") if manifest is not None else None
-    actors = (
-        list(recorded)
-        if isinstance(recorded, dict)
-        else list(_pick(None, header, "actor_names", []))
-    )
+    if not isinstance(recorded, dict):
+        recorded = _pick(None, header, "actor_names", [])
+    if not isinstance(recorded, (dict, list)) or not all(isinstance(a, str) for a in recorded):
+        findings.append(Finding(0, "the recorded actor names are not a list of names: the "
+                                "actors are taken from the lines", "warning"))  # fmt: skip
+        recorded = []
+    actors = list(recorded)
     return LoadedRun(events, run_dir, manifest, config, dict(primitives), actors, findings)
 
 
@@ -180,6 +188,9 @@ def replay(loaded: LoadedRun) -> tuple[Report, _scenario.Scenario[Any] | None]:
             loaded.findings.append(Finding(0, f"{exc}: only the generic checks apply", "warning"))
         else:
             expected = loaded.config.expect
+            if not loaded.primitives:
+                # Not recorded (or not readable): the scenario says what its config declares.
+                loaded.primitives = _declared(spec, loaded.config, loaded.findings)
     report = analyse(
         loaded.events_path,
         primitives=loaded.primitives,
@@ -190,6 +201,18 @@ def replay(loaded: LoadedRun) -> tuple[Report, _scenario.Scenario[Any] | None]:
         findings=loaded.findings,
     )
     return report, spec
+
+
+def _declared(
+    spec: _scenario.Scenario[Any], config: RunConfig[Any], findings: list[Finding]
+) -> dict[str, dict[str, Any]]:
+    try:
+        return {name: prim.describe() for name, prim in spec.primitives(config.params).items()}
+    except Exception as exc:  # a scenario's own code, on a recorded config
+        findings.append(Finding(0, f"{spec.name} cannot declare its primitives for the "
+                                f"recorded config ({exc}); each is taken from its lines",
+                                "warning"))  # fmt: skip
+        return {}
 
 
 def open_history(loaded: LoadedRun, *, track_states: bool = False) -> History:

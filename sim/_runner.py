@@ -15,9 +15,9 @@ from . import scenario as _scenario
 from ._provenance import provenance
 from .analysis import Report, analyse
 from .config import RunConfig
-from .errors import SimError
+from .errors import SimError, StorageError
 from .live import LiveView
-from .manifest import iso, versions, write_manifest
+from .manifest import drop_reserve, iso, reserve, versions, write_manifest
 from .report import print_summary
 from .runtime.engine import execute, plan
 from .virtual.schedule import Schedule
@@ -85,7 +85,14 @@ def run(
         listening.update(info)
         if config.text:
             (run_dir / CONFIG_COPY).write_bytes(config.text.encode("utf-8"))
-        write_manifest(run_dir, base | {"coordinator": info})
+        try:
+            write_manifest(run_dir, base | {"coordinator": info})
+        except OSError as exc:
+            raise StorageError(f"cannot write {run_dir / 'run.json'}: {exc.strerror or exc}; "
+                               "the run was not started") from None  # fmt: skip
+        # Room for the final manifest, in case the log fills the disk: about 100 bytes per
+        # actor and a few KiB besides in practice, kept with a margin.
+        reserve(run_dir, 16384 + 256 * len(planned.actors))
 
     execution = execute(planned, run_dir, display, seed=seed, on_started=started, schedule=schedule)
     try:
@@ -100,8 +107,8 @@ def run(
     except SimError as exc:
         # The log is complete; only reading it failed (a scenario's analysis is broken). The
         # manifest says so rather than "running", and the error reaches the user.
-        write_manifest(run_dir, base | {"status": "failed", "reason": f"analysis: {exc}",
-                                        "ended_at": iso(execution.ended_at)})  # fmt: skip
+        _record(run_dir, base | {"status": "failed", "reason": f"analysis: {exc}",
+                                 "ended_at": iso(execution.ended_at)})  # fmt: skip
         raise
     theory = dict(spec.theory(config)) if spec.theory is not None else {}
     # The verdicts decide, so that replay reaches the same one from the log alone; only a stop
@@ -132,7 +139,12 @@ def run(
         "invariants": [asdict(v) for v in report.verdicts],
         "findings": [asdict(f) for f in report.findings],
     }
-    write_manifest(run_dir, manifest)
+    unrecorded = _record(
+        run_dir,
+        manifest,
+        base
+        | {key: manifest[key] for key in ("status", "reason", "started_at", "ended_at", "wall_s")},
+    )
     if console is not None:
         print_summary(
             console,
@@ -148,9 +160,34 @@ def run(
             theory=theory,
         )
     code = {"ok": 0, "interrupted": 130}.get(status, 1)
+    if unrecorded is not None:
+        # The user must hear both: why the run failed, and that run.json does not say so.
+        why = f"{execution.error}; " if execution.error is not None else ""
+        raise StorageError(f"{why}{unrecorded}")
     if execution.error is not None:
         raise execution.error  # the run is recorded as failed; the user must hear why
     return RunOutcome(run_dir, status, report, code)
+
+
+def _record(
+    run_dir: Path, manifest: dict[str, Any], short: dict[str, Any] | None = None
+) -> str | None:
+    """Write the final run.json; on a full disk, at least ``short`` (how the run ended).
+    Returns None, or what could not be written, in words."""
+    try:
+        try:
+            write_manifest(run_dir, manifest)
+        except OSError:
+            if short is None:
+                raise
+            write_manifest(run_dir, short | {"incomplete": "the disk was full: this manifest "
+                                             "has no actors, metrics or verdicts"})  # fmt: skip
+    except OSError as exc:
+        return (f"cannot write {run_dir / 'run.json'}: {exc.strerror or exc} "
+                '(it still says "running")')  # fmt: skip
+    finally:
+        drop_reserve(run_dir)
+    return None
 
 
 def first_failure(report: Report) -> str:

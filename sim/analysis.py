@@ -7,15 +7,15 @@ the log, never the engine's memory, so what a run reports can always be recomput
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .checks import Check, Verdict, generic_checks, settle
-from .errors import ScenarioError
+from .errors import ScenarioError, SimError
 from .history import History, Subscriber
-from .history.lines import Finding, Line, ordered, read_lines
+from .history.lines import Finding, Line, lateness, ordered, read_lines
 from .timing import TimerLateness
 
 if TYPE_CHECKING:
@@ -123,9 +123,45 @@ def analyse(
     ``expected`` names the phenomena the config declares (their checks failing is the demo
     working). Whether the engine stopped the run early is read from the log itself (its
     ``stopping`` event), so that the run and its replay reach the same verdicts.
+
+    A file is read in time order; if some of its lines came so late (a loaded machine, a
+    stalled actor) that the reading window missed them, it is read again with a window that
+    takes them all in order: arrival order never decides a verdict. (Not when outside
+    ``subscribers`` have seen the first reading; they get a warning finding instead.)
     """
     findings = [] if findings is None else findings
-    actors = list(actors)
+    actors, expected = list(actors), tuple(expected)
+    given = list(findings)
+    report = _analyse(source, primitives, actors, config, scenario, expected, findings,
+                      subscribers, track_states, window=1.0)  # fmt: skip
+    history = report.history
+    assert history is not None
+    if isinstance(source, Path) and history.late_lines and not subscribers:
+        findings[:] = given
+        window = lateness(source) + 1.0
+        report = _analyse(source, primitives, actors, config, scenario, expected, findings,
+                          subscribers, track_states, window=window)  # fmt: skip
+        history = report.history
+        assert history is not None
+    if history.late_lines:
+        findings.append(Finding(0, f"{history.late_lines:,} lines were read out of time order "
+                                f"(by up to {history.late_s:.3f} s): verdicts that depend on "
+                                "their order may be off", "warning"))  # fmt: skip
+    return report
+
+
+def _analyse(
+    source: Path | Iterable[Iterable[Line]],
+    primitives: Mapping[str, Mapping[str, Any]],
+    actors: list[str],
+    config: RunConfig[Any] | None,
+    scenario: Scenario[Any] | None,
+    expected: Iterable[str],
+    findings: list[Finding],
+    subscribers: Sequence[Subscriber],
+    track_states: bool,
+    window: float,
+) -> Report:
     history = History(
         primitives,
         actors=actors,
@@ -139,34 +175,65 @@ def analyse(
         checks.extend(LostItems(prim, handled) for prim, handled in scenario.handled.items())
     analysis = None
     if scenario is not None and config is not None:
-        analysis = scenario.analysis(config, history)
-        checks.extend(analysis.checks())
+        # A scenario's analysis is written for its own logs; on a foreign or damaged one it
+        # may fail anywhere. That is a finding (the generic checks still run), not a crash.
+        what = f"the analysis of {scenario.name}"
+        analysis = _guarded(findings, what, lambda: scenario.analysis(config, history), None)
+        if analysis is not None:
+            checks.extend(_guarded(findings, what, analysis.checks, []))
     stopped = _Stopped()
-    lateness = TimerLateness(config)
-    subs = [*checks, *([analysis] if analysis is not None else []), stopped, lateness]
+    timers = TimerLateness(config)
+    subs = [*checks, *([analysis] if analysis is not None else []), stopped, timers]
     for sub in [*subs, *subscribers]:
         history.subscribe(sub)
-    chunks = ordered(read_lines(source, findings)) if isinstance(source, Path) else source
+    chunks = ordered(read_lines(source, findings), window) if isinstance(source, Path) else source
     for chunk in chunks:
         history.feed(chunk)
-    history.finish()
+    _guarded(findings, "the end of the history", history.finish, None)
     if history.lines == 0:
         findings.append(Finding(0, "the log has no events: there is nothing to check"))
-    for line in history.malformed[:3]:
-        findings.append(Finding(line.number, "an op line whose prim, kind, op or phase is not "
-                                "a name: not written by sim"))  # fmt: skip
-    metrics = analysis.metrics() if analysis is not None else {}
+    for line, why in history.malformed[:3]:
+        if not why.startswith("an op line"):
+            why = f"a line sim cannot read ({why}): not written by sim"
+        findings.append(Finding(line.number, why))
+    if history.malformed_count > 3:
+        findings.append(Finding(0, f"{history.malformed_count - 3:,} more lines that sim cannot "
+                                "read"))  # fmt: skip
+    metrics: dict[str, Any] = {}
+    if analysis is not None:
+        metrics = _guarded(findings, f"the analysis of {scenario.name if scenario else '?'}",
+                           analysis.metrics, {})  # fmt: skip
     if scenario is not None:
         _declared(scenario, metrics)
     metrics["events"] = history.lines
     metrics["stopped"] = stopped.seen
     declared = frozenset(expected)
-    raw = [(c, c.verdict()) for c in checks]
+    raw = [(c, _verdict(c, findings)) for c in checks]
     shown = frozenset(v.phenomenon for _, v in raw if v.status == "fail" and v.phenomenon)
     reported: set[str] = set()
     verdicts = [settle(c, v, expected=declared, stopped=stopped.seen, shown=shown,
                        reported=reported) for c, v in raw]  # fmt: skip
-    return Report(metrics, verdicts, findings, history.lines, history, lateness.summary())
+    return Report(metrics, verdicts, findings, history.lines, history, timers.summary())
+
+
+T = TypeVar("T")
+
+
+def _guarded(findings: list[Finding], what: str, call: Callable[[], T], default: T) -> T:
+    """``call()``, or ``default`` and a finding if it fails on this log (a SimError, which is
+    sim's own verdict on a scenario, still propagates)."""
+    try:
+        return call()
+    except SimError:
+        raise
+    except Exception as exc:
+        findings.append(Finding(0, f"{what} cannot read this log ({type(exc).__name__}: {exc})"))
+        return default
+
+
+def _verdict(check: Check, findings: list[Finding]) -> Verdict:
+    failed = Verdict(check.name, "fail", "could not be checked on this log")
+    return _guarded(findings, f"the check {check.name!r}", check.verdict, failed)
 
 
 def _declared(scenario: Scenario[Any], metrics: Mapping[str, Any]) -> None:

@@ -330,7 +330,7 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
             verdicts=report.verdicts,
             status=verdict,
             reason=_first_failure(report),
-            wall_s=float((loaded.manifest or {}).get("wall_s", 0.0)),
+            wall_s=_number((loaded.manifest or {}).get("wall_s")),
             run_dir=str(loaded.run_dir or loaded.events_path),
             timing=report.timing,
             theory=spec.theory(loaded.config) if spec and spec.theory and loaded.config else None,
@@ -350,6 +350,11 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
             "findings": report.findings,
         }).decode())  # fmt: skip
     return EXIT_FAILED if args.check and not report.ok else EXIT_OK
+
+
+def _number(value: object) -> float:
+    """A number from a manifest that may have been edited by hand (0.0 if it is none)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 def _replay_outputs(args: argparse.Namespace, loaded: Any, err: Console) -> None:

@@ -19,7 +19,7 @@ import select
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -153,11 +153,16 @@ class Coordinator:
         listener: socket.socket | None = None,
         history: History | None = None,
         scheduler: Scheduler | None = None,
+        actors: Iterable[str] | None = None,
+        on_write_error: Callable[[OSError], None] | None = None,
     ) -> None:
         """``listener``: a socket made by :func:`bind` (this coordinator then owns it), so that
         its address is known before the event loop runs; by default one is bound on entry.
         ``history``: the run's live history, fed every line as it arrives. ``scheduler``: a
-        virtual run's scheduler, which the actors' requests go to."""
+        virtual run's scheduler, which the actors' requests go to. ``actors``: the run's actor
+        names, the only ones a client may present, each once (None: any name not reserved).
+        ``on_write_error``: called once if the events file cannot be written (a full disk);
+        the coordinator then reads on, discarding, so that the run can be stopped."""
         self.events_path = events_path
         self.counters = LiveCounters(history if history is not None else History())
         self.scheduler = scheduler
@@ -182,6 +187,15 @@ class Coordinator:
         self._idle = anyio.Event()
         self._idle.set()
         self._actors: set[str] = set()
+        # Who may connect (None: anybody with the secret), and who has already.
+        self._expected = None if actors is None else frozenset(actors)
+        self._seen: set[str] = set()
+        # Connections still in their hello, by the cancel scope that cuts them (see drain).
+        self._greeting: dict[anyio.CancelScope, SocketStream] = {}
+        self._cut: set[anyio.CancelScope] = set()
+        #: The first error writing the events file; nothing more is written after it.
+        self.write_error: OSError | None = None
+        self._on_write_error = on_write_error
         self._socket = listener
         self.address: tuple[str, int] | str = "" if listener is None else address_of(listener)
         self._loggers: dict[str, Any] = {}
@@ -235,20 +249,39 @@ class Coordinator:
             self._flush_remaining()
 
     async def drain(self, timeout: float) -> bool:
-        """Wait until every connection has closed (True) or ``timeout`` passes (False).
+        """Wait until every connection has closed (True) or ``timeout`` passes (False). Call it
+        once every actor has gone.
 
         A connection still waiting in the listen backlog counts as open: an actor may connect,
-        write and exit before the accept loop has had a turn.
+        write and exit before the accept loop has had a turn. A connection that has not said
+        hello and has nothing more to read is not an actor's (an actor's hello is written
+        before anything else it does, so once it has gone its hello is there to read): it is
+        cut and counted as refused, and it cannot hold the end of the run up.
         """
         assert self._listener is not None
         raw = self._listener.extra(anyio.abc.SocketAttribute.raw_socket)
         with anyio.move_on_after(timeout):
             while True:
-                await self._idle.wait()
-                if not select.select([raw], [], [], 0)[0]:
+                self._cut_silent_greetings()
+                with anyio.move_on_after(0.05):
+                    await self._idle.wait()
+                if self._idle.is_set() and not select.select([raw], [], [], 0)[0]:
                     return True
                 await anyio.sleep(0.005)  # the accept loop takes it on its next turn
         return False
+
+    def _cut_silent_greetings(self) -> None:
+        for scope, stream in list(self._greeting.items()):
+            if scope in self._cut:
+                continue
+            try:
+                sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+                pending = bool(select.select([sock], [], [], 0)[0])
+            except (OSError, ValueError, anyio.TypedAttributeLookupError):
+                pending = False
+            if not pending:
+                self._cut.add(scope)
+                scope.cancel()
 
     async def _listen(self) -> SocketListener:
         sock = self._socket
@@ -359,37 +392,67 @@ class Coordinator:
         # received line in the file.
         if self._held:
             assert self._file is not None
-            self._file.write(b"".join(self._held))
-            self._held.clear()
-            self._file.flush()
+            try:
+                self._file.write(b"".join(self._held))
+                self._held.clear()
+                self._file.flush()
+            except OSError as exc:
+                self._write_failed(exc)
 
     async def _writer(self) -> None:
         assert self._file is not None
         file = self._file
         # Not `async with`: the stream must stay open until every received chunk is written.
         async for chunk in self._receive:
-            file.write(chunk)
-            if self._receive.statistics().current_buffer_used == 0:
-                if self._overflow:
-                    # Only now: everything sent before the overflow began has been written.
-                    file.writelines(self._overflow)
-                    self._overflow.clear()
-                # Caught up: hand the bytes to the OS, so that even a SIGKILL of the engine
-                # leaves every received line in the file.
-                file.flush()
+            if self.write_error is not None:
+                continue  # the file cannot take more: read on, so that no actor blocks
+            try:
+                file.write(chunk)
+                if self._receive.statistics().current_buffer_used == 0:
+                    if self._overflow:
+                        # Only now: everything sent before the overflow began has been written.
+                        file.writelines(self._overflow)
+                        self._overflow.clear()
+                    # Caught up: hand the bytes to the OS, so that even a SIGKILL of the engine
+                    # leaves every received line in the file.
+                    file.flush()
+            except OSError as exc:
+                self._write_failed(exc)
+
+    def _write_failed(self, exc: OSError) -> None:
+        """The events file cannot be written (ENOSPC, EFBIG, EIO): say so once, write no more."""
+        self._overflow.clear()
+        self._held.clear()
+        if self.write_error is None:
+            self.write_error = exc
+            if self._on_write_error is not None:
+                self._on_write_error(exc)
 
     def _flush_remaining(self) -> None:
         assert self._file is not None
-        self._write_held()
-        while True:
+        try:
+            if self.write_error is None:
+                self._write_held()
+            while True:
+                try:
+                    chunk = self._receive.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                    break
+                if self.write_error is None:
+                    self._file.write(chunk)
+            if self.write_error is None:
+                self._file.writelines(self._overflow)
+                self._file.flush()
+        except OSError as exc:
+            self._write_failed(exc)
+        finally:
+            self._receive.close()
+            self._overflow.clear()
             try:
-                self._file.write(self._receive.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                break
-        self._receive.close()
-        self._file.writelines(self._overflow)
-        self._overflow.clear()
-        self._file.close()
+                self._file.close()
+            except OSError as exc:
+                # What is still buffered cannot be written; the descriptor is closed anyway.
+                self._write_failed(exc)
 
     # -- connections --------------------------------------------------------------------------
 
@@ -418,28 +481,40 @@ class Coordinator:
         buf = bytearray()
         reason = "closed before presenting the secret"
         with anyio.move_on_after(self._hello_timeout) as scope:
+            self._greeting[scope] = stream
             try:
                 while b"\n" not in buf and len(buf) <= self._max_line:
                     buf += await stream.receive(_READ_SIZE)
             except (anyio.EndOfStream, anyio.BrokenResourceError):
                 buf.clear()
-        if scope.cancelled_caught:
+            finally:
+                del self._greeting[scope]
+        if scope in self._cut:
+            self._cut.discard(scope)
+            reason = "no hello by the end of the run"
+        elif scope.cancelled_caught:
             reason = f"no hello within {self._hello_timeout:g} s"
         elif b"\n" in buf:
             first, _, rest = bytes(buf).partition(b"\n")
             try:
                 hello = msgspec.json.decode(first, type=_Hello)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 reason = "first line is not a valid hello"
             else:
                 if not hmac.compare_digest(hello.secret.encode(), self._secret):
                     reason = "wrong secret"
                 elif hello.actor in ("engine", "coordinator"):
                     reason = f"actor name {hello.actor!r} is reserved"
+                elif self._expected is not None and hello.actor not in self._expected:
+                    reason = f"actor name {hello.actor!r} is not an actor of this run"
                 elif hello.actor in self._actors:
                     reason = f"actor name {hello.actor!r} already connected"
+                elif self._expected is not None and hello.actor in self._seen:
+                    # An actor connects once in its life: this is somebody else.
+                    reason = f"actor name {hello.actor!r} has connected before"
                 else:
                     self._actors.add(hello.actor)
+                    self._seen.add(hello.actor)
                     self.counters.lines[hello.actor] += 0
                     if self.scheduler is not None:
                         self.scheduler.connected(hello.actor, _granter(stream))

@@ -13,6 +13,7 @@ __all__ = [
     "ReplayError",
     "ScenarioError",
     "SimError",
+    "StorageError",
 ]
 
 
@@ -32,7 +33,14 @@ class ConfigError(SimError):
         self.key = key
         self.reason = message
         parts = [p for p in (source, key, message) if p]
-        super().__init__(": ".join(parts))
+        # One line, whatever a file's keys and values hold: control characters are escaped.
+        super().__init__(_printable(": ".join(parts)))
+
+
+def _printable(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ScenarioError(SimError):
@@ -54,3 +62,8 @@ class ProtocolError(SimError):
 
 class ReplayError(SimError):
     """A run directory or events file cannot be read back."""
+
+
+class StorageError(SimError):
+    """A run's files cannot be written (a full disk, a file size limit): the run is stopped
+    and reported failed, and the message names the file and the reason."""

@@ -45,6 +45,12 @@ __all__ = [
 _SYSTEM = frozenset({"engine", "coordinator"})
 _INF = float("inf")
 _LIFECYCLE = frozenset({"actor_start", "actor_end", "exit", "fault", "run_start"})
+# What a model or a subscriber raises on a line whose fields have types no sim run writes.
+_UNREADABLE = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
+               ZeroDivisionError, RecursionError)  # fmt: skip
+_NOT_NAMES = "an op line whose prim, kind, op or phase is not a name: not written by sim"
+# Unreadable lines kept with their reasons (the rest are counted).
+_KEEP = 10
 
 
 class _Everything:
@@ -117,8 +123,16 @@ class History:
         self.gap_count = 0
         #: Completion lines whose invoke never came (a lost line, or a foreign log).
         self.orphans = 0
-        #: Operation lines whose fields are not what the contract says (malformed).
-        self.malformed: list[Line] = []
+        #: Lines fed behind the newest time already seen, and by how much at most (seconds):
+        #: live, how out of order lines arrive; at replay, lines the reading window missed.
+        self.late_lines = 0
+        self.late_s = 0.0
+        #: Lines whose fields are not what the contract says, or that a model or a subscriber
+        #: could not take (a foreign or hostile log): the first few, with why, and how many.
+        self.malformed: list[tuple[Line, str]] = []
+        #: How many of them are kept (a reader that shows every line raises it).
+        self.keep_malformed = _KEEP
+        self.malformed_count = 0
         self.ended: dict[str, str] = {}
         self.started: set[str] = set()
         #: Actors a declared fault was done to: the action and when (sim.faults).
@@ -240,81 +254,94 @@ class History:
         now = self.now
         actor_now = self.actor_now
         lines = 0
+        late = 0
+        late_s = self.late_s
         track = self.track_states
         alarm = self._next_alarm
         wanted = self._wanted_lines()
         try:
             for line in chunk:
-                lines += 1
-                actor = line.actor
-                seq = line.seq
-                if next_seq.get(actor, 0) == seq:
-                    next_seq[actor] = seq + 1
-                else:
-                    self._gap(line, next_seq.get(actor, 0))
-                ts = line.ts
-                if ts >= alarm:
-                    self._ring(ts)
-                    alarm = self._next_alarm
-                if ts > now:
-                    now = self.now = ts
-                event = line.event
-                if event != "op":
-                    if actor not in _SYSTEM and ts > actor_now:
-                        actor_now = self.actor_now = ts
-                    # Most domain events interest nobody but the states: skip them cheaply.
-                    if track or event in wanted:
-                        self._line(line)
-                    continue
-                if ts > actor_now:
-                    actor_now = self.actor_now = ts
-                prim = line.prim
-                model = models.get(prim) if type(prim) is str else None
-                if model is None:
-                    model = self._unknown(line)
-                    if model is None:
+                try:
+                    lines += 1
+                    actor = line.actor
+                    seq = line.seq
+                    if next_seq.get(actor, 0) == seq:
+                        next_seq[actor] = seq + 1
+                    else:
+                        self._gap(line, next_seq.get(actor, 0))
+                    ts = line.ts
+                    if ts >= alarm:
+                        self._ring(ts)
+                        alarm = self._next_alarm
+                    if ts > now:
+                        now = self.now = ts
+                    elif ts < now:
+                        late += 1
+                        if now - ts > late_s:
+                            late_s = now - ts
+                    event = line.event
+                    if event != "op":
+                        if actor not in _SYSTEM and ts > actor_now:
+                            actor_now = self.actor_now = ts
+                        # Most domain events interest nobody but the states: skip them cheaply.
+                        if track or event in wanted:
+                            self._line(line)
                         continue
-                opname = line.op
-                key = (actor, opname) if model.keyed is None else model.keyed(line)
-                pending = model.open
-                if line.phase == "invoke":
-                    op = Operation(line, opname in model.blocking)
+                    if ts > actor_now:
+                        actor_now = self.actor_now = ts
+                    prim = line.prim
+                    model = models.get(prim) if type(prim) is str else None
+                    if model is None:
+                        model = self._unknown(line)
+                        if model is None:
+                            continue
+                    opname = line.op
+                    key = (actor, opname) if model.keyed is None else model.keyed(line)
+                    pending = model.open
+                    if line.phase == "invoke":
+                        op = Operation(line, opname in model.blocking)
+                        there = pending.get(key)
+                        if there is None:
+                            pending[key] = op
+                        elif type(there) is list:
+                            there.append(op)
+                        else:
+                            pending[key] = [there, op]
+                        for hook in model.routes[0]:
+                            hook(op)
+                        model.invoke(op)
+                        if track and op.blocking:
+                            self._blocked(op)
+                        continue
                     there = pending.get(key)
                     if there is None:
-                        pending[key] = op
-                    elif type(there) is list:
-                        there.append(op)
+                        self._orphan(model, line)
+                        continue
+                    if type(there) is list:
+                        op = there.pop(0)
+                        if len(there) == 1:
+                            pending[key] = there[0]
                     else:
-                        pending[key] = [there, op]
-                    for hook in model.routes[0]:
+                        op = there
+                        del pending[key]
+                    op.done = line
+                    model.complete(op)
+                    collectors = model.collectors
+                    if collectors:
+                        for waits in collectors.get(opname, ()):
+                            waits.add(op)
+                    for hook in model.routes[1]:
                         hook(op)
-                    model.invoke(op)
                     if track and op.blocking:
-                        self._blocked(op)
-                    continue
-                there = pending.get(key)
-                if there is None:
-                    self._orphan(model, line)
-                    continue
-                if type(there) is list:
-                    op = there.pop(0)
-                    if len(there) == 1:
-                        pending[key] = there[0]
-                else:
-                    op = there
-                    del pending[key]
-                op.done = line
-                model.complete(op)
-                collectors = model.collectors
-                if collectors:
-                    for waits in collectors.get(opname, ()):
-                        waits.add(op)
-                for hook in model.routes[1]:
-                    hook(op)
-                if track and op.blocking:
-                    self._unblocked(op)
+                        self._unblocked(op)
+                except _UNREADABLE as exc:
+                    # A line no model or reader can take (a hostile or foreign log): a finding
+                    # with its line number, never a traceback; the rest is still read.
+                    self._unreadable(line, f"{type(exc).__name__}: {exc}")
         finally:
             self.lines += lines
+            self.late_lines += late
+            self.late_s = late_s
 
     def feed_file(self, path: Any, findings: list[Finding] | None = None) -> None:
         """Read ``path`` (an events file) in time order, then :meth:`finish`."""
@@ -333,12 +360,17 @@ class History:
         op, phase = line.op, line.phase
         if not (type(prim) is str and type(kind) is str and type(op) is str
                 and type(phase) is str) or prim in self._models:  # fmt: skip
-            self.malformed.append(line)
+            self._unreadable(line, _NOT_NAMES)
             return None
         model = self._new_model(prim, kind, {"kind": kind})
         if model is None:
-            self.malformed.append(line)
+            self._unreadable(line, f"an op line of an unknown kind {kind!r}")
         return model
+
+    def _unreadable(self, line: Line, why: str) -> None:
+        self.malformed_count += 1
+        if len(self.malformed) < self.keep_malformed:
+            self.malformed.append((line, why))
 
     def _orphan(self, model: Model, line: Line) -> None:
         # A completion whose invoke is missing (a lost line, or a history written by hand):

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Finding", "Line", "chunks", "line_of", "ordered", "read_lines"]
+__all__ = ["Finding", "Line", "chunks", "lateness", "line_of", "ordered", "read_lines"]
 
 
 @dataclass(frozen=True)
@@ -199,11 +199,15 @@ def ordered(
     time keep their ``seq`` order. A virtual run's lines share times across steps: they are
     ordered by time, then step (the order the scheduler let them happen in).
 
-    A line that arrives later than the window allows is still analysed, late; that says
-    nothing about the run (the transport delivered it late), so it is no finding.
+    A line that arrives later than the window allows (a loaded machine, a stalled actor) is
+    still handed on, late, and the window grows to take lines as late as that in order from
+    then on. Arrival order is the transport's business and says nothing about the run, so it
+    is no finding; a reader that must be exact sees the late line (a history counts them,
+    :attr:`History.late_lines`) and reads again with the window :func:`lateness` measures.
     """
     buf: list[Line] = []
     newest = float("-inf")
+    handed = float("-inf")  # the newest time handed on so far
     sort_at = 0
     key = _TS
     for chunk in source:
@@ -213,11 +217,15 @@ def ordered(
             key = _AT  # a virtual run: ties of time are broken by step
         buf.extend(chunk)
         newest = max(newest, max(map(_TS, chunk)))
+        oldest = min(map(_TS, chunk))
+        if oldest < handed:
+            window = max(window, newest - oldest)
         if len(buf) < sort_at:
             continue
         buf.sort(key=key)
         cut = bisect.bisect_right(buf, newest - window, key=_TS)
         if cut:
+            handed = max(handed, buf[cut - 1].ts)
             yield buf[:cut]
             del buf[:cut]
         # Sort again only once at least as many lines have come as are kept: a line is then
@@ -226,3 +234,27 @@ def ordered(
     if buf:
         buf.sort(key=key)
         yield buf
+
+
+class _Stamp(msgspec.Struct):
+    ts: float
+
+
+def lateness(path: Path) -> float:
+    """How far out of time order ``path``'s lines are: the most that a line's ``ts`` lies
+    behind the newest ``ts`` before it in the file (0.0 for a file in time order). With a
+    window larger than this, :func:`ordered` hands every line on in time order."""
+    decode = msgspec.json.Decoder(_Stamp).decode
+    newest = float("-inf")
+    most = 0.0
+    with open(path, "rb") as fh:
+        for raw in fh:
+            try:
+                ts = decode(raw).ts
+            except (msgspec.DecodeError, RecursionError):
+                continue  # read_lines reports it
+            if ts > newest:
+                newest = ts
+            elif newest - ts > most:
+                most = newest - ts
+    return most

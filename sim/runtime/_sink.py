@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["BatchingSink"]
+__all__ = ["BatchingSink", "EngineWatch", "keep_stop_signals_on_main_thread"]
 
 # Above this many buffered bytes the actor waits for the flusher: back-pressure from a slow
 # coordinator reaches the actor instead of growing its memory.
@@ -24,6 +26,75 @@ _HIGH_WATER = 4 << 20
 _WATCH_S = 0.5
 # Exit status of an actor that lost its engine (the engine was killed).
 ORPHANED_EXIT = 75
+# What the engine sends to stop an actor: only the main thread may take them (see below).
+# SIGUSR1 is a declared crash fault (sim.faults): it must interrupt the main thread too.
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGUSR1})
+
+
+class EngineWatch:
+    """Tells whether the run's engine is still there, under every start method.
+
+    The actor's parent is not the engine under forkserver (the fork server, which lives as
+    long as any of its children does) nor under fork (the launcher), so a change of
+    ``getppid()`` is not enough. A pidfd of the engine becomes readable when the engine exits,
+    whoever the parent is. Open it before connecting to the coordinator: the connection can
+    only succeed while the engine lives, so the pidfd cannot name a later process that
+    reused the engine's pid. Without pidfds (Linux < 5.3), the engine's pid is probed instead.
+    """
+
+    def __init__(self, engine_pid: int) -> None:
+        self._pid = engine_pid
+        self._parent = os.getppid()
+        self._poll: select.poll | None = None
+        self.fd: int | None = None
+        try:
+            self.fd = os.pidfd_open(engine_pid)
+        except ProcessLookupError:
+            os._exit(ORPHANED_EXIT)  # gone before this actor even started
+        except (AttributeError, OSError):
+            return
+        self._poll = select.poll()
+        self._poll.register(self.fd, select.POLLIN)
+
+    def gone(self) -> bool:
+        """The engine has exited (a SIGKILL too)."""
+        if self._poll is not None:
+            return bool(self._poll.poll(0))
+        if os.getppid() != self._parent:
+            return True
+        try:
+            os.kill(self._pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
+
+
+def keep_stop_signals_on_main_thread() -> None:
+    """Start every thread of this process with the stop signals blocked.
+
+    The kernel hands a process-directed signal to any thread that does not block it. Python
+    runs the handler in the main thread anyway, but only a signal delivered to the main thread
+    interrupts a blocking call there (a semaphore's ``acquire``); one delivered to a helper
+    thread leaves the main thread blocked, and the actor misses its stop. A thread inherits
+    the mask of the thread that starts it, so the signals are blocked around ``start`` (never
+    inside the new thread, where one could slip in before it blocks them): the flusher, a
+    queue's feeder thread and a scenario's own threads are covered alike.
+    """
+    start = threading.Thread.start
+    if getattr(start, "_sim_masked", False):
+        return
+
+    def masked_start(thread: threading.Thread) -> None:
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            start(thread)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    masked_start._sim_masked = True  # type: ignore[attr-defined]
+    threading.Thread.start = masked_start  # type: ignore[method-assign,assignment]
 
 
 class BatchingSink:
@@ -33,13 +104,13 @@ class BatchingSink:
         self,
         sock: socket.socket,
         flush_s: float,
-        parent_pid: int,
+        engine: EngineWatch,
         after: Callable[[], None] | None = None,
     ) -> None:
         self._sock = sock
         self._after = after
         self._flush_s = flush_s
-        self._parent_pid = parent_pid
+        self._engine = engine
         self._lock = threading.Lock()
         self._buf: list[bytes] = []
         self._size = 0
@@ -48,7 +119,13 @@ class BatchingSink:
         self._room.set()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="sim-log-flusher", daemon=True)
-        self._thread.start()
+        # Blocked around the start (the thread inherits the mask) and not only inside it: a
+        # stop signal must never be taken by the flusher, even in its first instant.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            self._thread.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def msg(self, line: bytes) -> None:
         with self._lock:
@@ -79,7 +156,7 @@ class BatchingSink:
     def _run(self) -> None:
         while True:
             if not self._pending.wait(_WATCH_S):
-                self._check_parent()
+                self._check_engine()
                 continue
             self._pending.clear()
             if not self._closing and self._size < _HIGH_WATER:
@@ -95,12 +172,13 @@ class BatchingSink:
             self._room.set()
             if self._closing and not self._buf:
                 return
-            self._check_parent()
+            self._check_engine()
 
-    def _check_parent(self) -> None:
-        # When the engine dies (even by SIGKILL) this process is re-parented: stop, do not
-        # linger as an orphan holding shared resources.
-        if os.getppid() != self._parent_pid:
+    def _check_engine(self) -> None:
+        # When the engine dies (even by SIGKILL) stop at once, blocked main thread or not: do
+        # not linger as an orphan holding shared resources (and, under forkserver, keeping
+        # the fork server and the resource tracker alive, and with them /dev/shm entries).
+        if self._engine.gone():
             os._exit(ORPHANED_EXIT)
 
 

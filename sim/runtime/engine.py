@@ -36,7 +36,7 @@ import anyio
 
 from sim.config import RunConfig
 from sim.coordinator import Coordinator, LiveCounters, address_of, bind
-from sim.errors import ConfigError, ScenarioError, SimError
+from sim.errors import ConfigError, ScenarioError, SimError, StorageError
 from sim.faults import Fault, check_faults
 from sim.history import History
 from sim.kinds import PrimSpec
@@ -55,6 +55,9 @@ Status = Literal["ok", "failed", "interrupted", "timeout", "deadlock"]
 
 # How long actors get to unwind after SIGTERM before they are killed.
 _GRACE_S = 3.0
+# SIGTERM is sent again this often during the grace period: one that lands just before an
+# actor's blocking call begins to sleep is taken by Python but wakes nothing (see worker).
+_NUDGE_S = 0.2
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # Actors started between two turns of the event loop: the coordinator must keep accepting
 # their connections while a large run is still starting.
@@ -223,6 +226,8 @@ class _Supervisor:
         self.log: Any = None
         self.t0_ns = time.monotonic_ns()
         self.secret = secrets.token_hex(16)
+        # The run's files could not be written (a full disk): the run was stopped for it.
+        self.storage_error: StorageError | None = None
         self.listener: socket.socket | None = None
         # Under fork: the launcher (which signals the actors for the engine), each actor's
         # index by name, names by pid, and the last signal sent to every actor (late ones get
@@ -249,6 +254,7 @@ class _Supervisor:
             seed=self.seed,
             flush_s=engine.flush_ms / 1000.0,
             virtual=self.virtual,
+            engine_pid=os.getpid(),
         )
 
     def start_launcher(self) -> None:
@@ -315,13 +321,23 @@ class _Supervisor:
             listener=listener,
             history=history,
             scheduler=self.scheduler,
+            actors=[a.name for a in self.actors],
+            on_write_error=lambda exc: self._storage_failed(events_path, exc),
         ) as coordinator:
             log = self.log = coordinator.logger("engine")
             self.coordinator = coordinator
             self.counters = coordinator.counters
             if self.on_started is not None:
                 address = coordinator.address
-                self.on_started({"address": address if isinstance(address, str) else list(address)})
+                try:
+                    self.on_started(
+                        {"address": address if isinstance(address, str) else list(address)}
+                    )
+                except StorageError as exc:
+                    # Nothing has started: a run that cannot be recorded is not begun.
+                    self.storage_error = exc
+                    self.status, self.reason = "failed", str(exc)
+                    self.stop.set()
             log.info(
                 "run_start",
                 scenario=self.config.scenario,
@@ -334,22 +350,23 @@ class _Supervisor:
                 primitives=self.primitives,
                 actor_names=[a.name for a in self.actors],
             )
-            if self.config.faults:
-                self._faults(history, log)
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._watch_signals, signals)
-                    if self.nemesis is not None and self.scheduler is None:
-                        tg.start_soon(self.nemesis.run_wall, self._seconds)
-                    tg.start_soon(self._watchdog, engine.timeout, log)
-                    if not self.virtual:
-                        # A virtual run's deadlocks are exact: its scheduler finds them.
-                        tg.start_soon(self._detect_stall, coordinator, engine.stall_s, log)
-                    if self.display is not None:
-                        tg.start_soon(self.display.run, coordinator.counters, len(self.actors))
-                    await self._start_all(coordinator, secret, t0_ns, log, tg)
-                    await self.all_reaped.wait()
-                    tg.cancel_scope.cancel()
+            if self.storage_error is None:  # else nothing is started: see above
+                if self.config.faults:
+                    self._faults(history, log)
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._watch_signals, signals)
+                        if self.nemesis is not None and self.scheduler is None:
+                            tg.start_soon(self.nemesis.run_wall, self._seconds)
+                        tg.start_soon(self._watchdog, engine.timeout, log)
+                        if not self.virtual:
+                            # A virtual run's deadlocks are exact: its scheduler finds them.
+                            tg.start_soon(self._detect_stall, coordinator, engine.stall_s, log)
+                        if self.display is not None:
+                            tg.start_soon(self.display.run, coordinator.counters, len(self.actors))
+                        await self._start_all(coordinator, secret, t0_ns, log, tg)
+                        await self.all_reaped.wait()
+                        tg.cancel_scope.cancel()
             drained = await coordinator.drain(5.0)
             log.info(
                 "run_end",
@@ -382,7 +399,8 @@ class _Supervisor:
             actors=self.records,
             counters=counters,
             extra_lines=extra,
-            error=self.scheduler.diverged if self.scheduler is not None else None,
+            error=self.storage_error
+            or (self.scheduler.diverged if self.scheduler is not None else None),
         )
 
     async def _start_all(
@@ -607,7 +625,11 @@ class _Supervisor:
         if self.launcher is not None and not self.launcher_done:
             self.launcher.stop()
         self._signal_all(signal.SIGTERM)
-        await anyio.sleep(_GRACE_S)
+        deadline = anyio.current_time() + _GRACE_S
+        while (left := deadline - anyio.current_time()) > 0:
+            await anyio.sleep(min(_NUDGE_S, left))
+            if left > _NUDGE_S:
+                self._signal_all(signal.SIGTERM)
         self._signal_all(signal.SIGKILL)
 
     def _seconds(self) -> float:
@@ -688,6 +710,16 @@ class _Supervisor:
             return False
         self.log.info("exit", target=name, target_pid=seen[0], code=seen[1])
         return True
+
+    def _storage_failed(self, path: Path, exc: OSError) -> None:
+        """The events file cannot be written: stop the run, which can no longer be recorded."""
+        if self.storage_error is not None:
+            return
+        self.storage_error = StorageError(
+            f"cannot write {path}: {exc.strerror or exc}; the run was stopped"
+        )
+        self.status, self.reason = "failed", str(self.storage_error)
+        self.stop.set()
 
     def _virtual_deadlock(self, waits: list[dict[str, Any]], words: str, cycle: list[str]) -> None:
         extra = {"cycle": cycle} if cycle else {}

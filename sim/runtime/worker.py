@@ -30,7 +30,14 @@ from sim.errors import ScenarioError
 from sim.faults import FaultCrash
 from sim.virtual.gate import Gate, Stopped
 
-from ._sink import ORPHANED_EXIT, BatchingSink, HeldSink
+from ._sink import (
+    ORPHANED_EXIT,
+    STOP_SIGNALS,
+    BatchingSink,
+    EngineWatch,
+    HeldSink,
+    keep_stop_signals_on_main_thread,
+)
 from .clock import Clock
 from .ctx import Ctx
 
@@ -60,6 +67,8 @@ class Boot:
     flush_s: float
     # A virtual run: the actor runs only in the turns the engine's scheduler gives it.
     virtual: bool = False
+    # The engine's pid: the actor exits when it goes, whoever its parent is.
+    engine_pid: int = 0
 
 
 class _Terminated(BaseException):
@@ -78,8 +87,14 @@ class _StopGuard:
         self._main = threading.get_ident()
         self._logging = False
         self._requested: BaseException | None = None
+        self._stopping = False
 
     def handler(self, signum: int, frame: object) -> None:
+        if self._stopping:
+            # A repeat: the engine sends SIGTERM again during the grace period, because a
+            # signal that lands just before a blocking call (after Python last looked for
+            # signals, before the call sleeps) wakes nothing. Stopping is already under way.
+            return
         exc: BaseException = (
             _Terminated() if signum == signal.SIGTERM else FaultCrash("crashed by a fault")
         )
@@ -87,7 +102,7 @@ class _StopGuard:
             if not isinstance(self._requested, _Terminated):
                 self._requested = exc  # a stop outranks a crash
             return
-        raise exc
+        self._raise(exc)
 
     def begin(self) -> None:
         if threading.get_ident() == self._main:
@@ -96,9 +111,14 @@ class _StopGuard:
     def end(self) -> None:
         if threading.get_ident() == self._main:
             self._logging = False
-            if self._requested is not None:
+            if self._requested is not None and not self._stopping:
                 exc, self._requested = self._requested, None
-                raise exc
+                self._raise(exc)
+
+    def _raise(self, exc: BaseException) -> None:
+        if isinstance(exc, _Terminated):
+            self._stopping = True
+        raise exc
 
 
 class _Threads:
@@ -224,24 +244,29 @@ def main(boot: Boot) -> None:
     with contextlib.suppress(ValueError):
         # Under fork the engine's event-loop wake-up fd is inherited; it is not ours.
         signal.set_wakeup_fd(-1)
+    # The engine blocks the stop signals while it forks, so that a signal cannot reach a
+    # child that still runs the engine's handlers; the mask is inherited (across exec too).
+    # They stay blocked until the actor has logged its start: a stop that comes while it
+    # connects and sets up its log waits until it can be logged as the actor's end.
+    stop_signals = set(STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     guard = _StopGuard()
     # Ctrl-C reaches the whole process group; the engine alone decides how to stop the run.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, guard.handler)
     # A declared ``crash`` fault (sim.faults): the role raises where it is, as if it had a bug.
     signal.signal(signal.SIGUSR1, guard.handler)
-    # The engine blocks both while it forks, so that a signal cannot reach a child that still
-    # runs the engine's handlers; the mask is inherited (across exec too), so lift it here.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    # A stop signal taken by a helper thread would leave the main thread blocked in acquire.
+    keep_stop_signals_on_main_thread()
     _name_process(boot.actor)
     pid = os.getpid()
     parent = os.getppid()
+    # Before connecting (see EngineWatch): the engine is alive if the connection succeeds.
+    engine = EngineWatch(boot.engine_pid or parent)
     try:
         sock = _connect(boot.address)
         hello = {"hello": 1, "secret": boot.secret, "actor": boot.actor, "pid": pid}
         sock.sendall(msgspec.json.encode(hello) + b"\n")
-    except _Terminated:
-        sys.exit(TERMINATED_EXIT)  # stopped before it could even say hello
     except OSError:
         sys.exit(ORPHANED_EXIT)
 
@@ -251,7 +276,7 @@ def main(boot: Boot) -> None:
         sink = HeldSink(sock, after=guard.end)
         gate = Gate(boot.actor, sock, sink.take)
     else:
-        sink = BatchingSink(sock, boot.flush_s, parent, after=guard.end)
+        sink = BatchingSink(sock, boot.flush_s, engine, after=guard.end)
     threads = _Threads()
     structlog.configure(
         processors=_processors(boot.actor, pid, boot.t0_ns, guard, threads, gate),
@@ -280,6 +305,7 @@ def main(boot: Boot) -> None:
                 gate.patch_threads()
                 gate.start()
             log.info("actor_start", role=boot.role.__name__, ppid=parent)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
             boot.role(ctx)
         except (_Terminated, Stopped):
             code = TERMINATED_EXIT
