@@ -193,6 +193,7 @@ def test_resume_after_a_killed_sweep_runs_only_what_is_missing(out: Path) -> Non
     assert not [pid for pid in pids if alive(pid)]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_measured_car_park_agrees_with_the_finite_source_model(out: Path) -> None:
     # 12 cars, 5 spaces, exponential drive (20 min) and park (10 min): M/M/5//12.

@@ -6,7 +6,8 @@ measured and warned about, and the model beside the measurement in a run's summa
 Every comparison is the model's value inside the 95 % interval of the measurement (over the
 repetitions of a sweep point, clipped to the metric's bounds). Virtual runs are deterministic
 for a config and seed, so those tests give the same numbers every time. Wall runs are not:
-their tests (marked slow) share 5 % among their comparisons (see assert_family_agrees).
+their tests share 5 % among their comparisons (see assert_family_agrees). The sweeps are
+marked slow (CI runs them in a step of their own): each takes 10-20 s on two cores.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ LARGE = ["-s", "params.capacity=130", "-s", "params.drive.mean=20", "-s", "param
          "-s", "params.visits=20", "-p", "params.cars=200"]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_virtual_car_parks_of_different_character_agree_with_the_model(tmp_path: Path) -> None:
     found = sweep(tmp_path, "carpark", *VIRTUAL, *POINTS, "--repeat", "5", "--seed", "1")
@@ -190,6 +192,7 @@ def test_opening_the_window_after_the_last_start_removes_the_ramp_up_bias(
     assert sum(old) / len(old) < float(point["steady_utilisation_low"]), (old, point)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(200)
 def test_queue_workers_beside_the_mmc_queue(tmp_path: Path) -> None:
     # Three producers (a Poisson stream of rate 3), consumers at mean 1.5: rho 0.75 and 0.56.
@@ -203,6 +206,7 @@ def test_queue_workers_beside_the_mmc_queue(tmp_path: Path) -> None:
                               "steady_utilisation"), 5)  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(200)
 def test_the_sleeping_barber_beside_mm1k(tmp_path: Path) -> None:
     # 150 customers in 1200 minutes, cuts of mean 8: rho = 1, with 1 and 3 waiting chairs.
@@ -215,6 +219,7 @@ def test_the_sleeping_barber_beside_mm1k(tmp_path: Path) -> None:
     assert float(points[0]["theory_steady_p_block"]) == pytest.approx(1 / 3)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(200)
 def test_the_bounded_buffer_beside_its_birth_death_chain(tmp_path: Path) -> None:
     found = sweep(tmp_path, "bounded_buffer", *VIRTUAL, "-s", "params.items=250",
