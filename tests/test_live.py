@@ -23,8 +23,8 @@ _SGR = re.compile(r"\x1b\[[0-9;]*m")
 _MOVES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
 
 
-def _tmux(*args: str) -> None:
-    subprocess.run(["tmux", *args], check=True, capture_output=True, timeout=10)
+def _tmux(server: str, *args: str) -> None:
+    subprocess.run(["tmux", "-L", server, *args], check=True, capture_output=True, timeout=10)
 
 
 def live_frames(tmp_path: Path, config: str, *settings: str) -> tuple[list[str], Path]:
@@ -42,18 +42,19 @@ def live_frames(tmp_path: Path, config: str, *settings: str) -> tuple[list[str],
     # The pane must be recorded before the run starts: it waits for the recorder's file.
     command = (f"cd {shlex.quote(str(ROOT))}; while [ ! -e {raw} ]; do sleep 0.05; done; "
                f"{args}; touch {done}; sleep 60")  # fmt: skip
-    name = f"sim-live-{os.getpid()}"
-    _tmux("new-session", "-d", "-s", name, "-x", "80", "-y", "40", "-e", "TERM=xterm-256color",
-          "-e", "COLUMNS=", command)  # fmt: skip
+    # A tmux server of its own (-L): tests running side by side (pytest -n) share nothing.
+    name = f"sim-live-{os.getpid()}-{tmp_path.name}"
+    _tmux(name, "new-session", "-d", "-s", name, "-x", "80", "-y", "40",
+          "-e", "TERM=xterm-256color", "-e", "COLUMNS=", command)  # fmt: skip
     try:
-        _tmux("pipe-pane", "-t", name, "-o", f"cat >> {shlex.quote(str(raw))}")
+        _tmux(name, "pipe-pane", "-t", name, "-o", f"cat >> {shlex.quote(str(raw))}")
         deadline = time.monotonic() + 90
         while not done.exists():
             assert time.monotonic() < deadline, "the run did not end"
             time.sleep(0.1)
         time.sleep(0.3)  # the last bytes reach the recorder
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True, check=False)
+        subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True, check=False)
     text = _MOVES.sub("\n", _SGR.sub("", raw.read_text(encoding="utf-8", errors="replace")))
     title = load_config(config, list(settings)).heading
     frames = [f"{title}\n{chunk}" for chunk in text.split(title + "\n")[1:]]

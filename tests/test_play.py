@@ -177,9 +177,13 @@ async def test_following_an_actor_steps_through_its_own_steps(naive: LoadedRun) 
         assert lanes[0].startswith(who)  # the followed actor on top
 
 
+# A tmux server of the test's own (-L): tests running side by side (pytest -n) share nothing.
+_SERVER = f"sim-play-{os.getpid()}"
+
+
 def _tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], check=True, capture_output=True, text=True,
-                          timeout=10).stdout  # fmt: skip
+    return subprocess.run(["tmux", "-L", _SERVER, *args], check=True, capture_output=True,
+                          text=True, timeout=10).stdout  # fmt: skip
 
 
 @pytest.fixture
@@ -188,7 +192,7 @@ def tmux_session() -> Iterator[str]:
         pytest.skip("tmux is not installed (.ci/run installs it)")
     name = f"sim-play-{os.getpid()}"
     yield name
-    subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True, check=False)
+    subprocess.run(["tmux", "-L", _SERVER, "kill-server"], capture_output=True, check=False)
 
 
 @pytest.mark.timeout(120)
