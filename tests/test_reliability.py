@@ -514,19 +514,37 @@ def test_a_stalled_coordinator_loses_no_line(
 # -- f. a full disk (defect 5) -------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str = "200k") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on ``folder`` (we are root), unmounted at the end; the test
+    is skipped, saying why, where mounting is not allowed."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    if mounted.returncode != 0:
+        reason = f"cannot mount a {size} tmpfs: {mounted.stderr.strip() or mounted.returncode}"
+        print(f"\nRELIAB full-disk: skipped ({reason})")
+        pytest.skip(reason)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def assert_one_full_disk_line(err: str) -> str:
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: cannot write "), err
+    assert "events.jsonl: No space left on device; the run was stopped" in lines[0], err
+    return lines[0]
+
+
 @pytest.mark.timeout(90)
 def test_a_full_disk_gives_one_error_line_status_failed_and_stops_everything(
     tmp_path: Path, background: Callable[..., Background], watch: ShmWatch
 ) -> None:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)],
-                             capture_output=True, text=True, check=False)  # fmt: skip
-    if mounted.returncode != 0:
-        reason = f"cannot mount a 200 KiB tmpfs: {mounted.stderr.strip() or mounted.returncode}"
-        print(f"\nRELIAB full-disk: skipped ({reason})")
-        pytest.skip(reason)
-    try:
+    with small_disk(tmp_path / "disk") as disk:
         run = background("carpark", "params.cars=50", "params.capacity=20", out=disk)
         code = run.wait(60)
         took = time.monotonic() - run.started_at
@@ -535,19 +553,36 @@ def test_a_full_disk_gives_one_error_line_status_failed_and_stops_everything(
         err = run.err()
         manifest = manifest_of(run_dir)
         size = (run_dir / "events.jsonl").stat().st_size
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
     assert code == 1, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: cannot write ")
-    assert "No space left on device; the run was stopped" in lines[0]
+    assert_one_full_disk_line(err)
     assert manifest["status"] == "failed"
     assert "No space left on device" in manifest["reason"]
     report("full-disk", exit=code, status=manifest["status"], run=took, cleanup=cleanup,
-           events_bytes=size, stderr_lines=len(lines), shm_left=0,
-           foreign_shm=foreign)  # fmt: skip
+           events_bytes=size, stderr_lines=1, shm_left=0, foreign_shm=foreign)  # fmt: skip
+
+
+@pytest.mark.timeout(90)
+def test_a_full_disk_is_what_the_run_reports_even_if_the_analysis_fails_on_the_cut_log(
+    tmp_path: Path, background: Callable[..., Background], watch: ShmWatch
+) -> None:
+    # A log cut short by a full disk may make no sense to a scenario's analysis (the car park's
+    # once failed with "level = 1.05 is above the upper bound 1.0", exit 2): the disk is the
+    # news. tests/scenario_fussy.py fails its analysis on every log.
+    config = tmp_path / "fussy.toml"
+    config.write_text('scenario = "tests.scenario_fussy"\n', "utf-8")
+    with small_disk(tmp_path / "disk") as disk:
+        run = background(str(config), out=disk)
+        code = run.wait(60)
+        run_dir = run.run_dir()
+        cleanup, foreign = assert_nothing_left(run_dir, watch)
+        err = run.err()
+        manifest = manifest_of(run_dir)
+    assert code == 1, err
+    assert_one_full_disk_line(err)
+    assert manifest["status"] == "failed"
+    assert "No space left on device" in manifest["reason"]
+    report("full-disk-fussy-analysis", exit=code, status=manifest["status"], cleanup=cleanup,
+           stderr_lines=1, shm_left=0, foreign_shm=foreign)  # fmt: skip
 
 
 # -- g. hostile clients against a live coordinator (defect 9) ------------------------------------
