@@ -105,6 +105,12 @@ def run(
             expected=config.expect,
         )
     except SimError as exc:
+        if execution.error is not None:
+            # The log was cut short (a full disk): an analysis that cannot make sense of what
+            # is left is no news; why the run failed is.
+            _record(run_dir, base | {"status": "failed", "reason": str(execution.error),
+                                     "ended_at": iso(execution.ended_at)})  # fmt: skip
+            raise execution.error from None
         # The log is complete; only reading it failed (a scenario's analysis is broken). The
         # manifest says so rather than "running", and the error reaches the user.
         _record(run_dir, base | {"status": "failed", "reason": f"analysis: {exc}",
