@@ -83,17 +83,16 @@ def test_the_naive_philosophers_live_lanes_forks_counts_and_the_deadlock(tmp_pat
     deadlock = next(line for line in lines_of(loaded) if line.event == "deadlock")
     explained = [f for f in frames if words(str(deadlock["explanation"])) in words(f)]
     assert explained, frames[-1]  # in full, wrapped, during the run
-    # Stopped at once by the engine, the lanes still say what each was waiting for.
-    frame = explained[0]
-    for wait in deadlock["waits"]:
-        held = next(w["prim"] for w in deadlock["waits"] if wait["actor"] in w["held_by"])
-        assert re.search(rf"waiting\s+{wait['prim']} \(holds {held}\)", lane(frame, wait["actor"]))
-    assert re.search(r"^fork\*\s.*■■■■■ 5/5 held", frame, re.M)  # still locked
-    # During the second the engine waits to be sure, every philosopher is blocked.
+    assert re.search(r"^fork\*\s.*■■■■■ 5/5 held", explained[0], re.M)  # still locked
+    # During the second the engine waits to be sure, every philosopher is blocked, and its
+    # lane says on what, holding which fork. (Once the engine has stopped them, a frame may
+    # show them terminated: how soon depends on the machine's load.)
     stuck = [f for f in frames if "actors: 0 not started   0 running   5 blocked   0 done" in f]
     assert stuck
-    assert all(re.search(r"waiting\s+fork-\d \(holds fork-\d\)", lane(stuck[-1], w["actor"]))
-               for w in deadlock["waits"])  # fmt: skip
+    for wait in deadlock["waits"]:
+        held = next(w["prim"] for w in deadlock["waits"] if wait["actor"] in w["held_by"])
+        shown = lane(stuck[-1], wait["actor"])
+        assert re.search(rf"waiting\s+{wait['prim']} \(holds {held}\)", shown), shown
 
 
 @pytest.mark.timeout(120)
@@ -105,7 +104,7 @@ def test_the_if_buffer_live_condition_values_and_the_underflow_when_found(tmp_pa
                for f in frames)  # fmt: skip
     assert any(re.search(r"^count .*value -\d+, OUTSIDE 0 \.\. 4", f, re.M) for f in frames)
     found = [i for i, f in enumerate(frames) if "buffer underflow: count went to -1" in words(f)]
-    assert found  # said live, while the run went on
+    assert found, frames[-1]  # said live, while the run went on
     assert found[0] < len(frames) - 1
     for actor in ("producer-000", "consumer-000", "consumer-001", "consumer-002"):
         assert any(lane(f, actor) for f in frames), actor
