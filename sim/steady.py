@@ -16,11 +16,12 @@ window holds too few arrivals for numbers that mean something.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from .estimate import Interval, batch_means, time_batch_means
 from .scenario import Metric
@@ -48,12 +49,46 @@ class Estimate:
 
 
 class _Track:
-    __slots__ = ("changes", "initial", "level")
+    __slots__ = ("initial", "level", "times", "values")
 
     def __init__(self) -> None:
         self.level = 0.0  # the latest value
         self.initial = 0.0  # the value when the window opened
-        self.changes: list[tuple[float, float]] = []  # (ts, value) inside the window
+        # The changes inside the window, (times[i], values[i]): doubles, not a tuple per
+        # change, so that a long log's window costs 16 bytes a change.
+        self.times = array("d")
+        self.values = array("d")
+
+    def append(self, ts: float, value: float) -> None:
+        self.times.append(ts)
+        self.values.append(value)
+
+
+class _Pairs(Sequence[tuple[float, float]]):
+    """A track's changes as the ``(t, level)`` pairs estimate.time_batch_means takes, made
+    one at a time (scaled to simulated minutes and the metric's unit) rather than all at once.
+    """
+
+    def __init__(self, track: _Track, per_second: float, scale: float) -> None:
+        self._times, self._values = track.times, track.values
+        self._m, self._s = per_second, scale
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[float, float]: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[tuple[float, float]]: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return (self._times[i] * self._m, self._values[i] * self._s)
+
+    def __iter__(self) -> Iterator[tuple[float, float]]:
+        m, s = self._m, self._s
+        for t, v in zip(self._times, self._values, strict=True):
+            yield (t * m, v * s)
 
 
 class Window:
@@ -101,11 +136,11 @@ class Window:
             self.opens = ts + self.warm_up
             for track in self._tracks.values():
                 # Changes before the opening were only kept as the latest level.
-                inside = [(t, v) for t, v in track.changes if t >= self.opens]
-                before = [v for t, v in track.changes if t < self.opens]
-                if before:
-                    track.initial = before[-1]
-                track.changes = inside
+                first = bisect.bisect_left(track.times, self.opens)
+                if first:
+                    track.initial = track.values[first - 1]
+                    del track.times[:first]
+                    del track.values[:first]
 
     def close(self, ts: float, reason: str = "") -> None:
         """The load begins to fall at ``ts``: the window closes (the first call counts)."""
@@ -144,11 +179,11 @@ class Window:
         track.level = value
         if self.opens is None:
             # Not known yet when the window opens: keep every change (few, during the start).
-            track.changes.append((ts, value))
+            track.append(ts, value)
         elif ts < self.opens:
             track.initial = value
         elif self.closed is None or ts < self.closed:
-            track.changes.append((ts, value))
+            track.append(ts, value)
 
     def finish(self, ts: float) -> None:
         """The log has ended at ``ts``: a window still open closes there."""
@@ -205,7 +240,7 @@ class Window:
             s, m = how.scale, self.per_second
             # In simulated minutes, so that the method's sub-window length reads as minutes.
             return time_batch_means(
-                [(t * m, v * s) for t, v in track.changes],
+                _Pairs(track, m, s),
                 self.opens * m,
                 self.closed * m,
                 initial=track.initial * s,
