@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from bench._common import ROOT, add_time_limit, env, fmt, machine, median, table, time_limit
 
 GRID = ["-p", "params.cars=range(10,18)"]
