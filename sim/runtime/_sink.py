@@ -21,8 +21,10 @@ __all__ = ["BatchingSink", "EngineWatch", "keep_stop_signals_on_main_thread"]
 
 # Above this many buffered lines the actor waits for the flusher: back-pressure from a slow
 # coordinator reaches the actor instead of growing its memory. (Lines, not bytes: the count is
-# what a producer can read without a lock; at a typical 100-200 bytes a line, a few MiB.)
-_HIGH_WATER = 1 << 14
+# what a producer can read without a lock; at a typical 100-200 bytes a line, under 1 MiB.)
+# Measured (docs/benchmarks.md, section 1): 4,096 costs less CPU per line than 16,384 (the
+# batch stays in the caches) and keeps the coordinator's backlog short.
+_HIGH_WATER = 1 << 12
 # How often an idle flusher checks that the engine is still there.
 _WATCH_S = 0.5
 # Exit status of an actor that lost its engine (the engine was killed).

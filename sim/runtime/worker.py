@@ -195,9 +195,19 @@ def _name_process(name: str) -> None:
         pass  # not Linux, or not allowed: only cosmetic
 
 
+# The actor's send buffer for its connection to the coordinator (the kernel doubles it). Small
+# and fixed rather than autotuned (up to 4 MiB on Linux): lines wait in the actor's sink, not
+# in megabytes of socket buffers, so that a coordinator that falls behind slows the actors down
+# at once (back-pressure) instead of leaving a backlog to read after they have ended, and the
+# live history stays current.
+_SNDBUF = 1 << 16
+
+
 def _connect(address: tuple[str, int] | str) -> socket.socket:
     family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
     sock.connect(address)
     if family == socket.AF_INET:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
