@@ -7,13 +7,17 @@ spawned actors alike.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +30,76 @@ ROOT = Path(__file__).resolve().parent.parent
 FLOOD_TOML = ROOT / "bench" / "flood.toml"
 CARPARK_TOML = ROOT / "configs" / "carpark.toml"
 ENGINE_ACTORS = ("engine", "coordinator")
+
+
+def add_time_limit(parser: argparse.ArgumentParser, default: float) -> None:
+    """The ``--time-limit`` option every benchmark has (see :func:`time_limit`)."""
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=default,
+        metavar="S",
+        help=f"stop after S seconds, killing everything this benchmark started "
+        f"(default {default:g})",
+    )
+
+
+def time_limit(seconds: float) -> None:
+    """Bound this benchmark's run time: after ``seconds`` every process it started (its
+    descendants, by pid) is killed, it says so on stderr, and exits with status 124.
+
+    A signal (SIGALRM) rather than a thread: several benchmarks fork, and forking a process
+    with a second thread is what the engine refuses to do too."""
+
+    def expire(signum: int, frame: object) -> None:
+        killed = kill_descendants(os.getpid())
+        print(
+            f"\n# {Path(sys.argv[0]).name}: time limit of {seconds:g} s reached; killed "
+            f"{killed} process(es) it had started",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(124)
+
+    signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def _descendants(root: int) -> list[int]:
+    """Every live descendant of ``root`` (from /proc's ppid links), parents before children."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def kill_descendants(root: int) -> int:
+    """SIGKILL every process started by ``root`` (directly or not); how many were signalled.
+
+    The whole tree is stopped first, so that no process can fork or be re-parented (and so
+    escape) while the rest are being killed."""
+    pids = _descendants(root)
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap our own children; others are their parents'
+    return len(pids)
 
 
 def env() -> dict[str, str]:
@@ -85,35 +159,42 @@ def run_sim(
     overrides: Sequence[str],
     out: Path,
     *,
-    monitor: Callable[[subprocess.Popen[str]], Any] | None = None,
+    monitor: Callable[[subprocess.Popen[bytes], float], Any] | None = None,
     skip_analysis: bool = False,
     timeout: float = 300,
 ) -> SimRun:
     """Run ``config`` with ``-s`` overrides through the real engine in a fresh process; the run
-    lands under ``out``. ``monitor(popen)``, if given, runs while the process does."""
+    lands under ``out``. ``monitor(popen, deadline)``, if given, runs while the process does
+    (and must return by ``deadline``, on ``time.perf_counter()``); after ``timeout`` seconds
+    the run and everything it started are killed."""
     out.mkdir(parents=True, exist_ok=True)
     args = [sys.executable, "-m", "bench._driver", str(config), "--out", str(out)]
     for item in overrides:
         args += ["-s", item]
     if skip_analysis:
         args.append("--skip-analysis")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env(),
-        cwd=ROOT,
-    )
-    monitored = monitor(proc) if monitor is not None else None
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()  # ours; its actors are orphaned and exit on their own (ORPHANED_EXIT)
-        proc.communicate()
-        raise RuntimeError(f"no result after {timeout:g} s: {' '.join(args)}") from None
-    wall = time.perf_counter() - t0
+    # Output goes to files, not pipes: a monitor runs before anything reads the output, and
+    # the driver's report of a large run (a record per actor) outgrows a pipe's 64 KiB, which
+    # would block the driver in its last write forever while the monitor waits for its exit.
+    with tempfile.TemporaryFile() as out_fh, tempfile.TemporaryFile() as err_fh:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(args, stdout=out_fh, stderr=err_fh, env=env(), cwd=ROOT)
+        deadline = t0 + timeout
+        try:
+            monitored = monitor(proc, deadline) if monitor is not None else None
+            proc.wait(timeout=max(0.0, deadline - time.perf_counter()))
+        except subprocess.TimeoutExpired:
+            killed = kill_descendants(proc.pid) + 1
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(
+                f"no result after {timeout:g} s (killed {killed} processes): {' '.join(args)}"
+            ) from None
+        wall = time.perf_counter() - t0
+        out_fh.seek(0)
+        err_fh.seek(0)
+        stdout = out_fh.read().decode(errors="replace")
+        stderr = err_fh.read().decode(errors="replace")
     lines = stdout.strip().splitlines()
     try:
         info = json.loads(lines[-1])

@@ -32,7 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._common import ROOT, env, fmt, machine, median, table
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import ROOT, add_time_limit, env, fmt, machine, median, table, time_limit
 
 GRID = ["-p", "params.cars=range(10,18)"]
 FIXED = ["-s", "params.capacity=4", "-s", "params.visits=1", "-s", "clock.speedup=20000"]
@@ -106,7 +108,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--budget", type=float, default=300.0, help="seconds, all told")
     parser.add_argument("--quick", action="store_true", help="one round, at most 90 s")
+    add_time_limit(parser, 900)
     args = parser.parse_args()
+    time_limit(args.time_limit)
     if args.quick:
         args.rounds, args.budget = 1, min(args.budget, 90.0)
     began = time.monotonic()

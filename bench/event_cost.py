@@ -5,20 +5,22 @@ so events/s is about (cores / CPU per event). Each row times ``N`` calls of one 
 
 * structlog call: a bound logger with a processor that returns ``b""`` into a no-op logger (what
   every ``ctx.log.info`` costs before any of sim's own work);
-* sim processors: sim's real ``stamp`` + ``render`` (sim.runtime.worker), into a no-op logger;
-* sim actor path: the same into sim's real BatchingSink over a socketpair (its flusher thread
-  sends; a forked process drains the other end), i.e. what an actor pays per event, flusher
-  thread included (it shares the actor's GIL);
+* sim actor path: sim's real processor (sim.runtime.worker: it stamps, renders and queues the
+  line into sim's real BatchingSink) over a socketpair (its flusher thread sends; a forked
+  process drains the other end), i.e. what an actor pays per event, flusher thread included
+  (it shares the actor's GIL);
 * bare actor path: structlog + the same stamp + JSONRenderer(orjson) + one ``sendall`` per event
   over a socketpair drained by a forked process (what bench/log_pipeline.py's bare actors pay);
 * sendall alone: one ``sendall`` of one rendered line over such a socketpair;
-* coordinator: split a received block into lines, decode each into the coordinator's ``_Line``
-  and count it, as ``Coordinator._pump`` does;
+* coordinator: what ``Coordinator._pump`` does with a received block of a wall-clock run: check
+  and decode its lines (``sim.coordinator._parse``), feed them to the run's live history;
+  split-and-write alone beside it;
 * encoders: msgspec and orjson encoding one event dict.
 
 Run from the repository root: ``python bench/event_cost.py`` (``--quick`` for fewer calls). The
-numbers are CPU per call of the measuring thread's work (wall time on an otherwise idle core;
-run it when the machine is quiet, and compare rows of the same run).
+numbers are CPU time per call of this process (``time.process_time``: every thread of it, the
+flusher included, not the drain processes), which holds up better than wall time on a loaded
+machine; compare rows of the same run.
 """
 
 from __future__ import annotations
@@ -36,13 +38,19 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import msgspec
-import orjson
+
+try:
+    import orjson
+except ImportError:  # as bench/log_pipeline.py's bare actors: msgspec instead
+    orjson = None  # type: ignore[assignment]
 import structlog
 
-from bench._common import machine, table
-from sim.coordinator import LiveCounters, _Line
+from bench._common import add_time_limit, machine, table, time_limit
+from sim.coordinator import _parse
+from sim.history import History
 from sim.runtime import worker
-from sim.runtime._sink import BatchingSink
+from sim.runtime._logger import ActorLogger
+from sim.runtime._sink import BatchingSink, EngineWatch
 
 
 class _Null:
@@ -70,28 +78,28 @@ def _drained_pair() -> socket.socket:
 _children: list[int] = []
 
 
-def _logger(sink: Any, processors: list[Any]) -> Any:
+def _logger(sink: Any, processors: list[Any], wrapper: Any = None) -> Any:
     return structlog.wrap_logger(
         sink,
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(0),
+        wrapper_class=wrapper or structlog.make_filtering_bound_logger(0),
         cache_logger_on_first_use=True,
     )
 
 
 def _time_log(log: Any, n: int) -> float:
     info = log.info
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for i in range(n):
         info("tick", i=i)
-    return (time.perf_counter() - t0) / n * 1e6
+    return (time.process_time() - t0) / n * 1e6
 
 
 def _time(fn: Callable[[], object], n: int) -> float:
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for _ in range(n):
         fn()
-    return (time.perf_counter() - t0) / n * 1e6
+    return (time.process_time() - t0) / n * 1e6
 
 
 def measure(n: int) -> list[tuple[str, float]]:
@@ -100,13 +108,22 @@ def measure(n: int) -> list[tuple[str, float]]:
     rows: list[tuple[str, float]] = []
 
     rows.append(("structlog call, no work", _time_log(_logger(_Null(), [lambda *a: b""]), n)))
-    sim_procs = worker._processors("flood-000", pid, t0_ns)
-    rows.append(("sim processors (stamp + render)", _time_log(_logger(_Null(), sim_procs), n)))
+    rows.append(
+        (
+            "  the same through sim's ActorLogger",
+            _time_log(_logger(_Null(), [lambda *a: b""], ActorLogger), n),
+        )
+    )
 
     sock = _drained_pair()
-    sink = BatchingSink(sock, 0.005, os.getppid())
+    sink = BatchingSink(sock, 0.005, EngineWatch(os.getppid()))
+    guard, threads = worker._StopGuard(), worker._Threads()
+    sim_procs = worker._processors("flood-000", pid, t0_ns, guard, threads, sink=sink)
     rows.append(
-        ("sim actor path (processors + BatchingSink)", _time_log(_logger(sink, sim_procs), n))
+        (
+            "sim actor path (processor + BatchingSink)",
+            _time_log(_logger(worker._Queued(), sim_procs, ActorLogger), n),
+        )
     )
     sink.close()
 
@@ -126,10 +143,14 @@ def measure(n: int) -> list[tuple[str, float]]:
 
         info = msg
 
-    renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+    if orjson is not None:
+        renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+    else:
+        plain = msgspec.json.Encoder().encode
+        renderer = structlog.processors.JSONRenderer(serializer=lambda obj, **kw: plain(obj))
     rows.append(
         (
-            "bare actor path (orjson + sendall per event)",
+            f"bare actor path ({'orjson' if orjson else 'msgspec'} + sendall per event)",
             _time_log(_logger(SendAll(), [stamp, renderer]), n),
         )
     )
@@ -143,21 +164,31 @@ def measure(n: int) -> list[tuple[str, float]]:
     _children.clear()
 
     event = {"ts": 0.123456789, "actor": "flood-000", "pid": pid, "seq": 5, "i": 5, "event": "tick"}
-    line = msgspec.json.encode(event) + b"\n"
-    block = line * 1000
-    decode = msgspec.json.Decoder(_Line).decode
-    counters = LiveCounters()
+    blocks = []
+    for b in range(max(1, n // 1000)):
+        lines = [dict(event, seq=b * 1000 + i, i=i) for i in range(1000)]
+        blocks.append(b"".join(msgspec.json.encode(e) + b"\n" for e in lines))
+    history = History()
 
     def pump() -> None:
-        for raw in block.split(b"\n")[:-1]:
-            counters.count(decode(raw))
+        block = blocks.pop()
+        into: list[Any] = []
+        _parse(block, "flood-000", 1 << 16, into)
+        history.feed(into)
 
     rows.append(
-        ("coordinator: split + decode + count, per line", _time(pump, max(1, n // 1000)) / 1000)
+        ("coordinator: check + decode + history, per line", _time(pump, len(blocks)) / 1000)
     )
+    block = blocks[0] if blocks else b""
+    with open(os.devnull, "wb") as null:
+        rows.append(
+            ("coordinator: split + write alone, per line",
+             _time(lambda: null.write(block[: block.rfind(b"\n") + 1]), 1000) / 1000)
+        )  # fmt: skip
     encode = msgspec.json.Encoder().encode
     rows.append(("msgspec encode of one event", _time(lambda: encode(event), n)))
-    rows.append(("orjson dumps of one event", _time(lambda: orjson.dumps(event), n)))
+    if orjson is not None:
+        rows.append(("orjson dumps of one event", _time(lambda: orjson.dumps(event), n)))
     return rows
 
 
@@ -166,7 +197,9 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=300_000, help="calls per row (default 300000)")
     parser.add_argument("--reps", type=int, default=3, help="repetitions; the best is shown")
     parser.add_argument("--quick", action="store_true", help="50000 calls, 1 repetition")
+    add_time_limit(parser, 600)
     args = parser.parse_args()
+    time_limit(args.time_limit)
     if args.quick:
         args.n, args.reps = 50_000, 1
     print(f"# per-event cost: {args.n:,} calls per row, best of {args.reps}")

@@ -12,6 +12,7 @@ shortest mean duration, and the speedup at which that share would reach the warn
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python bench/lateness.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import env, machine, table
+from bench._common import add_time_limit, env, machine, table, time_limit
 from sim.timing import SIGNIFICANT
 
 # (cars, spaces, visits): a handful of processes, and 200 that contend for the 2 cores.
@@ -48,6 +49,10 @@ def one(cars: int, spaces: int, visits: int, speedup: float, out: Path) -> dict[
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_time_limit(parser, 900)
+    args = parser.parse_args()
+    time_limit(args.time_limit)
     print(machine())
     print(f"load average before: {os.getloadavg()}")
     rows = []

@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import (
     FLOOD_TOML,
     ROOT,
+    add_time_limit,
     check_log,
     env,
     fmt,
@@ -50,6 +51,7 @@ from bench._common import (
     median,
     run_sim,
     table,
+    time_limit,
 )
 
 BARE = "bare (sendall per event)"
@@ -281,11 +283,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 20000 ticks, 1 rep")
     parser.add_argument("--json", type=Path, help="also write every measurement to this file")
     parser.add_argument("--bare-child", type=Path, help=argparse.SUPPRESS)
+    add_time_limit(parser, 1800)
     args = parser.parse_args()
 
     if args.bare_child is not None:
         bare_child(args.bare_child, args.actors, args.ticks)
         return 0
+    time_limit(args.time_limit)
     if args.quick:
         args.ticks, args.reps = 20_000, 1
     flushes = [float(x) for x in args.flush_ms.split(",") if x]

@@ -27,6 +27,10 @@ from pathlib import Path
 
 import msgspec
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import add_time_limit, time_limit
+
 
 def generate(path: Path, events: int, cars: int, capacity: int, seed: int) -> int:
     """Write a car park log of about ``events`` lines; returns the exact count."""
@@ -168,7 +172,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="200,000 events, one round")
     parser.add_argument("--keep", type=Path, help="write the log here and keep it")
     parser.add_argument("--generate-only", type=Path, help=argparse.SUPPRESS)
+    add_time_limit(parser, 1800)
     args = parser.parse_args()
+    time_limit(args.time_limit)
     if args.generate_only is not None:
         print(generate(args.generate_only, args.events, args.cars, 130, seed=1))
         return

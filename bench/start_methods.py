@@ -27,7 +27,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import FLOOD_TOML, check_log, fmt, machine, median, run_sim, table
+from bench._common import (
+    FLOOD_TOML,
+    add_time_limit,
+    check_log,
+    fmt,
+    machine,
+    median,
+    run_sim,
+    table,
+    time_limit,
+)
 
 METHODS = ("fork", "forkserver", "spawn")
 
@@ -86,7 +96,9 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 50 actors, 1 rep")
     parser.add_argument("--json", type=Path, help="also write every measurement to this file")
+    add_time_limit(parser, 1200)
     args = parser.parse_args()
+    time_limit(args.time_limit)
     if args.quick:
         args.actors, args.reps, args.spawn_reps = 50, 1, 1
     methods = [m for m in args.methods.split(",") if m]

@@ -21,6 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import add_time_limit, time_limit
+
 # A car park run of about one second of actor time.
 CONFIG = [
     *("-s", "params.capacity=8", "-s", "params.visits=3"),
@@ -66,7 +70,9 @@ def sweep(out: Path, runs: int, jobs: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=40)
+    add_time_limit(parser, 900)
     args = parser.parse_args()
+    time_limit(args.time_limit)
     results = []
     for jobs in (1, 2):
         with tempfile.TemporaryDirectory() as tmp:

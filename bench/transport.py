@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import fmt, machine, median, table
+from bench._common import add_time_limit, fmt, machine, median, table, time_limit
 from bench.log_pipeline import measure_sim
 
 TRANSPORTS = ("tcp", "unix")
@@ -45,7 +45,9 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 20000 ticks, 2 reps")
     parser.add_argument("--json", type=Path, help="also write every measurement to this file")
+    add_time_limit(parser, 1200)
     args = parser.parse_args()
+    time_limit(args.time_limit)
     if args.quick:
         args.ticks, args.reps = 20_000, 2
 

@@ -28,7 +28,17 @@ from typing import Any
 if __package__ in (None, ""):  # `python bench/virtual.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import CARPARK_TOML, ROOT, fmt, machine, median, run_sim, table
+from bench._common import (
+    CARPARK_TOML,
+    ROOT,
+    add_time_limit,
+    fmt,
+    machine,
+    median,
+    run_sim,
+    table,
+    time_limit,
+)
 
 
 def _bounce(ping: Any, pong: Any, n: int) -> None:
@@ -114,7 +124,9 @@ def explore_rate(out: Path, n: int) -> tuple[float, int, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
+    add_time_limit(parser, 900)
     args = parser.parse_args()
+    time_limit(args.time_limit)
     reps = 2 if args.quick else 5
     print(machine())
     with tempfile.TemporaryDirectory(prefix="sim-bench-virtual-") as tmp:

@@ -20,6 +20,7 @@ import time
 import traceback
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
+from types import CodeType, FrameType
 from typing import Any
 
 import msgspec
@@ -30,6 +31,7 @@ from sim.errors import ScenarioError
 from sim.faults import FaultCrash
 from sim.virtual.gate import Gate, Stopped
 
+from ._logger import ActorLogger
 from ._sink import (
     ORPHANED_EXIT,
     STOP_SIGNALS,
@@ -80,16 +82,20 @@ class _StopGuard:
 
     Between taking a ``seq`` and queueing its line, an exception would lose the line and leave
     a gap that replay reports as a lost line. So the handler only notes the request while a
-    line is on its way, and the sink raises it once the line is queued.
+    line is on its way, and it is raised once the line is queued. A line is on its way while
+    the main thread runs one of the functions in :attr:`codes` (the handler looks at the frames
+    it interrupted: nothing to pay per line; the function raises a noted request as its last
+    step), or between :meth:`begin` and :meth:`end` (a virtual run's processors).
     """
 
     def __init__(self) -> None:
         self._main = threading.get_ident()
         self._logging = False
-        self._requested: BaseException | None = None
+        self.requested: BaseException | None = None
+        self.codes: set[CodeType] = set()
         self._stopping = False
 
-    def handler(self, signum: int, frame: object) -> None:
+    def handler(self, signum: int, frame: FrameType | None) -> None:
         if self._stopping:
             # A repeat: the engine sends SIGTERM again during the grace period, because a
             # signal that lands just before a blocking call (after Python last looked for
@@ -98,11 +104,19 @@ class _StopGuard:
         exc: BaseException = (
             _Terminated() if signum == signal.SIGTERM else FaultCrash("crashed by a fault")
         )
-        if self._logging:
-            if not isinstance(self._requested, _Terminated):
-                self._requested = exc  # a stop outranks a crash
+        if self._logging or self._inside(frame):
+            if not isinstance(self.requested, _Terminated):
+                self.requested = exc  # a stop outranks a crash
             return
         self._raise(exc)
+
+    def _inside(self, frame: FrameType | None) -> bool:
+        codes = self.codes
+        while frame is not None:
+            if frame.f_code in codes:
+                return True
+            frame = frame.f_back
+        return False
 
     def begin(self) -> None:
         if threading.get_ident() == self._main:
@@ -111,9 +125,17 @@ class _StopGuard:
     def end(self) -> None:
         if threading.get_ident() == self._main:
             self._logging = False
-            if self._requested is not None and not self._stopping:
-                exc, self._requested = self._requested, None
-                self._raise(exc)
+            self.fire()
+
+    def fire(self) -> None:
+        """Raise a stop deferred while a line was on its way (in the main thread only)."""
+        if (
+            self.requested is not None
+            and not self._stopping
+            and threading.get_ident() == self._main
+        ):
+            exc, self.requested = self.requested, None
+            self._raise(exc)
 
     def _raise(self, exc: BaseException) -> None:
         if isinstance(exc, _Terminated):
@@ -132,10 +154,18 @@ class _Threads:
     def __init__(self) -> None:
         self.main = threading.get_ident()
         self.ended = False
+        # Held by another thread from its check of ``ended`` until its line has a seq, and by
+        # the main thread to set ``ended``: a seq taken after the end's is never logged.
+        self.lock = threading.Lock()
         self._seen: dict[int, threading.Thread] = {}
 
+    def end(self) -> None:
+        """The actor's end is about to be logged: other threads' lines are dropped from now."""
+        with self.lock:
+            self.ended = True
+
     def note(self) -> None:
-        """A line is being logged (under the stamp's lock): drop it if the actor has ended."""
+        """A line is being logged (under :attr:`lock`): drop it if the actor has ended."""
         ident = threading.get_ident()
         if ident != self.main:
             if self.ended:
@@ -165,9 +195,19 @@ def _name_process(name: str) -> None:
         pass  # not Linux, or not allowed: only cosmetic
 
 
+# The actor's send buffer for its connection to the coordinator (the kernel doubles it). Small
+# and fixed rather than autotuned (up to 4 MiB on Linux): lines wait in the actor's sink, not
+# in megabytes of socket buffers, so that a coordinator that falls behind slows the actors down
+# at once (back-pressure) instead of leaving a backlog to read after they have ended, and the
+# live history stays current.
+_SNDBUF = 1 << 16
+
+
 def _connect(address: tuple[str, int] | str) -> socket.socket:
     family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
     sock.connect(address)
     if family == socket.AF_INET:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -181,13 +221,10 @@ def _processors(
     guard: _StopGuard,
     threads: _Threads,
     gate: Gate | None = None,
+    sink: BatchingSink | None = None,
 ) -> list[Any]:
     counter = itertools.count()
-    clock = time.monotonic_ns
     encode = msgspec.json.Encoder(enc_hook=repr).encode
-    # An actor may log from several threads (a multi-client server): ts and seq are taken
-    # together, so that a later seq never carries an earlier time.
-    together = threading.Lock()
 
     if gate is not None:
         # A virtual run: the time and the step are the scheduler's, given with each turn.
@@ -207,29 +244,59 @@ def _processors(
 
         return [stamp_virtual, render_virtual]
 
-    def stamp(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
-        guard.begin()
+    assert sink is not None
+    # seq and the clock in one call into C: no other thread of the actor (a multi-client
+    # server logs from several) can run in between, so a later seq never carries an earlier
+    # time, and the main thread needs no lock.
+    stamps = zip(counter, iter(time.monotonic_ns, None), strict=False)
+    lines = sink.lines
+    append = lines.append
+    high_water = sink.HIGH_WATER
+    get_ident = threading.get_ident
+    main = threads.main
+    lock = threads.lock
+    note = threads.note
+
+    def give_up() -> bool:
+        return guard.requested is not None
+
+    def stamp_and_queue(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        # The one processor of a wall-clock run: it stamps, renders and queues the line itself
+        # (each further processor or sink call would cost a Python call per line). A stop
+        # signal that comes while it runs is deferred (see _StopGuard) and raised at its end.
+        if get_ident() == main:
+            seq, now = next(stamps)
+        else:
+            with lock:
+                note()  # drops the line once the actor has ended
+                seq, now = next(stamps)
+        ts = (now - t0_ns) / 1e9
         # The contract's fields come first so that a line reads well in a terminal.
-        with together:
-            # Under the lock: no thread's line can take a seq after the end's.
-            threads.note()
-            ts, seq = (clock() - t0_ns) / 1e9, next(counter)
-        line = {
-            "ts": ts,
-            "actor": actor,
-            "pid": pid,
-            "seq": seq,
-            **event_dict,
-        }
+        line = {"ts": ts, "actor": actor, "pid": pid, "seq": seq, **event_dict}
         if len(line) != len(event_dict) + 4:
             # A field of the contract passed as an event field must not overwrite it.
             line.update(ts=ts, actor=actor, pid=pid, seq=seq)
-        return line
+        append(encode(line))  # the flusher adds the newline
+        if sink.idle:
+            sink.wake()
+        if len(lines) >= high_water:
+            sink.full(give_up)
+        # The line is queued: a stop deferred meanwhile happens now. (Nothing after this check
+        # lets a signal handler run in this frame: no call, no backward jump.)
+        if guard.requested is not None:
+            guard.fire()
+        return b""
 
-    def render(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> bytes:
-        return encode(event_dict) + b"\n"
+    guard.codes.add(stamp_and_queue.__code__)
+    return [stamp_and_queue]
 
-    return [stamp, render]
+
+class _Queued:
+    """The structlog logger of a wall-clock run: its one processor has queued the line
+    already, so every method is a no-op (a builtin: no Python call)."""
+
+    info = staticmethod(len)
+    debug = warning = warn = error = critical = exception = fatal = msg = log = info
 
 
 def _wrap(name: str, kind: str, raw: Any, log: Any, clock: Clock) -> Any:
@@ -272,19 +339,24 @@ def main(boot: Boot) -> None:
 
     sink: BatchingSink | HeldSink
     gate: Gate | None = None
-    if boot.virtual:
-        sink = HeldSink(sock, after=guard.end)
-        gate = Gate(boot.actor, sock, sink.take)
-    else:
-        sink = BatchingSink(sock, boot.flush_s, engine, after=guard.end)
+    logger: Any
     threads = _Threads()
+    if boot.virtual:
+        sink = logger = HeldSink(sock, after=guard.end)
+        gate = Gate(boot.actor, sock, sink.take)
+        processors = _processors(boot.actor, pid, boot.t0_ns, guard, threads, gate)
+    else:
+        sink = BatchingSink(sock, boot.flush_s, engine)
+        logger = _Queued()
+        processors = _processors(boot.actor, pid, boot.t0_ns, guard, threads, sink=sink)
     structlog.configure(
-        processors=_processors(boot.actor, pid, boot.t0_ns, guard, threads, gate),
-        wrapper_class=structlog.make_filtering_bound_logger(0),
-        logger_factory=lambda *args: sink,
+        processors=processors,
+        wrapper_class=ActorLogger,
+        logger_factory=lambda *args: logger,
         cache_logger_on_first_use=True,
     )
-    log = structlog.get_logger()
+    # The bound logger itself, not structlog's lazy proxy (which costs a lookup per call).
+    log = structlog.get_logger().bind()
     clock = Clock(boot.speedup, boot.t0_ns, gate)
     prims = {name: (kind, _wrap(name, kind, raw, log, clock))
              for name, (kind, raw) in boot.prims.items()}  # fmt: skip
@@ -322,7 +394,7 @@ def main(boot: Boot) -> None:
         if gate is None:
             # A virtual run's threads are tasks that the scheduler ends in turn.
             threads.join(_THREADS_GRACE_S)
-        threads.ended = True
+        threads.end()
         log.info("actor_end", **end)
     except _Terminated:
         # SIGTERM while logging the end: the record above may be missing, the exit code is not.
