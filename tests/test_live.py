@@ -103,7 +103,9 @@ def test_the_if_buffer_live_condition_values_and_the_underflow_when_found(tmp_pa
     assert any(re.search(r"^cond .*held by (nobody|\S+), \d+ waiting, \d+ in wait", f, re.M)
                for f in frames)  # fmt: skip
     assert any(re.search(r"^count .*value -\d+, OUTSIDE 0 \.\. 4", f, re.M) for f in frames)
-    found = [i for i, f in enumerate(frames) if "buffer underflow: count went to -1" in words(f)]
+    # Which negative value it is said at depends on how the consumers' lines interleave.
+    found = [i for i, f in enumerate(frames)
+             if re.search(r"buffer underflow: count went to -\d+ at", words(f))]  # fmt: skip
     assert found, frames[-1]  # said live, while the run went on
     assert found[0] < len(frames) - 1
     for actor in ("producer-000", "consumer-000", "consumer-001", "consumer-002"):

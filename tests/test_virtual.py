@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,11 @@ CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.toml"))
 # same apart from these. A socket bound to port 0 gets another port every run.
 _OS_FIELDS = {"pid", "ppid", "target_pid", "run_id", "wall_s", "peer", "local", "sender", "host"}
 _PORT_FIELDS = {"port", "to"}
-# Fixed ports for the socket scenarios, so that even the values written to `port` agree.
-_PORTS = {"tcp_echo": 47311, "udp_datagrams": 47312, "udp_datagrams-lossy": 47313}
+# Fixed ports for the socket scenarios, so that even the values written to `port` agree; each
+# pytest-xdist worker (gw0, gw1, ...) has ports of its own, as tests run side by side.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_SOCKETS = ["tcp_echo", "udp_datagrams", "udp_datagrams-lossy"]
+_PORTS = {name: 47311 + 3 * _WORKER + i for i, name in enumerate(_SOCKETS)}
 
 
 def normalised(run_dir: Path) -> list[str]:
