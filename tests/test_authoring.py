@@ -84,7 +84,11 @@ def test_the_tutorials_python_session_runs(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", session], cwd=tmp_path, capture_output=True,
                           text=True, timeout=100, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    first, acquires, holds, race = done.stdout.splitlines()
+    # The session's four prints are its last four lines; a line before them would come from
+    # somewhere else in the process (seen once, on a loaded CI machine): shown, not the test's.
+    *other, first, acquires, holds, race = done.stdout.splitlines()
+    if other:
+        print("other lines on stdout:", other)
     assert first == "ok 36 0"
     assert acquires.startswith("9 acquires, mean wait ")
     assert holds.startswith("{'clerk-000': ")
