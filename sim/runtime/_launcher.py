@@ -89,6 +89,11 @@ def start(procs: Sequence[BaseProcess], close: Sequence[Any], pipes: Sequence[An
     """
     cmd_r, cmd_w = os.pipe()
     rep_r, rep_w = os.pipe()
+    # As multiprocessing's fork start does: a line a script printed but has not flushed yet
+    # would otherwise be copied into every actor, and written again when each one exits.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the launcher
         code = _FAILED
