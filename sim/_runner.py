@@ -22,7 +22,7 @@ from .report import print_summary
 from .runtime.engine import execute, plan
 from .virtual.schedule import Schedule
 
-__all__ = ["CONFIG_COPY", "RunOutcome", "first_failure", "new_run_id", "run"]
+__all__ = ["CONFIG_COPY", "RunOutcome", "new_run_id", "run"]
 
 #: The copy of the config's TOML text in the run directory.
 CONFIG_COPY = "config.toml"
@@ -127,7 +127,7 @@ def run(
         status = "ok" if report.ok else "failed"
     manifest = base | {
         "status": status,
-        "reason": execution.reason or first_failure(report),
+        "reason": execution.reason or report.reason,
         "started_at": iso(execution.started_at),
         "ended_at": iso(execution.ended_at),
         "wall_s": round(execution.wall_s, 6),
@@ -194,13 +194,3 @@ def _record(
     finally:
         drop_reserve(run_dir)
     return None
-
-
-def first_failure(report: Report) -> str:
-    """The first violated invariant or broken line, in words (empty when there is none)."""
-    for verdict in report.verdicts:
-        if verdict.failed:
-            return f"invariant violated: {verdict.name}: {verdict.detail}"
-    for finding in report.findings:
-        return f"events.jsonl line {finding.line}: {finding.problem}"
-    return ""

@@ -21,7 +21,6 @@ from rich.markup import escape
 
 from . import api
 from . import scenario as _scenario
-from ._runner import first_failure as _first_failure
 from .config import bundled_configs, load_config
 from .errors import ConfigError, ReplayError, ScenarioError, SimError
 from .report import print_summary
@@ -329,7 +328,7 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
             declared=spec.metrics if spec is not None else (),
             verdicts=report.verdicts,
             status=verdict,
-            reason=_first_failure(report),
+            reason=report.reason,
             wall_s=_number((loaded.manifest or {}).get("wall_s")),
             run_dir=str(loaded.run_dir or loaded.events_path),
             timing=report.timing,

@@ -24,7 +24,6 @@ import contextlib
 import gzip
 import io
 import json
-import math
 import os
 import string
 import tempfile
@@ -38,6 +37,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from sim import cli
+from sim._toml import dumps as toml_dumps
+from sim._toml import value as toml_value
 from sim.config import load_config
 from sim.errors import ConfigError
 
@@ -108,37 +109,6 @@ toml_values = st.recursive(
     ),
     max_leaves=8,
 )
-
-
-def _toml_key(key: str) -> str:
-    bare = key and all(c in string.ascii_letters + string.digits + "_-" for c in key)
-    return key if bare else json.dumps(key, ensure_ascii=False)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
-        return "{" + items + "}"
-    raise TypeError(type(value))
-
-
-def to_toml(data: dict[str, Any]) -> str:
-    """A TOML document of ``data`` (tables written inline: any nesting, one line each)."""
-    return "".join(f"{_toml_key(k)} = {_toml_value(v)}\n" for k, v in data.items())
 
 
 def _dotted(data: dict[str, Any], prefix: str = "") -> list[str]:
@@ -248,7 +218,7 @@ def config_files(draw: st.DrawFn) -> tuple[bytes, list[str]]:
     if isinstance(data.get("scenario"), str) and data["scenario"] not in SCENARIOS:
         data["scenario"] = draw(st.sampled_from(SCENARIOS))
     try:
-        body = to_toml(data).encode("utf-8")
+        body = toml_dumps(data).encode("utf-8")
     except (TypeError, ValueError):
         body = source.encode("utf-8")
     if draw(st.integers(0, 3)) == 0:
@@ -274,7 +244,7 @@ def config_files(draw: st.DrawFn) -> tuple[bytes, list[str]]:
         if key == "scenario":
             value = draw(st.sampled_from(SCENARIOS))
         else:
-            value = draw(st.one_of(_like(_get(data, key)).map(_toml_value), text))
+            value = draw(st.one_of(_like(_get(data, key)).map(toml_value), text))
         forms = [f"{key}={value}", f"{key}", f"={value}", f"{key} = {value}"]
         overrides.append(draw(st.sampled_from(forms[:1] * 6 + forms[1:])))
     return body, overrides

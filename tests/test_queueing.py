@@ -21,6 +21,8 @@ from sim.queueing import (
     mmck,
 )
 
+from .ctmc import stationary
+
 # ---------------------------------------------------------------------------------------------
 # Exact references, in rational arithmetic, written from the definitions rather than from the
 # recursions and logarithms the module uses.
@@ -45,27 +47,11 @@ def exact_engset_blocking(sources: int, servers: int, ratio: Fraction) -> Fracti
 def solve_birth_death(
     arrival: Fraction, service: Fraction, servers: int, capacity: int
 ) -> list[Fraction]:
-    """The stationary law of M/M/c/K by Gaussian elimination on pi Q = 0, sum(pi) = 1."""
-    size = capacity + 1
-    q = [[Fraction(0)] * size for _ in range(size)]
-    for n in range(size):
-        if n < capacity:
-            q[n][n + 1] = arrival
-        if n > 0:
-            q[n][n - 1] = min(n, servers) * service
-        q[n][n] = -sum(q[n], Fraction(0))
-    # Rows of the system are the columns of Q; the last balance equation is replaced by the
-    # normalisation (the balance equations are linearly dependent).
-    rows = [[q[i][j] for i in range(size)] + [Fraction(0)] for j in range(size)]
-    rows[-1] = [Fraction(1)] * size + [Fraction(1)]
-    for col in range(size):
-        pivot = next(r for r in range(col, size) if rows[r][col] != 0)
-        rows[col], rows[pivot] = rows[pivot], rows[col]
-        for r in range(size):
-            if r != col and rows[r][col] != 0:
-                factor = rows[r][col] / rows[col][col]
-                rows[r] = [a - factor * b for a, b in zip(rows[r], rows[col], strict=True)]
-    return [rows[i][-1] / rows[i][i] for i in range(size)]
+    """The stationary law of M/M/c/K, solved as a chain (pi Q = 0, sum(pi) = 1)."""
+    rates = {(n, n + 1): arrival for n in range(capacity)}
+    rates |= {(n, n - 1): min(n, servers) * service for n in range(1, capacity + 1)}
+    law = stationary(rates, list(range(capacity + 1)))
+    return [law[n] for n in range(capacity + 1)]
 
 
 def close(a: float, b: float, rel: float = 1e-12) -> bool:
