@@ -30,7 +30,9 @@ _WATCH_S = 0.5
 # Exit status of an actor that lost its engine (the engine was killed).
 ORPHANED_EXIT = 75
 # What the engine sends to stop an actor: only the main thread may take them (see below).
-# SIGUSR1 is a declared crash fault (sim.faults): it must interrupt the main thread too.
+# SIGUSR1 is a declared crash fault (sim.faults): it must interrupt the main thread too. The
+# engine blocks all three while it forks, so that none reaches an actor before its handlers
+# are installed (SIGUSR1's default action would kill it).
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGUSR1})
 
 

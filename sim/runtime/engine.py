@@ -47,6 +47,7 @@ from sim.virtual.schedule import Forced, Schedule
 from sim.virtual.scheduler import Scheduler
 
 from . import _launcher, worker
+from ._sink import STOP_SIGNALS
 from .nemesis import Nemesis
 
 __all__ = ["ActorRecord", "Execution", "LiveDisplay", "Plan", "execute", "plan"]
@@ -58,7 +59,6 @@ _GRACE_S = 3.0
 # SIGTERM is sent again this often during the grace period: one that lands just before an
 # actor's blocking call begins to sleep is taken by Python but wakes nothing (see worker).
 _NUDGE_S = 0.2
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # Actors started between two turns of the event loop: the coordinator must keep accepting
 # their connections while a large run is still starting.
 _START_BATCH = 512
@@ -276,7 +276,7 @@ class _Supervisor:
         gc.freeze()
         # Blocked while forking, and in the launcher for good: its actors start with the
         # engine's signal handlers and must not act on a signal before their own are installed.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             self.launcher = _launcher.start(procs, close=[self.listener], pipes=pipes)
         finally:
@@ -428,7 +428,7 @@ class _Supervisor:
                 )
                 # Blocked while forking: the child starts with the engine's signal handlers
                 # and must not act on a signal before its own are installed.
-                mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+                mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
                 try:
                     proc.start()
                 finally:
