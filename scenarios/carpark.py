@@ -8,7 +8,7 @@ times. The semaphore's counter is the number of free spaces: ``acquire`` takes o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from functools import partial
 from typing import Annotated, Any
 
 import msgspec
@@ -124,7 +124,8 @@ class CarparkAnalysis(Analysis[Params]):
         warm = p.warmup if p.warmup is not None else p.drive.mean + p.park.mean
         self._window = Window(cars, warm * 60.0 / config.clock.speedup,
                               per_second=self.minutes(1.0), what="arrivals")  # fmt: skip
-        self._held = 0.0
+        # The occupancy's changes, for the window's utilisation.
+        history.follow("spaces", "held", partial(self._window.level, "held"))
         # Cars that found the car park full (or others waiting) and wait for a space now. A
         # car that arrives while one of them waits finds it full too, even in the moment after
         # a release when a space is free but its waiter has not yet woken and taken it.
@@ -137,12 +138,6 @@ class CarparkAnalysis(Analysis[Params]):
             self._window.started(line.actor, line.ts)
         elif line.actor in self._cars:
             self._window.close(line.ts, "the first car made its last visit")
-
-    def on_gauge(self, ts: float, prim: str, values: Mapping[str, float]) -> None:
-        held = values.get("held", self._held)
-        if held != self._held:
-            self._held = held
-            self._window.level("held", ts, held)
 
     def on_invoke(self, op: Operation) -> None:
         if op.invoke.op != "acquire":

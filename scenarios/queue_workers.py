@@ -20,7 +20,6 @@ end markers.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -220,6 +219,7 @@ class QueueWorkersAnalysis(Analysis[Params]):
                               per_second=self.minutes(1.0), what="items put")  # fmt: skip
         self._busy = 0  # consumers working on an item
         self._queued = 0.0
+        history.follow(JOBS, "length", self._length_changed)
         self._inside: set[Operation] = set()  # puts in the window
 
     def on_invoke(self, op: Operation) -> None:
@@ -241,11 +241,9 @@ class QueueWorkersAnalysis(Analysis[Params]):
             self._busy += 1
             self._window.level("busy", op.end or op.start, self._busy)
 
-    def on_gauge(self, ts: float, prim: str, values: Mapping[str, float]) -> None:
-        length = values.get("length", self._queued)
-        if length != self._queued:
-            self._queued = length
-            self._window.level("length", ts, length)
+    def _length_changed(self, ts: float, length: float) -> None:
+        self._queued = length
+        self._window.level("length", ts, length)
 
     def on_line(self, line: Line) -> None:
         if line.event == "actor_start":

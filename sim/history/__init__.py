@@ -155,7 +155,7 @@ class History:
         self._next_alarm = _INF
         # Collectors asked for primitives the log has not named yet.
         self._later: dict[str, dict[str, list[Waits]]] = {}
-        self._later_levels: dict[str, list[Level]] = {}
+        self._later_follow: dict[str, list[tuple[str, Callable[[float, float], None]]]] = {}
         for name, info in self.primitives.items():
             self._new_model(name, str(info.get("kind", "")), info)
         if track_states:
@@ -238,8 +238,8 @@ class History:
         later = self._later.pop(name, None)
         if later is not None:
             model.collectors = later
-        for level in self._later_levels.pop(name, ()):
-            model.levels.setdefault(level.series, []).append(level)
+        for series, callback in self._later_follow.pop(name, ()):
+            model.followers.setdefault(series, []).append(callback)
         self._models[name] = model
         return model
 
@@ -595,11 +595,19 @@ class History:
         model = self._models.get(prim)
         start = 0.0 if model is None else float(model.gauges.get(series, 0.0))
         level = Level(series, self.now, start)
-        if model is not None:
-            model.levels.setdefault(series, []).append(level)
-        else:
-            self._later_levels.setdefault(prim, []).append(level)
+        self.follow(prim, series, level.to)
         return level
+
+    def follow(self, prim: str, series: str, callback: Callable[[float, float], None]) -> None:
+        """Call ``callback(ts, value)`` each time ``prim``'s gauge ``series`` changes, from now
+        on: cheaper than :meth:`Subscriber.on_gauge` for one series, since nothing is called
+        when the primitive's other series change."""
+        model = self._models.get(prim)
+        if model is not None:
+            model.followers.setdefault(series, []).append(callback)
+        else:
+            # Not declared (a Value's own lock): followed once its first line says its kind.
+            self._later_follow.setdefault(prim, []).append((series, callback))
 
     # -- actor states ----------------------------------------------------------------------
 

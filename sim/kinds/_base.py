@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from sim.checks import Check
     from sim.history import History
     from sim.history.lines import Line
-    from sim.history.stats import Level, Waits
+    from sim.history.stats import Waits
     from sim.runtime.clock import Clock
     from sim.virtual.gate import Grant
 
@@ -104,13 +104,14 @@ class Model:
         self.gauges: dict[str, float] = dict.fromkeys(self.series, 0)
         # Kept by the history: operations begun and not returned (by pairing key), the
         # subscribers' hooks for this primitive, the operations that can block, the key
-        # function if this kind has its own, and the statistics asked of it.
+        # function if this kind has its own, the statistics asked of it, and who follows
+        # each gauge series (called with the time and the new value at each change).
         self.open: dict[Any, Any] = {}
         self.routes: tuple[list[Callable[..., None]], ...] = ((), (), (), (), (), ())  # type: ignore[assignment]
         self.blocking: frozenset[str] = frozenset()
         self.keyed: Callable[[Line], Any] | None = None
         self.collectors: dict[str, list[Waits]] | None = None
-        self.levels: dict[str, list[Level]] = {}
+        self.followers: dict[str, list[Callable[[float, float], None]]] = {}
 
     # -- what the history calls --------------------------------------------------------------
 
@@ -191,11 +192,11 @@ class Model:
         if gauges.get(series) == value:
             return
         gauges[series] = value
-        levels = self.levels.get(series)
-        if levels:
+        followers = self.followers.get(series)
+        if followers:
             now = self.history.now
-            for level in levels:
-                level.to(now, value)
+            for follow in followers:
+                follow(now, value)
         if self.routes[5]:
             self.history.gauge_changed(self)
 
@@ -208,8 +209,8 @@ class Model:
             if gauges.get(series) != value:
                 gauges[series] = value
                 changed = True
-                for level in self.levels.get(series, ()):
-                    level.to(now, value)
+                for follow in self.followers.get(series, ()):
+                    follow(now, value)
         if changed and self.routes[5]:
             self.history.gauge_changed(self)
 
