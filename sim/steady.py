@@ -23,6 +23,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
+import numpy as np
+
 from .estimate import Interval, batch_means, time_batch_means
 from .scenario import Metric
 
@@ -64,31 +66,43 @@ class _Track:
         self.values.append(value)
 
 
+def _scaled(values: array[float], by: float) -> array[float]:
+    """``values`` times ``by``, at once: the same IEEE products as one value at a time."""
+    if by == 1.0:
+        return values
+    out = array("d")
+    out.frombytes((np.frombuffer(values, dtype=np.float64) * by).tobytes())
+    return out
+
+
 class _Pairs(Sequence[tuple[float, float]]):
-    """A track's changes as the ``(t, level)`` pairs estimate.time_batch_means takes, made
-    one at a time (scaled to simulated minutes and the metric's unit) rather than all at once.
+    """A track's changes as the ``(t, level)`` pairs estimate.time_batch_means takes, scaled
+    to simulated minutes and the metric's unit: two arrays of doubles, not a tuple per change
+    (a pair is made when it is read). Reading them is most of the cost of a level's interval,
+    so a pair is read with as little Python as can be (``zip`` to iterate, no slice test for
+    an index).
     """
 
     def __init__(self, track: _Track, per_second: float, scale: float) -> None:
-        self._times, self._values = track.times, track.values
-        self._m, self._s = per_second, scale
+        self._times = _scaled(track.times, per_second)
+        self._values = _scaled(track.values, scale)
+        self._n = len(self._times)
 
     def __len__(self) -> int:
-        return len(self._times)
+        return self._n
 
     @overload
     def __getitem__(self, i: int) -> tuple[float, float]: ...
     @overload
     def __getitem__(self, i: slice) -> Sequence[tuple[float, float]]: ...
     def __getitem__(self, i: int | slice) -> Any:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        return (self._times[i] * self._m, self._values[i] * self._s)
+        if type(i) is int:
+            return (self._times[i], self._values[i])
+        assert isinstance(i, slice)
+        return list(zip(self._times[i], self._values[i], strict=True))
 
     def __iter__(self) -> Iterator[tuple[float, float]]:
-        m, s = self._m, self._s
-        for t, v in zip(self._times, self._values, strict=True):
-            yield (t * m, v * s)
+        return zip(self._times, self._values, strict=True)
 
 
 class Window:
