@@ -107,6 +107,7 @@ class CarparkAnalysis(Analysis[Params]):
     """Waits and occupancy of ``spaces`` from the history, and the steady state window."""
 
     prims = frozenset({"spaces"})
+    ops = frozenset({"acquire"})
     events = frozenset({"actor_start", "actor_end"})
 
     def __init__(self, config: RunConfig[Params], history: History) -> None:
@@ -140,8 +141,6 @@ class CarparkAnalysis(Analysis[Params]):
             self._window.close(line.ts, "the first car made its last visit")
 
     def on_invoke(self, op: Operation) -> None:
-        if op.invoke.op != "acquire":
-            return
         full = self._occupancy.level >= self.params.capacity or self._queued > 0
         # A car with patience 0 does not wait: it finds the car park full and drives on.
         waits = full and op.invoke.timeout != 0
@@ -149,8 +148,6 @@ class CarparkAnalysis(Analysis[Params]):
         self._arrivals[op] = (self._window.arrival(op.start), full, waits)
 
     def on_op(self, op: Operation) -> None:
-        if op.invoke.op != "acquire":
-            return
         inside, full, waited = self._arrivals.pop(op, (False, False, False))
         self._queued -= waited
         done = op.done

@@ -166,7 +166,7 @@ class History:
 
     def subscribe(self, sub: Subscriber) -> Subscriber:
         """Add ``sub``; it sees every fact from now on. Returns it."""
-        for attr in ("prims", "events"):
+        for attr in ("prims", "events", "ops"):
             wanted = getattr(sub, attr)
             if wanted is not None and not isinstance(wanted, (set, frozenset)):
                 from sim.errors import ScenarioError
@@ -179,6 +179,7 @@ class History:
         sub.attach(self)
         for model in self._models.values():
             model.routes = self._route(model.name)
+            model.by_op = {}
         if _overrides(sub, "on_line"):
             if sub.events is None:
                 self._lines_every.append(sub.on_line)
@@ -196,9 +197,20 @@ class History:
         find something looks at them)."""
         return tuple(self._subs)
 
-    def _route(self, prim: str) -> tuple[list[Callable[..., None]], ...]:
-        wanted = [s for s in self._subs if s.prims is None or prim in s.prims]
+    def _route(self, prim: str, op: Any = None) -> tuple[list[Callable[..., None]], ...]:
+        """The hooks of the subscribers of ``prim`` (of its operation ``op``, if given)."""
+        wanted = [s for s in self._subs if (s.prims is None or prim in s.prims)
+                  and (op is None or s.ops is None or op in s.ops)]  # fmt: skip
         return tuple([getattr(s, hook) for s in wanted if _overrides(s, hook)] for hook in _HOOKS)
+
+    def _op_route(self, model: Model, op: Any) -> tuple[list[Callable[..., None]], ...]:
+        """The hooks for the operations called ``op`` on ``model``'s primitive, worked out at
+        its first operation of that name: a subscriber that declares ``ops`` is not even
+        called for the others."""
+        route = model.by_op.get(op)
+        if route is None:
+            route = model.by_op[op] = self._route(model.name, op)
+        return route
 
     def at(self, ts: float, callback: Callable[[float], None]) -> None:
         """Call ``callback(now)`` once, just before the first line at or after ``ts`` is
@@ -307,7 +319,8 @@ class History:
                             there.append(op)
                         else:
                             pending[key] = [there, op]
-                        for hook in model.routes[0]:
+                        route = model.by_op.get(opname) or self._op_route(model, opname)
+                        for hook in route[0]:
                             hook(op)
                         model.invoke(op)
                         if track and op.blocking:
@@ -330,7 +343,8 @@ class History:
                     if collectors:
                         for waits in collectors.get(opname, ()):
                             waits.add(op)
-                    for hook in model.routes[1]:
+                    route = model.by_op.get(opname) or self._op_route(model, opname)
+                    for hook in route[1]:
                         hook(op)
                     if track and op.blocking:
                         self._unblocked(op)
@@ -377,14 +391,15 @@ class History:
         # the operation still returned; it is taken as begun at that moment.
         self.orphans += 1
         op = Operation(line, line.op in model.blocking)
-        for hook in model.routes[0]:
+        route = self._op_route(model, line.op)
+        for hook in route[0]:
             hook(op)
         model.invoke(op)
         op.done = line
         model.complete(op)
         for waits in model.collectors.get(str(line.op), ()) if model.collectors else ():
             waits.add(op)
-        for hook in model.routes[1]:
+        for hook in route[1]:
             hook(op)
 
     def _blocked(self, op: Operation) -> None:
@@ -460,7 +475,7 @@ class History:
                 ops.extend(there if isinstance(there, list) else [there])
             for op in sorted(ops, key=lambda o: o.start):
                 model.cut_short(op)
-                for hook in model.routes[1]:
+                for hook in self._op_route(model, op.invoke.op)[1]:
                     hook(op)
         for model in self._models.values():
             model.actor_ended(actor, ts, died)
@@ -479,7 +494,7 @@ class History:
                 ops.extend(there if isinstance(there, list) else [there])
             model.open.clear()
             for op in sorted(ops, key=lambda o: o.start):
-                for hook in model.routes[1]:
+                for hook in self._op_route(model, op.invoke.op)[1]:
                     hook(op)
         for model in self._models.values():
             for hold in list(model.holds or ()):

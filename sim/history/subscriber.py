@@ -18,13 +18,16 @@ class Subscriber:
 
     ``prims`` and ``events`` say what a subscriber wants to see: operation facts (invokes,
     operations, holds, transfers, gauges) of these primitives (``None``: of every primitive),
-    and lines that are not operations with these event names (``None``: every line). Hooks are
+    and lines that are not operations with these event names (``None``: every line). ``ops``
+    narrows ``on_invoke`` and ``on_op`` to the operations with these names (``None``: every
+    operation): a subscriber is then not called for the others at all. Hooks are
     called in time order; ``on_invoke`` sees the state just before the operation takes effect,
     the others just after.
     """
 
     prims: frozenset[str] | None = None
     events: frozenset[str] | None = None
+    ops: frozenset[str] | None = None
     history: History
 
     def attach(self, history: History) -> None:

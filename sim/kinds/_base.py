@@ -103,11 +103,12 @@ class Model:
         self.history = history
         self.gauges: dict[str, float] = dict.fromkeys(self.series, 0)
         # Kept by the history: operations begun and not returned (by pairing key), the
-        # subscribers' hooks for this primitive, the operations that can block, the key
-        # function if this kind has its own, the statistics asked of it, and who follows
-        # each gauge series (called with the time and the new value at each change).
+        # subscribers' hooks for this primitive and for each of its operations, the operations
+        # that can block, the key function if this kind has its own, the statistics asked of
+        # it, and who follows each gauge series (called with the time and the new value).
         self.open: dict[Any, Any] = {}
         self.routes: tuple[list[Callable[..., None]], ...] = ((), (), (), (), (), ())  # type: ignore[assignment]
+        self.by_op: dict[Any, tuple[list[Callable[..., None]], ...]] = {}
         self.blocking: frozenset[str] = frozenset()
         self.keyed: Callable[[Line], Any] | None = None
         self.collectors: dict[str, list[Waits]] | None = None

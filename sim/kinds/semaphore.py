@@ -359,6 +359,7 @@ class LeakedUnits(Check):
         self.prim = prim
         self.value = value
         self.prims = frozenset({prim})
+        self.ops = frozenset({"acquire"})
         self.name = f"{prim}: no unit lost with its holder"
         self._gone: list[Hold] = []
         self._after: list[Operation] = []
@@ -379,7 +380,7 @@ class LeakedUnits(Check):
                 or self.history.ended.get(hold.actor) == "crashed")  # fmt: skip
 
     def on_op(self, op: Operation) -> None:
-        if op.name == "acquire" and self._gone and op.start >= self._gone[0].start:
+        if self._gone and op.start >= self._gone[0].start:
             self._after.append(op)
 
     def on_finish(self) -> None:
