@@ -61,10 +61,6 @@ class _Track:
         self.times = array("d")
         self.values = array("d")
 
-    def append(self, ts: float, value: float) -> None:
-        self.times.append(ts)
-        self.values.append(value)
-
 
 def _scaled(values: array[float], by: float) -> array[float]:
     """``values`` times ``by``, at once: the same IEEE products as one value at a time."""
@@ -172,7 +168,9 @@ class Window:
 
     def arrival(self, ts: float) -> bool:
         """An arrival at ``ts``: counted, and True, if it lies in the window."""
-        if self.contains(ts):
+        # contains(), inlined: this is called for every arrival of the run.
+        opens, closed = self.opens, self.closed
+        if opens is not None and ts >= opens and (closed is None or ts < closed):
             self.arrivals += 1
             return True
         return False
@@ -191,13 +189,14 @@ class Window:
         if track is None:
             track = self._tracks[name] = _Track()
         track.level = value
-        if self.opens is None:
-            # Not known yet when the window opens: keep every change (few, during the start).
-            track.append(ts, value)
-        elif ts < self.opens:
+        opens, closed = self.opens, self.closed
+        if opens is not None and ts < opens:
             track.initial = value
-        elif self.closed is None or ts < self.closed:
-            track.append(ts, value)
+        elif opens is None or closed is None or ts < closed:
+            # Before the window is known to open, every change is kept (few, during the
+            # start); the opening drops those before it.
+            track.times.append(ts)
+            track.values.append(value)
 
     def finish(self, ts: float) -> None:
         """The log has ended at ``ts``: a window still open closes there."""

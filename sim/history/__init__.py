@@ -520,7 +520,8 @@ class History:
 
     def close_hold(self, model: Model, hold: Hold, ts: float, cut: str = "") -> None:
         """``hold`` ends at ``ts``; ``cut`` says why if it was not released."""
-        hold.end = max(ts, hold.start)
+        start = hold.start
+        hold.end = start if start > ts else ts  # max(ts, start), without the call
         hold.cut = cut
         holds = model.holds
         if holds is not None and hold in holds.all:
