@@ -18,8 +18,9 @@ from sim import kinds
 from sim._replay import load_run
 from sim.analysis import analyse
 from sim.coordinator import LiveCounters, _parse
+from sim.errors import ScenarioError
 from sim.export.chrome import export_chrome
-from sim.history import History, Hold, Subscriber, line_of
+from sim.history import History, Hold, Operation, Subscriber, line_of
 from sim.views import Board
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,3 +257,95 @@ def test_a_kind_added_through_the_registry_alone_is_logged_checked_drawn_and_exp
     history.feed_file(run_dir / "events.jsonl")
     (row,) = board.rows()
     assert row.text == "token with nobody, passed 9 times"
+
+
+# Two cars share a pool of one unit: b waits for it from 1.5 until a releases it at 3.0.
+POOL = [
+    _op(1.0, "a", "s", "semaphore", "acquire", "invoke"),
+    _op(1.1, "a", "s", "semaphore", "acquire", "ok"),
+    _op(1.5, "b", "s", "semaphore", "acquire", "invoke"),
+    _op(3.0, "a", "s", "semaphore", "release", "invoke"),
+    _op(3.1, "a", "s", "semaphore", "release", "ok"),
+    _op(3.2, "b", "s", "semaphore", "acquire", "ok"),
+]
+
+
+def test_a_followed_gauge_series_calls_back_at_each_of_its_changes_and_no_other() -> None:
+    history = History({"s": {"kind": "semaphore", "value": 1}})
+    held: list[tuple[float, float]] = []
+    history.follow("s", "held", lambda ts, value: held.append((ts, value)))
+    # A primitive the log names later (not declared) is followed from its first line on.
+    later: list[tuple[float, float]] = []
+    history.follow("t", "held", lambda ts, value: later.append((ts, value)))
+    other = [{**e, "prim": "t", "ts": e["ts"] + 10} for e in POOL[:2]]
+    history.feed([line_of(e) for e in _with_seq([*POOL, *other])])
+    assert held == [(1.1, 1), (3.0, 0), (3.2, 1)]  # "waiting" changed too: not called for it
+    assert later == [(11.1, 1)]
+
+
+class _Ops(Subscriber):
+    ops = frozenset({"acquire"})
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+
+    def on_invoke(self, op: Any) -> None:
+        self.seen.append(("invoke", op.actor, op.name))
+
+    def on_op(self, op: Any) -> None:
+        self.seen.append((op.outcome, op.actor, op.name))
+
+
+def test_a_subscriber_that_declares_its_operations_is_called_for_those_alone() -> None:
+    history = History({"s": {"kind": "semaphore", "value": 1}})
+    only = history.subscribe(_Ops())
+    every = history.subscribe(_Holds())  # no ops declared: it sees every hold as before
+    # c's acquire never returns: it is handed on as pending at the end, to the same filter.
+    history.feed([line_of(e) for e in _with_seq([*POOL, _op(4.0, "c", "s", "semaphore",
+                                                           "acquire", "invoke")])])  # fmt: skip
+    history.finish()
+    assert isinstance(only, _Ops)
+    assert isinstance(every, _Holds)
+    assert only.seen == [("invoke", "a", "acquire"), ("ok", "a", "acquire"),
+                         ("invoke", "b", "acquire"), ("ok", "b", "acquire"),
+                         ("invoke", "c", "acquire"), ("pending", "c", "acquire")]  # fmt: skip
+    assert [(h.actor, h.start, h.end) for h in every.holds] == [("a", 1.1, 3.0), ("b", 3.2, 4.0)]
+
+
+def test_a_subscriber_s_ops_must_be_a_set() -> None:
+    class Listed(Subscriber):
+        ops = ("acquire",)  # type: ignore[assignment]
+
+    with pytest.raises(ScenarioError, match=r"Listed\.ops must be a set"):
+        History().subscribe(Listed())
+
+
+def test_operations_and_holds_are_equal_only_to_themselves() -> None:
+    # Subscribers key dicts and sets by them: two operations of the same lines are two.
+    line = line_of(POOL[0] | {"seq": 0})
+    first, second = Operation(line, True), Operation(line, True)
+    assert first != second
+    assert len({first, second}) == 2
+    assert first == first
+    assert Hold("a", "s", 1.0) != Hold("a", "s", 1.0)
+
+
+def test_lines_read_in_blocks_keep_their_numbers_and_findings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sim.history import lines
+
+    monkeypatch.setattr(lines, "_BLOCK", 200)  # two lines or so per block
+    events = [json.dumps(e) for e in _with_seq(POOL)]
+    events.insert(3, "not json")
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(events) + "\n" + events[0][:-1], encoding="utf-8")  # torn end
+    findings: list[lines.Finding] = []
+    chunks = list(lines.read_lines(path, findings))
+    assert len(chunks) >= 3
+    got = [line.number for chunk in chunks for line in chunk]
+    assert got == [1, 2, 3, 5, 6, 7]
+    assert [(f.line, f.problem.split(":")[0]) for f in findings] == [
+        (4, "not JSON"),
+        (8, "last line is torn (no newline)"),
+    ]
