@@ -23,8 +23,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
-import numpy as np
-
 from .estimate import Interval, batch_means, time_batch_means
 from .scenario import Metric
 
@@ -62,30 +60,21 @@ class _Track:
         self.values = array("d")
 
 
-def _scaled(values: array[float], by: float) -> array[float]:
-    """``values`` times ``by``, at once: the same IEEE products as one value at a time."""
-    if by == 1.0:
-        return values
-    out = array("d")
-    out.frombytes((np.frombuffer(values, dtype=np.float64) * by).tobytes())
-    return out
-
-
 class _Pairs(Sequence[tuple[float, float]]):
     """A track's changes as the ``(t, level)`` pairs estimate.time_batch_means takes, scaled
-    to simulated minutes and the metric's unit: two arrays of doubles, not a tuple per change
-    (a pair is made when it is read). Reading them is most of the cost of a level's interval,
-    so a pair is read with as little Python as can be (``zip`` to iterate, no slice test for
-    an index).
+    to simulated minutes and the metric's unit as they are read (the arrays are not copied:
+    a long window's changes would be twice in memory). Reading them is most of the cost of a
+    level's interval, so a pair is read with as little Python as can be: ``zip`` and ``map``
+    to iterate, no slice test for an index.
     """
 
     def __init__(self, track: _Track, per_second: float, scale: float) -> None:
-        self._times = _scaled(track.times, per_second)
-        self._values = _scaled(track.values, scale)
-        self._n = len(self._times)
+        self._times, self._values = track.times, track.values
+        # Floats, so that their __mul__ takes a float (an int's would not).
+        self._m, self._s = float(per_second), float(scale)
 
     def __len__(self) -> int:
-        return self._n
+        return len(self._times)
 
     @overload
     def __getitem__(self, i: int) -> tuple[float, float]: ...
@@ -93,12 +82,14 @@ class _Pairs(Sequence[tuple[float, float]]):
     def __getitem__(self, i: slice) -> Sequence[tuple[float, float]]: ...
     def __getitem__(self, i: int | slice) -> Any:
         if type(i) is int:
-            return (self._times[i], self._values[i])
+            return (self._times[i] * self._m, self._values[i] * self._s)
         assert isinstance(i, slice)
-        return list(zip(self._times[i], self._values[i], strict=True))
+        return [self[j] for j in range(*i.indices(len(self)))]
 
     def __iter__(self) -> Iterator[tuple[float, float]]:
-        return zip(self._times, self._values, strict=True)
+        # m * t is t * m (IEEE products commute): the same pairs as __getitem__ makes.
+        times = map(self._m.__mul__, self._times)
+        return zip(times, map(self._s.__mul__, self._values), strict=True)
 
 
 class Window:
