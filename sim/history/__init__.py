@@ -271,6 +271,7 @@ class History:
         track = self.track_states
         alarm = self._next_alarm
         wanted = self._wanted_lines()
+        direct = self._direct_lines()
         try:
             for line in chunk:
                 try:
@@ -295,8 +296,13 @@ class History:
                     if event != "op":
                         if actor not in _SYSTEM and ts > actor_now:
                             actor_now = self.actor_now = ts
-                        # Most domain events interest nobody but the states: skip them cheaply.
-                        if track or event in wanted:
+                        # Most domain events interest nobody but the states: skip them cheaply;
+                        # hand those only subscribers read straight to them.
+                        hooks = direct.get(event)
+                        if hooks is not None:
+                            for hook in hooks:
+                                hook(line)
+                        elif track or event in wanted:
                             self._line(line)
                         continue
                     if ts > actor_now:
@@ -418,6 +424,15 @@ class History:
         if self._lines_every:
             return _EVERYTHING
         return _LIFECYCLE | self._lines_by_event.keys()
+
+    def _direct_lines(self) -> dict[str, list[Callable[[Line], None]]]:
+        """The hooks of the events whose lines only subscribers read, by event: what
+        :meth:`_line` would do with them, without it (none while states are tracked, or a
+        subscriber reads every line)."""
+        if self.track_states or self._lines_every:
+            return {}
+        by_event = self._lines_by_event
+        return {event: by_event[event] for event in by_event.keys() - _LIFECYCLE}
 
     def _line(self, line: Line) -> None:
         event = line.event
