@@ -318,13 +318,13 @@ class History:
                     pending = model.open
                     if line.phase == "invoke":
                         op = Operation(line, opname in model.blocking)
-                        there = pending.get(key)
-                        if there is None:
-                            pending[key] = op
-                        elif type(there) is list:
-                            there.append(op)
-                        else:
-                            pending[key] = [there, op]
+                        there = pending.setdefault(key, op)
+                        if there is not op:
+                            # Another one open under the same key: they return in order.
+                            if type(there) is list:
+                                there.append(op)
+                            else:
+                                pending[key] = [there, op]
                         route = model.by_op.get(opname) or self._op_route(model, opname)
                         for hook in route[0]:
                             hook(op)
