@@ -312,6 +312,16 @@ def test_a_subscriber_that_declares_its_operations_is_called_for_those_alone() -
     assert [(h.actor, h.start, h.end) for h in every.holds] == [("a", 1.1, 3.0), ("b", 3.2, 4.0)]
 
 
+def test_the_live_view_s_guard_routes_a_check_by_the_operations_it_declares() -> None:
+    from sim.views.watch import _Guarded
+
+    history = History({"s": {"kind": "semaphore", "value": 1}})
+    inner = _Ops()
+    history.subscribe(_Guarded(inner))
+    history.feed([line_of(e) for e in _with_seq(POOL)])
+    assert {name for _, _, name in inner.seen} == {"acquire"}
+
+
 def test_a_subscriber_s_ops_must_be_a_set() -> None:
     class Listed(Subscriber):
         ops = ("acquire",)  # type: ignore[assignment]

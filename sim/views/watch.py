@@ -32,6 +32,7 @@ class _Guarded(Subscriber):
         self.inner = inner
         self.prims = inner.prims
         self.events = inner.events
+        self.ops = inner.ops
         self.broken = False
 
     def _call(self, hook: str, *args: Any) -> None:
