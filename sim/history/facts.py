@@ -23,7 +23,7 @@ class Operation(msgspec.Struct, eq=False, gc=False):
     completion line (``ok``, ``timeout`` or ``fail``).
 
     A Struct, made once per operation in the history's loop, because a Struct is made in C:
-    a third of the time of a class with ``__slots__`` and an ``__init__``. Operations compare
+    in less than half the time of a class with ``__slots__`` and an ``__init__``. Operations compare
     and hash by identity; none takes part in a reference cycle (it holds two lines), so the
     garbage collector need not track them.
     """
