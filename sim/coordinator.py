@@ -612,7 +612,8 @@ def _parse(
     ``into``; returns the bytes taken, or raises ProtocolError at the first bad line. A line
     that starts with ``!`` is a virtual run's request, not a log line: it goes to
     ``requests`` with how many log lines came before it."""
-    lines = _parse_whole(block, actor, max_line)
+    # A virtual run's block with a request in it (they are small) goes line by line at once.
+    lines = _parse_whole(block, actor, max_line) if requests is None or b"!" not in block else None
     if lines is not None:
         into.extend(lines)
         return len(block)

@@ -415,6 +415,20 @@ def test_a_block_is_taken_exactly_as_line_by_line(bad: bytes | None, where: int)
     assert [line.seq for line in into] == [decode_line(raw).seq for raw in kept]
 
 
+def test_a_request_in_a_block_goes_to_the_requests_only_when_they_are_taken() -> None:
+    block = _GOOD[0] + b"\n" + b'!{"op":"sleep"}\n' + _GOOD[1] + b"\n"
+    into: list[Any] = []
+    requests: list[tuple[int, dict[str, Any]]] = []
+    assert _parse(block, "bob", 500, into, requests) == len(block)
+    assert [line.raw for line in into] == _GOOD[:2]
+    assert requests == [(1, {"op": "sleep"})]
+    into.clear()
+    with pytest.raises(ProtocolError, match="not a valid event line") as caught:
+        _parse(block, "bob", 500, into)  # a wall-clock run takes no requests
+    assert caught.value.good == len(_GOOD[0]) + 1  # type: ignore[attr-defined]
+    assert [line.raw for line in into] == _GOOD[:1]
+
+
 async def test_a_long_line_arriving_in_pieces_is_cut_at_the_limit(tmp_path: Path) -> None:
     kept = events("bob", 3)
     async with serve(tmp_path, max_line=1000) as coord:
