@@ -19,7 +19,9 @@ so events/s is about (cores / CPU per event). Each row times ``N`` calls of one 
   (``sim.coordinator._parse``), then also feed them to the run's live history; beside it the
   decode alone, three ways (a ``Line`` per line; a whole block in one ``decode_lines`` call,
   which alone does not prove one object per line; a struct of only the contract's fields), and
-  split-and-write alone;
+  split-and-write alone; and the whole coordinator (its event loop, sockets, checks, live
+  history and events file, CPU of this process) taking pre-rendered lines from 4 forked
+  senders;
 * encoders: msgspec and orjson encoding one event dict.
 
 Run from the repository root: ``python bench/event_cost.py`` (``--quick`` for fewer calls). The
@@ -35,6 +37,7 @@ import itertools
 import os
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import anyio
 import msgspec
 
 try:
@@ -51,7 +55,7 @@ except ImportError:  # as bench/log_pipeline.py's bare actors: msgspec instead
 import structlog
 
 from bench._common import add_time_limit, machine, table, time_limit
-from sim.coordinator import _parse
+from sim.coordinator import Coordinator, _parse, address_of, bind
 from sim.history import History
 from sim.history.lines import Line, decode_line
 from sim.runtime import worker
@@ -116,6 +120,67 @@ def _per_line(fn: Callable[[], object], blocks: list[bytes]) -> float:
     """CPU µs per line of ``fn`` called once per block (each call takes the next block)."""
     lines = sum(block.count(b"\n") for block in blocks)
     return _time(fn, len(blocks)) * len(blocks) / lines
+
+
+def _sender(address: Any, actor: str, n: int) -> None:  # pragma: no cover - a forked sender
+    """Send ``n`` lines of ``actor`` as fast as the coordinator takes them, in sends of ~60 KiB
+    as a saturated actor's flusher does (rendered before connecting: only sending is left)."""
+    pid = os.getpid()
+    encode = msgspec.json.Encoder().encode
+    line = {"ts": 0.0, "actor": actor, "pid": pid, "seq": 0, "i": 0, "event": "tick"}
+    chunks = [
+        b"".join(
+            encode(dict(line, ts=(41_000_000 + seq * 813) / 1e9, seq=seq, i=seq)) + b"\n"
+            for seq in range(start, min(n, start + 700))
+        )
+        for start in range(0, n, 700)
+    ]
+    sock = socket.create_connection(address)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)  # as sim's actors do
+    hello = {"hello": 1, "secret": "bench", "actor": actor, "pid": pid}
+    sock.sendall(msgspec.json.encode(hello) + b"\n")
+    for chunk in chunks:
+        sock.sendall(chunk)
+    sock.shutdown(socket.SHUT_WR)
+    sock.close()
+    os._exit(0)
+
+
+def _whole_coordinator(actors: int, n: int) -> float:
+    """CPU µs per line of a real Coordinator (its event loop, sockets, checks, live history and
+    events file) taking ``n`` lines from each of ``actors`` forked senders."""
+    listener = bind("tcp")
+    address = address_of(listener)
+    names = [f"flood-{i:03d}" for i in range(actors)]
+    senders = []
+    for name in names:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the sender
+            try:
+                listener.close()
+                _sender(address, name, n)
+            finally:
+                os._exit(1)  # never back into the benchmark
+        senders.append(pid)
+
+    async def serve(path: Path) -> float:
+        t0 = time.process_time()
+        async with Coordinator(
+            path, secret="bench", t0_ns=0, listener=listener, history=History(), actors=names
+        ) as coordinator:
+            left = set(senders)
+            while left:
+                left = {pid for pid in left if not os.waitpid(pid, os.WNOHANG)[0]}
+                await anyio.sleep(0.005)
+            await coordinator.drain(30)
+            lines = coordinator.counters.events
+        if lines != actors * n:
+            raise RuntimeError(f"the coordinator took {lines} lines of {actors * n}")
+        return time.process_time() - t0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cpu = anyio.run(serve, Path(tmp) / "events.jsonl")
+    return cpu / (actors * n) * 1e6
 
 
 def _time(fn: Callable[[], object], n: int) -> float:
@@ -257,6 +322,9 @@ def measure(n: int) -> list[tuple[str, float]]:
             ("coordinator: split + write alone, per line",
              _time(lambda: null.write(block[: block.rfind(b"\n") + 1]), 1000) / per_block)
         )  # fmt: skip
+    rows.append(
+        ("coordinator, whole: 4 senders, its loop, sockets and file", _whole_coordinator(4, n))
+    )
     encode = msgspec.json.Encoder().encode
     rows.append(("msgspec encode of one event", _time(lambda: encode(event), n)))
     if orjson is not None:
