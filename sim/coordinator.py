@@ -534,8 +534,8 @@ class Coordinator:
         while True:
             cut = buf.rfind(b"\n")
             if cut >= 0:
-                # One copy, through a view: a slice of the bytearray would be a second one, of
-                # a fresh block of memory the size of a read (~30 µs a block, measured).
+                # One copy, through a view: a slice of the bytearray would be a second one, into
+                # fresh memory the size of a read (measured: 59 µs against 4 µs for 190 kB).
                 with memoryview(buf) as view:
                     block = bytes(view[: cut + 1])
                 del buf[: cut + 1]
