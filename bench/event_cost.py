@@ -12,9 +12,16 @@ so events/s is about (cores / CPU per event). Each row times ``N`` calls of one 
 * bare actor path: structlog + the same stamp + JSONRenderer(orjson) + one ``sendall`` per event
   over a socketpair drained by a forked process (what bench/log_pipeline.py's bare actors pay);
 * sendall alone: one ``sendall`` of one rendered line over such a socketpair;
-* coordinator: what ``Coordinator._pump`` does with a received block of a wall-clock run: check
-  and decode its lines (``sim.coordinator._parse``), feed them to the run's live history;
-  split-and-write alone beside it;
+* stamp: the dict work of sim's stamp (a new dict, the contract's fields first) against setting
+  the fields into the call's own dict;
+* coordinator: what ``Coordinator._pump`` does with a received block of a wall-clock run (blocks
+  of 2,000 lines as the actors render them): check and decode its lines
+  (``sim.coordinator._parse``), then also feed them to the run's live history; beside it the
+  decode alone, three ways (a ``Line`` per line; a whole block in one ``decode_lines`` call,
+  which alone does not prove one object per line; a struct of only the contract's fields), and
+  split-and-write alone; and the whole coordinator (its event loop, sockets, checks, live
+  history and events file, CPU of this process) taking pre-rendered lines from 4 forked
+  senders;
 * encoders: msgspec and orjson encoding one event dict.
 
 Run from the repository root: ``python bench/event_cost.py`` (``--quick`` for fewer calls). The
@@ -30,6 +37,7 @@ import itertools
 import os
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import anyio
 import msgspec
 
 try:
@@ -46,8 +55,9 @@ except ImportError:  # as bench/log_pipeline.py's bare actors: msgspec instead
 import structlog
 
 from bench._common import add_time_limit, machine, table, time_limit
-from sim.coordinator import _parse
+from sim.coordinator import Coordinator, _parse, address_of, bind
 from sim.history import History
+from sim.history.lines import Line, decode_line
 from sim.runtime import worker
 from sim.runtime._logger import ActorLogger
 from sim.runtime._sink import BatchingSink, EngineWatch
@@ -95,6 +105,84 @@ def _time_log(log: Any, n: int) -> float:
     return (time.process_time() - t0) / n * 1e6
 
 
+class _Contract(msgspec.Struct, gc=False):
+    """What every line must carry, with its type (as sim.history.lines.Line checks it)."""
+
+    ts: float
+    actor: str
+    seq: int
+    event: str
+    pid: int = 0
+    step: int | None = None
+
+
+def _per_line(fn: Callable[[], object], blocks: list[bytes]) -> float:
+    """CPU µs per line of ``fn`` called once per block (each call takes the next block)."""
+    lines = sum(block.count(b"\n") for block in blocks)
+    return _time(fn, len(blocks)) * len(blocks) / lines
+
+
+def _sender(address: Any, actor: str, n: int) -> None:  # pragma: no cover - a forked sender
+    """Send ``n`` lines of ``actor`` as fast as the coordinator takes them, in sends of ~60 KiB
+    as a saturated actor's flusher does (rendered before connecting: only sending is left)."""
+    pid = os.getpid()
+    encode = msgspec.json.Encoder().encode
+    line = {"ts": 0.0, "actor": actor, "pid": pid, "seq": 0, "i": 0, "event": "tick"}
+    chunks = [
+        b"".join(
+            encode(dict(line, ts=(41_000_000 + seq * 813) / 1e9, seq=seq, i=seq)) + b"\n"
+            for seq in range(start, min(n, start + 700))
+        )
+        for start in range(0, n, 700)
+    ]
+    sock = socket.create_connection(address)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)  # as sim's actors do
+    hello = {"hello": 1, "secret": "bench", "actor": actor, "pid": pid}
+    sock.sendall(msgspec.json.encode(hello) + b"\n")
+    for chunk in chunks:
+        sock.sendall(chunk)
+    sock.shutdown(socket.SHUT_WR)
+    sock.close()
+    os._exit(0)
+
+
+def _whole_coordinator(actors: int, n: int) -> float:
+    """CPU µs per line of a real Coordinator (its event loop, sockets, checks, live history and
+    events file) taking ``n`` lines from each of ``actors`` forked senders."""
+    listener = bind("tcp")
+    address = address_of(listener)
+    names = [f"flood-{i:03d}" for i in range(actors)]
+    senders = []
+    for name in names:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the sender
+            try:
+                listener.close()
+                _sender(address, name, n)
+            finally:
+                os._exit(1)  # never back into the benchmark
+        senders.append(pid)
+
+    async def serve(path: Path) -> float:
+        t0 = time.process_time()
+        async with Coordinator(
+            path, secret="bench", t0_ns=0, listener=listener, history=History(), actors=names
+        ) as coordinator:
+            left = set(senders)
+            while left:
+                left = {pid for pid in left if not os.waitpid(pid, os.WNOHANG)[0]}
+                await anyio.sleep(0.005)
+            await coordinator.drain(30)
+            lines = coordinator.counters.events
+        if lines != actors * n:
+            raise RuntimeError(f"the coordinator took {lines} lines of {actors * n}")
+        return time.process_time() - t0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cpu = anyio.run(serve, Path(tmp) / "events.jsonl")
+    return cpu / (actors * n) * 1e6
+
+
 def _time(fn: Callable[[], object], n: int) -> float:
     t0 = time.process_time()
     for _ in range(n):
@@ -126,6 +214,26 @@ def measure(n: int) -> list[tuple[str, float]]:
         )
     )
     sink.close()
+
+    # The stamp's dict, both ways: sim's processor makes a new dict, the contract's fields
+    # first; setting them into the call's own dict (structlog's usual way) saves a dict.
+    ts, actor, seq = 0.041201638, "flood-000", 994
+
+    def merged() -> None:
+        ed = {"i": 1, "event": "tick"}
+        line = {"ts": ts, "actor": actor, "pid": pid, "seq": seq, **ed}
+        if len(line) != len(ed) + 4:
+            line.update(ts=ts, actor=actor, pid=pid, seq=seq)
+
+    def in_place() -> None:
+        ed: dict[str, Any] = {"i": 1, "event": "tick"}
+        ed["ts"] = ts
+        ed["actor"] = actor
+        ed["pid"] = pid
+        ed["seq"] = seq
+
+    rows.append(("  stamp: a new dict, contract fields first (sim)", _time(merged, n)))
+    rows.append(("  stamp: set into the event's own dict", _time(in_place, n)))
 
     bare_sock = _drained_pair()
     counter = itertools.count()
@@ -163,28 +271,60 @@ def measure(n: int) -> list[tuple[str, float]]:
         os.waitpid(child, 0)
     _children.clear()
 
+    # Blocks as the coordinator reads them in a flood run: the actor's key order, a time in
+    # whole nanoseconds (up to 9 decimals, as the actors' clock gives), consecutive seq.
     event = {"ts": 0.123456789, "actor": "flood-000", "pid": pid, "seq": 5, "i": 5, "event": "tick"}
-    blocks = []
-    for b in range(max(1, n // 1000)):
-        lines = [dict(event, seq=b * 1000 + i, i=i) for i in range(1000)]
-        blocks.append(b"".join(msgspec.json.encode(e) + b"\n" for e in lines))
+    per_block = 2000  # about what one read of a saturated connection holds
+    blocks = [
+        b"".join(
+            msgspec.json.encode(
+                dict(event, ts=(41_000_000 + seq * 813) / 1e9, seq=seq, i=seq)
+            ) + b"\n"
+            for seq in range(b * per_block, (b + 1) * per_block)
+        )
+        for b in range(max(1, n // per_block))
+    ]  # fmt: skip
+    todo = iter(blocks)
+    rows.append(
+        ("coordinator: check + decode (_parse), per line",
+         _per_line(lambda: _parse(next(todo), "flood-000", 1 << 16, []), blocks))
+    )  # fmt: skip
     history = History()
 
     def pump() -> None:
-        block = blocks.pop()
         into: list[Any] = []
-        _parse(block, "flood-000", 1 << 16, into)
+        _parse(next(todo), "flood-000", 1 << 16, into)
         history.feed(into)
 
+    todo = iter(blocks)
+    rows.append(("  the same + the live history's feed", _per_line(pump, blocks)))
+    raws = [block.split(b"\n")[:-1] for block in blocks]
+    each = iter(raws)
     rows.append(
-        ("coordinator: check + decode + history, per line", _time(pump, len(blocks)) / 1000)
-    )
-    block = blocks[0] if blocks else b""
+        ("  decode alone: a Line per line",
+         _per_line(lambda: list(map(decode_line, next(each))), blocks))
+    )  # fmt: skip
+    whole = iter(blocks)
+    decode_lines = msgspec.json.Decoder(Line).decode_lines
+    rows.append(
+        ("  decode alone: a block in one call (no 1:1 proof)",
+         _per_line(lambda: decode_lines(next(whole)), blocks))
+    )  # fmt: skip
+    contract = iter(raws)
+    decode_contract = msgspec.json.Decoder(_Contract).decode
+    rows.append(
+        ("  decode alone: the contract's fields only",
+         _per_line(lambda: list(map(decode_contract, next(contract))), blocks))
+    )  # fmt: skip
+    block = blocks[0]
     with open(os.devnull, "wb") as null:
         rows.append(
             ("coordinator: split + write alone, per line",
-             _time(lambda: null.write(block[: block.rfind(b"\n") + 1]), 1000) / 1000)
+             _time(lambda: null.write(block[: block.rfind(b"\n") + 1]), 1000) / per_block)
         )  # fmt: skip
+    rows.append(
+        ("coordinator, whole: 4 senders, its loop, sockets and file", _whole_coordinator(4, n))
+    )
     encode = msgspec.json.Encoder().encode
     rows.append(("msgspec encode of one event", _time(lambda: encode(event), n)))
     if orjson is not None:

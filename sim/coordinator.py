@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import itertools
+import operator
 import os
 import secrets
 import select
@@ -533,14 +534,20 @@ class Coordinator:
         while True:
             cut = buf.rfind(b"\n")
             if cut >= 0:
-                block = bytes(buf[: cut + 1])
+                # One copy, through a view: a slice of the bytearray would be a second one, into
+                # fresh memory the size of a read (measured: 59 µs against 4 µs for 190 kB).
+                with memoryview(buf) as view:
+                    block = bytes(view[: cut + 1])
                 del buf[: cut + 1]
                 lines: list[Line] = []
                 requests: list[tuple[int, dict[str, Any]]] = []
                 good = 0
                 error: _Broken | None = None
                 try:
-                    good = _parse(block, actor, max_line, lines, requests)
+                    # Requests are a virtual run's: in a wall-clock run such a line is bad.
+                    good = _parse(
+                        block, actor, max_line, lines, None if scheduler is None else requests
+                    )
                 except _Broken as exc:
                     error = exc
                     good = exc.good
@@ -608,6 +615,13 @@ def _parse(
     ``into``; returns the bytes taken, or raises ProtocolError at the first bad line. A line
     that starts with ``!`` is a virtual run's request, not a log line: it goes to
     ``requests`` with how many log lines came before it."""
+    # A virtual run's block with a request in it (they are small) goes line by line at once.
+    lines = _parse_whole(block, actor, max_line) if requests is None or b"!" not in block else None
+    if lines is not None:
+        into.extend(lines)
+        return len(block)
+    # Something in the block is not a plain event line of this actor (or is a request): line
+    # by line, to find the first bad one and how much before it was good.
     good = 0
     decode = decode_line
     for raw in block.split(b"\n")[:-1]:
@@ -633,6 +647,28 @@ def _parse(
 
 
 _decode_request = msgspec.json.Decoder(dict[str, Any]).decode
+_ACTOR = operator.attrgetter("actor")
+
+
+def _parse_whole(block: bytes, actor: str, max_line: int) -> list[Line] | None:
+    """``block``'s lines, if every one is a good event line of ``actor``; else None, and the
+    caller goes line by line to find the first bad one. The checks are those of the loop in
+    :func:`_parse` with the same decoder, but each is made for the whole block by one call
+    into C (about 0.06 µs a line less: a block is thousands of lines, nearly always good)."""
+    raws = block.split(b"\n")
+    if raws.pop():
+        return None  # not whole lines
+    if max(map(len, raws), default=0) > max_line:
+        return None
+    try:
+        lines = list(map(decode_line, raws))
+    except (msgspec.DecodeError, RecursionError):
+        return None  # a request of a virtual run, or a bad line
+    if set(map(_ACTOR, lines)) != {actor}:
+        return None
+    for line, raw in zip(lines, raws, strict=True):
+        line.raw = raw  # its other fields, on demand (without the newline: nothing needs it)
+    return lines
 
 
 def bind(transport: Literal["tcp", "unix"]) -> socket.socket:

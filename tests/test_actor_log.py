@@ -59,6 +59,38 @@ def test_actor_logger_is_structlog_api() -> None:
     assert log.bind(x=1).unbind("x")._context == {}
 
 
+def test_each_level_calls_the_loggers_method_of_its_own_name() -> None:
+    class Levels:
+        def __init__(self) -> None:
+            self.got: list[tuple[str, Any]] = []
+
+        def _keep(self, name: str) -> Any:
+            return lambda value: self.got.append((name, value))
+
+        def __getattribute__(self, name: str) -> Any:
+            if name in ("debug", "info", "warning", "error", "critical", "msg"):
+                return object.__getattribute__(self, "_keep")(name)
+            return object.__getattribute__(self, name)
+
+    levels = Levels()
+    log = structlog.wrap_logger(
+        levels, processors=[lambda _l, m, ed: (m, ed["event"])], wrapper_class=ActorLogger
+    ).bind()
+    for method in ("debug", "info", "warning", "warn", "error", "critical", "fatal", "msg"):
+        getattr(log, method)(method)
+    assert levels.got == [
+        ("debug", ("debug", "debug")),
+        ("info", ("info", "info")),
+        ("warning", ("warning", "warning")),
+        ("warning", ("warning", "warn")),
+        ("error", ("error", "error")),
+        ("critical", ("critical", "critical")),
+        ("critical", ("critical", "fatal")),
+        ("msg", ("msg", "msg")),
+    ]
+    assert ActorLogger.warn.__qualname__ == "ActorLogger.warning"  # as a traceback shows it
+
+
 def test_actor_logger_drop_event() -> None:
     def drop(_l: Any, _m: str, ed: Any) -> Any:
         if ed["event"] == "no":

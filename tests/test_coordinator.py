@@ -24,8 +24,10 @@ import anyio
 import pytest
 from anyio.abc import SocketStream
 
-from sim.coordinator import Coordinator
+from sim.coordinator import Coordinator, _parse
+from sim.errors import ProtocolError
 from sim.history import History
+from sim.history.lines import decode_line
 
 SECRET = "s3cret"
 # Upper bound for any single wait on the coordinator; generous, but far below the global timeout.
@@ -337,6 +339,94 @@ async def test_a_bad_line_closes_only_that_connection(
     [error] = coordinator_events(coord.events_path, "protocol_error")
     assert error["client"] == "bob"
     assert reason in error["reason"]
+
+
+async def test_a_request_line_in_a_wall_clock_run_is_a_protocol_error(tmp_path: Path) -> None:
+    # "!" starts a virtual run's request to its scheduler; a wall-clock run has none, and the
+    # line must not reach the events file (it is not an event line).
+    before, after = events("bob", 3), events("bob", 2, start=3)
+    async with serve(tmp_path) as coord:
+        bob = await connect(coord)
+        await bob.send(hello("bob") + b"".join(before) + b'!{"op":"sleep"}\n' + b"".join(after))
+        assert await closed_by_server(bob) == b""
+        await bob.aclose()
+        await drained(coord)
+        assert coord.counters.protocol_errors == 1
+        assert coord.counters.lines["bob"] == 3
+    assert file_lines(coord.events_path)[-4:-1] == before
+    assert lines_of(coord.events_path, "bob") == before
+    [error] = coordinator_events(coord.events_path, "protocol_error")
+    assert "not a valid event line" in error["reason"]
+
+
+def _parse_one_by_one(block: bytes, actor: str, max_line: int) -> tuple[list[bytes], str | None]:
+    """What the coordinator must accept of ``block``: each line on its own, in order, up to the
+    first that is too long, not a valid event line, or another actor's."""
+    kept: list[bytes] = []
+    for raw in block.split(b"\n")[:-1]:
+        if len(raw) > max_line:
+            return kept, "line longer"
+        try:
+            line = decode_line(raw)
+        except Exception:
+            return kept, "not a valid event line"
+        if line.actor != actor:
+            return kept, "line claims actor"
+        kept.append(raw)
+    return kept, None
+
+
+_GOOD = [event("bob", seq).rstrip(b"\n") for seq in range(4)]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(None, id="all-good"),
+        pytest.param(_GOOD[0] + _GOOD[1], id="two-objects-on-one-line"),
+        pytest.param(_GOOD[0] + b" " + _GOOD[1], id="two-objects-with-a-space"),
+        pytest.param(_GOOD[0][:20] + b"\n" + _GOOD[0][20:], id="one-object-over-two-lines"),
+        pytest.param(b'{"ts":1,"actor":"bob","seq":1,"event":"x","n":[1\n2]}', id="array-split"),
+        pytest.param(b" " + _GOOD[0] + b" ", id="spaces-around"),
+        pytest.param(b"", id="empty-line"),
+        pytest.param(b"[1]", id="not-an-object"),
+        pytest.param(event("alice", 0).rstrip(b"\n"), id="other-actor"),
+        pytest.param(b'{"ts":1,"actor":"bob","seq":1,"event":"x","pid":"no"}', id="pid-type"),
+        pytest.param(event("bob", 9, k="y" * 600).rstrip(b"\n"), id="too-long"),
+    ],
+)
+@pytest.mark.parametrize("where", [0, 2, 4])
+def test_a_block_is_taken_exactly_as_line_by_line(bad: bytes | None, where: int) -> None:
+    # Whole blocks are checked in one go when they are good; a block with a bad line anywhere
+    # must give what checking each line on its own gives: the lines before it, then the error.
+    lines = list(_GOOD)
+    if bad is not None:
+        lines.insert(where, bad)
+    block = b"".join(raw + b"\n" for raw in lines)
+    kept, error = _parse_one_by_one(block, "bob", 500)
+    into: list[Any] = []
+    if error is None:
+        assert _parse(block, "bob", 500, into) == len(block)
+    else:
+        with pytest.raises(ProtocolError, match=error) as caught:
+            _parse(block, "bob", 500, into)
+        assert caught.value.good == sum(len(raw) + 1 for raw in kept)  # type: ignore[attr-defined]
+    assert [line.raw for line in into] == kept
+    assert [line.seq for line in into] == [decode_line(raw).seq for raw in kept]
+
+
+def test_a_request_in_a_block_goes_to_the_requests_only_when_they_are_taken() -> None:
+    block = _GOOD[0] + b"\n" + b'!{"op":"sleep"}\n' + _GOOD[1] + b"\n"
+    into: list[Any] = []
+    requests: list[tuple[int, dict[str, Any]]] = []
+    assert _parse(block, "bob", 500, into, requests) == len(block)
+    assert [line.raw for line in into] == _GOOD[:2]
+    assert requests == [(1, {"op": "sleep"})]
+    into.clear()
+    with pytest.raises(ProtocolError, match="not a valid event line") as caught:
+        _parse(block, "bob", 500, into)  # a wall-clock run takes no requests
+    assert caught.value.good == len(_GOOD[0]) + 1  # type: ignore[attr-defined]
+    assert [line.raw for line in into] == _GOOD[:1]
 
 
 async def test_a_long_line_arriving_in_pieces_is_cut_at_the_limit(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ structlog stays the logging API of actors and scenario code.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,10 +46,20 @@ def _method(name: str) -> Any:
                 event_dict = processor(logger, name, event_dict)
         except DropEvent:
             return None
-        return getattr(logger, name)(event_dict)
+        return logger.msg(event_dict)
 
-    method.__name__ = method.__qualname__ = name
-    return method
+    # Each level's copy calls the logger's method of its own name: ``logger.msg`` with the
+    # name swapped in its code. An attribute of a fixed name is looked up through the
+    # interpreter's inline cache; ``getattr(logger, name)`` costs ~0.035 µs a call more.
+    code = method.__code__
+    code = code.replace(
+        co_names=tuple(name if n == "msg" else n for n in code.co_names),
+        co_name=name,
+        co_qualname=f"ActorLogger.{name}",
+    )
+    return types.FunctionType(
+        code, method.__globals__, name, method.__defaults__, method.__closure__
+    )
 
 
 class ActorLogger(BoundLoggerBase):
