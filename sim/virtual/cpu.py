@@ -1,0 +1,71 @@
+"""One CPU for a virtual run.
+
+A virtual run executes one task at a time: the engine grants a step, the chosen actor runs
+it, the engine reads its request, grants the next. Nothing in it runs in parallel, so a
+second CPU buys nothing, and it costs: every grant and every request wakes a process that
+the kernel may have parked on the other CPU, and waking across CPUs is the expensive kind
+(an inter-processor interrupt, the other CPU leaving idle, cold caches). Measured on the
+2-core machine of docs/benchmarks.md §8: the mutex scenario's step cost 101-147 µs spread
+over both CPUs against 80 µs with the whole run on one.
+
+The engine therefore runs a virtual run's engine phase on the CPU it is on (every process
+it starts inherits that), and gives its process back every CPU it had afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["one_cpu"]
+
+
+@contextmanager
+def one_cpu() -> Iterator[int | None]:
+    """Pin the calling thread (and so every process started from it) to one CPU for the
+    duration; yields the CPU, or None where that is not possible (one CPU only, no
+    ``sched_setaffinity``, or not allowed)."""
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    setaffinity = getattr(os, "sched_setaffinity", None)
+    if getaffinity is None or setaffinity is None:
+        yield None
+        return
+    allowed: set[int] = getaffinity(0)
+    if len(allowed) < 2:
+        yield None
+        return
+    cpu = _current_cpu(allowed)
+    try:
+        setaffinity(0, {cpu})
+    except OSError:
+        yield None
+        return
+    try:
+        yield cpu
+    finally:
+        # A CPU taken away meanwhile: keep what is left.
+        with contextlib.suppress(OSError):
+            setaffinity(0, allowed)
+
+
+def _current_cpu(allowed: set[int]) -> int:
+    """The CPU this thread runs on now (the kernel put it there, so it was the better
+    choice a moment ago), or the lowest allowed one."""
+    try:
+        with open(f"/proc/self/task/{_tid()}/stat", "rb") as f:
+            stat = f.read()
+        # Field 39 (``processor``); the command name (field 2) may hold spaces, so count
+        # from the parenthesis that closes it.
+        cpu = int(stat[stat.rindex(b")") + 2 :].split()[36])
+    except (OSError, ValueError, IndexError):
+        return min(allowed)
+    return cpu if cpu in allowed else min(allowed)
+
+
+def _tid() -> int:
+    gettid = getattr(os, "gettid", None)
+    if gettid is not None:
+        return int(gettid())
+    return os.getpid()  # pragma: no cover - Linux has gettid; elsewhere the process's stat
