@@ -144,3 +144,39 @@ def test_a_virtual_run_leaves_its_callers_cpus_as_they_were(tmp_path: Path) -> N
                   out=tmp_path)  # fmt: skip
     assert run.status == "ok"
     assert os.sched_getaffinity(0) == before
+
+
+def _hold_a_cpu(conn: Any, release: Any) -> None:
+    with one_cpu() as cpu:
+        conn.send(cpu)
+        release.wait(WAIT)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU only: nothing to pin")
+def test_runs_at_once_get_a_cpu_each_and_one_more_is_not_pinned() -> None:
+    # Virtual runs side by side (a sweep's pool, tests in parallel) must not pile onto one
+    # CPU: each claims its own, and once every CPU is claimed a run is not pinned at all.
+    allowed = os.sched_getaffinity(0)
+    ctx = mp.get_context("fork")
+    release = ctx.Event()
+    holders, got = [], []
+    try:
+        for _ in range(len(allowed) + 1):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_hold_a_cpu, args=(child, release))
+            proc.start()
+            holders.append(proc)
+            assert parent.poll(WAIT)
+            got.append(parent.recv())
+    finally:
+        release.set()
+        for proc in holders:
+            proc.join(WAIT)
+    # (Another virtual run on this machine, a test beside this one, may hold a CPU too.)
+    claimed = [cpu for cpu in got if cpu is not None]
+    assert claimed
+    assert len(set(claimed)) == len(claimed)
+    assert set(claimed) <= allowed
+    assert got[-1] is None
+    assert [proc.exitcode for proc in holders] == [0] * len(holders)
+    assert os.sched_getaffinity(0) == allowed
