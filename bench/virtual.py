@@ -2,11 +2,15 @@
 and how many schedules ``explore`` gets through per second.
 
 1. The anchor: two plain multiprocessing processes hand a token back and forth through two
-   semaphores (no sim code at all); one one-way handoff is half a round trip.
+   semaphores (no sim code at all); one one-way handoff is half a round trip. Also the same
+   with both processes on one CPU (for comparison only: the target is judged on the first).
 2. One scheduling point: the mutex scenario in virtual mode at two sizes (``rounds``), the
    engine phase's wall time against the steps in its schedule.json; the slope (extra wall time
-   per extra step) leaves process start-up and analysis out. Given in handoffs of (1).
-3. The default car park (200 cars, 3 visits) in virtual mode and in wall mode, alternating.
+   per extra step) leaves process start-up and analysis out. Given in handoffs of (1). Once
+   with the run on one CPU (``engine.pin_cpu``, the default) and once spread over all,
+   alternating.
+3. The default car park (200 cars, 3 visits) in virtual mode (on one CPU, and spread) and in
+   wall mode, alternating.
 4. ``explore`` throughput: philosophers-naive, one random schedule after another through the
    same ``sim._runner.run`` that ``explore`` calls, schedules per second and how many deadlocked.
 
@@ -17,6 +21,7 @@ and how many schedules ``explore`` gets through per second.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import shutil
 import sys
@@ -47,8 +52,16 @@ def _bounce(ping: Any, pong: Any, n: int) -> None:
         pong.release()
 
 
-def handoff_us(rounds: int) -> float:
-    """Microseconds per one-way handoff between two processes through a semaphore."""
+def handoff_us(rounds: int, one_cpu: bool = False) -> float:
+    """Microseconds per one-way handoff between two processes through a semaphore (both
+    on the CPU this process is on, if ``one_cpu``)."""
+    from sim.virtual.cpu import one_cpu as pinned
+
+    with pinned() if one_cpu else contextlib.nullcontext():
+        return _handoff_us(rounds)
+
+
+def _handoff_us(rounds: int) -> float:
     ctx = mp.get_context("fork")
     ping, pong = ctx.Semaphore(0), ctx.Semaphore(0)
     child = ctx.Process(target=_bounce, args=(ping, pong, rounds))
@@ -72,33 +85,41 @@ def steps_of(run_dir: Path) -> int:
     return len(data["steps"])
 
 
-def point_cost(out: Path, rounds: tuple[int, int], reps: int) -> tuple[float, list[list[Any]]]:
-    """Microseconds of wall time per scheduling point (the slope between two sizes)."""
+def point_cost(
+    out: Path, rounds: tuple[int, int], reps: int
+) -> tuple[dict[bool, float], list[list[Any]]]:
+    """Microseconds of wall time per scheduling point (the slope between two sizes), on one
+    CPU and spread over all, alternating."""
     mutex = ROOT / "configs" / "mutex.toml"
     rows = []
-    slopes = []
+    slopes: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(reps):
-        got = []
-        for n in rounds:
-            r = run_sim(mutex, ["clock.mode=virtual", f"params.rounds={n}", "engine.live=false"],
-                        out, skip_analysis=True)  # fmt: skip
-            got.append((steps_of(r.run_dir), r.exec_wall_s))
-            shutil.rmtree(r.run_dir, ignore_errors=True)
-        (s0, w0), (s1, w1) = got
-        slope = (w1 - w0) / (s1 - s0) * 1e6
-        slopes.append(slope)
-        rows.append([f"{s0:,} → {s1:,}", f"{w0:.2f} → {w1:.2f}", fmt(slope, 1)])
-    return median(slopes), rows
+        for pin in (True, False):
+            got = []
+            for n in rounds:
+                r = run_sim(mutex, ["clock.mode=virtual", f"params.rounds={n}", "engine.live=false",
+                                    f"engine.pin_cpu={str(pin).lower()}"],
+                            out, skip_analysis=True)  # fmt: skip
+                got.append((steps_of(r.run_dir), r.exec_wall_s))
+                shutil.rmtree(r.run_dir, ignore_errors=True)
+            (s0, w0), (s1, w1) = got
+            slope = (w1 - w0) / (s1 - s0) * 1e6
+            slopes[pin].append(slope)
+            rows.append(["one" if pin else "all", f"{s0:,} → {s1:,}", f"{w0:.2f} → {w1:.2f}",
+                         fmt(slope, 1)])  # fmt: skip
+    return {pin: median(values) for pin, values in slopes.items()}, rows
 
 
 def carpark(out: Path, reps: int) -> list[list[Any]]:
     rows = []
     for _ in range(reps):
-        for mode in ("virtual", "wall"):
-            r = run_sim(CARPARK_TOML, [f"clock.mode={mode}", "engine.live=false"], out)
-            metrics = r.manifest.get("metrics", {})
-            rows.append([mode, f"{r.wall_s:.2f}", f"{r.exec_wall_s:.2f}", r.status,
-                         fmt(float(metrics.get("wait_mean", float("nan"))), 2)])  # fmt: skip
+        for mode, pin in (("virtual", True), ("virtual", False), ("wall", False)):
+            r = run_sim(CARPARK_TOML, [f"clock.mode={mode}", "engine.live=false",
+                                       f"engine.pin_cpu={str(pin).lower()}"], out)  # fmt: skip
+            wait = float(r.manifest.get("metrics", {}).get("wait_mean", float("nan")))
+            cpus = "one" if pin else "all"
+            rows.append([mode, cpus, f"{r.wall_s:.2f}", f"{r.exec_wall_s:.2f}", r.status,
+                         fmt(wait, 2)])  # fmt: skip
             shutil.rmtree(r.run_dir, ignore_errors=True)
     return rows
 
@@ -131,18 +152,23 @@ def main() -> int:
     print(machine())
     with tempfile.TemporaryDirectory(prefix="sim-bench-virtual-") as tmp:
         out = Path(tmp)
-        anchors = [handoff_us(20_000) for _ in range(reps)]
+        anchors, pinned = [], []
+        for _ in range(reps):
+            anchors.append(handoff_us(20_000))
+            pinned.append(handoff_us(20_000, one_cpu=True))
         anchor = median(anchors)
         each = ", ".join(f"{a:.1f}" for a in anchors)
         print(f"\n1. plain multiprocessing, one-way handoff through a semaphore: "
-              f"{anchor:.1f} µs (median of {reps}: {each})")  # fmt: skip
-        cost, rows = point_cost(out, (20, 120), reps)
+              f"{anchor:.1f} µs (median of {reps}: {each}); both on one CPU: "
+              f"{median(pinned):.1f} µs")  # fmt: skip
+        costs, rows = point_cost(out, (20, 120), reps)
         print("\n2. one scheduling point (mutex, 4 workers, virtual; engine phase)\n")
-        print(table(["steps", "wall s", "µs per extra step"], rows))
-        print(f"\n   median {cost:.1f} µs per scheduling point = {cost / anchor:.2f} handoffs "
-              f"(target ≤ 2)")  # fmt: skip
+        print(table(["CPUs", "steps", "wall s", "µs per extra step"], rows))
+        for pin, cost in costs.items():
+            print(f"   {'one CPU' if pin else 'all CPUs'}: median {cost:.1f} µs per scheduling "
+                  f"point = {cost / anchor:.2f} handoffs (target ≤ 2)")  # fmt: skip
         print("\n3. default car park (200 cars, 3 visits), virtual and wall alternating\n")
-        print(table(["mode", "CLI wall s", "engine wall s", "status", "wait_mean min"],
+        print(table(["mode", "CPUs", "CLI wall s", "engine wall s", "status", "wait_mean min"],
                     carpark(out, 1 if args.quick else 3)))  # fmt: skip
         rate, dead, n = explore_rate(out, 10 if args.quick else 30)
         print(f"\n4. explore philosophers-naive: {rate:.2f} schedules/s "

@@ -13,6 +13,8 @@ import re
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,10 +70,35 @@ def _requirements(dist: importlib.metadata.Distribution) -> list[str]:
     return names
 
 
+# Set while one source is run many times over (see :func:`same_source`): its git state, by path.
+_same: dict[Path, dict[str, Any] | None] | None = None
+
+
+@contextmanager
+def same_source() -> Iterator[None]:
+    """Within the block, ask git about each scenario source once: ``explore`` runs the same
+    config hundreds of times a minute, and four git processes a run cost about as much as a
+    small virtual run itself."""
+    global _same
+    before, _same = _same, {}
+    try:
+        yield
+    finally:
+        _same = before
+
+
 def git_state(path: Path) -> dict[str, Any] | None:
     """The commit of the repository ``path`` is in, and whether ``path`` (a file or folder)
     differs from it (``dirty``: changed or untracked) and whether any tracked file of the work
     tree does (``tree_dirty``). None outside a repository or without git."""
+    if _same is not None:
+        if path not in _same:
+            _same[path] = _git_state(path)
+        return _same[path]
+    return _git_state(path)
+
+
+def _git_state(path: Path) -> dict[str, Any] | None:
     folder = path if path.is_dir() else path.parent
 
     def git(*args: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from .live import LiveView
 from .manifest import drop_reserve, iso, reserve, versions, write_manifest
 from .report import print_summary
 from .runtime.engine import execute, plan
+from .virtual.cpu import one_cpu
 from .virtual.schedule import Schedule
 
 __all__ = ["CONFIG_COPY", "RunOutcome", "new_run_id", "run"]
@@ -94,7 +96,10 @@ def run(
         # actor and a few KiB besides in practice, kept with a margin.
         reserve(run_dir, 16384 + 256 * len(planned.actors))
 
-    execution = execute(planned, run_dir, display, seed=seed, on_started=started, schedule=schedule)
+    pinned = config.clock.mode == "virtual" and config.engine.pin_cpu
+    with one_cpu() if pinned else nullcontext():
+        execution = execute(planned, run_dir, display, seed=seed, on_started=started,
+                            schedule=schedule)  # fmt: skip
     try:
         report = analyse(
             execution.events_path,

@@ -82,6 +82,9 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     record_choices: bool = False
     # A virtual run that takes more steps than this is stopped (as timed out).
     max_steps: Annotated[int, msgspec.Meta(ge=1)] = 10_000_000
+    # Run a virtual run's engine and actors on one CPU: only one task runs at a time, and
+    # waking a process on another CPU costs more than the step itself (sim.virtual.cpu).
+    pin_cpu: bool = True
 
 
 class _Top(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

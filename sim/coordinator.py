@@ -10,6 +10,7 @@ or growing memory. Nothing received is ever unpickled: lines are only ever parse
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import itertools
@@ -20,7 +21,7 @@ import select
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -293,7 +294,7 @@ class Coordinator:
 
     # -- a virtual run's turns -----------------------------------------------------------
 
-    async def dispatch(self) -> None:
+    def dispatch(self) -> None:
         """Send the next grant, if the scheduler has one (no task is running)."""
         scheduler = self.scheduler
         if scheduler is None:
@@ -304,9 +305,9 @@ class Coordinator:
                 return
             send, data = grant
             try:
-                await send(data)
+                send(data)
                 return
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            except OSError:
                 continue  # that actor has gone: the scheduler has been told, choose again
 
     def is_connected(self, actor: str) -> bool:
@@ -323,7 +324,7 @@ class Coordinator:
             while True:
                 await self._kicked.wait()
                 self._kicked = anyio.Event()
-                await self.dispatch()
+                self.dispatch()
                 self._write_held()
 
     # -- the engine's own lines -------------------------------------------------------------
@@ -462,7 +463,9 @@ class Coordinator:
         try:
             async with stream:
                 actor, rest = await self._hello(stream)
-                if actor is not None:
+                if actor is not None and self.scheduler is not None:
+                    await self._pump_virtual(stream, actor, rest)
+                elif actor is not None:
                     await self._pump(stream, actor, rest)
                 # Shut the connection down, not just this fd: under fork, later actors inherit
                 # copies of it, and a plain close would leave the client talking to nobody.
@@ -518,7 +521,7 @@ class Coordinator:
                     self._seen.add(hello.actor)
                     self.counters.lines[hello.actor] += 0
                     if self.scheduler is not None:
-                        self.scheduler.connected(hello.actor, _granter(stream))
+                        self.scheduler.connected(hello.actor, self._granter(stream))
                     return hello.actor, bytearray(rest)
         elif buf:
             reason = "first line too long"
@@ -530,7 +533,6 @@ class Coordinator:
         counters = self.counters
         feed = counters.history.feed
         max_line = self._max_line
-        scheduler = self.scheduler
         while True:
             cut = buf.rfind(b"\n")
             if cut >= 0:
@@ -540,42 +542,20 @@ class Coordinator:
                     block = bytes(view[: cut + 1])
                 del buf[: cut + 1]
                 lines: list[Line] = []
-                requests: list[tuple[int, dict[str, Any]]] = []
                 good = 0
                 error: _Broken | None = None
                 try:
-                    # Requests are a virtual run's: in a wall-clock run such a line is bad.
-                    good = _parse(
-                        block, actor, max_line, lines, None if scheduler is None else requests
-                    )
+                    # _pump serves wall-clock runs only: a request line there is bad.
+                    good = _parse(block, actor, max_line, lines)
                 except _Broken as exc:
                     error = exc
                     good = exc.good
                 counters.events += len(lines)
                 counters.lines[actor] += len(lines)
                 counters.last_event = time.monotonic()
-                if requests and scheduler is not None:
-                    # Each request comes after the lines its task logged before it: the history
-                    # must have seen them before the scheduler (or the engine, at an actor's
-                    # end) acts on it, and the file gets them before any line logged in answer.
-                    done = 0
-                    for upto, request in [*requests, (len(lines), None)]:
-                        part = lines[done:upto]
-                        done = upto
-                        if part:
-                            feed(part)
-                            self._held.append(b"\n".join(line.raw for line in part) + b"\n")
-                        if request is not None:
-                            scheduler.request(actor, request)
-                    await self.dispatch()
-                    self._write_held()
-                else:
-                    feed(lines)
-                    if good and scheduler is not None:
-                        self._held.append(block[:good] if error else block)
-                        self._write_held()
-                    elif good:
-                        await self._send.send(block[:good] if error else block)
+                feed(lines)
+                if good:
+                    await self._send.send(block[:good] if error else block)
                 if error is not None:
                     self._protocol_error(stream, actor, str(error))
                     return
@@ -588,6 +568,123 @@ class Coordinator:
                 if buf:
                     self._protocol_error(stream, actor, "connection closed inside a line")
                 return
+
+    async def _pump_virtual(self, stream: SocketStream, actor: str, buf: bytearray) -> None:
+        """A virtual run's connection: read by a callback of the event loop, not a task.
+
+        One task runs at a time, so each step is: the running actor's lines and request come
+        in, the scheduler chooses, the grant goes out. Done in the callback that finds the
+        socket readable, that is one turn of the event loop per step, where a stream's
+        ``receive`` costs two (the waiting task is woken, then runs) and two changes to the
+        loop's poll set (reading is resumed and paused around every receive).
+
+        The callback reads a duplicate of the socket's descriptor, because the stream's
+        transport owns the original: the transport stops reading (it reads from the moment
+        the connection is accepted) and what it has read already is taken over. Neither can be
+        done through anyio's API, so this reaches for the asyncio transport under the stream
+        (anyio's asyncio backend is what the engine runs on).
+        """
+        scheduler = self.scheduler
+        assert scheduler is not None
+        loop = asyncio.get_running_loop()
+        fd = os.dup(stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno())
+        closed = anyio.Event()
+        failed: list[BaseException] = []
+
+        def readable() -> None:
+            try:
+                data = os.read(fd, _READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            try:
+                if not data:
+                    if buf:
+                        self._protocol_error(stream, actor, "connection closed inside a line")
+                elif self._take_steps(stream, actor, buf, data):
+                    return
+            except BaseException as exc:  # re-raised in the task below
+                failed.append(exc)
+            loop.remove_reader(fd)
+            closed.set()
+
+        _take_over(stream, buf)
+        loop.add_reader(fd, readable)
+        try:
+            if buf and not self._take_steps(stream, actor, buf, b""):
+                return
+            await closed.wait()
+            if failed:
+                raise failed[0]
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+
+    def _take_steps(self, stream: SocketStream, actor: str, buf: bytearray, data: bytes) -> bool:
+        """What a virtual run's actor sent: its lines and requests, each request handed to
+        the scheduler after the lines its task logged before it (the history must have seen
+        them first, and the file gets them before any line logged in answer); then the next
+        grant, then the step's lines to the file (written while the next task runs). False
+        when the connection is to be closed (a protocol error)."""
+        scheduler = self.scheduler
+        assert scheduler is not None
+        counters = self.counters
+        buf += data
+        cut = buf.rfind(b"\n")
+        error: _Broken | None = None
+        if cut >= 0:
+            block = bytes(buf[: cut + 1])
+            del buf[: cut + 1]
+            lines: list[Line] = []
+            requests: list[tuple[int, dict[str, Any]]] = []
+            try:
+                _parse(block, actor, self._max_line, lines, requests)
+            except _Broken as exc:
+                error = exc
+            counters.events += len(lines)
+            counters.lines[actor] += len(lines)
+            counters.last_event = time.monotonic()
+            feed = counters.history.feed
+            done = 0
+            for upto, request in [*requests, (len(lines), None)]:
+                part = lines[done:upto]
+                done = upto
+                if part:
+                    feed(part)
+                    self._held.append(b"\n".join(line.raw for line in part) + b"\n")
+                if request is not None:
+                    scheduler.request(actor, request)
+            self.dispatch()
+            self._write_held()
+        if error is not None:
+            self._protocol_error(stream, actor, str(error))
+            return False
+        if len(buf) > self._max_line:
+            self._protocol_error(stream, actor, f"line longer than {self._max_line} bytes")
+            return False
+        return True
+
+    def _granter(self, stream: SocketStream) -> Callable[[bytes], None]:
+        """How a virtual run's grants go to one actor: straight to the socket."""
+        # The event loop hands out a wrapper of the socket without send(); write(2) on its
+        # file descriptor is the same system call.
+        fd = stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
+        tg = self._tg
+
+        def send(data: bytes) -> None:
+            # A grant is a few bytes to an actor that waits for it and sends nothing else
+            # until it has read it, so the socket's buffer is empty and one write takes it
+            # all. Only what did not fit goes through the stream (nothing else is ever
+            # written to it); an OSError says the actor has gone.
+            try:
+                sent = os.write(fd, data)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data) and tg is not None:
+                tg.start_soon(stream.send, data[sent:])
+
+        return send
 
     def _protocol_error(self, stream: SocketStream, actor: str, reason: str) -> None:
         self.counters.protocol_errors += 1
@@ -697,27 +794,15 @@ def address_of(sock: socket.socket) -> tuple[str, int] | str:
     return tuple(name[:2])
 
 
-def _granter(stream: SocketStream) -> Callable[[bytes], Awaitable[None]]:
-    """How a virtual run's grants go to one actor: straight to the socket."""
-    # The event loop hands out a wrapper of the socket without send(); write(2) on its file
-    # descriptor is the same system call.
-    fd = stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
-
-    async def send(data: bytes) -> None:
-        # A grant is a few bytes to an actor that waits for it and sends nothing else until
-        # it has read it, so the socket's buffer is empty and one send() takes it all; this
-        # saves the stream's checkpoints, which cost more than the send itself. Only what
-        # did not fit goes through the stream (nothing else is ever written to it).
-        try:
-            sent = os.write(fd, data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            raise anyio.BrokenResourceError from exc
-        if sent < len(data):
-            await stream.send(data[sent:])
-
-    return send
+def _take_over(stream: SocketStream, buf: bytearray) -> None:
+    """Stop ``stream``'s transport from reading, and move what it has read into ``buf``."""
+    transport: asyncio.Transport = stream._transport  # type: ignore[attr-defined]
+    protocol: Any = stream._protocol  # type: ignore[attr-defined]
+    transport.pause_reading()
+    queue = protocol.read_queue
+    while queue:
+        buf += queue.popleft()
+    protocol.read_event.clear()
 
 
 def _peer(stream: SocketStream) -> str:

@@ -29,6 +29,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from ._provenance import same_source
 from ._runner import RunOutcome, run
 from .config import RunConfig, load_config
 from .virtual.schedule import Schedule, load_schedule
@@ -152,6 +153,16 @@ def explore(
     base = load_config(name, list(overrides), seed=seed)  # validates before anything runs
     runner = _Runner(name, list(overrides), base.seed if base.seed is not None else 0, folder,
                      max_steps, keep)  # fmt: skip
+    with same_source():
+        result = _search(name, runner, folder, strategy, runs, preemptions, on_run)
+    result.elapsed_s = time.monotonic() - started
+    if console is not None:
+        _report(console, result, runner)
+    return result
+
+
+def _search(name: str, runner: _Runner, folder: Path, strategy: str, runs: int,
+            preemptions: int, on_run: Callable[[int], None] | None) -> Exploration:  # fmt: skip
     result = Exploration(name, strategy, out=folder)
     found: tuple[RunOutcome, Schedule, tuple[str, bool, str]] | None = None
     if strategy == "dfs":
@@ -177,9 +188,6 @@ def explore(
                              outcome.run_dir / "schedule.json", _preemptions(choices),
                              len(recorded.steps))  # fmt: skip
         _shrink(runner, result.found, recorded, what)
-    result.elapsed_s = time.monotonic() - started
-    if console is not None:
-        _report(console, result, runner)
     return result
 
 

@@ -79,3 +79,29 @@ def test_a_scenario_outside_a_repository_has_no_git_state(tmp_path: Path) -> Non
     scenario = manifest_of(only_run_dir(tmp_path / "logs"))["provenance"]["scenario"]
     assert scenario["git"] is None
     assert scenario["name"] == "alone.py"
+
+
+def test_within_same_source_git_is_asked_once_per_path(tmp_path: Path) -> None:
+    from sim._provenance import git_state, same_source
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True,
+                       timeout=30)  # fmt: skip
+
+    git("init", "-q")
+    git("config", "user.email", "sim@example.org")
+    git("config", "user.name", "sim")
+    source = tmp_path / "mine.py"
+    source.write_text("x = 1\n")
+    git("add", "mine.py")
+    git("commit", "-q", "-m", "one")
+    with same_source():
+        first = git_state(source)
+        source.write_text("x = 2\n")  # dirty now, but explore's runs all share the first answer
+        assert git_state(source) == first
+    assert first is not None
+    assert first["dirty"] is False
+    # Outside the block every run asks again.
+    again = git_state(source)
+    assert again is not None
+    assert again["dirty"] is True

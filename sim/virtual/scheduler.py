@@ -13,7 +13,7 @@ simulated time jumps to the earliest wake-up; if there is none, the run is deadl
 from __future__ import annotations
 
 import heapq
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,7 +33,8 @@ _encode = msgspec.json.Encoder().encode
 # Requests whose step touches nothing another task can see: running them earlier or later
 # changes no outcome (explore does not branch on them).
 _LOCAL = frozenset({"start", "begin", "sleep", "spawn", "join"})
-Send = Callable[[bytes], Awaitable[None]]
+# Sends a grant to an actor (an OSError: the actor has gone).
+Send = Callable[[bytes], None]
 State = Literal["held", "waiting", "running", "ended"]
 #: One step's choice: the ready tasks, those whose step is local, the task that ran last, the
 #: one chosen, and the primitive each ready task's operation is on.

@@ -1,0 +1,97 @@
+"""One CPU for a virtual run.
+
+A virtual run executes one task at a time: the engine grants a step, the chosen actor runs
+it, the engine reads its request, grants the next. Nothing in it runs in parallel, so a
+second CPU buys nothing, and it costs: every grant and every request wakes a process that
+the kernel may have parked on the other CPU, and waking across CPUs is the expensive kind
+(an inter-processor interrupt, the other CPU leaving idle, cold caches). Measured on the
+2-core machine of docs/benchmarks.md §8: the mutex scenario's step cost 101-147 µs spread
+over both CPUs against 80 µs with the whole run on one.
+
+The engine therefore runs a virtual run's engine phase on one CPU (every process it starts
+inherits that), and gives its process back every CPU it had afterwards. Two virtual runs at
+once (a sweep's pool, tests side by side) must not share a CPU while another stays idle, so a
+run claims its CPU: it binds an abstract Unix socket named for it (``sim-cpu/<uid>/<n>``; the
+kernel frees the name when the last process holding it exits, and no file is left behind). A
+run takes the CPU it is on if that is free, else the next free one; with every CPU claimed it
+is not pinned at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["one_cpu"]
+
+
+@contextmanager
+def one_cpu() -> Iterator[int | None]:
+    """Pin the calling thread (and so every process started from it) to one CPU for the
+    duration; yields the CPU, or None where that is not possible (one CPU only, every CPU
+    claimed by another run, no ``sched_setaffinity``, or not allowed)."""
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    setaffinity = getattr(os, "sched_setaffinity", None)
+    if getaffinity is None or setaffinity is None:
+        yield None
+        return
+    allowed: set[int] = getaffinity(0)
+    if len(allowed) < 2:
+        yield None
+        return
+    claim = _claim(allowed)
+    if claim is None:
+        yield None
+        return
+    cpu, held = claim
+    with held:
+        try:
+            setaffinity(0, {cpu})
+        except OSError:
+            yield None
+            return
+        try:
+            yield cpu
+        finally:
+            # A CPU taken away meanwhile: keep what is left.
+            with contextlib.suppress(OSError):
+                setaffinity(0, allowed)
+
+
+def _claim(allowed: set[int]) -> tuple[int, socket.socket] | None:
+    """A CPU no other virtual run holds, the current one first, with the socket that holds
+    it; None if every allowed CPU is held."""
+    here = _current_cpu(allowed)
+    for cpu in [here, *sorted(allowed - {here})]:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(f"\0sim-cpu/{os.getuid()}/{cpu}")
+        except OSError:
+            sock.close()
+            continue
+        return cpu, sock
+    return None
+
+
+def _current_cpu(allowed: set[int]) -> int:
+    """The CPU this thread runs on now (the kernel put it there, so it was the better
+    choice a moment ago), or the lowest allowed one."""
+    try:
+        with open(f"/proc/self/task/{_tid()}/stat", "rb") as f:
+            stat = f.read()
+        # Field 39 (``processor``); the command name (field 2) may hold spaces, so count
+        # from the parenthesis that closes it.
+        cpu = int(stat[stat.rindex(b")") + 2 :].split()[36])
+    except (OSError, ValueError, IndexError):
+        return min(allowed)
+    return cpu if cpu in allowed else min(allowed)
+
+
+def _tid() -> int:
+    gettid = getattr(os, "gettid", None)
+    if gettid is not None:
+        return int(gettid())
+    return os.getpid()  # pragma: no cover - Linux has gettid; elsewhere the process's stat
