@@ -36,7 +36,7 @@ import select
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any, NoReturn
@@ -80,12 +80,19 @@ class Launcher:
             os.waitpid(self.pid, 0)
 
 
-def start(procs: Sequence[BaseProcess], close: Sequence[Any], pipes: Sequence[Any]) -> Launcher:
+def start(
+    procs: Sequence[BaseProcess],
+    close: Sequence[Any],
+    pipes: Sequence[Any],
+    prepare: Callable[[], None] | None = None,
+) -> Launcher:
     """Fork the launcher of ``procs`` (not yet started; started in order, each by one fork).
 
     ``close`` are objects (with ``close()``) the launcher lets go of at once, ``pipes`` the
-    pipe ends it holds only until every actor has its copies. Call with the engine single-
-    threaded and with the stop signals blocked: the launcher and its actors inherit the mask.
+    pipe ends it holds only until every actor has its copies. ``prepare`` is called in the
+    launcher before it forks: what it sets up every actor inherits instead of doing it
+    itself. Call with the engine single-threaded and with the stop signals blocked: the
+    launcher and its actors inherit the mask.
     """
     cmd_r, cmd_w = os.pipe()
     rep_r, rep_w = os.pipe()
@@ -103,6 +110,8 @@ def start(procs: Sequence[BaseProcess], close: Sequence[Any], pipes: Sequence[An
             for obj in close:
                 with contextlib.suppress(OSError):
                     obj.close()
+            if prepare is not None:
+                prepare()  # while the engine starts its event loop
             code = _serve(procs, cmd_r, rep_w, pipes)
         except BrokenPipeError:
             code = 0  # the engine has gone
@@ -129,6 +138,10 @@ def _serve(procs: Sequence[BaseProcess], cmd: int, rep: int, pipes: Sequence[Any
     live: set[int] = set()
     commands = _Commands(cmd)
     forked = 0
+    # Reports go out every few forks, not one write per fork: each write wakes the engine,
+    # whose work then competes with the forking for the CPU. (Nothing waits for a pid: the
+    # engine signals actors through the launcher, by index.)
+    out: list[str] = []
     for index, proc in enumerate(procs):
         if not commands.read(live):
             return 0  # the engine has gone: stop now, the orphans exit by themselves
@@ -137,20 +150,22 @@ def _serve(procs: Sequence[BaseProcess], cmd: int, rep: int, pipes: Sequence[Any
         try:
             pid = os.fork()
         except OSError as exc:
-            _report(rep, f"F {index} {exc.errno or 0}\n")
+            out.append(f"F {index} {exc.errno or 0}\n")
             break
         if pid == 0:
             _child(proc, cmd, rep)
         live.add(pid)
         commands.pids[index] = pid
         forked += 1
-        _report(rep, f"S {index} {pid}\n")
+        out.append(f"S {index} {pid}\n")
         if forked % _REAP_EVERY == 0:
-            _reap(live, rep)
+            _reap(live, out)
+            _report(rep, out)
     # Every actor has its copies now: a pipe's reader sees EOF once its writers close theirs.
     for end in pipes:
         end.close()
-    _report(rep, f"D {forked}\n")
+    out.append(f"D {forked}\n")
+    _report(rep, out)
     os.set_blocking(cmd, True)
     # From now on only wait: for an exit (SIGCHLD, through the wake-up pipe) or for the engine
     # to go (EOF on the command pipe). Installed after the last fork: no actor inherits it.
@@ -160,7 +175,8 @@ def _serve(procs: Sequence[BaseProcess], cmd: int, rep: int, pipes: Sequence[Any
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     while True:
-        _reap(live, rep)
+        _reap(live, out)
+        _report(rep, out)
         if not live:
             return 0
         ready, _, _ = select.select([cmd, wake_r], [], [])
@@ -223,7 +239,7 @@ def _child(proc: BaseProcess, cmd: int, rep: int) -> NoReturn:  # pragma: no cov
         os._exit(code)
 
 
-def _reap(live: set[int], rep: int) -> None:
+def _reap(live: set[int], out: list[str]) -> None:
     while live:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -233,10 +249,12 @@ def _reap(live: set[int], rep: int) -> None:
         if pid == 0:
             return
         live.discard(pid)
-        _report(rep, f"X {pid} {os.waitstatus_to_exitcode(status)}\n")
+        out.append(f"X {pid} {os.waitstatus_to_exitcode(status)}\n")
 
 
-def _report(rep: int, record: str) -> None:
-    data = record.encode("ascii")
+def _report(rep: int, out: list[str]) -> None:
+    """Send the records in ``out`` (in order, in one write if they fit the pipe) and clear it."""
+    data = "".join(out).encode("ascii")
+    out.clear()
     while data:
         data = data[os.write(rep, data) :]

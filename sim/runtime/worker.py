@@ -95,6 +95,10 @@ class _StopGuard:
         self.codes: set[CodeType] = set()
         self._stopping = False
 
+    def rebind(self) -> None:
+        """Serve this thread (the actor's main thread) from now on."""
+        self._main = threading.get_ident()
+
     def handler(self, signum: int, frame: FrameType | None) -> None:
         if self._stopping:
             # A repeat: the engine sends SIGTERM again during the grace period, because a
@@ -188,11 +192,17 @@ def actor_rng(seed: int, actor: str) -> random.Random:
 
 def _name_process(name: str) -> None:
     """Show the actor's name in ps and top (Linux ``comm``, 15 bytes), not the engine's."""
+    # os-level calls: a text file's objects (codec, buffers) would cost each actor ~50 µs.
     try:
-        with open("/proc/self/comm", "w", encoding="utf-8") as fh:
-            fh.write(name[:15])
+        fd = os.open("/proc/self/comm", os.O_WRONLY)
     except OSError:
-        pass  # not Linux, or not allowed: only cosmetic
+        return  # not Linux, or not allowed: only cosmetic
+    try:
+        os.write(fd, name.encode()[:15])
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # The actor's send buffer for its connection to the coordinator (the kernel doubles it). Small
@@ -306,17 +316,30 @@ def _wrap(name: str, kind: str, raw: Any, log: Any, clock: Clock) -> Any:
     return wrap(name, raw, log, clock)
 
 
-def main(boot: Boot) -> None:
-    """Process target of every actor: connect, configure logging, run the role, report."""
+class _Prepared:
+    """What :func:`prepare` set up in this process (None: nothing yet)."""
+
+    guard: _StopGuard | None = None
+
+
+def prepare() -> None:
+    """Set up what every actor process needs and no two actors differ in: the signal mask and
+    handlers, the thread-start mask.
+
+    Under fork the launcher calls it once, before it forks the actors, so that they inherit the
+    result: in an actor every Python call of its start-up writes to pages it shares with the
+    launcher, and each page written is copied (~3 µs a page), so what is done before the fork
+    costs the actors nothing. Under forkserver and spawn :func:`main` calls it.
+    """
     with contextlib.suppress(ValueError):
-        # Under fork the engine's event-loop wake-up fd is inherited; it is not ours.
+        # An inherited event-loop wake-up fd (the engine's, forked) is not ours.
         signal.set_wakeup_fd(-1)
     # The engine blocks the stop signals while it forks, so that a signal cannot reach a
     # child that still runs the engine's handlers; the mask is inherited (across exec too).
     # They stay blocked until the actor has logged its start: a stop that comes while it
-    # connects and sets up its log waits until it can be logged as the actor's end.
-    stop_signals = set(STOP_SIGNALS)
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    # connects and sets up its log waits until it can be logged as the actor's end. (A
+    # launcher keeps them blocked for good: its handlers below are only for its actors.)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     guard = _StopGuard()
     # Ctrl-C reaches the whole process group; the engine alone decides how to stop the run.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -325,6 +348,17 @@ def main(boot: Boot) -> None:
     signal.signal(signal.SIGUSR1, guard.handler)
     # A stop signal taken by a helper thread would leave the main thread blocked in acquire.
     keep_stop_signals_on_main_thread()
+    _Prepared.guard = guard
+
+
+def main(boot: Boot) -> None:
+    """Process target of every actor: connect, configure logging, run the role, report."""
+    if _Prepared.guard is None:
+        prepare()
+    guard = _Prepared.guard
+    assert guard is not None
+    # Each actor's own copy (fork copies it): the thread that forked is this one.
+    guard.rebind()
     _name_process(boot.actor)
     pid = os.getpid()
     parent = os.getppid()
@@ -346,7 +380,7 @@ def main(boot: Boot) -> None:
         gate = Gate(boot.actor, sock, sink.take)
         processors = _processors(boot.actor, pid, boot.t0_ns, guard, threads, gate)
     else:
-        sink = BatchingSink(sock, boot.flush_s, engine)
+        sink = BatchingSink(sock, boot.flush_s, engine, masked=True)
         logger = _Queued()
         processors = _processors(boot.actor, pid, boot.t0_ns, guard, threads, sink=sink)
     structlog.configure(
@@ -377,7 +411,7 @@ def main(boot: Boot) -> None:
                 gate.patch_threads()
                 gate.start()
             log.info("actor_start", role=boot.role.__name__, ppid=parent)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             boot.role(ctx)
         except (_Terminated, Stopped):
             code = TERMINATED_EXIT
