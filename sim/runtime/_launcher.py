@@ -38,6 +38,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing import util
 from multiprocessing.process import BaseProcess
 from typing import Any, NoReturn
 
@@ -132,6 +133,7 @@ def _serve(procs: Sequence[BaseProcess], cmd: int, rep: int, pipes: Sequence[Any
     # copy) pages it shares with the engine and the actors. The actors inherit this, as they
     # did from the engine's start loop.
     gc.disable()
+    _share_stdin()
     if os.read(cmd, 1) != GO:
         return 0  # the engine failed, or went, before the run began
     os.set_blocking(cmd, False)
@@ -185,6 +187,19 @@ def _serve(procs: Sequence[BaseProcess], cmd: int, rep: int, pipes: Sequence[Any
         if wake_r in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)
+
+
+def _share_stdin() -> None:
+    """Do to stdin once, here, what multiprocessing's bootstrap does in every child (close it,
+    open the null device in its place, as a text file): every actor inherits the result, and
+    the bootstrap skips its own pass (opening a text file cost each actor ~0.2 ms, mostly pages
+    copied on write)."""
+    util._close_stdin()  # type: ignore[attr-defined]
+    util._close_stdin = _stdin_shared  # type: ignore[attr-defined]
+
+
+def _stdin_shared() -> None:
+    """multiprocessing's ``_close_stdin`` in the launcher and its actors: already done."""
 
 
 class _Commands:
