@@ -8,6 +8,7 @@ handler in the main thread (SIGTERM) can then never interrupt a write half-way a
 
 from __future__ import annotations
 
+import _socket
 import _thread
 import contextlib
 import os
@@ -154,7 +155,7 @@ class BatchingSink:
 
     def __init__(
         self,
-        sock: socket.socket,
+        sock: _socket.socket,
         flush_s: float,
         engine: EngineWatch,
         after: Callable[[], None] | None = None,
