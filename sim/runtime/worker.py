@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from types import CodeType, FrameType
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 import structlog
@@ -321,9 +321,16 @@ def _wrap(name: str, kind: str, raw: Any, log: Any, clock: Clock) -> Any:
 
 
 class _Prepared:
-    """What :func:`prepare` set up in this process (None: nothing yet)."""
+    """What :func:`prepare` set up in this process (None: nothing yet), and the actor's
+    structlog processors and logger, which structlog's configuration refers to."""
 
-    guard: _StopGuard | None = None
+    guard: ClassVar[_StopGuard | None] = None
+    processors: ClassVar[list[Any]] = []  # the one list structlog is configured with
+    logger: ClassVar[Any] = None
+
+
+def _actor_logger(*_args: Any) -> Any:
+    return _Prepared.logger
 
 
 def prepare() -> None:
@@ -352,6 +359,14 @@ def prepare() -> None:
     signal.signal(signal.SIGUSR1, guard.handler)
     # A stop signal taken by a helper thread would leave the main thread blocked in acquire.
     keep_stop_signals_on_main_thread()
+    # structlog's configuration, for scenario code that calls structlog.get_logger(): the
+    # processors are filled in, and the logger set, by each actor (see main).
+    structlog.configure(
+        processors=_Prepared.processors,
+        wrapper_class=ActorLogger,
+        logger_factory=_actor_logger,
+        cache_logger_on_first_use=True,
+    )
     _Prepared.guard = guard
 
 
@@ -391,14 +406,11 @@ def main(boot: Boot) -> None:
         sink = BatchingSink(sock, boot.flush_s, engine, masked=True)
         logger = _Queued()
         processors = _processors(boot.actor, pid, boot.t0_ns, guard, threads, sink=sink)
-    structlog.configure(
-        processors=processors,
-        wrapper_class=ActorLogger,
-        logger_factory=lambda *args: logger,
-        cache_logger_on_first_use=True,
-    )
-    # The bound logger itself, not structlog's lazy proxy (which costs a lookup per call).
-    log = structlog.get_logger().bind()
+    _Prepared.processors[:] = processors
+    _Prepared.logger = logger
+    # The bound logger itself, as structlog.get_logger().bind() makes it (not structlog's lazy
+    # proxy, which costs a lookup per call).
+    log: Any = ActorLogger(logger, processors=_Prepared.processors, context={})
     clock = Clock(boot.speedup, boot.t0_ns, gate)
     prims = {name: (kind, _wrap(name, kind, raw, log, clock))
              for name, (kind, raw) in boot.prims.items()}  # fmt: skip
