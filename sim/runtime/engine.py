@@ -279,7 +279,10 @@ class _Supervisor:
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             self.launcher = _launcher.start(
-                procs, close=[self.listener], pipes=pipes, prepare=worker.prepare
+                procs,
+                close=[self.listener],
+                pipes=pipes,
+                prepare=functools.partial(worker.prepare, os.getpid()),
             )
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)

@@ -325,6 +325,8 @@ class _Prepared:
     structlog processors and logger, which structlog's configuration refers to."""
 
     guard: ClassVar[_StopGuard | None] = None
+    # The engine's watch, when a launcher opened it (its pidfd is then every actor's copy).
+    engine: ClassVar[EngineWatch | None] = None
     processors: ClassVar[list[Any]] = []  # the one list structlog is configured with
     logger: ClassVar[Any] = None
 
@@ -333,9 +335,10 @@ def _actor_logger(*_args: Any) -> Any:
     return _Prepared.logger
 
 
-def prepare() -> None:
+def prepare(engine_pid: int | None = None) -> None:
     """Set up what every actor process needs and no two actors differ in: the signal mask and
-    handlers, the thread-start mask.
+    handlers, the thread-start mask, structlog's configuration, and (``engine_pid``: in the
+    engine's launcher, a child of the engine) the watch on the engine.
 
     Under fork the launcher calls it once, before it forks the actors, so that they inherit the
     result: in an actor every Python call of its start-up writes to pages it shares with the
@@ -359,6 +362,13 @@ def prepare() -> None:
     signal.signal(signal.SIGUSR1, guard.handler)
     # A stop signal taken by a helper thread would leave the main thread blocked in acquire.
     keep_stop_signals_on_main_thread()
+    if engine_pid is not None:
+        watch = EngineWatch(engine_pid)
+        # Opened while the engine is still this process's parent (so alive, its pid not
+        # reused): the pidfd names the engine, as an actor's successful connection proves it
+        # for its own. Without pidfds the watch compares parents: each actor needs its own.
+        if watch.fd is not None and os.getppid() == engine_pid:
+            _Prepared.engine = watch
     # structlog's configuration, for scenario code that calls structlog.get_logger(): the
     # processors are filled in, and the logger set, by each actor (see main).
     structlog.configure(
@@ -382,7 +392,7 @@ def main(boot: Boot) -> None:
     pid = os.getpid()
     parent = os.getppid()
     # Before connecting (see EngineWatch): the engine is alive if the connection succeeds.
-    engine = EngineWatch(boot.engine_pid or parent)
+    engine = _Prepared.engine or EngineWatch(boot.engine_pid or parent)
     try:
         # A wall-clock run's sink needs only the C socket's methods: socket.socket's Python
         # layer cost every actor's start ~0.1 ms (its code and objects, copied on write).
