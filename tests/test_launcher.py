@@ -1,5 +1,5 @@
 """The launcher (sim.runtime._launcher) on its own: what ``prepare`` sets up its actors inherit,
-and its reports (written a few forks at a time) name every actor, each start before its exit."""
+and its reports name every actor, each start before its exit."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def _reports(fd: int) -> list[list[str]]:
 
 @pytest.mark.timeout(60)
 def test_actors_inherit_what_prepare_set_up_and_every_one_is_reported() -> None:
-    n = 20  # more than one batch of reports
+    n = 20  # more than one round of reaping (every 8 forks)
     mp = multiprocessing.get_context("fork")
     procs = [mp.Process(target=_child, name=f"a-{i}", daemon=True) for i in range(n)]
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)

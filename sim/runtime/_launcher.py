@@ -140,10 +140,6 @@ def _serve(procs: Sequence[BaseProcess], cmd: int, rep: int, pipes: Sequence[Any
     live: set[int] = set()
     commands = _Commands(cmd)
     forked = 0
-    # Reports go out every few forks, not one write per fork: each write wakes the engine,
-    # whose work then competes with the forking for the CPU. (Nothing waits for a pid: the
-    # engine signals actors through the launcher, by index.)
-    out: list[str] = []
     for index, proc in enumerate(procs):
         if not commands.read(live):
             return 0  # the engine has gone: stop now, the orphans exit by themselves
@@ -152,22 +148,22 @@ def _serve(procs: Sequence[BaseProcess], cmd: int, rep: int, pipes: Sequence[Any
         try:
             pid = os.fork()
         except OSError as exc:
-            out.append(f"F {index} {exc.errno or 0}\n")
+            _report(rep, f"F {index} {exc.errno or 0}\n")
             break
         if pid == 0:
             _child(proc, cmd, rep)
         live.add(pid)
         commands.pids[index] = pid
         forked += 1
-        out.append(f"S {index} {pid}\n")
+        # At once, not batched: an actor logs within milliseconds of its fork, and the engine
+        # must know it by then (a fault's target is looked up among the live actors).
+        _report(rep, f"S {index} {pid}\n")
         if forked % _REAP_EVERY == 0:
-            _reap(live, out)
-            _report(rep, out)
+            _reap(live, rep)
     # Every actor has its copies now: a pipe's reader sees EOF once its writers close theirs.
     for end in pipes:
         end.close()
-    out.append(f"D {forked}\n")
-    _report(rep, out)
+    _report(rep, f"D {forked}\n")
     os.set_blocking(cmd, True)
     # From now on only wait: for an exit (SIGCHLD, through the wake-up pipe) or for the engine
     # to go (EOF on the command pipe). Installed after the last fork: no actor inherits it.
@@ -177,8 +173,7 @@ def _serve(procs: Sequence[BaseProcess], cmd: int, rep: int, pipes: Sequence[Any
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     while True:
-        _reap(live, out)
-        _report(rep, out)
+        _reap(live, rep)
         if not live:
             return 0
         ready, _, _ = select.select([cmd, wake_r], [], [])
@@ -254,7 +249,7 @@ def _child(proc: BaseProcess, cmd: int, rep: int) -> NoReturn:  # pragma: no cov
         os._exit(code)
 
 
-def _reap(live: set[int], out: list[str]) -> None:
+def _reap(live: set[int], rep: int) -> None:
     while live:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -264,12 +259,10 @@ def _reap(live: set[int], out: list[str]) -> None:
         if pid == 0:
             return
         live.discard(pid)
-        out.append(f"X {pid} {os.waitstatus_to_exitcode(status)}\n")
+        _report(rep, f"X {pid} {os.waitstatus_to_exitcode(status)}\n")
 
 
-def _report(rep: int, out: list[str]) -> None:
-    """Send the records in ``out`` (in order, in one write if they fit the pipe) and clear it."""
-    data = "".join(out).encode("ascii")
-    out.clear()
+def _report(rep: int, record: str) -> None:
+    data = record.encode("ascii")
     while data:
         data = data[os.write(rep, data) :]
