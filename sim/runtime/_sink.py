@@ -86,8 +86,9 @@ def keep_stop_signals_on_main_thread() -> None:
     interrupts a blocking call there (a semaphore's ``acquire``); one delivered to a helper
     thread leaves the main thread blocked, and the actor misses its stop. A thread inherits
     the mask of the thread that starts it, so the signals are blocked around ``start`` (never
-    inside the new thread, where one could slip in before it blocks them): the flusher, a
-    queue's feeder thread and a scenario's own threads are covered alike.
+    inside the new thread, where one could slip in before it blocks them): a queue's feeder
+    thread and a scenario's own threads are covered alike. (The flusher is a bare thread,
+    started with the mask blocked by BatchingSink itself.)
     """
     start = threading.Thread.start
     if getattr(start, "_sim_masked", False):
