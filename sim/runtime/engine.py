@@ -278,7 +278,12 @@ class _Supervisor:
         # engine's signal handlers and must not act on a signal before their own are installed.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            self.launcher = _launcher.start(procs, close=[self.listener], pipes=pipes)
+            self.launcher = _launcher.start(
+                procs,
+                close=[self.listener],
+                pipes=pipes,
+                prepare=functools.partial(worker.prepare, os.getpid()),
+            )
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             gc.unfreeze()

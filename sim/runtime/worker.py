@@ -8,6 +8,7 @@ pickled.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import itertools
 import os
@@ -21,7 +22,7 @@ import traceback
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from types import CodeType, FrameType
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 import structlog
@@ -94,6 +95,10 @@ class _StopGuard:
         self.requested: BaseException | None = None
         self.codes: set[CodeType] = set()
         self._stopping = False
+
+    def rebind(self) -> None:
+        """Serve this thread (the actor's main thread) from now on."""
+        self._main = threading.get_ident()
 
     def handler(self, signum: int, frame: FrameType | None) -> None:
         if self._stopping:
@@ -188,11 +193,18 @@ def actor_rng(seed: int, actor: str) -> random.Random:
 
 def _name_process(name: str) -> None:
     """Show the actor's name in ps and top (Linux ``comm``, 15 bytes), not the engine's."""
+    # os-level calls: a text file's objects (codec, buffers) cost an actor ~0.2 ms, as
+    # measured for stdin's.
     try:
-        with open("/proc/self/comm", "w", encoding="utf-8") as fh:
-            fh.write(name[:15])
+        fd = os.open("/proc/self/comm", os.O_WRONLY)
     except OSError:
-        pass  # not Linux, or not allowed: only cosmetic
+        return  # not Linux, or not allowed: only cosmetic
+    try:
+        os.write(fd, name.encode()[:15])
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # The actor's send buffer for its connection to the coordinator (the kernel doubles it). Small
@@ -203,15 +215,26 @@ def _name_process(name: str) -> None:
 _SNDBUF = 1 << 16
 
 
-def _connect(address: tuple[str, int] | str) -> socket.socket:
+_Sock = TypeVar("_Sock", bound=_socket.socket)
+
+
+def _connect(address: tuple[str, int] | str, kind: type[_Sock]) -> _Sock:
     family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    with contextlib.suppress(OSError):
+    sock = kind(family, socket.SOCK_STREAM)
+    # (Not contextlib.suppress: three Python calls more, and the pages they write, per actor.)
+    try:  # noqa: SIM105
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
+    except OSError:
+        pass
     sock.connect(address)
     if family == socket.AF_INET:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
+
+
+# One encoder for every line of the process (it keeps no state between calls): made at import,
+# so that under fork the actors inherit it from the launcher.
+_ENCODER = msgspec.json.Encoder(enc_hook=repr)
 
 
 def _processors(
@@ -224,7 +247,7 @@ def _processors(
     sink: BatchingSink | None = None,
 ) -> list[Any]:
     counter = itertools.count()
-    encode = msgspec.json.Encoder(enc_hook=repr).encode
+    encode = _ENCODER.encode
 
     if gate is not None:
         # A virtual run: the time and the step are the scheduler's, given with each turn.
@@ -306,17 +329,40 @@ def _wrap(name: str, kind: str, raw: Any, log: Any, clock: Clock) -> Any:
     return wrap(name, raw, log, clock)
 
 
-def main(boot: Boot) -> None:
-    """Process target of every actor: connect, configure logging, run the role, report."""
+class _Prepared:
+    """What :func:`prepare` set up in this process (None: nothing yet), and the actor's
+    structlog processors and logger, which structlog's configuration refers to."""
+
+    guard: ClassVar[_StopGuard | None] = None
+    # The engine's watch, when a launcher opened it (its pidfd is then every actor's copy).
+    engine: ClassVar[EngineWatch | None] = None
+    processors: ClassVar[list[Any]] = []  # the one list structlog is configured with
+    logger: ClassVar[Any] = None
+
+
+def _actor_logger(*_args: Any) -> Any:
+    return _Prepared.logger
+
+
+def prepare(engine_pid: int | None = None) -> None:
+    """Set up what every actor process needs and no two actors differ in: the signal mask and
+    handlers, the thread-start mask, structlog's configuration, and (``engine_pid``: in the
+    engine's launcher, a child of the engine) the watch on the engine.
+
+    Under fork the launcher calls it once, before it forks the actors, so that they inherit the
+    result: in an actor every Python call of its start-up writes to pages it shares with the
+    launcher, and each page written is copied (~3 µs a page), so what is done before the fork
+    costs the actors nothing. Under forkserver and spawn :func:`main` calls it.
+    """
     with contextlib.suppress(ValueError):
-        # Under fork the engine's event-loop wake-up fd is inherited; it is not ours.
+        # An inherited event-loop wake-up fd (the engine's, forked) is not ours.
         signal.set_wakeup_fd(-1)
     # The engine blocks the stop signals while it forks, so that a signal cannot reach a
     # child that still runs the engine's handlers; the mask is inherited (across exec too).
     # They stay blocked until the actor has logged its start: a stop that comes while it
-    # connects and sets up its log waits until it can be logged as the actor's end.
-    stop_signals = set(STOP_SIGNALS)
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    # connects and sets up its log waits until it can be logged as the actor's end. (A
+    # launcher keeps them blocked for good: its handlers below are only for its actors.)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     guard = _StopGuard()
     # Ctrl-C reaches the whole process group; the engine alone decides how to stop the run.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -325,15 +371,44 @@ def main(boot: Boot) -> None:
     signal.signal(signal.SIGUSR1, guard.handler)
     # A stop signal taken by a helper thread would leave the main thread blocked in acquire.
     keep_stop_signals_on_main_thread()
+    if engine_pid is not None:
+        watch = EngineWatch(engine_pid)
+        # Opened while the engine is still this process's parent (so alive, its pid not
+        # reused): the pidfd names the engine, as an actor's successful connection proves it
+        # for its own. Without pidfds the watch compares parents: each actor needs its own.
+        if watch.fd is not None and os.getppid() == engine_pid:
+            _Prepared.engine = watch
+    # structlog's configuration, for scenario code that calls structlog.get_logger(): the
+    # processors are filled in, and the logger set, by each actor (see main).
+    structlog.configure(
+        processors=_Prepared.processors,
+        wrapper_class=ActorLogger,
+        logger_factory=_actor_logger,
+        cache_logger_on_first_use=True,
+    )
+    _Prepared.guard = guard
+
+
+def main(boot: Boot) -> None:
+    """Process target of every actor: connect, configure logging, run the role, report."""
+    if _Prepared.guard is None:
+        prepare()
+    guard = _Prepared.guard
+    assert guard is not None
+    # Each actor's own copy (fork copies it): the thread that forked is this one.
+    guard.rebind()
     _name_process(boot.actor)
     pid = os.getpid()
     parent = os.getppid()
     # Before connecting (see EngineWatch): the engine is alive if the connection succeeds.
-    engine = EngineWatch(boot.engine_pid or parent)
+    engine = _Prepared.engine or EngineWatch(boot.engine_pid or parent)
     try:
-        sock = _connect(boot.address)
+        # A wall-clock run's sink needs only the C socket's methods: socket.socket's Python
+        # layer cost every actor's start ~0.1 ms (its code and objects, copied on write).
+        # A virtual run's gate reads through a file object (makefile).
+        sock = _connect(boot.address, socket.socket if boot.virtual else _socket.socket)
         hello = {"hello": 1, "secret": boot.secret, "actor": boot.actor, "pid": pid}
-        sock.sendall(msgspec.json.encode(hello) + b"\n")
+        sock.sendall(_ENCODER.encode(hello) + b"\n")
     except OSError:
         sys.exit(ORPHANED_EXIT)
 
@@ -342,21 +417,19 @@ def main(boot: Boot) -> None:
     logger: Any
     threads = _Threads()
     if boot.virtual:
+        assert isinstance(sock, socket.socket)
         sink = logger = HeldSink(sock, after=guard.end)
         gate = Gate(boot.actor, sock, sink.take)
         processors = _processors(boot.actor, pid, boot.t0_ns, guard, threads, gate)
     else:
-        sink = BatchingSink(sock, boot.flush_s, engine)
+        sink = BatchingSink(sock, boot.flush_s, engine, masked=True)
         logger = _Queued()
         processors = _processors(boot.actor, pid, boot.t0_ns, guard, threads, sink=sink)
-    structlog.configure(
-        processors=processors,
-        wrapper_class=ActorLogger,
-        logger_factory=lambda *args: logger,
-        cache_logger_on_first_use=True,
-    )
-    # The bound logger itself, not structlog's lazy proxy (which costs a lookup per call).
-    log = structlog.get_logger().bind()
+    _Prepared.processors[:] = processors
+    _Prepared.logger = logger
+    # The bound logger itself, as structlog.get_logger().bind() makes it (not structlog's lazy
+    # proxy, which costs a lookup per call).
+    log: Any = ActorLogger(logger, processors=_Prepared.processors, context={})
     clock = Clock(boot.speedup, boot.t0_ns, gate)
     prims = {name: (kind, _wrap(name, kind, raw, log, clock))
              for name, (kind, raw) in boot.prims.items()}  # fmt: skip
@@ -377,7 +450,7 @@ def main(boot: Boot) -> None:
                 gate.patch_threads()
                 gate.start()
             log.info("actor_start", role=boot.role.__name__, ppid=parent)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             boot.role(ctx)
         except (_Terminated, Stopped):
             code = TERMINATED_EXIT

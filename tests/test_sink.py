@@ -1,0 +1,52 @@
+"""The actor sink's own parts: its flag (an Event on a bare lock) and its flusher thread."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import pytest
+
+from sim.runtime._sink import BatchingSink, EngineWatch, _Flag
+
+
+def test_flag_behaves_as_an_event() -> None:
+    flag = _Flag()
+    assert not flag.wait(0.01)
+    flag.set()
+    flag.set()  # twice: still just set
+    assert flag.wait(0)
+    assert flag.wait(0)
+    flag.clear()
+    flag.clear()
+    assert not flag.wait(0)
+    assert _Flag(True).wait(0)
+
+
+@pytest.mark.timeout(10)
+def test_flag_set_by_another_thread_wakes_the_waiter() -> None:
+    flag = _Flag()
+    setter = threading.Timer(0.05, flag.set)
+    setter.start()
+    assert flag.wait(5)
+    setter.join()
+
+
+@pytest.mark.timeout(20)
+def test_close_sends_everything_and_waits_for_the_flusher() -> None:
+    ours, theirs = socket.socketpair()
+    before = set(os.listdir("/proc/self/task"))
+    sink = BatchingSink(ours, 0.2, EngineWatch(os.getpid()))
+    (flusher,) = set(os.listdir("/proc/self/task")) - before  # a thread of its own
+    assert flusher
+    for i in range(1000):
+        sink.msg(b"line %d" % i)
+    sink.close()
+    # Everything, then EOF: the connection was shut down only after the flusher had sent all.
+    data = b""
+    while chunk := theirs.recv(1 << 16):
+        data += chunk
+    assert data.split(b"\n")[:-1] == [b"line %d" % i for i in range(1000)]
+    assert data.endswith(b"\n")
+    theirs.close()
