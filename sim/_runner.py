@@ -21,7 +21,7 @@ from .live import LiveView
 from .manifest import drop_reserve, iso, reserve, versions, write_manifest
 from .report import print_summary
 from .runtime.engine import execute, plan
-from .virtual.cpu import one_cpu
+from .virtual.cpu import claimed_cpu
 from .virtual.schedule import Schedule
 
 __all__ = ["CONFIG_COPY", "RunOutcome", "new_run_id", "run"]
@@ -97,9 +97,9 @@ def run(
         reserve(run_dir, 16384 + 256 * len(planned.actors))
 
     pinned = config.clock.mode == "virtual" and config.engine.pin_cpu
-    with one_cpu() if pinned else nullcontext():
+    with claimed_cpu() if pinned else nullcontext() as cpu:
         execution = execute(planned, run_dir, display, seed=seed, on_started=started,
-                            schedule=schedule)  # fmt: skip
+                            schedule=schedule, cpu=cpu)  # fmt: skip
     try:
         report = analyse(
             execution.events_path,

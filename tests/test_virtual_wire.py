@@ -180,3 +180,31 @@ def test_runs_at_once_get_a_cpu_each_and_one_more_is_not_pinned() -> None:
     assert got[-1] is None
     assert [proc.exitcode for proc in holders] == [0] * len(holders)
     assert os.sched_getaffinity(0) == allowed
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU only: nothing to pin")
+@pytest.mark.parametrize("pin", [True, False])
+def test_a_virtual_runs_actors_and_their_threads_run_on_its_one_cpu(
+    tmp_path: Path, pin: bool
+) -> None:
+    import sim
+
+    allowed = sorted(os.sched_getaffinity(0))
+    config = {"scenario": "tests.scenario_cpus", "clock": {"mode": "virtual"},
+              "engine": {"pin_cpu": pin}}  # fmt: skip
+    run = sim.run(config, seed=1, out=tmp_path)
+    assert run.status == "ok"
+    lines = [json.loads(raw) for raw in (run.dir / "events.jsonl").read_bytes().splitlines()]
+    seen = {(line["actor"], line["where"]): line["cpus"] for line in lines
+            if line["event"] == "cpus"}  # fmt: skip
+    assert len(seen) == 3 * 3
+    cpus = {tuple(c) for c in seen.values()}
+    if pin:
+        # Every actor, from its start on, and every thread it starts: one and the same CPU.
+        assert len(cpus) == 1
+        (only,) = cpus
+        assert len(only) == 1
+        assert only[0] in allowed
+    else:
+        assert cpus == {tuple(allowed)}
+    assert sorted(os.sched_getaffinity(0)) == allowed

@@ -149,12 +149,14 @@ def execute(
     seed: int,
     on_started: Callable[[dict[str, Any]], object] | None = None,
     schedule: Schedule | None = None,
+    cpu: int | None = None,
 ) -> Execution:
     """Run every actor of the plan to its end (or to a stop) and return what happened.
 
     A virtual run (``clock.mode = "virtual"``) follows ``schedule`` if one is given (a replay
     of an earlier run's ``schedule.json``), else its config's scheduling policy, and writes the
-    choices it made to ``schedule.json`` beside its log."""
+    choices it made to ``schedule.json`` beside its log; with ``cpu`` (claimed by the caller,
+    sim.virtual.cpu) it runs on that CPU once every actor has started."""
     config, prims, actors = planned.config, planned.prims, planned.actors
     _ensure_open_files(len(actors), config.engine.start_method)
     # Preloaded by a forkserver: the module the scenario was found in (sim._lookup).
@@ -173,6 +175,7 @@ def execute(
     supervisor.states = planned.states
     supervisor.specs = list(prims.values())
     supervisor.replaying = schedule
+    supervisor.cpu = cpu
     try:
         # Bound before the event loop runs: the launcher's actors need the address.
         supervisor.listener = bind(config.engine.transport)
@@ -220,6 +223,8 @@ class _Supervisor:
         self.specs: list[PrimSpec[Any]] = []
         self.virtual = config.clock.mode == "virtual"
         self.replaying: Schedule | None = None
+        # A virtual run's CPU, once every actor has started (sim.virtual.cpu).
+        self.cpu: int | None = None
         self.scheduler: Scheduler | None = None
         self._exits_seen: dict[str, tuple[int, int | None]] = {}
         self.coordinator: Coordinator | None = None
@@ -695,6 +700,7 @@ class _Supervisor:
             on_limit=self._step_limit,
             on_end=self._ended,
             on_diverge=self._diverged,
+            cpu=self.cpu,
         )
         if engine.record_choices:
             scheduler.trace = []

@@ -8,13 +8,15 @@ the kernel may have parked on the other CPU, and waking across CPUs is the expen
 2-core machine of docs/benchmarks.md §8: the mutex scenario's step cost 101-147 µs spread
 over both CPUs against 80 µs with the whole run on one.
 
-The engine therefore runs a virtual run's engine phase on one CPU (every process it starts
-inherits that), and gives its process back every CPU it had afterwards. Two virtual runs at
-once (a sweep's pool, tests side by side) must not share a CPU while another stays idle, so a
-run claims its CPU: it binds an abstract Unix socket named for it (``sim-cpu/<uid>/<n>``; the
-kernel frees the name when the last process holding it exits, and no file is left behind). A
-run takes the CPU it is on if that is free, else the next free one; with every CPU claimed it
-is not pinned at all.
+So a virtual run claims one CPU for its engine phase and, once every actor has started (the
+start-up of hundreds of processes is work for every CPU there is), runs there: the engine's
+thread and each actor pin themselves to it (the grant of an actor's start says which), and
+whatever they start later inherits it. Afterwards the engine's thread gets back every CPU it
+had. Two virtual runs at once (a sweep's pool, tests side by side) must not share a CPU while
+another stays idle, so the claim is a name: an abstract Unix socket ``sim-cpu/<uid>/<n>``,
+which the kernel frees when the last process holding it exits (no file is left behind). A run
+takes the CPU it is on if that is free, else the next free one; with every CPU claimed it is
+not pinned at all.
 """
 
 from __future__ import annotations
@@ -25,17 +27,16 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["one_cpu"]
+__all__ = ["claimed_cpu", "one_cpu", "pin"]
 
 
 @contextmanager
-def one_cpu() -> Iterator[int | None]:
-    """Pin the calling thread (and so every process started from it) to one CPU for the
-    duration; yields the CPU, or None where that is not possible (one CPU only, every CPU
-    claimed by another run, no ``sched_setaffinity``, or not allowed)."""
+def claimed_cpu() -> Iterator[int | None]:
+    """Claim a CPU for the duration, without moving to it (see :func:`pin`); yields it, or
+    None where pinning is not possible (one CPU only, every CPU claimed by another run, no
+    ``sched_setaffinity``). On leaving, the calling thread may run on every CPU it could."""
     getaffinity = getattr(os, "sched_getaffinity", None)
-    setaffinity = getattr(os, "sched_setaffinity", None)
-    if getaffinity is None or setaffinity is None:
+    if getaffinity is None or not hasattr(os, "sched_setaffinity"):
         yield None
         return
     allowed: set[int] = getaffinity(0)
@@ -49,16 +50,28 @@ def one_cpu() -> Iterator[int | None]:
     cpu, held = claim
     with held:
         try:
-            setaffinity(0, {cpu})
-        except OSError:
-            yield None
-            return
-        try:
             yield cpu
         finally:
             # A CPU taken away meanwhile: keep what is left.
             with contextlib.suppress(OSError):
-                setaffinity(0, allowed)
+                os.sched_setaffinity(0, allowed)
+
+
+def pin(cpu: int) -> bool:
+    """Run the calling thread, and whatever it starts from now on, on ``cpu`` only."""
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
+@contextmanager
+def one_cpu() -> Iterator[int | None]:
+    """:func:`claimed_cpu` and :func:`pin` at once: the calling thread, and every process
+    started from it, on one CPU for the duration."""
+    with claimed_cpu() as cpu:
+        yield cpu if cpu is not None and pin(cpu) else None
 
 
 def _claim(allowed: set[int]) -> tuple[int, socket.socket] | None:

@@ -21,6 +21,8 @@ from typing import Any
 
 import msgspec
 
+from .cpu import pin
+
 __all__ = ["Gate", "Grant", "Stopped"]
 
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
@@ -138,6 +140,9 @@ class Gate:
     def _begin(self, grant: Grant) -> Grant:
         self.now = grant.ts
         self.step = grant.step
+        cpu = grant.extra.get("cpu")
+        if isinstance(cpu, int):
+            pin(cpu)  # the grant of the start: the run has begun, on one CPU (sim.virtual.cpu)
         if grant.do == "stop":
             raise Stopped
         return grant

@@ -21,6 +21,7 @@ import msgspec
 
 from sim.history import Operation, Subscriber
 
+from .cpu import pin
 from .policy import Least, Policy
 from .schedule import Divergence, Schedule, digest
 
@@ -81,6 +82,7 @@ class Scheduler(Subscriber):
         on_limit: Callable[[int], None],
         on_end: Callable[[str], bool] | None = None,
         on_diverge: Callable[[Divergence], None] | None = None,
+        cpu: int | None = None,
     ) -> None:
         self.history = history
         self.policy = policy
@@ -133,6 +135,9 @@ class Scheduler(Subscriber):
         self._paused: set[str] = set()
         #: Called at every look for a task to run (the faults that have come due).
         self.before_grant: Callable[[], None] | None = None
+        # The CPU the run moves to once every actor has started (sim.virtual.cpu): the
+        # engine's thread at the first grant, each actor with the grant of its start.
+        self._cpu = cpu
         history.subscribe(self)
 
     # -- what the history tells --------------------------------------------------------------
@@ -382,6 +387,11 @@ class Scheduler(Subscriber):
         task = self._tasks[chosen]
         do = ready[chosen]
         grant: dict[str, Any] = {"task": task.number, "do": do, "ts": self.now, "step": self.step}
+        if self._cpu is not None:
+            if self.step == 1:
+                pin(self._cpu)
+            if task.req == "start":
+                grant["cpu"] = self._cpu
         if do == "go" and task.op is not None:
             model = self.history.model(task.op.prim)
             if model is not None:
