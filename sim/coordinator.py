@@ -394,10 +394,15 @@ class Coordinator:
         # received line in the file.
         if self._held:
             assert self._file is not None
+            data = b"".join(self._held)
+            self._held.clear()
+            # Straight to the descriptor: in a virtual run nothing else writes to the file
+            # object, whose buffer is therefore always empty here.
+            fd = self._file.fileno()
             try:
-                self._file.write(b"".join(self._held))
-                self._held.clear()
-                self._file.flush()
+                with memoryview(data) as view:
+                    while view:
+                        view = view[os.write(fd, view) :]
             except OSError as exc:
                 self._write_failed(exc)
 
@@ -630,12 +635,18 @@ class Coordinator:
         scheduler = self.scheduler
         assert scheduler is not None
         counters = self.counters
-        buf += data
-        cut = buf.rfind(b"\n")
+        block = b""
+        if not buf and data[-1:] == b"\n":
+            block = data  # a step's lines and request, whole: nothing to join or keep
+        else:
+            buf += data
+            cut = buf.rfind(b"\n")
+            if cut >= 0:
+                with memoryview(buf) as view:
+                    block = bytes(view[: cut + 1])
+                del buf[: cut + 1]
         error: _Broken | None = None
-        if cut >= 0:
-            block = bytes(buf[: cut + 1])
-            del buf[: cut + 1]
+        if block:
             lines: list[Line] = []
             requests: list[tuple[int, dict[str, Any]]] = []
             try:
@@ -646,15 +657,23 @@ class Coordinator:
             counters.lines[actor] += len(lines)
             counters.last_event = time.monotonic()
             feed = counters.history.feed
-            done = 0
-            for upto, request in [*requests, (len(lines), None)]:
-                part = lines[done:upto]
-                done = upto
-                if part:
-                    feed(part)
-                    self._held.append(b"\n".join(line.raw for line in part) + b"\n")
-                if request is not None:
-                    scheduler.request(actor, request)
+            if error is None and len(requests) == 1 and requests[0][0] == len(lines):
+                # The usual step: its lines, then one request, last. The lines' bytes are the
+                # block up to the request's line (no log line starts with "!").
+                if lines:
+                    feed(lines)
+                    self._held.append(block[: block.rfind(b"\n!") + 1])
+                scheduler.request(actor, requests[0][1])
+            else:
+                done = 0
+                for upto, request in [*requests, (len(lines), None)]:
+                    part = lines[done:upto]
+                    done = upto
+                    if part:
+                        feed(part)
+                        self._held.append(b"\n".join(line.raw for line in part) + b"\n")
+                    if request is not None:
+                        scheduler.request(actor, request)
             self.dispatch()
             self._write_held()
         if error is not None:

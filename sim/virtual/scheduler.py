@@ -12,6 +12,7 @@ simulated time jumps to the earliest wake-up; if there is none, the run is deadl
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -400,7 +401,7 @@ class Scheduler(Subscriber):
                     grant.update(extra)
                     if "woke" in extra:
                         self.schedule.woke[self.step] = list(extra["woke"])
-        self.schedule.steps.append((chosen, digest(names)))
+        self.schedule.steps.append((chosen, _digest(tuple(names))))
         if task.req == "spawn" and task.child is not None:
             child = self._by_actor.get(task.actor, {}).get(task.child)
             if child is not None and child.state == "held":
@@ -454,3 +455,7 @@ def _cycle(edges: dict[str, list[str]]) -> list[str]:
             seen.add(nxt)
             node = nxt
     return []
+
+
+# A run's ready sets recur (the same few tasks, step after step): each one's digest is made once.
+_digest = functools.lru_cache(maxsize=4096)(digest)
