@@ -61,7 +61,9 @@ class Gate:
         self.step = 0
         self._sock = sock
         self._take = take_lines
-        self._file = sock.makefile("rb")
+        # What has come of the next grants (a grant is one line; read with recv, not through
+        # a buffered file over the socket, whose layers cost more than the system call).
+        self._inbox = b""
         self._reader_busy = False
         self._arrived = threading.Condition()
         self._stash: dict[int, Grant] = {}
@@ -132,9 +134,14 @@ class Gate:
                     self._arrived.notify_all()
 
     def _read(self) -> Grant:
-        raw = self._file.readline()
-        if not raw:
-            os._exit(_ORPHANED)  # the engine closed the connection: it is gone
+        # Kept in self._inbox at every turn: a signal's handler may raise out of recv (a
+        # crash fault) and nothing that has come may be lost.
+        while (cut := self._inbox.find(b"\n")) < 0:
+            data = self._sock.recv(_READ_SIZE)
+            if not data:
+                os._exit(_ORPHANED)  # the engine closed the connection: it is gone
+            self._inbox += data
+        raw, self._inbox = self._inbox[:cut], self._inbox[cut + 1 :]
         return Grant(_decode(raw))
 
     def _begin(self, grant: Grant) -> Grant:
@@ -185,5 +192,6 @@ class Gate:
         threading.Thread.join = gated_join  # type: ignore[method-assign,assignment]
 
 
+_READ_SIZE = 4096
 # Exit status of an actor that lost its engine (as sim.runtime._sink.ORPHANED_EXIT).
 _ORPHANED = 75
