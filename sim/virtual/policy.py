@@ -22,8 +22,10 @@ class Policy:
         """``task`` has been waiting since ``step``."""
 
     #: Tasks whose next step touches nothing shared (a start, a sleep's end, a thread's begin
-    #: or join): set by the scheduler before each choice, for policies that care.
+    #: or join): set by the scheduler before each choice, for policies that care (those with
+    #: ``uses_local``; for the others it is not worked out).
     local: frozenset[str] = frozenset()
+    uses_local = False
 
     def choose(self, ready: Sequence[str], step: int, running: str | None) -> str:
         raise NotImplementedError
@@ -104,6 +106,7 @@ class Least(Policy):
     around the choices it makes."""
 
     name = "least"
+    uses_local = True
 
     def choose(self, ready: Sequence[str], step: int, running: str | None) -> str:
         local = [t for t in ready if t in self.local]

@@ -118,6 +118,7 @@ class Forced(Policy):
     one), then, if ``strict`` is off, go on as :class:`~sim.virtual.policy.Least` would."""
 
     name = "forced"
+    uses_local = True
 
     def __init__(self, schedule: Schedule, *, strict: bool = True) -> None:
         self._steps = schedule.steps

@@ -368,9 +368,12 @@ class Scheduler(Subscriber):
         names = sorted(ready)
         self.step += 1
         last = self._last
-        local = frozenset(n for n in names if self._tasks[n].req in _LOCAL or ready[n] == "stop")
         policy = self.policy if not self.stopping else self._fallback
-        policy.local = local
+        local: frozenset[str] = frozenset()
+        if policy.uses_local or self.trace is not None:
+            local = frozenset(n for n in names
+                              if self._tasks[n].req in _LOCAL or ready[n] == "stop")  # fmt: skip
+            policy.local = local
         try:
             chosen = policy.choose(names, self.step, last)
         except Divergence as exc:
