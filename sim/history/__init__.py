@@ -144,6 +144,8 @@ class History:
         self._subs: list[Subscriber] = []
         self._lines_every: list[Callable[[Line], None]] = []
         self._lines_by_event: dict[str, list[Callable[[Line], None]]] = {}
+        # What feed() routes where (see _wanted_lines, _direct_lines); None: to be worked out.
+        self._routing: tuple[Any, dict[str, list[Callable[[Line], None]]]] | None = None
         self._states = states
         self.track_states = track_states
         self._actors: dict[str, _Actor] = {}
@@ -176,6 +178,7 @@ class History:
                     f"not {wanted!r}"
                 )
         self._subs.append(sub)
+        self._routing = None
         sub.attach(self)
         for model in self._models.values():
             model.routes = self._route(model.name)
@@ -270,8 +273,11 @@ class History:
         late_s = self.late_s
         track = self.track_states
         alarm = self._next_alarm
-        wanted = self._wanted_lines()
-        direct = self._direct_lines()
+        # Worked out once per set of subscribers: the live history is fed a step at a time.
+        routing = self._routing
+        if routing is None:
+            routing = self._routing = (self._wanted_lines(), self._direct_lines())
+        wanted, direct = routing
         try:
             for line in chunk:
                 try:
