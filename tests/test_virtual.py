@@ -25,10 +25,12 @@ CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.toml"))
 _OS_FIELDS = {"pid", "ppid", "target_pid", "run_id", "wall_s", "peer", "local", "sender", "host"}
 _PORT_FIELDS = {"port", "to"}
 # Fixed ports for the socket scenarios, so that even the values written to `port` agree; each
-# pytest-xdist worker (gw0, gw1, ...) has ports of its own, as tests run side by side.
+# pytest-xdist worker (gw0, gw1, ...) has ports of its own, as tests run side by side. Below
+# Linux's ephemeral range (32768-60999): in it, any connection's local port (the actors' own,
+# to the coordinator) may hold one of them (it did: "Address already in use", once in CI).
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 _SOCKETS = ["tcp_echo", "udp_datagrams", "udp_datagrams-lossy"]
-_PORTS = {name: 47311 + 3 * _WORKER + i for i, name in enumerate(_SOCKETS)}
+_PORTS = {name: 27311 + 3 * _WORKER + i for i, name in enumerate(_SOCKETS)}
 
 
 def normalised(run_dir: Path) -> list[str]:
