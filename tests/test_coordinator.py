@@ -418,10 +418,12 @@ def test_a_block_is_taken_exactly_as_line_by_line(bad: bytes | None, where: int)
 def test_a_request_in_a_block_goes_to_the_requests_only_when_they_are_taken() -> None:
     block = _GOOD[0] + b"\n" + b'!{"op":"sleep"}\n' + _GOOD[1] + b"\n"
     into: list[Any] = []
-    requests: list[tuple[int, dict[str, Any]]] = []
+    requests: list[Any] = []
     assert _parse(block, "bob", 500, into, requests) == len(block)
     assert [line.raw for line in into] == _GOOD[:2]
-    assert requests == [(1, {"op": "sleep"})]
+    # After one log line, and where its line is in the block (its bytes, newline included).
+    start = len(_GOOD[0]) + 1
+    assert requests == [(1, start, start + len(b'!{"op":"sleep"}\n'), {"op": "sleep"})]
     into.clear()
     with pytest.raises(ProtocolError, match="not a valid event line") as caught:
         _parse(block, "bob", 500, into)  # a wall-clock run takes no requests
