@@ -279,7 +279,7 @@ class HeldSink:
     which sends them with its request in one write (no flusher thread: nothing runs between
     two turns)."""
 
-    def __init__(self, sock: socket.socket, after: Callable[[], None] | None = None) -> None:
+    def __init__(self, sock: _socket.socket, after: Callable[[], None] | None = None) -> None:
         self._sock = sock
         self._after = after
         self._buf: list[bytes] = []

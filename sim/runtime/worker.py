@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from types import CodeType, FrameType
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import msgspec
 import structlog
@@ -215,12 +215,11 @@ def _name_process(name: str) -> None:
 _SNDBUF = 1 << 16
 
 
-_Sock = TypeVar("_Sock", bound=_socket.socket)
-
-
-def _connect(address: tuple[str, int] | str, kind: type[_Sock]) -> _Sock:
+def _connect(address: tuple[str, int] | str) -> _socket.socket:
+    # The C socket: the sink and the gate need only its methods, and socket.socket's Python
+    # layer cost every actor's start ~0.1 ms (its code and objects, copied on write).
     family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
-    sock = kind(family, socket.SOCK_STREAM)
+    sock = _socket.socket(family, socket.SOCK_STREAM)
     # (Not contextlib.suppress: three Python calls more, and the pages they write, per actor.)
     try:  # noqa: SIM105
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
@@ -403,10 +402,7 @@ def main(boot: Boot) -> None:
     # Before connecting (see EngineWatch): the engine is alive if the connection succeeds.
     engine = _Prepared.engine or EngineWatch(boot.engine_pid or parent)
     try:
-        # A wall-clock run's sink needs only the C socket's methods: socket.socket's Python
-        # layer cost every actor's start ~0.1 ms (its code and objects, copied on write).
-        # A virtual run's gate reads through a file object (makefile).
-        sock = _connect(boot.address, socket.socket if boot.virtual else _socket.socket)
+        sock = _connect(boot.address)
         hello = {"hello": 1, "secret": boot.secret, "actor": boot.actor, "pid": pid}
         sock.sendall(_ENCODER.encode(hello) + b"\n")
     except OSError:
@@ -417,7 +413,6 @@ def main(boot: Boot) -> None:
     logger: Any
     threads = _Threads()
     if boot.virtual:
-        assert isinstance(sock, socket.socket)
         sink = logger = HeldSink(sock, after=guard.end)
         gate = Gate(boot.actor, sock, sink.take)
         processors = _processors(boot.actor, pid, boot.t0_ns, guard, threads, gate)

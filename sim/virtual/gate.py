@@ -13,8 +13,8 @@ own and their ``ts`` and ``step`` are the grant's.
 
 from __future__ import annotations
 
+import _socket
 import os
-import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -54,7 +54,7 @@ class Gate:
     thread the scenario starts gets the next number, and its task name is ``actor/number``.
     """
 
-    def __init__(self, actor: str, sock: socket.socket, take_lines: Callable[[], bytes]) -> None:
+    def __init__(self, actor: str, sock: _socket.socket, take_lines: Callable[[], bytes]) -> None:
         self.actor = actor
         #: The simulated time of the current turn (seconds of the log's ``ts``), and its step.
         self.now = 0.0
