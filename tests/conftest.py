@@ -71,6 +71,22 @@ def socket_files(*folders: Path) -> list[Path]:
     return found
 
 
+def sent_until_closed(address: Any, data: bytes, timeout: float = 10.0) -> bytes:
+    """Connect to the coordinator at ``address``, send ``data`` (as far as it takes it) and
+    read until it hangs up; what it sent back."""
+    import contextlib
+    import socket
+
+    with socket.create_connection(tuple(address), timeout=timeout) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(data)
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(4096):
+                received += chunk
+        return received
+
+
 @dataclass(frozen=True)
 class Finished:
     """A run of the CLI that has ended, read back from its run directory."""

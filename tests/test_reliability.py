@@ -29,7 +29,7 @@ from typing import IO, Any
 
 import pytest
 
-from .conftest import ROOT, alive, events_of, manifest_of, sim, socket_files
+from .conftest import ROOT, alive, events_of, manifest_of, sent_until_closed, sim, socket_files
 from .test_faults import KILL_HOLDER, SMALL
 
 pytestmark = pytest.mark.reliability
@@ -593,17 +593,6 @@ def _hello(secret: str, actor: str, pid: int = 1) -> bytes:
     return json.dumps({"hello": 1, "secret": secret, "actor": actor, "pid": pid}).encode() + b"\n"
 
 
-def _refused_at_once(address: Any, data: bytes, timeout: float = 10.0) -> bytes:
-    """Connect, send ``data`` and read until the coordinator hangs up; what it sent back."""
-    with socket.create_connection(tuple(address), timeout=timeout) as sock:
-        sock.sendall(data)
-        received = b""
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := sock.recv(4096):
-                received += chunk
-        return received
-
-
 @pytest.mark.timeout(90)
 def test_hostile_clients_are_refused_and_an_idle_one_does_not_hold_the_run_up(
     tmp_path: Path, background: Callable[..., Background], watch: ShmWatch
@@ -626,10 +615,10 @@ def test_hostile_clients_are_refused_and_an_idle_one_does_not_hold_the_run_up(
                  what="early's exit")  # fmt: skip
     forged = json.dumps({"ts": 0.1, "actor": "mallory", "pid": 1, "seq": 0, "event": "forged"})
     # The right secret with a name that is not the run's, or not now: refused, lines dropped.
-    assert _refused_at_once(address, _hello(secret, "mallory") + forged.encode() + b"\n") == b""
-    assert _refused_at_once(address, _hello(secret, "early")) == b""
-    assert _refused_at_once(address, _hello(secret, "insider")) == b""
-    assert _refused_at_once(address, _hello("wrong", "insider")) == b""
+    assert sent_until_closed(address, _hello(secret, "mallory") + forged.encode() + b"\n") == b""
+    assert sent_until_closed(address, _hello(secret, "early")) == b""
+    assert sent_until_closed(address, _hello(secret, "insider")) == b""
+    assert sent_until_closed(address, _hello("wrong", "insider")) == b""
     # A connection that never says anything, open until the run has ended.
     idle = socket.create_connection(tuple(address), timeout=10)
     try:

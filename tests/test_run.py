@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from .conftest import alive, events_of, manifest_of, only_run_dir, sim, socket_files
+from .conftest import (
+    alive,
+    events_of,
+    manifest_of,
+    only_run_dir,
+    sent_until_closed,
+    sim,
+    socket_files,
+)
 
 # A quick car park: 30 cars on 10 spaces, short stays, some impatient drivers give up.
 QUICK = [
@@ -154,18 +160,6 @@ def _wait_for_address(out: Path, timeout: float = 30) -> tuple[str, int]:
     raise AssertionError("the run never published its coordinator address")
 
 
-def _intrude(address: tuple[str, int], payload: bytes) -> bytes:
-    """Send ``payload`` and read until the coordinator closes the connection."""
-    with socket.create_connection(address, timeout=10) as sock:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(payload)
-        received = b""
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := sock.recv(4096):
-                received += chunk
-        return received
-
-
 @pytest.mark.timeout(120)
 def test_intruders_are_refused_and_the_log_is_unaffected(out: Path) -> None:
     proc = subprocess.Popen(
@@ -182,7 +176,7 @@ def test_intruders_are_refused_and_the_log_is_unaffected(out: Path) -> None:
             b"{" + b"x" * (200 * 1024),  # an over-long line
         ]
         for payload in intruders:
-            assert _intrude(address, payload) == b""  # closed without a word
+            assert sent_until_closed(address, payload) == b""  # closed without a word
         _, stderr = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
