@@ -135,13 +135,20 @@ def test_wall_car_parks_agree_with_the_model_at_a_speedup_the_lateness_rule_allo
 ) -> None:
     # A handful of processes: 0.1-0.3 ms lateness on a quiet machine, 1 ms on a busy one:
     # 0.1-1.3 % of the shortest mean (10 minutes) at speedup 8000.
-    fast = ["-s", "clock.speedup=8000", "--repeat", "3", "--seed", "3"]
-    found = sweep(tmp_path, "carpark", *POINTS, *fast, timeout=400)
+    # The seed fixes the draws, and a wall run follows the virtual run of its seed closely (the
+    # single space's utilisation within 0.02 run by run), so the draws decide most of where an
+    # interval falls. Three repetitions of seed 3 left the model 0.27 half-widths inside the
+    # nearer end of an interval in virtual mode, and two CI runs failed by a wall run's jitter.
+    # Five leave at least 0.61 (0.68 for the loss system): what is left to fail on is wall
+    # timing's effect. Two runs at a time keep the test near three minutes; the lateness rule
+    # still judges every run.
+    fast = ["-s", "clock.speedup=8000", "--repeat", "5", "--seed", "3", "--jobs", "2"]
+    found = sweep(tmp_path, "carpark", *POINTS, *fast, timeout=600)
     _lateness_rule_held(found)
-    assert_family_agrees(found, CAR, 3)
+    assert_family_agrees(found, CAR, 5)
     found = sweep(tmp_path, "carpark", *LOSS, *fast)
     _lateness_rule_held(found)
-    assert_family_agrees(found, ("steady_p_wait", "steady_utilisation"), 3)
+    assert_family_agrees(found, ("steady_p_wait", "steady_utilisation"), 5)
 
 
 def _last_start_and_old_estimate(run_dir: Path) -> tuple[float, float]:
