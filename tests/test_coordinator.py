@@ -431,6 +431,66 @@ def test_a_request_in_a_block_goes_to_the_requests_only_when_they_are_taken() ->
     assert [line.raw for line in into] == _GOOD[:1]
 
 
+_REQUEST = b'!{"req":"op","task":0}'
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        pytest.param([*_GOOD[:3], _REQUEST], id="a-step"),
+        pytest.param([_REQUEST], id="a-request-alone"),
+        pytest.param([*_GOOD[:2], b"!{nope"], id="a-bad-request"),
+        pytest.param([*_GOOD[:2], b'!{"req":"' + b"s" * 600 + b'"}'], id="a-long-request"),
+        pytest.param([_GOOD[0], _REQUEST, _GOOD[1], _REQUEST], id="two-requests"),
+        pytest.param([_GOOD[0], b"[1]", _REQUEST], id="a-bad-line-then-a-request"),
+        pytest.param([_GOOD[0], event("alice", 0).rstrip(b"\n"), _REQUEST], id="other-actor"),
+        pytest.param(
+            [_GOOD[0], b'{"ts":1,"actor":"bob","seq":1,"event":"!"}', _REQUEST],
+            id="a-bang-inside-a-line",
+        ),
+        pytest.param([*_GOOD[:2], _REQUEST, _GOOD[2]], id="a-line-after-the-request"),
+    ],
+)
+def test_a_virtual_step_is_taken_exactly_as_line_by_line(lines: list[bytes]) -> None:
+    # A step's block (its lines, then the request) is checked in one go; whatever the block,
+    # lines, requests and the error must be those of taking each line on its own.
+    block = b"".join(raw + b"\n" for raw in lines)
+    kept: list[bytes] = []
+    wanted: list[tuple[int, int, int, Any]] = []
+    error, good = None, 0
+    for raw in lines:
+        if len(raw) > 500:
+            error = "line longer"
+        elif raw[:1] == b"!":
+            try:
+                wanted.append((len(kept), good, good + len(raw) + 1, json.loads(raw[1:])))
+            except ValueError:
+                error = "not a valid request"
+        else:
+            try:
+                line = decode_line(raw)
+            except Exception:
+                error = "not a valid event line"
+            else:
+                if line.actor != "bob":
+                    error = "line claims actor"
+                else:
+                    kept.append(raw)
+        if error is not None:
+            break
+        good += len(raw) + 1
+    into: list[Any] = []
+    requests: list[Any] = []
+    if error is None:
+        assert _parse(block, "bob", 500, into, requests) == len(block)
+    else:
+        with pytest.raises(ProtocolError, match=error) as caught:
+            _parse(block, "bob", 500, into, requests)
+        assert caught.value.good == good  # type: ignore[attr-defined]
+    assert [line.raw for line in into] == kept
+    assert [tuple(request) for request in requests] == wanted
+
+
 async def test_a_long_line_arriving_in_pieces_is_cut_at_the_limit(tmp_path: Path) -> None:
     kept = events("bob", 3)
     async with serve(tmp_path, max_line=1000) as coord:

@@ -28,6 +28,7 @@ from .schedule import Divergence, Schedule, digest
 
 if TYPE_CHECKING:
     from sim.history import History
+    from sim.kinds._base import Model
 
 __all__ = ["Scheduler", "Task"]
 
@@ -43,7 +44,7 @@ State = Literal["held", "waiting", "running", "ended"]
 Choice = tuple[list[str], list[str], str | None, str, dict[str, str]]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Task:
     """A schedulable unit: an actor's main thread (task 0, named like the actor) or a thread
     it started (``actor/n``)."""
@@ -59,6 +60,8 @@ class Task:
     child: int | None = None  # the thread a spawn started, a join waits for
     since: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # The model of ``op``'s primitive (looked up once, when the task asks to do ``op``).
+    model: Model | None = None
 
 
 class Scheduler(Subscriber):
@@ -139,6 +142,9 @@ class Scheduler(Subscriber):
         # The CPU the run moves to once every actor has started (sim.virtual.cpu): the
         # engine's thread at the first grant, each actor with the grant of its start.
         self._cpu = cpu
+        # A policy that keeps nothing of when tasks became ready is not told (a call a step).
+        keeps = type(policy).became_ready is not Policy.became_ready
+        self._became_ready = policy.became_ready if keeps else None
         history.subscribe(self)
 
     # -- what the history tells --------------------------------------------------------------
@@ -172,13 +178,17 @@ class Scheduler(Subscriber):
         task.state = "waiting"
         task.req = req
         task.op = None
+        task.model = None
         task.wake = None
         task.zero = False
         task.child = None
         task.since = self.step
-        self.policy.became_ready(task.name, self.step)
+        if self._became_ready is not None:
+            self._became_ready(task.name, self.step)
         if req == "op":
-            task.op = self._last_invoke.get(actor)
+            op = task.op = self._last_invoke.get(actor)
+            if op is not None:
+                task.model = self.history.model(op.prim)
             timeout = msg.get("timeout")
             if isinstance(timeout, (int, float)):
                 task.zero = timeout <= 0
@@ -321,10 +331,8 @@ class Scheduler(Subscriber):
         if req == "sleep":
             return "go" if due else None
         op = task.op
-        if op is None:
-            return "go"
-        model = self.history.model(op.prim)
-        if model is None:
+        model = task.model
+        if op is None or model is None:
             return "go"
         if model.ready(op):
             return "go"
@@ -397,9 +405,9 @@ class Scheduler(Subscriber):
             if task.req == "start":
                 grant["cpu"] = self._cpu
         if do == "go" and task.op is not None:
-            model = self.history.model(task.op.prim)
+            model = task.model
             if model is not None:
-                extra = model.grant(task.op, lambda w, n: self.policy.pick(w, n, self.step))
+                extra = model.grant(task.op, self._pick)
                 if extra:
                     grant.update(extra)
                     if "woke" in extra:
@@ -417,6 +425,9 @@ class Scheduler(Subscriber):
         if self.step >= self._max_steps and not self.stopping:
             self._on_limit(self.step)
         return self._send[task.actor], _encode(grant) + b"\n"
+
+    def _pick(self, waiters: list[str], n: int) -> list[str]:
+        return self.policy.pick(waiters, n, self.step)
 
     def stop_all(self) -> None:
         """Stop the run: every task still waiting is told to stop, one at a time."""
