@@ -452,8 +452,9 @@ _REQUEST = b'!{"req":"op","task":0}'
     ],
 )
 def test_a_virtual_step_is_taken_exactly_as_line_by_line(lines: list[bytes]) -> None:
-    # A step's block (its lines, then the request) is checked in one go; whatever the block,
-    # lines, requests and the error must be those of taking each line on its own.
+    # A virtual run's block: a step's lines, then its request, or anything else a client may
+    # send. Lines, requests (where each one is) and the error must be those of taking each
+    # line on its own, as the contract and docs/log-format.md say.
     block = b"".join(raw + b"\n" for raw in lines)
     kept: list[bytes] = []
     wanted: list[tuple[int, int, int, Any]] = []
