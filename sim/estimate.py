@@ -16,9 +16,10 @@ says why. Invalid arguments raise :class:`~sim.errors.ScenarioError` naming the 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import NoReturn
 
 from .errors import ScenarioError
 from .quantiles import normal_quantile, student_t_quantile
@@ -200,25 +201,42 @@ def batch_means(
 
 
 def _window_means(
-    changes: Sequence[tuple[float, float]], initial: float, edges: Sequence[float]
+    changes: Iterable[tuple[float, float]], initial: float, edges: Sequence[float]
 ) -> list[float]:
     """Time-weighted means of a piecewise-constant level over [edges[i], edges[i + 1]]."""
-    level, i = initial, 0
+    # The changes are iterated, not indexed: a long window's are read from arrays as they go.
+    changes = iter(changes)
+    level = initial
+    change = next(changes, None)
     # The level at the window's start: the last change at or before it.
-    while i < len(changes) and changes[i][0] <= edges[0]:
-        level = changes[i][1]
-        i += 1
+    while change is not None and change[0] <= edges[0]:
+        level = change[1]
+        change = next(changes, None)
     means = []
     for left, right in pairwise(edges):
         at, area = left, 0.0
-        while i < len(changes) and changes[i][0] < right:
-            t, new = changes[i]
+        while change is not None and change[0] < right:
+            t, new = change
             area += level * (t - at)
             at, level = t, new
-            i += 1
+            change = next(changes, None)
         area += level * (right - at)
         means.append(area / (right - left))
     return means
+
+
+def _bad_change(
+    i: int, t: float, lv: float, before: float, lower: float | None, upper: float | None
+) -> NoReturn:
+    """Say what is wrong with change ``i`` (the checks of time_batch_means, one at a time)."""
+    _check_value(f"changes[{i}] time", t, None, None)
+    if t < before:
+        raise ScenarioError(
+            f"changes must be in time order: changes[{i}] at t={t} "
+            f"comes before changes[{i - 1}] at t={before}"
+        )
+    _check_value(f"changes[{i}] level", lv, lower, upper)
+    raise AssertionError(f"changes[{i}] = ({t}, {lv}) passes every check")  # not reached
 
 
 def time_batch_means(
@@ -250,19 +268,22 @@ def time_batch_means(
     if not (math.isfinite(start) and math.isfinite(end) and start < end):
         raise ScenarioError(f"the window must have start < end, got start={start}, end={end}")
     _check_value("initial", initial, lower, upper)
+    # One pass, checking and counting: a long window has many changes. The test of a change
+    # is made inline, and only a change that fails it is looked at again to say why (naming
+    # every change as the test goes costs more than the rest of the estimate).
     before = -math.inf
-    for i, (t, lv) in enumerate(changes):  # one pass: a long window has many changes
-        _check_value(f"changes[{i}] time", t, None, None)
-        if t < before:
-            raise ScenarioError(
-                f"changes must be in time order: changes[{i}] at t={t} "
-                f"comes before changes[{i - 1}] at t={before}"
-            )
-        _check_value(f"changes[{i}] level", lv, lower, upper)
+    low = -math.inf if lower is None else lower
+    high = math.inf if upper is None else upper
+    finite = math.isfinite
+    n = 0
+    for i, (t, lv) in enumerate(changes):
+        if not (before <= t and finite(t) and finite(lv) and low <= lv <= high):
+            _bad_change(i, t, lv, before, lower, upper)
+        if start <= t < end:
+            n += 1
         before = t
     edges = [start + (end - start) * i / batches for i in range(batches)] + [end]
     means = _window_means(changes, initial, edges)
-    n = sum(1 for t, _ in changes if start <= t < end)
     need = batches * min_batch
     if n < need:
         whole = math.fsum(means) / batches

@@ -436,3 +436,17 @@ def test_time_batch_means_refuses_bad_input() -> None:
         time_batch_means([(2.0, -1.0)], 0.0, 3.0, lower=0.0)
     with pytest.raises(ScenarioError, match=r"initial = 2\.0 is above"):
         time_batch_means([(2.0, 1.0)], 0.0, 3.0, initial=2.0, upper=1.0)
+    # Each change is tested inline and looked at again only when it fails: every kind of bad
+    # change, anywhere, is still refused, and named as before.
+    good = [(0.5, 1.0), (1.0, 0.0)]
+    for bad, said in [
+        ((math.nan, 1.0), r"changes\[2\] time must be finite, got nan"),
+        ((math.inf, 1.0), r"changes\[2\] time must be finite, got inf"),
+        ((-math.inf, 1.0), r"changes\[2\] time must be finite, got -inf"),
+        ((0.75, 1.0), r"changes\[2\] at t=0.75 comes before changes\[1\] at t=1.0"),
+        ((2.0, math.nan), r"changes\[2\] level must be finite, got nan"),
+        ((2.0, math.inf), r"changes\[2\] level must be finite, got inf"),
+        ((2.0, 1.5), r"changes\[2\] level = 1.5 is above the upper bound 1.0"),
+    ]:
+        with pytest.raises(ScenarioError, match=said):
+            time_batch_means([*good, bad, (2.5, 0.0)], 0.0, 3.0, lower=0.0, upper=1.0)
