@@ -55,7 +55,7 @@ except ImportError:  # as bench/log_pipeline.py's bare actors: msgspec instead
 import structlog
 
 from bench._common import add_time_limit, machine, table, time_limit
-from sim.coordinator import Coordinator, _parse, address_of, bind
+from sim.coordinator import Coordinator, _decode_whole, _parse, address_of, bind
 from sim.history import History
 from sim.history.lines import Line, decode_line
 from sim.runtime import worker
@@ -298,6 +298,16 @@ def measure(n: int) -> list[tuple[str, float]]:
 
     todo = iter(blocks)
     rows.append(("  the same + the live history's feed", _per_line(pump, blocks)))
+    in_one_go = History()
+
+    def pump_plain() -> None:
+        # What Coordinator._pump does with a good block: the history takes it in one go.
+        whole = _decode_whole(next(todo), "flood-000", 1 << 16)
+        if whole is None or not in_one_go.feed_run("flood-000", whole[0]):
+            raise RuntimeError("a flood block not taken in one go")
+
+    todo = iter(blocks)
+    rows.append(("  the same, the history in one go (feed_run)", _per_line(pump_plain, blocks)))
     raws = [block.split(b"\n")[:-1] for block in blocks]
     each = iter(raws)
     rows.append(
