@@ -16,12 +16,13 @@ so events/s is about (cores / CPU per event). Each row times ``N`` calls of one 
   the fields into the call's own dict;
 * coordinator: what ``Coordinator._pump`` does with a received block of a wall-clock run (blocks
   of 2,000 lines as the actors render them): check and decode its lines
-  (``sim.coordinator._parse``), then also feed them to the run's live history; beside it the
-  decode alone, three ways (a ``Line`` per line; a whole block in one ``decode_lines`` call,
-  which alone does not prove one object per line; a struct of only the contract's fields), and
-  split-and-write alone; and the whole coordinator (its event loop, sockets, checks, live
-  history and events file, CPU of this process) taking pre-rendered lines from 4 forked
-  senders;
+  (``sim.coordinator._parse``), then also feed them to the run's live history line by line, or
+  (as ``_pump`` does with a block of plain domain lines) let the history take the block in one
+  go (``History.feed_run``); beside it the decode alone, three ways (a ``Line`` per line; a
+  whole block in one ``decode_lines`` call, which alone does not prove one object per line; a
+  struct of only the contract's fields), and split-and-write alone; and the whole coordinator
+  (its event loop, sockets, checks, live history and events file, CPU of this process) taking
+  pre-rendered lines from 4 forked senders;
 * encoders: msgspec and orjson encoding one event dict.
 
 Run from the repository root: ``python bench/event_cost.py`` (``--quick`` for fewer calls). The
