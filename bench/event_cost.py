@@ -16,12 +16,13 @@ so events/s is about (cores / CPU per event). Each row times ``N`` calls of one 
   the fields into the call's own dict;
 * coordinator: what ``Coordinator._pump`` does with a received block of a wall-clock run (blocks
   of 2,000 lines as the actors render them): check and decode its lines
-  (``sim.coordinator._parse``), then also feed them to the run's live history; beside it the
-  decode alone, three ways (a ``Line`` per line; a whole block in one ``decode_lines`` call,
-  which alone does not prove one object per line; a struct of only the contract's fields), and
-  split-and-write alone; and the whole coordinator (its event loop, sockets, checks, live
-  history and events file, CPU of this process) taking pre-rendered lines from 4 forked
-  senders;
+  (``sim.coordinator._parse``), then also feed them to the run's live history line by line, or
+  (as ``_pump`` does with a block of plain domain lines) let the history take the block in one
+  go (``History.feed_run``); beside it the decode alone, three ways (a ``Line`` per line; a
+  whole block in one ``decode_lines`` call, which alone does not prove one object per line; a
+  struct of only the contract's fields), and split-and-write alone; and the whole coordinator
+  (its event loop, sockets, checks, live history and events file, CPU of this process) taking
+  pre-rendered lines from 4 forked senders;
 * encoders: msgspec and orjson encoding one event dict.
 
 Run from the repository root: ``python bench/event_cost.py`` (``--quick`` for fewer calls). The
@@ -55,7 +56,7 @@ except ImportError:  # as bench/log_pipeline.py's bare actors: msgspec instead
 import structlog
 
 from bench._common import add_time_limit, machine, table, time_limit
-from sim.coordinator import Coordinator, _parse, address_of, bind
+from sim.coordinator import Coordinator, _decode_whole, _parse, address_of, bind
 from sim.history import History
 from sim.history.lines import Line, decode_line
 from sim.runtime import worker
@@ -298,6 +299,16 @@ def measure(n: int) -> list[tuple[str, float]]:
 
     todo = iter(blocks)
     rows.append(("  the same + the live history's feed", _per_line(pump, blocks)))
+    in_one_go = History()
+
+    def pump_plain() -> None:
+        # What Coordinator._pump does with a good block: the history takes it in one go.
+        whole = _decode_whole(next(todo), "flood-000", 1 << 16)
+        if whole is None or not in_one_go.feed_run("flood-000", whole[0]):
+            raise RuntimeError("a flood block not taken in one go")
+
+    todo = iter(blocks)
+    rows.append(("  the same, the history in one go (feed_run)", _per_line(pump_plain, blocks)))
     raws = [block.split(b"\n")[:-1] for block in blocks]
     each = iter(raws)
     rows.append(

@@ -169,6 +169,41 @@ def test_threads_lose_no_line_and_seq_follows_time() -> None:
     assert {e["pid"] for e in lines} == {42}
 
 
+class _Odd:
+    def __repr__(self) -> str:
+        return "<odd>"
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda log: log.info("tick", i=1), id="plain"),
+        pytest.param(lambda log: log.info('é ☃ "q"', x=[1.5, None], y={"ts": 1}), id="nested"),
+        pytest.param(lambda log: log.bind(prim="p").warning("bound", seq=-1), id="seq-field"),
+        pytest.param(lambda log: log.info("t", ts="no", actor=1, pid=None), id="contract-fields"),
+        pytest.param(lambda log: log.info(), id="no-event"),
+        pytest.param(lambda log: log.info(None, odd=_Odd(), big=2**70, f=1e-7), id="enc-hook"),
+    ],
+)
+def test_a_line_is_what_encoding_its_stamped_dict_gives(call: Any) -> None:
+    # A line is spliced from the contract's fields and the encoded event: it must be byte for
+    # byte the merged dict (the contract's fields first, never overwritten) encoded whole.
+    log, _guard, _threads, sink, got, reader = _path()
+    call(log)
+    call(log)
+    sink.close()
+    reader.join()
+    raws = b"".join(got).split(b"\n")[:-1]
+    assert len(raws) == 2
+    encode = msgspec.json.Encoder(enc_hook=repr).encode
+    for seq, raw in enumerate(raws):
+        fields = msgspec.json.decode(raw)
+        event = {k: v for k, v in fields.items() if k not in ("ts", "actor", "pid", "seq")}
+        stamped = {"ts": fields["ts"], "actor": "a-1", "pid": 42, "seq": seq}
+        assert list(fields)[:4] == list(stamped)
+        assert raw == encode({**stamped, **event})
+
+
 def test_high_water_back_pressure_loses_nothing() -> None:
     log, _guard, _threads, sink, got, reader = _path(flush_s=0.05)
     n = 3 * BatchingSink.HIGH_WATER

@@ -26,7 +26,7 @@ from anyio.abc import SocketStream
 
 from sim.coordinator import Coordinator, _parse
 from sim.errors import ProtocolError
-from sim.history import History
+from sim.history import History, Subscriber
 from sim.history.lines import decode_line
 
 SECRET = "s3cret"
@@ -642,6 +642,65 @@ async def test_actor_start_and_end_are_counted(tmp_path: Path) -> None:
         assert coord.counters.history.started == {"alice"}
         assert coord.counters.history.ended == {"alice": "ok"}
         assert coord.counters.live() == set()
+
+
+async def test_the_live_history_is_what_feeding_the_written_lines_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Blocks of plain domain lines are taken by the history in one go, the others line by
+    # line (a lifecycle line, an operation, a gap, a line somebody reads): the live history
+    # must end as one fed every written line, in the order written.
+    def ops(actor: str, seq: int) -> list[bytes]:
+        acquire = {"prim": "lot", "kind": "semaphore", "op": "acquire"}
+        return [event(actor, seq, "op", phase="invoke", **acquire),
+                event(actor, seq + 1, "op", phase="ok", **acquire)]  # fmt: skip
+
+    lot = {"kind": "semaphore", "initial": 2}
+    sent = {
+        "alice": [event("alice", 0, "actor_start"), *events("alice", 300, 1), *ops("alice", 301),
+                  *events("alice", 200, 303), *events("alice", 50, 600)],  # a gap at 503
+        "bob": [*events("bob", 100), event("bob", 100, "read_me"), *events("bob", 500, 101),
+                event("bob", 601, "actor_end")],
+    }  # fmt: skip
+
+    class Reader(Subscriber):
+        events = frozenset({"read_me"})
+
+        def __init__(self) -> None:
+            self.read: list[int] = []
+
+        def on_line(self, line: Any) -> None:
+            self.read.append(line.seq)
+
+    live = History({"lot": lot})
+    live.subscribe(reader := Reader())
+    in_one_go: list[bool] = []
+    feed_run = live.feed_run
+
+    def counted(actor: str, lines: Any) -> bool:
+        in_one_go.append(feed_run(actor, lines))
+        return in_one_go[-1]
+
+    monkeypatch.setattr(live, "feed_run", counted)
+    async with serve(tmp_path, history=live) as coord:
+        for actor, lines in sent.items():
+            client = await connect(coord)
+            await send_lines(client, [hello(actor), *lines], per_write=37)
+            await finish(client)
+        await drained(coord)
+    again = History({"lot": lot})
+    again.subscribe(reader_again := Reader())
+    again.feed(decode_line(raw) for raw in file_lines(coord.events_path))
+
+    def state(h: History) -> tuple[Any, ...]:
+        return (h.lines, h.ops, h.now, h.actor_now, h.next_seq, h.gap_count, h.late_lines,
+                h.late_s, h.started, h.ended, h.holders("lot"))  # fmt: skip
+
+    assert state(live) == state(again)
+    assert reader.read == reader_again.read == [100]
+    assert live.gap_count == 1
+    assert True in in_one_go
+    assert False in in_one_go
 
 
 # -- shutdown -----------------------------------------------------------------------------------

@@ -359,3 +359,105 @@ def test_lines_read_in_blocks_keep_their_numbers_and_findings(
         (4, "not JSON"),
         (8, "last line is torn (no newline)"),
     ]
+
+
+class _Seen(Subscriber):
+    """Every fact and line it is handed, in order, as plain values."""
+
+    def __init__(self, events: frozenset[str] | None) -> None:
+        self.events = events
+        self.seen: list[tuple[Any, ...]] = []
+
+    def on_line(self, line: Any) -> None:
+        self.seen.append(("line", line.actor, line.seq))
+
+    def on_op(self, op: Operation) -> None:
+        self.seen.append(("op", op.actor, op.prim, op.invoke.seq, op.done and op.done.seq))
+
+
+def _random_blocks(seed: int) -> list[tuple[str, list[Any]]]:
+    # Blocks of one actor's lines as a coordinator receives them: mostly domain events in seq
+    # order, with now and then what feed_run must leave to feed (a gap, a repeated seq, time
+    # going back, a lifecycle line, a line somebody reads, an operation, an engine line).
+    import random
+
+    rng = random.Random(seed)
+    seqs: dict[str, int] = {}
+    clock = {"a": 0.0, "b": 0.0, "c": 0.0, "engine": 0.0}
+    blocks = []
+    for _ in range(300):
+        actor = rng.choice(["a", "b", "c", "a", "b", "c", "engine"])
+        # Another actor's block may start before the newest time seen: its first lines are late.
+        clock[actor] = max(clock.values()) - rng.choice([0.0, 0.0, 0.05, 0.3])
+        block = []
+        for _ in range(rng.randint(1, 12)):
+            clock[actor] += rng.choice([0.0, 0.001, 0.01])
+            seq = seqs.get(actor, 0)
+            odd = rng.random()
+            if odd < 0.01:
+                seq += 2  # a gap
+            elif odd < 0.02:
+                seq = max(seq - 1, 0)  # a repeat
+            seqs[actor] = seq + 1
+            fields: dict[str, Any] = {"ts": clock[actor], "actor": actor, "pid": 1, "seq": seq}
+            if rng.random() < 0.02:
+                fields["ts"] -= 0.02  # time goes back inside the block
+            pick = rng.random()
+            if pick < 0.02:
+                fields |= {"event": "actor_start"}
+            elif pick < 0.03:
+                fields |= {"event": "read_me"}
+            elif pick < 0.05:
+                phase = rng.choice(["invoke", "ok"])
+                fields |= _op(fields["ts"], actor, "s", "semaphore", "acquire", phase)
+            else:
+                fields |= {"event": rng.choice(["tick", "tock"]), "i": seq}
+            block.append(line_of(fields))
+        blocks.append((actor, block))
+    return blocks
+
+
+@pytest.mark.parametrize("setup", ["plain", "reader", "every-line", "states", "alarms"])
+@pytest.mark.parametrize("seed", range(4))
+def test_a_block_taken_in_one_go_leaves_the_history_as_feeding_it_line_by_line(
+    setup: str, seed: int
+) -> None:
+    # The coordinator offers each good block to feed_run first: whatever it takes must change
+    # the history exactly as feed would have, and whatever it refuses it must leave untouched.
+    histories = []
+    for _ in range(2):
+        h = History({"s": {"kind": "semaphore", "initial": 2}}, actors=["a", "b", "c"],
+                    track_states=setup == "states")  # fmt: skip
+        seen = _Seen(None if setup == "every-line" else frozenset({"read_me"}))
+        if setup != "plain":
+            h.subscribe(seen)
+        rung: list[float] = []
+        if setup == "alarms":
+            for ts in (0.05, 0.5, 1.0, 3.0):
+                h.at(ts, rung.append)
+        histories.append((h, seen, rung))
+    (one_go, seen_one_go, rung_one_go), (each, seen_each, rung_each) = histories
+    taken = 0
+    for actor, block in _random_blocks(seed):
+        before = (one_go.lines, one_go.now, one_go.late_lines, dict(one_go.next_seq))
+        if one_go.feed_run(actor, block):
+            taken += 1
+        else:
+            assert before == (one_go.lines, one_go.now, one_go.late_lines, one_go.next_seq)
+            one_go.feed(block)
+        each.feed(block)
+
+        def state(h: History) -> tuple[Any, ...]:
+            gaps = [(line.actor, line.seq, due) for line, due in h.gaps]
+            return (h.lines, h.ops, h.now, h.actor_now, h.next_seq, h.gap_count, gaps,
+                    h.late_lines, h.late_s, h.orphans, h.started, h.ended, h.malformed_count,
+                    h.states())  # fmt: skip
+
+        assert state(one_go) == state(each)
+    assert seen_one_go.seen == seen_each.seen
+    assert rung_one_go == rung_each
+    assert bool(seen_each.seen) == (setup != "plain")  # lines and operations somebody reads
+    if setup in ("plain", "reader", "alarms"):
+        assert taken > 50  # most blocks went in one go
+    else:
+        assert taken == 0  # every line is somebody's business

@@ -12,8 +12,10 @@ the Python API all read these facts; none of them pairs lines or tracks holders 
 
 from __future__ import annotations
 
+import bisect
 import heapq
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from .facts import Category, Hold, Operation, State, Transfer, TransferKind
@@ -51,6 +53,9 @@ _UNREADABLE = (TypeError, ValueError, KeyError, IndexError, AttributeError, Over
 _NOT_NAMES = "an op line whose prim, kind, op or phase is not a name: not written by sim"
 # Unreadable lines kept with their reasons (the rest are counted).
 _KEEP = 10
+_SEQ = attrgetter("seq")
+_TS = attrgetter("ts")
+_EVENT = attrgetter("event")
 
 
 class _Everything:
@@ -368,6 +373,52 @@ class History:
             self.lines += lines
             self.late_lines += late
             self.late_s = late_s
+
+    def feed_run(self, actor: str, lines: Sequence[Line]) -> bool:
+        """See ``lines``, all of them ``actor``'s and in its order (a block of one connection),
+        in one go if none of them needs a look of its own; else take none of them and return
+        False, and the caller feeds them (:meth:`feed`).
+
+        One go is: ``seq`` follows on from the actor's last line without a gap, ``ts`` never
+        goes back, no alarm is due, and no line is an operation or an event that anybody (the
+        history itself, a subscriber, the states) reads. Such lines change only the counts,
+        ``now`` and ``actor_now`` and the actor's next ``seq``, and a few calls into C work
+        those out for the whole block exactly as :meth:`feed` would line by line, with no
+        Python step per line (most lines of a busy run are domain events nobody reads; see
+        docs/benchmarks.md, section 1)."""
+        n = len(lines)
+        if not n:
+            return True
+        routing = self._routing
+        if routing is None:
+            routing = self._routing = (self._wanted_lines(), self._direct_lines())
+        wanted, direct = routing
+        if self.track_states or wanted is _EVERYTHING or actor in _SYSTEM:
+            return False
+        due = self.next_seq.get(actor, 0)
+        if list(map(_SEQ, lines)) != list(range(due, due + n)):
+            return False
+        stamps = list(map(_TS, lines))
+        if stamps[-1] >= self._next_alarm or stamps != sorted(stamps):
+            return False
+        events = set(map(_EVENT, lines))
+        if "op" in events or not events.isdisjoint(wanted) or not events.isdisjoint(direct):
+            return False
+        # What feed's loop would do, for ts in order: a line before ``now`` is late (those are
+        # a prefix, the first the latest), and ``now`` becomes the last once it is past it.
+        now = self.now
+        late = bisect.bisect_left(stamps, now)
+        if late:
+            self.late_lines += late
+            self.late_s = max(self.late_s, now - stamps[0])
+        last = stamps[-1]
+        if last > now:
+            self.now = last
+        if last > self.actor_now:
+            self.actor_now = last
+        self.next_seq[actor] = due + n
+        self.lines += n
+        return True
 
     def feed_file(self, path: Any, findings: list[Finding] | None = None) -> None:
         """Read ``path`` (an events file) in time order, then :meth:`finish`."""

@@ -234,6 +234,8 @@ def _connect(address: tuple[str, int] | str) -> _socket.socket:
 # One encoder for every line of the process (it keeps no state between calls): made at import,
 # so that under fork the actors inherit it from the launcher.
 _ENCODER = msgspec.json.Encoder(enc_hook=repr)
+# The fields the engine stamps on every line.
+_CONTRACT = frozenset({"ts", "actor", "pid", "seq"})
 
 
 def _processors(
@@ -282,6 +284,13 @@ def _processors(
     def give_up() -> bool:
         return guard.requested is not None
 
+    # The contract's fields as the encoder writes them, around ts's and seq's values: a line is
+    # spliced from them and the encoded event dict, byte for byte what encoding the merged dict
+    # gives, without making that dict (see stamp_and_queue).
+    head = b'{"ts":'
+    middle = b',"actor":' + encode(actor) + b',"pid":' + encode(pid) + b',"seq":'
+    join = b"".join
+
     def stamp_and_queue(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
         # The one processor of a wall-clock run: it stamps, renders and queues the line itself
         # (each further processor or sink call would cost a Python call per line). A stop
@@ -294,11 +303,15 @@ def _processors(
                 seq, now = next(stamps)
         ts = (now - t0_ns) / 1e9
         # The contract's fields come first so that a line reads well in a terminal.
-        line = {"ts": ts, "actor": actor, "pid": pid, "seq": seq, **event_dict}
-        if len(line) != len(event_dict) + 4:
-            # A field of the contract passed as an event field must not overwrite it.
+        body = encode(event_dict)
+        if len(body) > 2 and _CONTRACT.isdisjoint(event_dict):
+            append(join((head, encode(ts), middle, encode(seq), b",", body[1:])))
+        else:
+            # No event field, or a field of the contract passed as an event field: it must not
+            # overwrite the contract's (the flusher adds the newline).
+            line = {"ts": ts, "actor": actor, "pid": pid, "seq": seq, **event_dict}
             line.update(ts=ts, actor=actor, pid=pid, seq=seq)
-        append(encode(line))  # the flusher adds the newline
+            append(encode(line))
         if sink.idle:
             sink.wake()
         if len(lines) >= high_water:
