@@ -141,7 +141,7 @@ def test_actors_start_exit_and_report_as_multiprocessing_children(
     marks = os.path.join(tmp_path, "finalized")
     _State.late = os.path.join(tmp_path, "late")
     # A finalizer of the parent's: an actor must not run it when it exits.
-    util.Finalize(_State, _mark_finalized, args=(marks,), exitpriority=10)
+    finalize = util.Finalize(_State, _mark_finalized, args=(marks,), exitpriority=10)
     targets = {
         "identity": _identity,
         "text": _exit_with_text,
@@ -163,7 +163,7 @@ def test_actors_start_exit_and_report_as_multiprocessing_children(
         reports = _reports(launcher.reports)
     finally:
         launcher.close()
-        util._run_finalizers(10)  # type: ignore[attr-defined]  # (ours, now: the file once)
+        finalize()  # ours, now: the file gets the test's pid once
         _QUEUE = None
     index = {int(r[2]): int(r[1]) for r in reports if r[0] == "S"}
     codes = {list(targets)[index[int(r[1])]]: int(r[2]) for r in reports if r[0] == "X"}

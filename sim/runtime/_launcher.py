@@ -245,8 +245,9 @@ def _share_process_state(procs: Sequence[BaseProcess]) -> None:
 
     The state set is that of a child process of the engine, true of the launcher as well: the
     start method, a fresh counter for the children it would make, no children yet, the
-    engine as its parent, and no finalizers (the engine's are not its to run; the launcher
-    ends with ``os._exit`` and never runs them).
+    engine as its parent, and no finalizers: the engine's are not the actors' to run (each
+    checks its pid and would do nothing in another process), and with none left an actor can
+    skip multiprocessing's exit function (see :func:`_bootstrap`).
     """
     if not procs:
         return
