@@ -20,6 +20,13 @@ Each timing run follows a plain fork of as many processes, in a fresh interprete
 the same modules (each child says it is alive on a pipe, then waits until all are): the
 baseline that the all-started time is compared with, side by side.
 
+``--quiet-start`` is a variant for the start-up time alone: every drive lasts exactly
+``QUIET_DRIVE_S`` of wall time (a fixed duration, not exponential with mean 5 minutes), so no
+car does anything between its ``actor_start`` and that long after it: while the actors start,
+they wait, as the plain fork's children do. In the default run the first cars drive, park,
+end and exit while the last ones are still being forked, competing with the forks for the
+CPUs; both are reported, and neither replaces the other.
+
 Targets: all actors alive within 2x the plain fork's time; at most 4 MiB PSS per actor.
 Run from the repository root: ``python bench/scale.py`` (``--quick`` for a smoke run).
 """
@@ -57,15 +64,25 @@ from bench._common import (
 
 # All actors alive within this many times what a plain fork of as many processes takes.
 ALIVE_TARGET_X = 2.0
+# --quiet-start: how long (wall seconds) every drive lasts, longer than the start window.
+QUIET_DRIVE_S = 5.0
 PSS_TARGET_MIB = 4.0
 
 
-def overrides(cars: int, speedup: float, method: str, capacity: int = 130) -> list[str]:
+def overrides(
+    cars: int, speedup: float, method: str, capacity: int = 130, quiet_start: bool = False
+) -> list[str]:
+    # quiet_start: every drive lasts QUIET_DRIVE_S of wall time exactly (see the docstring).
+    drive = (
+        ["params.drive.dist=fixed", f"params.drive.mean={QUIET_DRIVE_S * speedup / 60:g}"]
+        if quiet_start
+        else ["params.drive.mean=5"]
+    )
     return [
         f"params.cars={cars}",
         f"params.capacity={capacity}",
         "params.visits=2",
-        "params.drive.mean=5",
+        *drive,
         "params.park.mean=5",
         f"clock.speedup={speedup:g}",
         f"engine.start_method={method}",
@@ -232,10 +249,11 @@ def measure(
     capacity: int = 130,
     extra: Sequence[str] = (),
     timeout: float = 600,
+    quiet_start: bool = False,
 ) -> dict[str, Any]:
     run = run_sim(
         CARPARK_TOML,
-        [*overrides(cars, speedup, method, capacity), *extra],
+        [*overrides(cars, speedup, method, capacity, quiet_start), *extra],
         work,
         monitor=(lambda proc, until: sample_memory(proc, until, subset=subset)) if memory else None,
         timeout=timeout,
@@ -336,6 +354,11 @@ def main() -> int:
         "--no-memory", action="store_true", help="timing runs only (no memory-sampling run)"
     )
     parser.add_argument(
+        "--quiet-start",
+        action="store_true",
+        help=f"every drive lasts {QUIET_DRIVE_S:g} s exactly: no car acts while the others start",
+    )
+    parser.add_argument(
         "--run-timeout", type=float, default=600, help="seconds one run may take (default 600)"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 200 cars, 1 timing run")
@@ -353,9 +376,14 @@ def main() -> int:
         parser.error("--reps must be at least 1")
 
     extra = " ".join(f"-s {x}" for x in args.extra)
+    drive = (
+        f"QUIET START: every drive fixed at {QUIET_DRIVE_S:g} s wall, park mean 5 sim min"
+        if args.quiet_start
+        else "drive/park mean 5 sim min"
+    )
     print(
-        f"# scale: {args.cars} cars, capacity {args.capacity}, 2 visits, drive/park mean 5 sim "
-        f"min, speedup {args.speedup:g}, {args.start_method} {extra}; {args.reps} timing runs "
+        f"# scale: {args.cars} cars, capacity {args.capacity}, 2 visits, {drive}, "
+        f"speedup {args.speedup:g}, {args.start_method} {extra}; {args.reps} timing runs "
         f"(each after a plain fork of as many processes)"
         + ("" if args.no_memory else " + 1 memory run")
     )
@@ -379,7 +407,7 @@ def main() -> int:
                 )
             row = measure(
                 work, args.cars, args.speedup, args.start_method, memory, args.sample,
-                args.capacity, args.extra, args.run_timeout,
+                args.capacity, args.extra, args.run_timeout, args.quiet_start,
             )  # fmt: skip
             if baseline:
                 row["fork_alive_s"] = baseline["alive_s"]

@@ -17,6 +17,8 @@ from sim.runtime._sink import STOP_SIGNALS
 
 class _State:
     prepared_in = 0  # the pid of the process that ran prepare(), in the launcher's copy
+    engine = os.getpid()  # the test process
+    late = ""  # the file a thread of an actor writes after the actor's target has returned
 
 
 def _prepare() -> None:
@@ -67,3 +69,111 @@ def test_actors_inherit_what_prepare_set_up_and_every_one_is_reported() -> None:
     assert exits == dict.fromkeys(started, 3)
     for pid in started:
         assert order.index(("S", pid)) < order.index(("X", pid))
+
+
+# -- the actor's bootstrap: what multiprocessing's gave a forked child, the launcher gives ------
+
+_QUEUE: multiprocessing.queues.Queue[object] | None = None
+
+
+def _identity() -> None:
+    # Exit status 5 if the process looks to multiprocessing as a child of the test process (the
+    # engine), whose launcher forked it.
+    me = multiprocessing.current_process()
+    parent = multiprocessing.parent_process()
+    fine = (
+        me.name == "identity"
+        and parent is not None
+        and parent.pid == me._parent_pid == _State.engine  # type: ignore[attr-defined]
+        and os.getppid() != _State.engine
+        and multiprocessing.get_start_method() == "fork"
+        and not multiprocessing.active_children()
+    )
+    sys.exit(5 if fine else 6)
+
+
+def _exit_with_text() -> None:
+    sys.exit("a reason")
+
+
+def _exit_none() -> None:
+    sys.exit(None)
+
+
+def _raises() -> None:
+    raise RuntimeError("a role's bug")
+
+
+def _queues_and_returns() -> None:
+    # Returns at once: the item is still in the queue's buffer, and only the exit's
+    # finalizers (the feeder's flush and join) get it to the parent.
+    assert _QUEUE is not None
+    _QUEUE.put("x" * 200_000)
+
+
+def _late_thread() -> None:
+    # A non-daemon thread outlives the target: the exit waits for it, as multiprocessing's does.
+    import threading
+    import time
+
+    def late() -> None:
+        time.sleep(0.2)
+        with open(_State.late, "w") as fh:
+            fh.write("late")
+
+    threading.Thread(target=late).start()
+
+
+def _mark_finalized(path: str) -> None:
+    with open(path, "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+
+
+@pytest.mark.timeout(60)
+def test_actors_start_exit_and_report_as_multiprocessing_children(
+    capfd: pytest.CaptureFixture[str], tmp_path: os.PathLike[str]
+) -> None:
+    global _QUEUE
+    from multiprocessing import util
+
+    mp = multiprocessing.get_context("fork")
+    _QUEUE = mp.Queue()
+    marks = os.path.join(tmp_path, "finalized")
+    _State.late = os.path.join(tmp_path, "late")
+    # A finalizer of the parent's: an actor must not run it when it exits.
+    finalize = util.Finalize(_State, _mark_finalized, args=(marks,), exitpriority=10)
+    targets = {
+        "identity": _identity,
+        "text": _exit_with_text,
+        "none": _exit_none,
+        "raises": _raises,
+        "queue": _queues_and_returns,
+        "thread": _late_thread,
+    }
+    procs = [mp.Process(target=t, name=name, daemon=True) for name, t in targets.items()]
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        launcher = _launcher.start(procs, close=[], pipes=[])
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    try:
+        launcher.go()
+        # (First: the queue's actor exits only once its item has been read.)
+        got = _QUEUE.get(timeout=30)
+        reports = _reports(launcher.reports)
+    finally:
+        launcher.close()
+        finalize()  # ours, now: the file gets the test's pid once
+        _QUEUE = None
+    index = {int(r[2]): int(r[1]) for r in reports if r[0] == "S"}
+    codes = {list(targets)[index[int(r[1])]]: int(r[2]) for r in reports if r[0] == "X"}
+    assert codes == {"identity": 5, "text": 1, "none": 0, "raises": 1, "queue": 0, "thread": 0}
+    assert got == "x" * 200_000
+    with open(_State.late) as fh:
+        assert fh.read() == "late"  # before the actor's exit was reported
+    err = capfd.readouterr().err
+    assert "a reason\n" in err
+    assert "Process raises:\n" in err
+    assert "RuntimeError: a role's bug" in err
+    with open(marks) as fh:
+        assert fh.read().split() == [str(os.getpid())]  # the parent's run only
