@@ -16,13 +16,13 @@ so events/s is about (cores / CPU per event). Each row times ``N`` calls of one 
   the fields into the call's own dict;
 * coordinator: what ``Coordinator._pump`` does with a received block of a wall-clock run (blocks
   of 2,000 lines as the actors render them): check and decode its lines
-  (``sim.coordinator._parse``), then also feed them to the run's live history line by line, or
-  (as ``_pump`` does with a block of plain domain lines) let the history take the block in one
-  go (``History.feed_run``); beside it the decode alone, three ways (a ``Line`` per line; a
-  whole block in one ``decode_lines`` call, which alone does not prove one object per line; a
-  struct of only the contract's fields), and split-and-write alone; and the whole coordinator
-  (its event loop, sockets, checks, live history and events file, CPU of this process) taking
-  pre-rendered lines from 4 forked senders;
+  (``sim.coordinator._decode_whole``), then also feed them to the run's live history line by
+  line, or (as ``_pump`` does with a block of plain domain lines) let the history take the
+  block in one go (``History.feed_run``); beside it the decode alone, three ways (a ``Line``
+  per line; a whole block in one ``decode_lines`` call, which alone does not prove one object
+  per line; a struct of only the contract's fields), and split-and-write alone; and the whole
+  coordinator (its event loop, sockets, checks, live history and events file, CPU of this
+  process) taking pre-rendered lines from 4 forked senders;
 * encoders: msgspec and orjson encoding one event dict.
 
 Run from the repository root: ``python bench/event_cost.py`` (``--quick`` for fewer calls). The
@@ -56,7 +56,7 @@ except ImportError:  # as bench/log_pipeline.py's bare actors: msgspec instead
 import structlog
 
 from bench._common import add_time_limit, machine, table, time_limit
-from sim.coordinator import Coordinator, _decode_whole, _parse, address_of, bind
+from sim.coordinator import Coordinator, _decode_whole, _keep_raw, address_of, bind
 from sim.history import History
 from sim.history.lines import Line, decode_line
 from sim.runtime import worker
@@ -285,17 +285,24 @@ def measure(n: int) -> list[tuple[str, float]]:
         )
         for b in range(max(1, n // per_block))
     ]  # fmt: skip
+
+    def check(block: bytes) -> list[Any]:
+        # What Coordinator._pump does with a good block before the history sees it.
+        whole = _decode_whole(block, "flood-000", 1 << 16)
+        if whole is None:
+            raise RuntimeError("a flood block refused")
+        _keep_raw(*whole)
+        return whole[0]
+
     todo = iter(blocks)
     rows.append(
-        ("coordinator: check + decode (_parse), per line",
-         _per_line(lambda: _parse(next(todo), "flood-000", 1 << 16, []), blocks))
+        ("coordinator: check + decode (_decode_whole), per line",
+         _per_line(lambda: check(next(todo)), blocks))
     )  # fmt: skip
     history = History()
 
     def pump() -> None:
-        into: list[Any] = []
-        _parse(next(todo), "flood-000", 1 << 16, into)
-        history.feed(into)
+        history.feed(check(next(todo)))
 
     todo = iter(blocks)
     rows.append(("  the same + the live history's feed", _per_line(pump, blocks)))

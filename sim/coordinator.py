@@ -744,17 +744,14 @@ def _parse(
     into: list[Line],
     requests: list[_Request] | None = None,
 ) -> int:
-    """Decode ``block``'s lines (each checked: length, JSON, the contract, the actor) into
-    ``into``; returns the bytes taken, or raises ProtocolError at the first bad line. A line
-    that starts with ``!`` is a virtual run's request, not a log line: it goes to
-    ``requests`` (where ``requests`` is given)."""
-    # A virtual run's block with a request in it (they are small) goes line by line at once.
-    lines = _parse_whole(block, actor, max_line) if requests is None or b"!" not in block else None
-    if lines is not None:
-        into.extend(lines)
-        return len(block)
-    # Something in the block is not a plain event line of this actor (or is a request): line
-    # by line, to find the first bad one and how much before it was good.
+    """Decode ``block``'s lines one by one (each checked: length, JSON, the contract, the
+    actor) into ``into``; returns the bytes taken, or raises ProtocolError at the first bad
+    line, saying how much before it was good. A line that starts with ``!`` is a virtual run's
+    request, not a log line: it goes to ``requests`` (where ``requests`` is given).
+
+    A wall-clock run's good block is checked whole by :func:`_decode_whole` first; this is
+    for the rest: a block with a bad line, and a virtual run's steps (a few lines and a
+    request, which line by line takes sooner)."""
     good = 0
     decode = decode_line
     for raw in block.split(b"\n")[:-1]:
@@ -782,17 +779,6 @@ def _parse(
 
 _decode_request = msgspec.json.Decoder(dict[str, Any]).decode
 _ACTOR = operator.attrgetter("actor")
-
-
-def _parse_whole(block: bytes, actor: str, max_line: int) -> list[Line] | None:
-    """``block``'s lines, if every one is a good event line of ``actor``; else None, and the
-    caller goes line by line to find the first bad one (see :func:`_decode_whole`)."""
-    whole = _decode_whole(block, actor, max_line)
-    if whole is None:
-        return None
-    lines, raws = whole
-    _keep_raw(lines, raws)
-    return lines
 
 
 def _decode_whole(block: bytes, actor: str, max_line: int) -> tuple[list[Line], list[bytes]] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from sim import Actor, Analysis, Ctx, Scenario
+from sim import Analysis, Ctx, Scenario, actors
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True):
@@ -23,6 +23,6 @@ scenario = Scenario(
     description="Actors log without pause until the engine stops them",
     params=Params,
     primitives=lambda p: {},
-    actors=lambda p: [Actor(f"busy-{i:03d}", busy) for i in range(p.actors)],
+    actors=lambda p: actors("busy", p.actors, busy),
     analysis=Analysis,
 )

@@ -8,7 +8,7 @@ import threading
 
 import msgspec
 
-from sim import Actor, Analysis, Ctx, Scenario
+from sim import Analysis, Ctx, Scenario, actors
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True):
@@ -31,6 +31,6 @@ scenario = Scenario(
     description="Actors report the CPUs they may run on",
     params=Params,
     primitives=lambda p: {},
-    actors=lambda p: [Actor(f"cpus-{i:03d}", report) for i in range(p.actors)],
+    actors=lambda p: actors("cpus", p.actors, report),
     analysis=Analysis,
 )

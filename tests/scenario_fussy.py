@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sim import Actor, Analysis, Scenario
+from sim import Analysis, Scenario, actors
 from sim.errors import ScenarioError
 
 from .scenario_busy import Params, busy
@@ -21,6 +21,6 @@ scenario = Scenario(
     description="Busy actors; the analysis fails on whatever log it is given",
     params=Params,
     primitives=lambda p: {},
-    actors=lambda p: [Actor(f"busy-{i:03d}", busy) for i in range(p.actors)],
+    actors=lambda p: actors("busy", p.actors, busy),
     analysis=Fussy,
 )

@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from sim import Actor, Analysis, Ctx, Scenario
+from sim import Analysis, Ctx, Scenario, actors
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True):
@@ -59,6 +59,6 @@ scenario = Scenario(
     description="Actors that report their process's setup",
     params=Params,
     primitives=lambda p: {},
-    actors=lambda p: [Actor(f"probe-{i:03d}", probe) for i in range(p.actors)],
+    actors=lambda p: actors("probe", p.actors, probe),
     analysis=Analysis,
 )

@@ -24,7 +24,7 @@ import anyio
 import pytest
 from anyio.abc import SocketStream
 
-from sim.coordinator import Coordinator, _parse
+from sim.coordinator import Coordinator, _decode_whole, _parse
 from sim.errors import ProtocolError
 from sim.history import History, Subscriber
 from sim.history.lines import decode_line
@@ -404,6 +404,12 @@ def test_a_block_is_taken_exactly_as_line_by_line(bad: bytes | None, where: int)
         lines.insert(where, bad)
     block = b"".join(raw + b"\n" for raw in lines)
     kept, error = _parse_one_by_one(block, "bob", 500)
+    # The whole-block check takes exactly the blocks with no bad line, and their lines.
+    whole = _decode_whole(block, "bob", 500)
+    assert (whole is None) == (error is not None)
+    if whole is not None:
+        assert whole[1] == kept
+        assert [line.seq for line in whole[0]] == [decode_line(raw).seq for raw in kept]
     into: list[Any] = []
     if error is None:
         assert _parse(block, "bob", 500, into) == len(block)

@@ -278,11 +278,7 @@ class History:
         late_s = self.late_s
         track = self.track_states
         alarm = self._next_alarm
-        # Worked out once per set of subscribers: the live history is fed a step at a time.
-        routing = self._routing
-        if routing is None:
-            routing = self._routing = (self._wanted_lines(), self._direct_lines())
-        wanted, direct = routing
+        wanted, direct = self._routing or self._route_lines()
         try:
             for line in chunk:
                 try:
@@ -389,10 +385,7 @@ class History:
         n = len(lines)
         if not n:
             return True
-        routing = self._routing
-        if routing is None:
-            routing = self._routing = (self._wanted_lines(), self._direct_lines())
-        wanted, direct = routing
+        wanted = (self._routing or self._route_lines())[0]
         if self.track_states or wanted is _EVERYTHING or actor in _SYSTEM:
             return False
         due = self.next_seq.get(actor, 0)
@@ -401,8 +394,9 @@ class History:
         stamps = list(map(_TS, lines))
         if stamps[-1] >= self._next_alarm or stamps != sorted(stamps):
             return False
+        # (The events handed straight to subscribers are among those wanted.)
         events = set(map(_EVENT, lines))
-        if "op" in events or not events.isdisjoint(wanted) or not events.isdisjoint(direct):
+        if "op" in events or not events.isdisjoint(wanted):
             return False
         # What feed's loop would do, for ts in order: a line before ``now`` is late (those are
         # a prefix, the first the latest), and ``now`` becomes the last once it is past it.
@@ -481,6 +475,13 @@ class History:
         if self._lines_every:
             return _EVERYTHING
         return _LIFECYCLE | self._lines_by_event.keys()
+
+    def _route_lines(self) -> tuple[Any, dict[str, list[Callable[[Line], None]]]]:
+        """What feed() does with lines that are not operations (see :meth:`_wanted_lines` and
+        :meth:`_direct_lines`), worked out once per set of subscribers: the live history is
+        fed a step, or a block, at a time."""
+        self._routing = (self._wanted_lines(), self._direct_lines())
+        return self._routing
 
     def _direct_lines(self) -> dict[str, list[Callable[[Line], None]]]:
         """The hooks of the events whose lines only subscribers read, by event: what
