@@ -11,7 +11,19 @@ from __future__ import annotations
 
 import importlib
 
-from ._base import Display, Holds, Kind, Logged, Model, PrimSpec, Reading, Wakes, item_key, limit
+from ._base import (
+    RETURNED,
+    Display,
+    Holds,
+    Kind,
+    Logged,
+    Model,
+    PrimSpec,
+    Reading,
+    Wakes,
+    item_key,
+    limit,
+)
 from .barrier import Barrier
 from .condition import Condition
 from .event import Event
@@ -22,6 +34,7 @@ from .semaphore import BoundedSemaphore, Lock, Semaphore
 from .shared import Array, SharedMemory, Value
 
 __all__ = [
+    "RETURNED",
     "Array",
     "Barrier",
     "BoundedSemaphore",

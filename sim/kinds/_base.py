@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from sim.virtual.gate import Grant
 
 __all__ = [
+    "RETURNED",
     "Display",
     "Holds",
     "Kind",
@@ -348,13 +349,23 @@ def item_key(item: Any) -> Any:
     return msgspec.json.encode(item, order="sorted")
 
 
+#: The local a wrapper sets (``_returned = True``) as soon as its call is back and nothing
+#: can block before the completion line: right after the call (and first thing in an
+#: ``except`` that logs one), or after the scheduling point that follows it. A stop signal
+#: that comes from then on waits until the completion line is queued
+#: (``sim.runtime.worker._StopGuard`` looks for it in the frames it interrupts), so an
+#: operation that took effect never looks blocked for ever in the log.
+RETURNED = "_returned"
+
+
 class Logged:
     """Base of the wrappers actors use: every operation logged as two ``op`` lines.
 
     Jepsen style: ``phase="invoke"`` before the call and ``ok``/``fail``/``timeout`` after it.
     The engine wraps each primitive once per actor; a scenario only ever sees these wrappers,
     so no operation can go unlogged. Timeouts are given in simulated minutes, like every
-    duration in a scenario.
+    duration in a scenario. Each method sets :data:`RETURNED` between its call and its
+    completion line.
     """
 
     kind = "primitive"

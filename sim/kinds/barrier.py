@@ -51,7 +51,9 @@ class LoggedBarrier(Logged):
                 index = int(grant.extra.get("index", 0))
             else:
                 index = self._raw.wait(None if timeout is None else self._clock.seconds(timeout))
+            _returned = True  # a stop from here on waits for the line below (see RETURNED)
         except threading.BrokenBarrierError:
+            _returned = True
             self._log.info("op", op="wait", phase="fail", error="BrokenBarrierError")
             raise
         self._log.info("op", op="wait", phase="ok", index=index)
@@ -61,6 +63,7 @@ class LoggedBarrier(Logged):
         self._log.info("op", op="abort", phase="invoke")
         self._turn()
         self._raw.abort()
+        _returned = True
         self._log.info("op", op="abort", phase="ok")
 
     @property

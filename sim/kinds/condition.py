@@ -56,9 +56,10 @@ class LoggedCondition(LoggedSemaphore):
         if self._clock.gate is not None:
             notified = self._wait_virtual(timeout)
         else:
-            notified = bool(self._call("wait", self._raw.wait, seconds))
+            notified = self._call("wait", self._raw.wait, seconds)
+        _returned = True  # a stop from here on waits for the line below (see RETURNED)
         self._log.info("op", op="wait", phase="ok" if notified else "timeout")
-        return notified
+        return bool(notified)
 
     def _wait_virtual(self, timeout: float | None) -> bool:
         # Which waiter a real notify wakes is up to the operating system; in a virtual run the
@@ -81,6 +82,7 @@ class LoggedCondition(LoggedSemaphore):
         try:
             return method(*args)
         except (AssertionError, RuntimeError) as exc:
+            _returned = True
             self._log.info("op", op=op, phase="fail", error=f"{type(exc).__name__}: {exc}")
             raise
 
@@ -108,10 +110,12 @@ class LoggedCondition(LoggedSemaphore):
         grant = self._turn()
         if grant is None:
             self._call(op, method, *args)
+            _returned = True
             self._log.info("op", op=op, phase="ok")
             return
         if not self._raw._lock._semlock._is_mine():
             self._call(op, method, *args)  # raises, as a notify without the lock does
+        _returned = True
         # The scheduler chose whom this wakes; the log says so.
         self._log.info("op", op=op, phase="ok", woke=grant.extra.get("woke", []))
 

@@ -31,6 +31,7 @@ class LoggedEvent(Logged):
     def set(self) -> None:
         self._log.info("op", op="set", phase="invoke")
         self._raw.set()
+        _returned = True  # a stop from here on waits for the ok line (see RETURNED)
         # The history sets the flag at the invoke line; in a virtual run the scheduler reads
         # it only with this request, so the flag is really set by then.
         self._turn()
@@ -39,6 +40,7 @@ class LoggedEvent(Logged):
     def clear(self) -> None:
         self._log.info("op", op="clear", phase="invoke")
         self._raw.clear()
+        _returned = True
         self._turn()
         self._log.info("op", op="clear", phase="ok")
 
@@ -50,12 +52,13 @@ class LoggedEvent(Logged):
         self._log.info("op", op="wait", phase="invoke", **limit(timeout))
         grant = self._turn(timeout)
         if grant is not None:
-            flag = grant.do == "go" and bool(self._raw.wait(0))
+            flag = grant.do == "go" and self._raw.wait(0)
         else:
             seconds = None if timeout is None else self._clock.seconds(timeout)
-            flag = bool(self._raw.wait(seconds))
+            flag = self._raw.wait(seconds)
+        _returned = True
         self._log.info("op", op="wait", phase="ok" if flag else "timeout")
-        return flag
+        return bool(flag)
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,9 @@ class LoggedConnection(Logged):
         self._turn()
         try:
             self._raw.send(item)
+            _returned = True  # a stop from here on waits for the line below (see RETURNED)
         except OSError as exc:
+            _returned = True
             self._log.info("op", op="send", phase="fail", error=f"{type(exc).__name__}: {exc}")
             raise
         self._log.info("op", op="send", phase="ok", item=item)
@@ -61,7 +63,9 @@ class LoggedConnection(Logged):
         self._turn()
         try:
             item = self._raw.recv()
+            _returned = True
         except EOFError:
+            _returned = True
             self._log.info("op", op="recv", phase="fail", error="EOFError")
             raise
         self._log.info("op", op="recv", phase="ok", item=item)
@@ -73,6 +77,7 @@ class LoggedConnection(Logged):
     def close(self) -> None:
         self._log.info("op", op="close", phase="invoke")
         self._raw.close()
+        _returned = True
         # After the close took effect: the history counts the end closed at the invoke line,
         # and a reader let go for EOF must find it closed.
         self._turn()

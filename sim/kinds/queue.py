@@ -73,7 +73,9 @@ class LoggedQueue(Logged):
                 raise _queue.Full
             else:
                 self._put_now(item)
+            _returned = True  # a stop from here on waits for the line below (see RETURNED)
         except _queue.Full:
+            _returned = True
             self._log.info("op", op="put", phase="timeout" if block else "fail", item=item)
             return False
         self._log.info("op", op="put", phase="ok", item=item)
@@ -103,7 +105,9 @@ class LoggedQueue(Logged):
             if grant is not None and grant.do != "go":
                 raise _queue.Empty
             item = self._raw.get(block, seconds) if grant is None else self._raw.get(True)
+            _returned = True
         except _queue.Empty:
+            _returned = True
             self._log.info("op", op="get", phase="timeout" if block else "fail")
             raise
         self._log.info("op", op="get", phase="ok", item=item)
@@ -117,6 +121,7 @@ class LoggedQueue(Logged):
         self._log.info("op", op="close", phase="invoke")
         self._turn()
         self._raw.close()
+        _returned = True
         self._log.info("op", op="close", phase="ok")
 
     def join_thread(self) -> None:
@@ -124,12 +129,14 @@ class LoggedQueue(Logged):
         self._log.info("op", op="join_thread", phase="invoke")
         self._turn()
         self._raw.join_thread()
+        _returned = True
         self._log.info("op", op="join_thread", phase="ok")
 
     def task_done(self) -> None:
         self._log.info("op", op="task_done", phase="invoke")
         self._turn()
         self._raw.task_done()
+        _returned = True
         self._log.info("op", op="task_done", phase="ok")
 
     def join(self) -> None:
@@ -137,6 +144,7 @@ class LoggedQueue(Logged):
         self._log.info("op", op="join", phase="invoke")
         self._turn()
         self._raw.join()
+        _returned = True
         self._log.info("op", op="join", phase="ok")
 
 

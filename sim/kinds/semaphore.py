@@ -57,6 +57,7 @@ class LoggedSemaphore(Logged):
             got = self._raw.acquire(block)
         else:
             got = self._raw.acquire(block, self._clock.seconds(timeout))
+        _returned = True  # a stop from here on waits for the line below (see RETURNED)
         if got:
             log.info("op", op="acquire", phase="ok")
         else:
@@ -70,7 +71,9 @@ class LoggedSemaphore(Logged):
         self._log.info("op", op="release", phase="invoke")
         try:
             self._raw.release()
+            _returned = True
         except (ValueError, AssertionError) as exc:
+            _returned = True
             self._log.info("op", op="release", phase="fail", error=str(exc))
             raise
         # In a virtual run this scheduling point comes after the release took effect: the

@@ -72,6 +72,7 @@ class LoggedValue(Logged):
         self._log.info("op", op="read", phase="invoke")
         self._turn()
         current = self._raw.value
+        _returned = True  # a stop from here on waits for the line below (see RETURNED)
         self._log.info("op", op="read", phase="ok", value=current)
         return current
 
@@ -80,6 +81,7 @@ class LoggedValue(Logged):
         self._log.info("op", op="write", phase="invoke", value=new)
         self._turn()
         self._raw.value = new
+        _returned = True
         self._log.info("op", op="write", phase="ok", value=new)
 
     def get_lock(self) -> LoggedSemaphore:
@@ -108,6 +110,7 @@ class LoggedArray(Logged):
         self._log.info("op", op="read", phase="invoke", index=index)
         self._turn()
         current = self._raw[index]
+        _returned = True
         self._log.info("op", op="read", phase="ok", index=index, value=current)
         return current
 
@@ -115,6 +118,7 @@ class LoggedArray(Logged):
         self._log.info("op", op="write", phase="invoke", index=index, value=new)
         self._turn()
         self._raw[index] = new
+        _returned = True
         self._log.info("op", op="write", phase="ok", index=index, value=new)
 
     def get_lock(self) -> LoggedSemaphore:
@@ -149,14 +153,16 @@ class LoggedSharedMemory(Logged):
     def __getitem__(self, index: int) -> int:
         self._log.info("op", op="read", phase="invoke", index=index)
         self._turn()
-        current = int(self._slots[index])
+        current = self._slots[index]
+        _returned = True
         self._log.info("op", op="read", phase="ok", index=index, value=current)
-        return current
+        return int(current)
 
     def __setitem__(self, index: int, new: int) -> None:
         self._log.info("op", op="write", phase="invoke", index=index, value=new)
         self._turn()
         self._slots[index] = new
+        _returned = True
         self._log.info("op", op="write", phase="ok", index=index, value=new)
 
 

@@ -69,7 +69,9 @@ class TcpStream(Logged):
         self._turn()
         try:
             self._sock.sendall(data)
+            _returned = True  # a stop from here on waits for the line below (see RETURNED)
         except BaseException as exc:
+            _returned = True
             self._log.info("op", op="send", phase="fail", error=_error(exc))
             raise
         self._log.info("op", op="send", phase="ok", item=text, bytes=len(data))
@@ -95,9 +97,11 @@ class TcpStream(Logged):
                     self._sock.settimeout(max(deadline - time.monotonic(), 1e-6))
                 chunk = self._sock.recv(_CHUNK)
             except TimeoutError:
+                _returned = True
                 self._no_line("timeout")
                 return None
             except BaseException as exc:
+                _returned = True
                 self._log.info("op", op="recv", phase="fail", error=_error(exc),
                                **self._partial())  # fmt: skip
                 raise
@@ -105,12 +109,16 @@ class TcpStream(Logged):
                 if deadline is not None:
                     self._sock.settimeout(None)
             if not chunk:
+                _returned = True
                 self.eof = not self._shut
                 self._no_line("shut down" if self._shut else "EOF")
                 return None
             self._buffer += chunk
-            if b"\n" not in chunk:
+            if b"\n" in chunk:
+                _returned = True  # a whole line has come: no more receiving
+            else:
                 self._log.info("partial", bytes=len(self._buffer), partial=_text(self._buffer))
+        _returned = True  # a stop from here on waits for the ok line (see RETURNED)
         data = bytes(self._buffer[: end + 1])
         del self._buffer[: end + 1]
         text = _text(data[:-1])
@@ -137,7 +145,9 @@ class TcpStream(Logged):
         self._shut = True
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
+            _returned = True
         except OSError as exc:
+            _returned = True
             # The peer has already gone (ENOTCONN): there is nothing left to end.
             self._log.info("op", op="shutdown", phase="fail", error=_error(exc))
             return
@@ -147,6 +157,7 @@ class TcpStream(Logged):
         self._log.info("op", op="close", phase="invoke")
         self._turn()
         self._sock.close()
+        _returned = True
         self._log.info("op", op="close", phase="ok")
 
     def __enter__(self) -> TcpStream:
@@ -176,7 +187,9 @@ class TcpListener(Logged):
         self._turn()
         try:
             conn, address = self._sock.accept()
+            _returned = True  # a stop from here on waits for the line below (see RETURNED)
         except BaseException as exc:
+            _returned = True
             if self._closed and isinstance(exc, OSError):
                 self._log.info("op", op="accept", phase="fail", error="closed")
                 return None
@@ -204,6 +217,7 @@ class TcpListener(Logged):
             # Closing alone does not wake a thread blocked in accept(); a shutdown does.
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
+        _returned = True
         self._log.info("op", op="close", phase="ok")
 
 
@@ -217,7 +231,9 @@ def tcp_listen(name: str, log: Any, clock: Any, host: str, port: int, backlog: i
     try:
         sock.bind((host, port))
         sock.listen(backlog)
+        _returned = True
     except OSError as exc:
+        _returned = True
         sock.close()
         bound.info("op", op="listen", phase="fail", error=_error(exc))
         raise
@@ -237,7 +253,9 @@ def tcp_connect(name: str, log: Any, clock: Any, host: str, port: int,
         sock = socket.create_connection(
             (host, port), timeout=None if timeout is None else clock.seconds(timeout)
         )
+        _returned = True
     except BaseException as exc:
+        _returned = True
         bound.info("op", op="connect", phase="fail", error=_error(exc))
         raise
     sock.settimeout(None)

@@ -46,7 +46,9 @@ class UdpSocket(Logged):
         self._turn()
         try:
             self._sock.sendto(data, (host, port))
+            _returned = True  # a stop from here on waits for the line below (see RETURNED)
         except BaseException as exc:
+            _returned = True
             self._log.info("op", op="sendto", phase="fail", error=_error(exc))
             raise
         self._log.info("op", op="sendto", phase="ok", item=text, to=port)
@@ -65,10 +67,13 @@ class UdpSocket(Logged):
         self._sock.settimeout(wait if grant is None else None)
         try:
             data, address = self._sock.recvfrom(65536)
+            _returned = True
         except TimeoutError:
+            _returned = True
             self._log.info("op", op="recvfrom", phase="timeout")
             return None
         except BaseException as exc:
+            _returned = True
             self._log.info("op", op="recvfrom", phase="fail", error=_error(exc))
             raise
         text = _text(data)
@@ -80,6 +85,7 @@ class UdpSocket(Logged):
         self._log.info("op", op="close", phase="invoke")
         self._turn()
         self._sock.close()
+        _returned = True
         self._log.info("op", op="close", phase="ok")
 
 
@@ -91,7 +97,9 @@ def udp(name: str, log: Any, clock: Any, host: str, port: int) -> UdpSocket:
     turn(clock)
     try:
         sock.bind((host, port))
+        _returned = True
     except OSError as exc:
+        _returned = True
         sock.close()
         bound.info("op", op="bind", phase="fail", error=_error(exc))
         raise

@@ -30,6 +30,7 @@ import structlog
 from sim import kinds
 from sim.errors import ScenarioError
 from sim.faults import FaultCrash
+from sim.kinds import RETURNED
 from sim.virtual.gate import Gate, Stopped
 
 from ._logger import ActorLogger
@@ -87,6 +88,15 @@ class _StopGuard:
     the main thread runs one of the functions in :attr:`codes` (the handler looks at the frames
     it interrupted: nothing to pay per line; the function raises a noted request as its last
     step), or between :meth:`begin` and :meth:`end` (a virtual run's processors).
+
+    A completion line is on its way, too, once a logged wrapper's call has returned: a stop
+    raised between the call and the line would leave an operation that took effect (a unit
+    taken, a connection accepted) looking blocked for ever. A wrapper says so by setting its
+    local :data:`sim.kinds.RETURNED` (the frames are looked at here, so it costs the wrapper
+    one store); the request is raised once that line is queued, like any other. Waiting for a
+    virtual run's turn (a code in :attr:`waits`) is no part of the operation: a stop there is
+    raised at once. A request noted after the line was queued, while the wrapper's frame is
+    still there, is raised by the engine's next SIGTERM (it repeats them until the actor ends).
     """
 
     def __init__(self) -> None:
@@ -94,6 +104,7 @@ class _StopGuard:
         self._logging = False
         self.requested: BaseException | None = None
         self.codes: set[CodeType] = set()
+        self.waits: set[CodeType] = set()
         self._stopping = False
 
     def rebind(self) -> None:
@@ -116,9 +127,14 @@ class _StopGuard:
         self._raise(exc)
 
     def _inside(self, frame: FrameType | None) -> bool:
-        codes = self.codes
+        codes, waits = self.codes, self.waits
         while frame is not None:
-            if frame.f_code in codes:
+            code = frame.f_code
+            if code in codes:
+                return True
+            if code in waits:
+                return False
+            if RETURNED in code.co_varnames and frame.f_locals.get(RETURNED) is True:
                 return True
             frame = frame.f_back
         return False
@@ -428,6 +444,8 @@ def main(boot: Boot) -> None:
     if boot.virtual:
         sink = logger = HeldSink(sock, after=guard.end)
         gate = Gate(boot.actor, sock, sink.take)
+        # Waiting for a turn is no part of an operation (see _StopGuard).
+        guard.waits.add(Gate._wait.__code__)
         processors = _processors(boot.actor, pid, boot.t0_ns, guard, threads, gate)
     else:
         sink = BatchingSink(sock, boot.flush_s, engine, masked=True)
