@@ -32,7 +32,7 @@ from sim.errors import ScenarioError
 from sim.faults import FaultCrash
 from sim.virtual.gate import Gate, Stopped
 
-from ._logger import ActorLogger
+from ._logger import DELIVERED, ActorLogger
 from ._sink import (
     ORPHANED_EXIT,
     STOP_SIGNALS,
@@ -290,6 +290,7 @@ def _processors(
     head = b'{"ts":'
     middle = b',"actor":' + encode(actor) + b',"pid":' + encode(pid) + b',"seq":'
     join = b"".join
+    disjoint = _CONTRACT.isdisjoint
 
     def stamp_and_queue(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
         # The one processor of a wall-clock run: it stamps, renders and queues the line itself
@@ -304,7 +305,7 @@ def _processors(
         ts = (now - t0_ns) / 1e9
         # The contract's fields come first so that a line reads well in a terminal.
         body = encode(event_dict)
-        if len(body) > 2 and _CONTRACT.isdisjoint(event_dict):
+        if len(body) > 2 and disjoint(event_dict):
             append(join((head, encode(ts), middle, encode(seq), b",", body[1:])))
         else:
             # No event field, or a field of the contract passed as an event field: it must not
@@ -320,7 +321,7 @@ def _processors(
         # lets a signal handler run in this frame: no call, no backward jump.)
         if guard.requested is not None:
             guard.fire()
-        return b""
+        return DELIVERED  # ActorLogger then calls no logger method
 
     guard.codes.add(stamp_and_queue.__code__)
     return [stamp_and_queue]
@@ -328,7 +329,8 @@ def _processors(
 
 class _Queued:
     """The structlog logger of a wall-clock run: its one processor has queued the line
-    already, so every method is a no-op (a builtin: no Python call)."""
+    already (and returns ``DELIVERED``, so ActorLogger does not call it); for any other
+    wrapper every method is a no-op (a builtin: no Python call)."""
 
     info = staticmethod(len)
     debug = warning = warn = error = critical = exception = fatal = msg = log = info
