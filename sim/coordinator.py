@@ -789,7 +789,7 @@ def _decode_whole(block: bytes, actor: str, max_line: int) -> tuple[list[Line], 
     raws = block.split(b"\n")
     if raws.pop():
         return None  # not whole lines
-    if max(map(len, raws), default=0) > max_line:
+    if not _short_lines(block, max_line) and max(map(len, raws), default=0) > max_line:
         return None
     try:
         lines = list(map(decode_line, raws))
@@ -798,6 +798,16 @@ def _decode_whole(block: bytes, actor: str, max_line: int) -> tuple[list[Line], 
     if set(map(_ACTOR, lines)) != {actor}:
         return None
     return lines, raws
+
+
+def _short_lines(block: bytes, max_line: int) -> bool:
+    """True if no line of ``block`` (whole lines) can be longer than ``max_line`` bytes, found
+    with a few searches rather than a length per line (~0.02 µs a line): every stretch of
+    ``max_line // 2`` bytes holds a newline, so two newlines in a row are less than
+    ``max_line`` bytes apart. False says nothing: the lines must then be measured."""
+    step = max(max_line // 2, 1)
+    find = block.find
+    return all(find(b"\n", at, at + step) >= 0 for at in range(0, len(block), step))
 
 
 def _keep_raw(lines: list[Line], raws: list[bytes]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import random
 import socket
 import time
 import warnings
@@ -24,7 +25,7 @@ import anyio
 import pytest
 from anyio.abc import SocketStream
 
-from sim.coordinator import Coordinator, _decode_whole, _parse
+from sim.coordinator import Coordinator, _decode_whole, _parse, _short_lines
 from sim.errors import ProtocolError
 from sim.history import History, Subscriber
 from sim.history.lines import decode_line
@@ -419,6 +420,37 @@ def test_a_block_is_taken_exactly_as_line_by_line(bad: bytes | None, where: int)
         assert caught.value.good == sum(len(raw) + 1 for raw in kept)  # type: ignore[attr-defined]
     assert [line.raw for line in into] == kept
     assert [line.seq for line in into] == [decode_line(raw).seq for raw in kept]
+
+
+@pytest.mark.parametrize("max_line", [1, 2, 3, 7, 64, 501])
+def test_lines_found_short_without_measuring_each_are_short(max_line: int) -> None:
+    # The whole-block check skips measuring each line when a few searches prove them short
+    # (_short_lines); it must never pass a block with a longer line, whatever their lengths.
+    rng = random.Random(max_line)
+    proved = 0
+    for _ in range(3000):
+        lines = [b"x" * rng.randint(0, 2 * max_line + 3) for _ in range(rng.randint(1, 12))]
+        block = b"".join(raw + b"\n" for raw in lines)
+        if _short_lines(block, max_line):
+            proved += 1
+            assert max(map(len, lines)) <= max_line, (max_line, lines)
+    assert proved  # the proof is not vacuous
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_a_long_block_with_one_line_at_or_over_the_limit(extra: int) -> None:
+    # A block of many lines (longer than the limit, so the searches prove most of it short)
+    # with one line exactly at the limit is taken whole; one byte more and it is not.
+    lines = [raw.rstrip(b"\n") for raw in events("bob", 40)]
+    pad = 500 - len(lines[20]) - len(',"k":""') + extra
+    lines[20] = event("bob", 20, k="y" * pad).rstrip(b"\n")
+    assert len(lines[20]) == 500 + extra
+    block = b"".join(raw + b"\n" for raw in lines)
+    whole = _decode_whole(block, "bob", 500)
+    kept, error = _parse_one_by_one(block, "bob", 500)
+    assert (whole is None) == (error is not None) == bool(extra)
+    if whole is not None:
+        assert whole[1] == kept == lines
 
 
 def test_a_request_in_a_block_goes_to_the_requests_only_when_they_are_taken() -> None:
