@@ -137,7 +137,7 @@ def _sender(address: Any, actor: str, n: int) -> None:  # pragma: no cover - a f
         for start in range(0, n, 700)
     ]
     sock = socket.create_connection(address)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)  # as sim's actors do
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, worker._SNDBUF)  # as sim's actors do
     hello = {"hello": 1, "secret": "bench", "actor": actor, "pid": pid}
     sock.sendall(msgspec.json.encode(hello) + b"\n")
     for chunk in chunks:

@@ -211,8 +211,10 @@ def _name_process(name: str) -> None:
 # and fixed rather than autotuned (up to 4 MiB on Linux): lines wait in the actor's sink, not
 # in megabytes of socket buffers, so that a coordinator that falls behind slows the actors down
 # at once (back-pressure) instead of leaving a backlog to read after they have ended, and the
-# live history stays current.
-_SNDBUF = 1 << 16
+# live history stays current. 128 KiB rather than 64: the coordinator's reads grow from
+# ~128 to ~230 kB (a read's fixed costs, its event-loop turns, halve per line) and a batch
+# takes fewer partial sends, each of which waits for the GIL (docs/benchmarks.md, section 1).
+_SNDBUF = 1 << 17
 
 
 def _connect(address: tuple[str, int] | str) -> _socket.socket:
