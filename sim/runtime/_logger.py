@@ -21,6 +21,7 @@ from structlog._base import BoundLoggerBase
 
 __all__ = ["DELIVERED", "ActorLogger"]
 
+
 class _Delivered(bytes):
     __slots__ = ()
 
@@ -52,7 +53,7 @@ def _method(name: str) -> Any:
             kw["event"] = event
         event_dict: Any = {**self._context, **kw} if self._context else kw
         logger = self._logger
-        processors = self._processors
+        processors: Any = self._processors  # a list (or tuple), as configured
         try:
             # The usual chain is one processor (an actor's): called without a loop.
             if len(processors) == 1:
