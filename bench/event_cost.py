@@ -18,11 +18,12 @@ so events/s is about (cores / CPU per event). Each row times ``N`` calls of one 
   of 2,000 lines as the actors render them): check and decode its lines
   (``sim.coordinator._decode_whole``), then also feed them to the run's live history line by
   line, or (as ``_pump`` does with a block of plain domain lines) let the history take the
-  block in one go (``History.feed_run``); beside it the decode alone, three ways (a ``Line``
-  per line; a whole block in one ``decode_lines`` call, which alone does not prove one object
-  per line; a struct of only the contract's fields), and split-and-write alone; and the whole
-  coordinator (its event loop, sockets, checks, live history and events file, CPU of this
-  process) taking pre-rendered lines from 4 forked senders;
+  block in one go (``History.feed_run``), also with the decoder of its own that a heavy
+  connection gets (``sim.coordinator._own_decoder``); beside it the decode alone, three ways
+  (a ``Line`` per line; a whole block in one ``decode_lines`` call, which alone does not prove
+  one object per line; a struct of only the contract's fields), and split-and-write alone; and
+  the whole coordinator (its event loop, sockets, checks, live history and events file, CPU of
+  this process) taking pre-rendered lines from 4 forked senders;
 * encoders: msgspec and orjson encoding one event dict.
 
 Run from the repository root: ``python bench/event_cost.py`` (``--quick`` for fewer calls). The
@@ -56,7 +57,14 @@ except ImportError:  # as bench/log_pipeline.py's bare actors: msgspec instead
 import structlog
 
 from bench._common import add_time_limit, machine, table, time_limit
-from sim.coordinator import Coordinator, _decode_whole, _keep_raw, address_of, bind
+from sim.coordinator import (
+    Coordinator,
+    _decode_whole,
+    _keep_raw,
+    _own_decoder,
+    address_of,
+    bind,
+)
 from sim.history import History
 from sim.history.lines import Line, decode_line
 from sim.runtime import worker
@@ -137,7 +145,7 @@ def _sender(address: Any, actor: str, n: int) -> None:  # pragma: no cover - a f
         for start in range(0, n, 700)
     ]
     sock = socket.create_connection(address)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)  # as sim's actors do
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, worker._SNDBUF)  # as sim's actors do
     hello = {"hello": 1, "secret": "bench", "actor": actor, "pid": pid}
     sock.sendall(msgspec.json.encode(hello) + b"\n")
     for chunk in chunks:
@@ -316,6 +324,17 @@ def measure(n: int) -> list[tuple[str, float]]:
 
     todo = iter(blocks)
     rows.append(("  the same, the history in one go (feed_run)", _per_line(pump_plain, blocks)))
+    own = _own_decoder("flood-000", pid)
+    in_one_go_own = History()
+
+    def pump_own() -> None:
+        # The same for a heavy connection, as _pump decodes it: with a decoder of its own.
+        whole = _decode_whole(next(todo), "flood-000", 1 << 16, own)
+        if whole is None or not in_one_go_own.feed_run("flood-000", whole[0]):
+            raise RuntimeError("a flood block not taken in one go")
+
+    todo = iter(blocks)
+    rows.append(("  the same, the connection's own decoder", _per_line(pump_own, blocks)))
     raws = [block.split(b"\n")[:-1] for block in blocks]
     each = iter(raws)
     rows.append(

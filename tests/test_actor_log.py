@@ -18,7 +18,7 @@ import structlog
 
 from sim.faults import FaultCrash
 from sim.runtime import worker
-from sim.runtime._logger import ActorLogger
+from sim.runtime._logger import DELIVERED, ActorLogger
 from sim.runtime._sink import BatchingSink, EngineWatch
 
 
@@ -89,6 +89,38 @@ def test_each_level_calls_the_loggers_method_of_its_own_name() -> None:
         ("msg", ("msg", "msg")),
     ]
     assert ActorLogger.warn.__qualname__ == "ActorLogger.warning"  # as a traceback shows it
+
+
+def test_a_chain_of_several_processors_runs_in_order() -> None:
+    # One processor is called without a loop; a longer chain runs in order as before.
+    def tag(name: str) -> Any:
+        return lambda _l, _m, ed: {**ed, "seen": [*ed.get("seen", []), name]}
+
+    log, keep = _logger([tag("a"), tag("b"), tag("c")])
+    log.info("x")
+    assert keep.got == [("info", {"event": "x", "seen": ["a", "b", "c"]})]
+
+
+def test_a_line_delivered_by_its_processor_calls_no_logger_method() -> None:
+    # sim's processor queues the line itself and returns DELIVERED: ActorLogger calls no
+    # logger method then; any other value still goes to the logger.
+    seen: list[Any] = []
+
+    def deliver(_l: Any, _m: str, ed: Any) -> Any:
+        seen.append(dict(ed))
+        return DELIVERED if ed["event"] == "queued" else b"line"
+
+    log, keep = _logger([deliver])
+    log.info("queued", a=1)
+    log.warning("kept")
+    assert seen == [{"a": 1, "event": "queued"}, {"event": "kept"}]
+    assert keep.got == [("warning", b"line")]
+    # Under any other structlog wrapper it is an empty line, which sim's loggers ignore.
+    plain = structlog.wrap_logger(
+        worker._Queued(), processors=[deliver], wrapper_class=structlog.BoundLogger
+    )
+    assert DELIVERED == b""
+    assert plain.info("queued") == 0
 
 
 def test_actor_logger_drop_event() -> None:

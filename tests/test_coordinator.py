@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import random
 import socket
 import time
 import warnings
@@ -24,10 +25,11 @@ import anyio
 import pytest
 from anyio.abc import SocketStream
 
-from sim.coordinator import Coordinator, _decode_whole, _parse
+import sim.coordinator
+from sim.coordinator import Coordinator, _decode_whole, _parse, _short_lines
 from sim.errors import ProtocolError
 from sim.history import History, Subscriber
-from sim.history.lines import decode_line
+from sim.history.lines import Line, decode_line
 
 SECRET = "s3cret"
 # Upper bound for any single wait on the coordinator; generous, but far below the global timeout.
@@ -421,6 +423,37 @@ def test_a_block_is_taken_exactly_as_line_by_line(bad: bytes | None, where: int)
     assert [line.seq for line in into] == [decode_line(raw).seq for raw in kept]
 
 
+@pytest.mark.parametrize("max_line", [1, 2, 3, 7, 64, 501])
+def test_lines_found_short_without_measuring_each_are_short(max_line: int) -> None:
+    # The whole-block check skips measuring each line when a few searches prove them short
+    # (_short_lines); it must never pass a block with a longer line, whatever their lengths.
+    rng = random.Random(max_line)
+    proved = 0
+    for _ in range(3000):
+        lines = [b"x" * rng.randint(0, 2 * max_line + 3) for _ in range(rng.randint(1, 12))]
+        block = b"".join(raw + b"\n" for raw in lines)
+        if _short_lines(block, max_line):
+            proved += 1
+            assert max(map(len, lines)) <= max_line, (max_line, lines)
+    assert proved  # the proof is not vacuous
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_a_long_block_with_one_line_at_or_over_the_limit(extra: int) -> None:
+    # A block of many lines (longer than the limit, so the searches prove most of it short)
+    # with one line exactly at the limit is taken whole; one byte more and it is not.
+    lines = [raw.rstrip(b"\n") for raw in events("bob", 40)]
+    pad = 500 - len(lines[20]) - len(',"k":""') + extra
+    lines[20] = event("bob", 20, k="y" * pad).rstrip(b"\n")
+    assert len(lines[20]) == 500 + extra
+    block = b"".join(raw + b"\n" for raw in lines)
+    whole = _decode_whole(block, "bob", 500)
+    kept, error = _parse_one_by_one(block, "bob", 500)
+    assert (whole is None) == (error is not None) == bool(extra)
+    if whole is not None:
+        assert whole[1] == kept == lines
+
+
 def test_a_request_in_a_block_goes_to_the_requests_only_when_they_are_taken() -> None:
     block = _GOOD[0] + b"\n" + b'!{"op":"sleep"}\n' + _GOOD[1] + b"\n"
     into: list[Any] = []
@@ -707,6 +740,64 @@ async def test_the_live_history_is_what_feeding_the_written_lines_gives(
     assert live.gap_count == 1
     assert True in in_one_go
     assert False in in_one_go
+
+
+async def test_a_heavy_connections_own_decoder_takes_and_refuses_as_the_plain_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After enough lines taken in one go, a connection's blocks are decoded by a decoder of its
+    # own (its actor and pid pinned). Whatever comes then must be taken or refused as before:
+    # operations (the history keeps those lines: plain Lines), a line of another pid (good),
+    # and a line claiming another actor (a protocol error, nothing after it kept).
+    monkeypatch.setattr(sim.coordinator, "_OWN_DECODER_AFTER", 40)
+    made: list[tuple[str, int]] = []
+    own_decoder = sim.coordinator._own_decoder
+
+    def counted(actor: str, pid: int) -> Any:
+        made.append((actor, pid))
+        return own_decoder(actor, pid)
+
+    monkeypatch.setattr(sim.coordinator, "_own_decoder", counted)
+    acquire = {"prim": "lot", "kind": "semaphore", "op": "acquire"}
+    good = [
+        *events("alice", 100),
+        event("alice", 100, "op", phase="invoke", **acquire),
+        event("alice", 101, "op", phase="ok", **acquire),
+        *events("alice", 100, 102),
+        event("alice", 202, pid=PID + 1),
+        *events("alice", 100, 203),
+    ]
+    after = events("alice", 20, 304)
+    lot = {"kind": "semaphore", "initial": 2}
+    live = History({"lot": lot})
+    kept: list[type] = []
+    feed = live.feed
+
+    def typed(lines: Any) -> None:
+        lines = list(lines)
+        kept.extend(map(type, lines))
+        feed(lines)
+
+    monkeypatch.setattr(live, "feed", typed)
+    async with serve(tmp_path, history=live) as coord:
+        client = await connect(coord)
+        await send_lines(client, [hello("alice"), *good], per_write=10)
+        await client.send(event("bob", 0) + b"".join(after))
+        assert await closed_by_server(client) == b""
+        await client.aclose()
+        await drained(coord)
+    assert made == [("alice", PID)]  # made once, though used, left and used again
+    assert set(kept) == {Line}
+    assert lines_of(coord.events_path, "alice") == good
+    [error] = coordinator_events(coord.events_path, "protocol_error")
+    assert "line claims actor 'bob'" in error["reason"]
+    again = History({"lot": lot})
+    again.feed(decode_line(raw) for raw in file_lines(coord.events_path))
+
+    def state(h: History) -> tuple[Any, ...]:
+        return (h.lines, h.ops, h.next_seq, h.gap_count, h.holders("lot"))
+
+    assert state(live) == state(again)
 
 
 # -- shutdown -----------------------------------------------------------------------------------

@@ -19,7 +19,19 @@ from typing import Any
 from structlog import DropEvent
 from structlog._base import BoundLoggerBase
 
-__all__ = ["ActorLogger"]
+__all__ = ["DELIVERED", "ActorLogger"]
+
+
+class _Delivered(bytes):
+    __slots__ = ()
+
+
+#: What a last processor returns once it has delivered the line itself (sim's actors queue it
+#: into their sink): ActorLogger then calls no logger method. Like ``DropEvent`` for a line
+#: that went somewhere, at the cost of a comparison rather than of a raise (the call of the
+#: logger's no-op method it saves cost ~0.03 µs a line). An empty bytes object of its own, so
+#: that any other structlog wrapper hands it on as an empty line (sim's loggers ignore it).
+DELIVERED: bytes = _Delivered()
 
 _LEVELS = {10: "debug", 20: "info", 30: "warning", 40: "error", 50: "critical"}
 
@@ -41,11 +53,18 @@ def _method(name: str) -> Any:
             kw["event"] = event
         event_dict: Any = {**self._context, **kw} if self._context else kw
         logger = self._logger
+        processors: Any = self._processors  # a list (or tuple), as configured
         try:
-            for processor in self._processors:
-                event_dict = processor(logger, name, event_dict)
+            # The usual chain is one processor (an actor's): called without a loop.
+            if len(processors) == 1:
+                event_dict = processors[0](logger, name, event_dict)
+            else:
+                for processor in processors:
+                    event_dict = processor(logger, name, event_dict)
         except DropEvent:
             return None
+        if event_dict is DELIVERED:
+            return None  # the chain has delivered the line itself: nothing for the logger
         return logger.msg(event_dict)
 
     # Each level's copy calls the logger's method of its own name: ``logger.msg`` with the

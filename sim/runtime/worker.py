@@ -33,7 +33,7 @@ from sim.faults import FaultCrash
 from sim.kinds import RETURNED
 from sim.virtual.gate import Gate, Stopped
 
-from ._logger import ActorLogger
+from ._logger import DELIVERED, ActorLogger
 from ._sink import (
     ORPHANED_EXIT,
     STOP_SIGNALS,
@@ -227,8 +227,10 @@ def _name_process(name: str) -> None:
 # and fixed rather than autotuned (up to 4 MiB on Linux): lines wait in the actor's sink, not
 # in megabytes of socket buffers, so that a coordinator that falls behind slows the actors down
 # at once (back-pressure) instead of leaving a backlog to read after they have ended, and the
-# live history stays current.
-_SNDBUF = 1 << 16
+# live history stays current. 128 KiB rather than 64: the coordinator's reads grow from
+# ~128 to ~230 kB (a read's fixed costs, its event-loop turns, halve per line) and a batch
+# takes fewer partial sends, each of which waits for the GIL (docs/benchmarks.md, section 1).
+_SNDBUF = 1 << 17
 
 
 def _connect(address: tuple[str, int] | str) -> _socket.socket:
@@ -306,6 +308,7 @@ def _processors(
     head = b'{"ts":'
     middle = b',"actor":' + encode(actor) + b',"pid":' + encode(pid) + b',"seq":'
     join = b"".join
+    disjoint = _CONTRACT.isdisjoint
 
     def stamp_and_queue(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
         # The one processor of a wall-clock run: it stamps, renders and queues the line itself
@@ -320,7 +323,7 @@ def _processors(
         ts = (now - t0_ns) / 1e9
         # The contract's fields come first so that a line reads well in a terminal.
         body = encode(event_dict)
-        if len(body) > 2 and _CONTRACT.isdisjoint(event_dict):
+        if len(body) > 2 and disjoint(event_dict):
             append(join((head, encode(ts), middle, encode(seq), b",", body[1:])))
         else:
             # No event field, or a field of the contract passed as an event field: it must not
@@ -336,7 +339,7 @@ def _processors(
         # lets a signal handler run in this frame: no call, no backward jump.)
         if guard.requested is not None:
             guard.fire()
-        return b""
+        return DELIVERED  # ActorLogger then calls no logger method
 
     guard.codes.add(stamp_and_queue.__code__)
     return [stamp_and_queue]
@@ -344,7 +347,8 @@ def _processors(
 
 class _Queued:
     """The structlog logger of a wall-clock run: its one processor has queued the line
-    already, so every method is a no-op (a builtin: no Python call)."""
+    already (and returns ``DELIVERED``, so ActorLogger does not call it); for any other
+    wrapper every method is a no-op (a builtin: no Python call)."""
 
     info = staticmethod(len)
     debug = warning = warn = error = critical = exception = fatal = msg = log = info
