@@ -138,19 +138,36 @@ def _value_read(log: Any) -> Any:
     return (lambda: w.value), _nothing
 
 
+class _Accepting:
+    """A listening socket that keeps what it accepts: a stop after ``accept`` returned must
+    not leave the test a connection it cannot close."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.accepted: list[socket.socket] = []
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        conn, address = self.sock.accept()
+        self.accepted.append(conn)
+        return conn, address
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
 def _tcp_accept(log: Any) -> Any:
     listener = tcp.tcp_listen("t", log, CLOCK, "127.0.0.1", 0, 8)
+    accepting = _Accepting(listener._sock)
+    listener._sock = accepting  # type: ignore[assignment]
     client = socket.create_connection(("127.0.0.1", listener.port))
-    got: list[Any] = []
 
     def close() -> None:
-        for conn in got:
-            if conn is not None:
-                conn._sock.close()
+        for conn in accepting.accepted:
+            conn.close()
         client.close()
-        listener._sock.close()
+        accepting.sock.close()
 
-    return (lambda: got.append(listener.accept())), close
+    return listener.accept, close
 
 
 def _tcp_accept_closed(log: Any) -> Any:
