@@ -2,8 +2,14 @@
 and how many schedules ``explore`` gets through per second.
 
 1. The anchor: two plain multiprocessing processes hand a token back and forth through two
-   semaphores (no sim code at all); one one-way handoff is half a round trip. Also the same
-   with both processes on one CPU (for comparison only: the target is judged on the first).
+   semaphores (no sim code at all); one one-way handoff is half a round trip. The target is
+   judged on the handoff across CPUs: each process pinned to a CPU of its own. Beside it, for
+   comparison only, the figure this benchmark gave before 2026-12-01 (night): the same two
+   processes left wherever the kernel puts them, which is now across CPUs and now both on
+   one (where a handoff is about 1 µs), so that its samples spread over 9-32 µs; and both
+   pinned to one CPU. Each figure is the median of several samples, with their range, and the
+   CPUs' idle entries per handoff (``/sys/devices/system/cpu/cpu*/cpuidle``): across CPUs every
+   handoff wakes a halted CPU (one entry per handoff), which is what it costs.
 2. One scheduling point: the mutex scenario in virtual mode at two sizes (``rounds``), the
    engine phase's wall time against the steps in its schedule.json; the slope (extra wall time
    per extra step) leaves process start-up and analysis out. Given in handoffs of (1). Once
@@ -21,8 +27,8 @@ and how many schedules ``explore`` gets through per second.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing as mp
+import os
 import shutil
 import sys
 import tempfile
@@ -46,36 +52,86 @@ from bench._common import (
 )
 
 
-def _bounce(ping: Any, pong: Any, n: int) -> None:
+def _bounce(ping: Any, pong: Any, n: int, cpu: int | None) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
     for _ in range(n):
         ping.acquire()
         pong.release()
 
 
-def handoff_us(rounds: int, one_cpu: bool = False) -> float:
-    """Microseconds per one-way handoff between two processes through a semaphore (both
-    on the CPU this process is on, if ``one_cpu``)."""
-    from sim.virtual.cpu import one_cpu as pinned
-
-    with pinned() if one_cpu else contextlib.nullcontext():
-        return _handoff_us(rounds)
+#: Where the anchor's two processes run: each on a CPU of its own (what the target is judged
+#: on), wherever the kernel puts them (this benchmark's figure before 2026-12-01, night), both on
+#: the CPU this process is on.
+Placement = str  # "across" | "free" | "one"
 
 
-def _handoff_us(rounds: int) -> float:
+def handoff_us(rounds: int, placement: Placement = "across") -> tuple[float, float]:
+    """Microseconds per one-way handoff between two processes through a semaphore, placed as
+    ``placement`` says, and the CPUs' idle entries per handoff meanwhile."""
+    from sim.virtual.cpu import one_cpu
+
+    if placement == "one":
+        with one_cpu():
+            return _handoff_us(rounds, None)
+    if placement == "across":
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return float("nan"), float("nan")
+        allowed = set(cpus)
+        os.sched_setaffinity(0, {cpus[0]})
+        try:
+            return _handoff_us(rounds, cpus[1])
+        finally:
+            os.sched_setaffinity(0, allowed)
+    return _handoff_us(rounds, None)
+
+
+def _idle_entries() -> int:
+    """How many times the CPUs have gone idle since boot (-1 where Linux does not say)."""
+    total = 0
+    try:
+        for cpu in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpuidle/state*/usage"):
+            total += int(cpu.read_text())
+    except (OSError, ValueError):
+        return -1
+    return total
+
+
+def _handoff_us(rounds: int, child_cpu: int | None) -> tuple[float, float]:
     ctx = mp.get_context("fork")
     ping, pong = ctx.Semaphore(0), ctx.Semaphore(0)
-    child = ctx.Process(target=_bounce, args=(ping, pong, rounds))
+    warm = 1000
+    child = ctx.Process(target=_bounce, args=(ping, pong, warm + rounds, child_cpu))
     child.start()
-    # Warm up, so the child is running before timing starts.
-    ping.release()
-    pong.acquire()
+    # Warm up, so the child is running (and where it is to be) before timing starts.
+    for _ in range(warm):
+        ping.release()
+        pong.acquire()
+    idle0 = _idle_entries()
     t0 = time.perf_counter()
-    for _ in range(rounds - 1):
+    for _ in range(rounds):
         ping.release()
         pong.acquire()
     elapsed = time.perf_counter() - t0
+    idle1 = _idle_entries()
     child.join(10)
-    return elapsed / (2 * (rounds - 1)) * 1e6
+    idle = (idle1 - idle0) / (2 * rounds) if idle0 >= 0 and idle1 >= 0 else float("nan")
+    return elapsed / (2 * rounds) * 1e6, idle
+
+
+# Idle entries per handoff of a sample across CPUs taken with the other CPU free: each handoff
+# wakes a CPU that went idle to wait for it (measured on the quiet machine: 0.98-0.99).
+_QUIET = 0.9
+
+
+def anchors(rounds: int, samples: int) -> dict[Placement, list[tuple[float, float]]]:
+    """``samples`` handoff figures of each placement, taken in turn."""
+    got: dict[Placement, list[tuple[float, float]]] = {"across": [], "free": [], "one": []}
+    for _ in range(samples):
+        for placement, values in got.items():
+            values.append(handoff_us(rounds, placement))
+    return got
 
 
 def steps_of(run_dir: Path) -> int:
@@ -142,6 +198,37 @@ def explore_rate(out: Path, n: int) -> tuple[float, int, int]:
     return n / elapsed, deadlocked, n
 
 
+def report_anchors(got: dict[Placement, list[tuple[float, float]]]) -> tuple[float, float]:
+    """Print the handoff figures; return the anchor and the old figure (see the docstring)."""
+    figures = {p: median(us for us, _ in values) for p, values in got.items()}
+    # Samples in which the other CPU ran something else are left out of the anchor: the
+    # handoff had to preempt it, and the figure is not a handoff's.
+    quiet = [us for us, idle in got["across"] if not idle < _QUIET]
+    words = {"across": "across CPUs, one each (the anchor)",
+             "free": "wherever the kernel puts them (the old figure)",
+             "one": "both on one CPU"}  # fmt: skip
+    print(f"\n1. plain multiprocessing, one-way handoff through a semaphore "
+          f"({len(got['across'])} samples of 20,000 round trips each)\n")  # fmt: skip
+    print(table(
+        ["the two processes", "median µs", "range", "samples", "idle entries per handoff"],
+        [[words[p], fmt(figures[p], 1),
+          f"{min(us for us, _ in v):.1f}-{max(us for us, _ in v):.1f}",
+          ", ".join(f"{us:.1f}" for us, _ in v), fmt(median(i for _, i in v), 2)]
+         for p, v in got.items()],
+    ))  # fmt: skip
+    anchor = median(quiet)
+    if quiet:
+        print(f"\n   the anchor: {fmt(anchor, 1)} µs, the median of the {len(quiet)} samples "
+              f"across CPUs with the other CPU idle between handoffs (≥ {_QUIET} idle entries "
+              "a handoff)")  # fmt: skip
+    else:
+        print(
+            "\n   the anchor: not measured: in every sample across CPUs the other CPU was "
+            "busy with something else (a loaded machine); run again on a quiet one"
+        )
+    return anchor, figures["free"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -152,21 +239,14 @@ def main() -> int:
     print(machine())
     with tempfile.TemporaryDirectory(prefix="sim-bench-virtual-") as tmp:
         out = Path(tmp)
-        anchors, pinned = [], []
-        for _ in range(reps):
-            anchors.append(handoff_us(20_000))
-            pinned.append(handoff_us(20_000, one_cpu=True))
-        anchor = median(anchors)
-        each = ", ".join(f"{a:.1f}" for a in anchors)
-        print(f"\n1. plain multiprocessing, one-way handoff through a semaphore: "
-              f"{anchor:.1f} µs (median of {reps}: {each}); both on one CPU: "
-              f"{median(pinned):.1f} µs")  # fmt: skip
+        anchor, old = report_anchors(anchors(20_000, 3 if args.quick else 9))
         costs, rows = point_cost(out, (20, 120), reps)
         print("\n2. one scheduling point (mutex, 4 workers, virtual; engine phase)\n")
         print(table(["CPUs", "steps", "wall s", "µs per extra step"], rows))
         for pin, cost in costs.items():
             print(f"   {'one CPU' if pin else 'all CPUs'}: median {cost:.1f} µs per scheduling "
-                  f"point = {cost / anchor:.2f} handoffs (target ≤ 2)")  # fmt: skip
+                  f"point = {cost / anchor:.2f} handoffs of the anchor (target ≤ 2); "
+                  f"{cost / old:.2f} of the old figure")  # fmt: skip
         print("\n3. default car park (200 cars, 3 visits), virtual and wall alternating\n")
         print(table(["mode", "CPUs", "CLI wall s", "engine wall s", "status", "wait_mean min"],
                     carpark(out, 1 if args.quick else 3)))  # fmt: skip

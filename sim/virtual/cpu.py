@@ -6,8 +6,8 @@ second CPU buys nothing, and it costs: every grant and every request wakes a pro
 the kernel may have parked on the other CPU, and waking across CPUs is the expensive kind
 (an inter-processor interrupt, the other CPU leaving idle, cold caches). Measured on the
 2-core machine of docs/benchmarks.md §8: a semaphore handoff between two processes takes
-18-28 µs across CPUs and 1.1 µs on one; the mutex scenario's step 101-121 µs spread over both
-CPUs against 45-50 µs with the run on one.
+31-43 µs across CPUs (each pinned to one) and 1.1 µs on one; the mutex scenario's step
+101-121 µs spread over both CPUs against 45-50 µs with the run on one.
 
 So a virtual run claims one CPU for its engine phase and, once every actor has started (the
 start-up of hundreds of processes is work for every CPU there is), runs there: the engine's
