@@ -13,10 +13,13 @@ the stop must still happen, at the latest with the next line.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import queue as stdlib_queue
 import signal
 import socket
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -213,6 +216,64 @@ def _udp_recvfrom(log: Any) -> Any:
     return w.recvfrom, close
 
 
+def _queue_get_empty(log: Any) -> Any:
+    w = queue.LoggedQueue("q", MP.Queue(), log, CLOCK, "queue")
+
+    def get() -> None:
+        with contextlib.suppress(stdlib_queue.Empty):
+            w.get(block=False)
+
+    return get, _nothing
+
+
+def _pipe_recv_eof(log: Any) -> Any:
+    a, b = MP.Pipe()
+    b.close()
+    w = pipe.LoggedConnection("p", a, log, CLOCK, "a")
+
+    def recv() -> None:
+        with contextlib.suppress(EOFError):
+            w.recv()
+
+    return recv, a.close
+
+
+def _barrier_broken(log: Any) -> Any:
+    raw = MP.Barrier(2)
+    raw.abort()
+    w = LoggedBarrier("b", raw, log, CLOCK)
+
+    def wait() -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            w.wait()
+
+    return wait, _nothing
+
+
+def _sem_release_fail(log: Any) -> Any:
+    w = semaphore.LoggedSemaphore("s", MP.BoundedSemaphore(1), log, CLOCK, "semaphore")
+
+    def release() -> None:
+        with contextlib.suppress(ValueError):
+            w.release()
+
+    return release, _nothing
+
+
+def _udp_timeout(log: Any) -> Any:
+    w = udp.udp("u", log, CLOCK, "127.0.0.1", 0)
+    return (lambda: w.recvfrom(timeout=0.0001)), w._sock.close
+
+
+def _value_write(log: Any) -> Any:
+    w = shared.LoggedValue("v", MP.Value("i", 3), log, CLOCK)
+
+    def write() -> None:
+        w.value = 4
+
+    return write, _nothing
+
+
 CASES = {
     "semaphore-acquire": Case(_sem_acquire, "acquire"),
     "semaphore-release": Case(_sem_release, "release"),
@@ -231,6 +292,12 @@ CASES = {
     "tcp-send": Case(_tcp_stream("send"), "sendall"),
     "tcp-recv": Case(_tcp_stream("recv"), "recv"),
     "udp-recvfrom": Case(_udp_recvfrom, "recvfrom"),
+    "queue-get-empty": Case(_queue_get_empty, "get"),
+    "pipe-recv-eof": Case(_pipe_recv_eof, "recv"),
+    "barrier-broken": Case(_barrier_broken, "wait"),
+    "semaphore-release-fail": Case(_sem_release_fail, "release"),
+    "udp-recvfrom-timeout": Case(_udp_timeout, "recvfrom"),
+    "value-write": Case(_value_write, "setvalue"),
 }
 
 _LOG_CALLS = {"ActorLogger.info", "ActorLogger.debug", "ActorLogger.warning"}
@@ -301,9 +368,9 @@ def _profile(case: Case, stop_at: tuple[Any, int] | None = None) -> dict[str, An
     }
 
 
-def _after_return(case: Case, run: dict[str, Any]) -> list[tuple[Any, int]]:
-    """The points after the case's call returned into the frame that logs the completion,
-    outside the processor (which defers a stop by itself), as (key, occurrence)."""
+def _points(case: Case, run: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """The points before and after the case's call returned into the frame that logs the
+    completion, outside the processor (which defers a stop by itself), as (key, occurrence)."""
     seen = run["seen"]
     logs = [f for what, f, _ in seen if what == "call" and f.f_code.co_qualname in _LOG_CALLS]
     assert logs, "the operation logged nothing"
@@ -312,17 +379,24 @@ def _after_return(case: Case, run: dict[str, Any]) -> list[tuple[Any, int]]:
         i for i, (what, f, arg) in enumerate(seen)
         if (what == "return" and f.f_code.co_name == case.raw and f.f_back
             and f.f_back.f_code is completing)
-        or (what == "c_return" and f.f_code is completing and arg.__name__ == case.raw)
+        or (what in ("c_return", "c_exception") and f.f_code is completing
+            and arg.__name__ == case.raw)
     )  # fmt: skip
-    points, counts = [], {}
+    before, after, counts = [], [], {}
     for i, (what, frame, arg) in enumerate(seen):
         if what not in _POINTS:
             continue
         key = _key(frame, what, arg)
         counts[key] = counts.get(key, 0) + 1
-        if i > returned and _under(frame, completing) and not _under(frame, run["stamp"]):
-            points.append((key, counts[key]))
-    return points
+        if not _under(frame, completing) or _under(frame, run["stamp"]):
+            continue
+        if i > returned:
+            after.append((key, counts[key]))
+        elif (frame if what == "c_return" else frame.f_back or frame).f_code is completing:
+            # Before the return only the wrapper's own points: one inside the library would
+            # break its invariants (a lock left half released), as a real signal could.
+            before.append((key, counts[key]))
+    return before, after
 
 
 def _balanced(lines: list[dict[str, Any]]) -> bool:
@@ -341,8 +415,15 @@ def test_a_stop_after_the_call_returned_waits_for_the_completion_line(name: str)
     dry = _profile(case)
     assert dry["raised"] is None
     assert _balanced(dry["lines"]), dry["lines"]
-    points = _after_return(case, dry)
+    before, points = _points(case, dry)
     assert points, "no point after the call: the case tests nothing"
+    assert before, "no point before the return: the case tests nothing"
+    for point in before:
+        # The call has not returned: the stop is raised where it lands, at once (a wrapper
+        # that marked itself returned too early would defer it, maybe while it blocks).
+        run = _profile(case, stop_at=point)
+        if run["delivered"]:
+            assert run["raised"] == "op", f"{name}: a stop before the return, at {point}, waited"
     for point in points:
         run = _profile(case, stop_at=point)
         if not run["delivered"]:

@@ -10,6 +10,8 @@ for a kind of your own); see docs/log-format.md, "Adding a primitive kind".
 from __future__ import annotations
 
 import importlib
+import sys
+from types import CodeType
 
 from ._base import (
     RETURNED,
@@ -23,6 +25,7 @@ from ._base import (
     Wakes,
     item_key,
     limit,
+    returning_codes,
 )
 from .barrier import Barrier
 from .condition import Condition
@@ -63,6 +66,7 @@ __all__ = [
     "limit",
     "phenomena",
     "register",
+    "wrapper_codes",
 ]
 
 # The registry: one line per kind module.
@@ -112,6 +116,14 @@ def get(name: str) -> Kind:
 def all_kinds() -> dict[str, Kind]:
     """Every registered kind, by name."""
     return dict(_KINDS)
+
+
+def wrapper_codes() -> frozenset[CodeType]:
+    """The wrapper functions of every registered kind's module that may defer a stop signal
+    (see :data:`RETURNED`)."""
+    modules = {sys.modules[kind.model.__module__] for kind in _KINDS.values()}
+    modules |= {sys.modules[k.wrap.__module__] for k in _KINDS.values() if k.wrap is not None}
+    return returning_codes(modules)
 
 
 def phenomena() -> dict[str, str]:

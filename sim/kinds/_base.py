@@ -11,9 +11,10 @@ from the log's ``kind`` field.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
+from types import CodeType, ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from sim.history.facts import Hold, Operation
@@ -349,13 +350,38 @@ def item_key(item: Any) -> Any:
     return msgspec.json.encode(item, order="sorted")
 
 
-#: The local a wrapper sets (``_returned = True``) as soon as its call is back and nothing
-#: can block before the completion line: right after the call (and first thing in an
-#: ``except`` that logs one), or after the scheduling point that follows it. A stop signal
-#: that comes from then on waits until the completion line is queued
-#: (``sim.runtime.worker._StopGuard`` looks for it in the frames it interrupts), so an
-#: operation that took effect never looks blocked for ever in the log.
+#: The local a wrapper sets (``_returned = True``) as soon as its call is back: right after
+#: the call (first thing in an ``except`` that logs a completion, and before a virtual run's
+#: ``timeout`` line), and back to False once its completion line is logged if more calls
+#: follow. A stop signal that comes while it is set waits until the completion line is queued
+#: (``sim.runtime.worker._StopGuard`` looks for it in the frames it interrupts, in the
+#: functions :func:`returning_codes` finds), so an operation that took effect never looks
+#: blocked for ever in the log. Nothing may block while it is set but the virtual turn.
+#: (A stop that lands inside the library's own call once its work is done, or as a C call
+#: returns before the store, still counts as a stop during the call.)
 RETURNED = "_returned"
+
+
+def returning_codes(modules: Iterable[ModuleType]) -> frozenset[CodeType]:
+    """The code of every function, method and property of ``modules`` (their own, not what
+    they import) that sets :data:`RETURNED`: only these frames may defer a stop, never a
+    scenario's own code that happens to use the name."""
+    found: set[CodeType] = set()
+    for module in modules:
+        for obj in vars(module).values():
+            if getattr(obj, "__module__", None) != module.__name__:
+                continue
+            members = vars(obj).values() if isinstance(obj, type) else (obj,)
+            for member in members:
+                if isinstance(member, property):
+                    functions = [member.fget, member.fset, member.fdel]
+                else:
+                    functions = [getattr(member, "__func__", member)]
+                for function in functions:
+                    code = getattr(function, "__code__", None)
+                    if isinstance(code, CodeType) and RETURNED in code.co_varnames:
+                        found.add(code)
+    return frozenset(found)
 
 
 class Logged:

@@ -57,6 +57,7 @@ class LoggedBarrier(Logged):
             self._log.info("op", op="wait", phase="fail", error="BrokenBarrierError")
             raise
         self._log.info("op", op="wait", phase="ok", index=index)
+        _returned = False  # the line is queued: a stop strikes where it lands again
         return int(index)
 
     def abort(self) -> None:

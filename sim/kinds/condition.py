@@ -59,6 +59,7 @@ class LoggedCondition(LoggedSemaphore):
             notified = self._call("wait", self._raw.wait, seconds)
         _returned = True  # a stop from here on waits for the line below (see RETURNED)
         self._log.info("op", op="wait", phase="ok" if notified else "timeout")
+        _returned = False  # the line is queued: a stop strikes where it lands again
         return bool(notified)
 
     def _wait_virtual(self, timeout: float | None) -> bool:

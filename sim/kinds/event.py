@@ -58,6 +58,7 @@ class LoggedEvent(Logged):
             flag = self._raw.wait(seconds)
         _returned = True
         self._log.info("op", op="wait", phase="ok" if flag else "timeout")
+        _returned = False  # the line is queued: a stop strikes where it lands again
         return bool(flag)
 
 

@@ -62,6 +62,7 @@ class LoggedSemaphore(Logged):
             log.info("op", op="acquire", phase="ok")
         else:
             log.info("op", op="acquire", phase="timeout" if block else "fail")
+        _returned = False  # the line is queued: a stop strikes where it lands again
         return bool(got)
 
     def release(self) -> None:

@@ -156,6 +156,7 @@ class LoggedSharedMemory(Logged):
         current = self._slots[index]
         _returned = True
         self._log.info("op", op="read", phase="ok", index=index, value=current)
+        _returned = False  # the line is queued: a stop strikes where it lands again
         return int(current)
 
     def __setitem__(self, index: int, new: int) -> None:

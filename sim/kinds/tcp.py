@@ -86,6 +86,7 @@ class TcpStream(Logged):
         self._log.info("op", op="recv", phase="invoke", **limit(timeout))
         grant = self._turn(timeout)
         if grant is not None and grant.do != "go":
+            _returned = True
             self._no_line("timeout")
             return None
         deadline = None
@@ -99,11 +100,13 @@ class TcpStream(Logged):
             except TimeoutError:
                 _returned = True
                 self._no_line("timeout")
+                _returned = False  # the line is queued (the finally below still calls)
                 return None
             except BaseException as exc:
                 _returned = True
                 self._log.info("op", op="recv", phase="fail", error=_error(exc),
                                **self._partial())  # fmt: skip
+                _returned = False
                 raise
             finally:
                 if deadline is not None:
@@ -197,6 +200,7 @@ class TcpListener(Logged):
             raise
         peer = f"{address[0]}:{address[1]}"
         self._log.info("op", op="accept", phase="ok", peer=peer)
+        _returned = False  # the line is queued: a stop strikes where it lands again
         local = conn.getsockname()
         return TcpStream(self.name, conn, self._base, self._clock, peer, f"{local[0]}:{local[1]}")
 
@@ -262,6 +266,7 @@ def tcp_connect(name: str, log: Any, clock: Any, host: str, port: int,
     address = sock.getsockname()
     local = f"{address[0]}:{address[1]}"
     bound.info("op", op="connect", phase="ok", local=local)
+    _returned = False  # the line is queued: a stop strikes where it lands again
     return TcpStream(name, sock, log, clock, peer, local)
 
 

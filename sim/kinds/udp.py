@@ -61,6 +61,7 @@ class UdpSocket(Logged):
             self._log.info("op", op="recvfrom", phase="invoke", timeout=timeout)
         grant = self._turn(timeout)
         if grant is not None and grant.do != "go":
+            _returned = True
             self._log.info("op", op="recvfrom", phase="timeout")
             return None
         wait = None if timeout is None else self._clock.seconds(timeout)

@@ -91,12 +91,12 @@ class _StopGuard:
 
     A completion line is on its way, too, once a logged wrapper's call has returned: a stop
     raised between the call and the line would leave an operation that took effect (a unit
-    taken, a connection accepted) looking blocked for ever. A wrapper says so by setting its
-    local :data:`sim.kinds.RETURNED` (the frames are looked at here, so it costs the wrapper
-    one store); the request is raised once that line is queued, like any other. Waiting for a
-    virtual run's turn (a code in :attr:`waits`) is no part of the operation: a stop there is
-    raised at once. A request noted after the line was queued, while the wrapper's frame is
-    still there, is raised by the engine's next SIGTERM (it repeats them until the actor ends).
+    taken, a connection accepted) looking blocked for ever. A wrapper (a code in
+    :attr:`returning`) says so by setting its local :data:`sim.kinds.RETURNED` (the frames are
+    looked at here, so it costs the wrapper one store), and clears it once the line is logged
+    if it does more; the request is raised once that line is queued, like any other. Waiting
+    for a virtual run's turn (a code in :attr:`waits`) is no part of the operation: a stop
+    there is raised at once.
     """
 
     def __init__(self) -> None:
@@ -105,6 +105,9 @@ class _StopGuard:
         self.requested: BaseException | None = None
         self.codes: set[CodeType] = set()
         self.waits: set[CodeType] = set()
+        # The wrappers that may defer a stop: every kind registered by now, a scenario's own
+        # among them (the engine imports the scenario before it forks the launcher).
+        self.returning = kinds.wrapper_codes()
         self._stopping = False
 
     def rebind(self) -> None:
@@ -127,14 +130,14 @@ class _StopGuard:
         self._raise(exc)
 
     def _inside(self, frame: FrameType | None) -> bool:
-        codes, waits = self.codes, self.waits
+        codes, waits, returning = self.codes, self.waits, self.returning
         while frame is not None:
             code = frame.f_code
             if code in codes:
                 return True
             if code in waits:
                 return False
-            if RETURNED in code.co_varnames and frame.f_locals.get(RETURNED) is True:
+            if code in returning and frame.f_locals.get(RETURNED) is True:
                 return True
             frame = frame.f_back
         return False
@@ -494,6 +497,7 @@ def main(boot: Boot) -> None:
         # cut the end.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        guard.requested = None  # one deferred until a line that never came: too late now
         if gate is None:
             # A virtual run's threads are tasks that the scheduler ends in turn.
             threads.join(_THREADS_GRACE_S)
