@@ -27,6 +27,7 @@ and how many schedules ``explore`` gets through per second.
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -34,7 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 if __package__ in (None, ""):  # `python bench/virtual.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -63,7 +64,7 @@ def _bounce(ping: Any, pong: Any, n: int, cpu: int | None) -> None:
 #: Where the anchor's two processes run: each on a CPU of its own (what the target is judged
 #: on), wherever the kernel puts them (this benchmark's figure before 2026-12-01, night), both on
 #: the CPU this process is on.
-Placement = str  # "across" | "free" | "one"
+Placement = Literal["across", "free", "one"]
 
 
 def handoff_us(rounds: int, placement: Placement = "across") -> tuple[float, float]:
@@ -203,6 +204,8 @@ def report_anchors(got: dict[Placement, list[tuple[float, float]]]) -> tuple[flo
     figures = {p: median(us for us, _ in values) for p, values in got.items()}
     # Samples in which the other CPU ran something else are left out of the anchor: the
     # handoff had to preempt it, and the figure is not a handoff's.
+    # Without cpuidle counters (idle is NaN) nothing can be told apart: every sample counts.
+    filtered = not all(math.isnan(idle) for _, idle in got["across"])
     quiet = [us for us, idle in got["across"] if not idle < _QUIET]
     words = {"across": "across CPUs, one each (the anchor)",
              "free": "wherever the kernel puts them (the old figure)",
@@ -217,7 +220,10 @@ def report_anchors(got: dict[Placement, list[tuple[float, float]]]) -> tuple[flo
          for p, v in got.items()],
     ))  # fmt: skip
     anchor = median(quiet)
-    if quiet:
+    if quiet and not filtered:
+        print(f"\n   the anchor: {fmt(anchor, 1)} µs, the median of the {len(quiet)} samples "
+              "across CPUs (idle filter n/a: this machine has no cpuidle counters)")  # fmt: skip
+    elif quiet:
         print(f"\n   the anchor: {fmt(anchor, 1)} µs, the median of the {len(quiet)} samples "
               f"across CPUs with the other CPU idle between handoffs (≥ {_QUIET} idle entries "
               "a handoff)")  # fmt: skip

@@ -791,6 +791,7 @@ def _parse(
         if line.actor != actor:
             raise _Broken(f"line claims actor {line.actor!r}", good)
         line.raw = raw  # its other fields, on demand (without the newline: nothing needs it)
+        line.cache = None  # never what a "~cache" key of the line said
         into.append(line)
         good += len(raw) + 1
     return good
@@ -861,6 +862,7 @@ def _short_lines(block: bytes, max_line: int) -> bool:
 def _keep_raw(lines: list[Line], raws: list[bytes]) -> None:
     for line, raw in zip(lines, raws, strict=True):
         line.raw = raw  # its other fields, on demand (without the newline: nothing needs it)
+        line.cache = None  # never what a "~cache" key of the line said
 
 
 def bind(transport: Literal["tcp", "unix"]) -> socket.socket:

@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 from anyio.abc import SocketStream
 
 import sim.coordinator
-from sim.coordinator import Coordinator, _decode_whole, _parse, _short_lines
+from sim.coordinator import Coordinator, _decode_whole, _keep_raw, _parse, _short_lines
 from sim.errors import ProtocolError
 from sim.history import History, Subscriber
-from sim.history.lines import Line, decode_line
+from sim.history.lines import Line, decode_line, read_lines
 
 SECRET = "s3cret"
 # Upper bound for any single wait on the coordinator; generous, but far below the global timeout.
@@ -751,11 +752,18 @@ async def test_a_heavy_connections_own_decoder_takes_and_refuses_as_the_plain_on
     # and a line claiming another actor (a protocol error, nothing after it kept).
     monkeypatch.setattr(sim.coordinator, "_OWN_DECODER_AFTER", 40)
     made: list[tuple[str, int]] = []
+    decoded: list[bytes] = []
     own_decoder = sim.coordinator._own_decoder
 
     def counted(actor: str, pid: int) -> Any:
         made.append((actor, pid))
-        return own_decoder(actor, pid)
+        decode = own_decoder(actor, pid)
+
+        def used(raw: bytes) -> Any:
+            decoded.append(raw)
+            return decode(raw)
+
+        return used
 
     monkeypatch.setattr(sim.coordinator, "_own_decoder", counted)
     acquire = {"prim": "lot", "kind": "semaphore", "op": "acquire"}
@@ -787,6 +795,11 @@ async def test_a_heavy_connections_own_decoder_takes_and_refuses_as_the_plain_on
         await client.aclose()
         await drained(coord)
     assert made == [("alice", PID)]  # made once, though used, left and used again
+    # Used, and used again on blocks after the operations (seq 102-201) and after the other
+    # pid's line (203-302).
+    seqs = {msgspec.json.decode(raw)["seq"] for raw in decoded}
+    assert seqs & set(range(102, 202))
+    assert seqs & set(range(203, 303))
     assert set(kept) == {Line}
     assert lines_of(coord.events_path, "alice") == good
     [error] = coordinator_events(coord.events_path, "protocol_error")
@@ -895,3 +908,23 @@ async def test_domain_events_may_use_op_field_names_for_their_own_values(tmp_pat
         assert coord.counters.protocol_errors == 0
         assert coord.counters.history.holders("spaces") == ["alice"]
     assert lines_of(coord.events_path, "alice") == sent
+
+
+def test_a_line_cannot_forge_its_fields_with_the_readers_own_keys(tmp_path: Path) -> None:
+    # Line keeps its raw bytes, number and decoded fields under "~" names; a line that carries
+    # them itself must still read as what it says, by every reader.
+    forged = (
+        b'{"ts":1.0,"actor":"bob","pid":7,"seq":0,"event":"op","prim":"s","op":"acquire",'
+        b'"phase":"ok","~cache":{"prim":"forged","op":"release"},"~number":99}'
+    )
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"x\n" + forged + b"\n")
+    (line,) = [line for chunk in read_lines(path) for line in chunk]
+    into: list[Any] = []
+    _parse(forged + b"\n", "bob", 500, into)
+    whole = _decode_whole(forged + b"\n", "bob", 500)
+    assert whole is not None
+    _keep_raw(*whole)
+    for read in (line, into[0], whole[0][0]):
+        assert (read.fields["prim"], read.fields["op"]) == ("s", "acquire")
+    assert line.number == 2

@@ -30,12 +30,16 @@ from types import CodeType, FrameType
 from typing import Any
 
 import pytest
+import structlog
 
 import sim
 from sim.kinds import condition, event, pipe, queue, semaphore, shared, tcp, udp
 from sim.kinds.barrier import LoggedBarrier
 from sim.runtime import worker
+from sim.runtime._logger import ActorLogger
+from sim.runtime._sink import HeldSink
 from sim.runtime.clock import Clock
+from sim.virtual.gate import Gate
 from tests.test_actor_log import _lines, _path
 
 MP = multiprocessing.get_context("fork")
@@ -408,6 +412,16 @@ def _balanced(lines: list[dict[str, Any]]) -> bool:
     )
 
 
+def _cut_short(complete: list[dict[str, Any]], lines: list[dict[str, Any]]) -> bool:
+    """Did the stop cut the operation short, rather than wait for it to return? Its invoke
+    was not logged, or it has no completion, or a completion that says it was interrupted."""
+    ops = [e for e in lines if e.get("event") == "op"]
+    whole = [e for e in complete if e.get("event") == "op"]
+    if len(ops) < len(whole):
+        return True
+    return ops[-1].get("error") == "interrupted"
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_stop_after_the_call_returned_waits_for_the_completion_line(name: str) -> None:
@@ -423,7 +437,9 @@ def test_a_stop_after_the_call_returned_waits_for_the_completion_line(name: str)
         # that marked itself returned too early would defer it, maybe while it blocks).
         run = _profile(case, stop_at=point)
         if run["delivered"]:
-            assert run["raised"] == "op", f"{name}: a stop before the return, at {point}, waited"
+            where = f"{name}: a stop before the return, at {point}"
+            assert run["raised"] == "op", f"{where}, was not raised in the operation"
+            assert _cut_short(dry["lines"], run["lines"]), f"{where}, waited: {run['lines']}"
     for point in points:
         run = _profile(case, stop_at=point)
         if not run["delivered"]:
@@ -433,3 +449,40 @@ def test_a_stop_after_the_call_returned_waits_for_the_completion_line(name: str)
         where = f"{name}: a stop at {point[0][1]} of {point[0][0].co_qualname} #{point[1]}"
         assert _balanced(run["lines"]), f"{where} lost the completion line: {run['lines']}"
         assert run["raised"] is not None, f"{where} was lost"
+
+
+@pytest.mark.timeout(30)
+def test_a_stop_while_waiting_for_a_virtual_turn_is_raised_at_once() -> None:
+    # In a virtual run a release takes effect, is marked returned, then waits for its turn:
+    # waiting is no part of the operation, so a stop there is raised at once. (Deferred, it
+    # would wait for a grant that may never come; here one is ready, so a deferred stop
+    # would let the release log its ok line first.)
+    ours, theirs = socket.socketpair()
+    try:
+        guard, threads = worker._StopGuard(), worker._Threads()
+        sink = HeldSink(ours, after=guard.end)
+        gate = Gate("a-1", ours, sink.take)
+        t0 = time.monotonic_ns()
+        procs = worker._processors("a-1", 42, t0, guard, threads, gate)
+        log = structlog.wrap_logger(sink, processors=procs, wrapper_class=ActorLogger).bind()
+        w = semaphore.LoggedSemaphore("s", MP.Semaphore(0), log, Clock(60.0, t0, gate), "s")
+        theirs.sendall(b'{"do":"go","ts":0.0,"step":1}\n')
+        waiting = Gate._read.__code__
+
+        def profiler(frame: FrameType, what: str, arg: Any) -> None:
+            if what == "call" and frame.f_code is waiting:
+                sys.setprofile(None)
+                guard.handler(signal.SIGTERM, frame)
+
+        sys.setprofile(profiler)
+        try:
+            with pytest.raises(worker._Terminated):
+                w.release()
+        finally:
+            sys.setprofile(None)
+        sent = theirs.recv(1 << 16)
+        assert b'"op":"release","phase":"invoke"' in sent
+        assert b'"phase":"ok"' not in sent + sink.take()
+    finally:
+        ours.close()
+        theirs.close()

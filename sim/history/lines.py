@@ -141,6 +141,7 @@ def read_lines(path: Path, findings: list[Finding] | None = None) -> Iterator[li
                     continue
                 line.raw = raw
                 line.number = number
+                line.cache = None  # a line's own "~cache" key must not stand for its fields
                 append(line)
             first += len(raws)
             # Only the file's last line can lack its newline. Decoded, it may still be torn

@@ -104,7 +104,8 @@ class _StopGuard:
         self._logging = False
         self.requested: BaseException | None = None
         self.codes: set[CodeType] = set()
-        self.waits: set[CodeType] = set()
+        # Waiting for a virtual turn is no part of an operation.
+        self.waits: set[CodeType] = {Gate._wait.__code__}
         # The wrappers that may defer a stop: every kind registered by now, a scenario's own
         # among them (the engine imports the scenario before it forks the launcher).
         self.returning = kinds.wrapper_codes()
@@ -451,8 +452,6 @@ def main(boot: Boot) -> None:
     if boot.virtual:
         sink = logger = HeldSink(sock, after=guard.end)
         gate = Gate(boot.actor, sock, sink.take)
-        # Waiting for a turn is no part of an operation (see _StopGuard).
-        guard.waits.add(Gate._wait.__code__)
         processors = _processors(boot.actor, pid, boot.t0_ns, guard, threads, gate)
     else:
         sink = BatchingSink(sock, boot.flush_s, engine, masked=True)
