@@ -542,10 +542,10 @@ class Coordinator:
         # decoded by a decoder of its own (see _own_decoder): made once it has sent
         # _OWN_DECODER_AFTER lines in a row taken so, used while they are.
         own: Callable[[bytes], Line] | None = None
-        use_own = False
-        taken = 0
+        taken = 0  # lines taken in one go in a row
         while True:
             block = _whole_lines(buf)
+            use_own = taken >= _OWN_DECODER_AFTER
             whole = (
                 _decode_whole(block, actor, max_line, own if use_own else None) if block else None
             )
@@ -556,19 +556,18 @@ class Coordinator:
                 self._count(actor, len(lines))
                 if feed_run(actor, lines):
                     taken += len(lines)
-                    if not use_own and taken >= _OWN_DECODER_AFTER:
-                        own = own or _own_decoder(actor, lines[-1].pid)
-                        use_own = True
+                    if own is None and taken >= _OWN_DECODER_AFTER:
+                        own = _own_decoder(actor, lines[-1].pid)
                 else:
                     if use_own:
                         # The history keeps these: they must be plain Lines.
                         lines = list(map(decode_line, raws))
-                    use_own, taken = False, 0
+                    taken = 0
                     _keep_raw(lines, raws)
                     feed(lines)
                 await self._send.send(block)
             elif block:
-                use_own, taken = False, 0
+                taken = 0
                 # A bad line somewhere: line by line, to keep what came before it. (_pump serves
                 # wall-clock runs only: a request line there is bad.)
                 lines, good, error = self._take(block, actor)
@@ -791,7 +790,6 @@ def _parse(
         if line.actor != actor:
             raise _Broken(f"line claims actor {line.actor!r}", good)
         line.raw = raw  # its other fields, on demand (without the newline: nothing needs it)
-        line.cache = None  # never what a "~cache" key of the line said
         into.append(line)
         good += len(raw) + 1
     return good
@@ -862,7 +860,6 @@ def _short_lines(block: bytes, max_line: int) -> bool:
 def _keep_raw(lines: list[Line], raws: list[bytes]) -> None:
     for line, raw in zip(lines, raws, strict=True):
         line.raw = raw  # its other fields, on demand (without the newline: nothing needs it)
-        line.cache = None  # never what a "~cache" key of the line said
 
 
 def bind(transport: Literal["tcp", "unix"]) -> socket.socket:

@@ -100,27 +100,21 @@ def _queue_get(log: Any) -> Any:
     return queue.LoggedQueue("q", raw, log, CLOCK, "queue").get, _nothing
 
 
-def _pipe_recv(log: Any) -> Any:
-    a, b = MP.Pipe()
-    b.send(1)
-    w = pipe.LoggedConnection("p", a, log, CLOCK, "a")
+def _pipe(do: Callable[[pipe.LoggedConnection], Any]) -> Callable[[Any], Any]:
+    """``do`` on one end of a fresh pipe whose other end has sent an item already."""
 
-    def close() -> None:
-        a.close()
-        b.close()
+    def make(log: Any) -> Any:
+        a, b = MP.Pipe()
+        b.send(1)
+        w = pipe.LoggedConnection("p", a, log, CLOCK, "a")
 
-    return w.recv, close
+        def close() -> None:
+            a.close()
+            b.close()
 
+        return (lambda: do(w)), close
 
-def _pipe_send(log: Any) -> Any:
-    a, b = MP.Pipe()
-    w = pipe.LoggedConnection("p", a, log, CLOCK, "a")
-
-    def close() -> None:
-        a.close()
-        b.close()
-
-    return (lambda: w.send(1)), close
+    return make
 
 
 def _barrier_wait(log: Any) -> Any:
@@ -285,8 +279,8 @@ CASES = {
     "event-set": Case(_event_set, "set"),
     "queue-put": Case(_queue_put, "put"),
     "queue-get": Case(_queue_get, "get"),
-    "pipe-send": Case(_pipe_send, "send"),
-    "pipe-recv": Case(_pipe_recv, "recv"),
+    "pipe-send": Case(_pipe(lambda w: w.send(1)), "send"),
+    "pipe-recv": Case(_pipe(lambda w: w.recv()), "recv"),
     "barrier-wait": Case(_barrier_wait, "wait"),
     "condition-wait": Case(_condition_wait, "_call"),
     "condition-notify": Case(_condition_notify, "_call"),

@@ -60,10 +60,12 @@ class Line(msgspec.Struct, gc=False):
     peer: Any = None
     error: Any = None
     # Not fields of the log: filled in by the reader. Their names cannot occur in a real line
-    # (the engine never writes them), and a hostile line that carries them is overwritten.
+    # (the engine never writes them); a hostile line's raw is overwritten by every reader, its
+    # number by the file's (the live stream's lines are not numbered), and its cache is never
+    # taken for one (see fields).
     raw: bytes = msgspec.field(default=b"", name="~raw")
     number: int = msgspec.field(default=0, name="~number")
-    cache: dict[str, Any] | None = msgspec.field(default=None, name="~cache")
+    cache: Any = msgspec.field(default=None, name="~cache")
 
     @property
     def at(self) -> tuple[float, int]:
@@ -74,9 +76,12 @@ class Line(msgspec.Struct, gc=False):
     @property
     def fields(self) -> dict[str, Any]:
         """Every field of the line, as written (decoded from the raw line on first use)."""
-        if self.cache is None:
-            self.cache = _decode_dict(self.raw) if self.raw else _from_struct(self)
-        return self.cache
+        cache = self.cache
+        # Kept in a 1-tuple, which no JSON value decodes to: a line's own "~cache" key (a
+        # dict, a list...) can never stand for its fields, whoever read the line.
+        if type(cache) is not tuple:
+            cache = self.cache = (_decode_dict(self.raw) if self.raw else _from_struct(self),)
+        return cache[0]  # type: ignore[no-any-return]
 
     def __getitem__(self, key: str) -> Any:
         return self.fields[key]
@@ -141,7 +146,6 @@ def read_lines(path: Path, findings: list[Finding] | None = None) -> Iterator[li
                     continue
                 line.raw = raw
                 line.number = number
-                line.cache = None  # a line's own "~cache" key must not stand for its fields
                 append(line)
             first += len(raws)
             # Only the file's last line can lack its newline. Decoded, it may still be torn

@@ -91,12 +91,12 @@ class _StopGuard:
 
     A completion line is on its way, too, once a logged wrapper's call has returned: a stop
     raised between the call and the line would leave an operation that took effect (a unit
-    taken, a connection accepted) looking blocked for ever. A wrapper (a code in
-    :attr:`returning`) says so by setting its local :data:`sim.kinds.RETURNED` (the frames are
-    looked at here, so it costs the wrapper one store), and clears it once the line is logged
-    if it does more; the request is raised once that line is queued, like any other. Waiting
-    for a virtual run's turn (a code in :attr:`waits`) is no part of the operation: a stop
-    there is raised at once.
+    taken, a connection accepted) looking blocked for ever. A wrapper (a function of
+    ``sim.kinds.wrapper_codes``) says so by setting its local :data:`sim.kinds.RETURNED` (the
+    frames are looked at here, so it costs the wrapper one store), and clears it once the line
+    is logged if it does more; the request is raised once that line is queued, like any
+    other. Waiting for a virtual run's turn (a code in :attr:`waits`) is no part of the
+    operation: a stop there is raised at once.
     """
 
     def __init__(self) -> None:
@@ -106,9 +106,10 @@ class _StopGuard:
         self.codes: set[CodeType] = set()
         # Waiting for a virtual turn is no part of an operation.
         self.waits: set[CodeType] = {Gate._wait.__code__}
-        # The wrappers that may defer a stop: every kind registered by now, a scenario's own
-        # among them (the engine imports the scenario before it forks the launcher).
-        self.returning = kinds.wrapper_codes()
+        # The wrappers that may defer a stop (every registered kind's, a scenario's own among
+        # them): found once in a launcher, which its actors inherit, or else when a stop first
+        # comes, so that no actor's start pays for it (~0.3 ms; see wrappers).
+        self._returning: frozenset[CodeType] | None = None
         self._stopping = False
 
     def rebind(self) -> None:
@@ -131,7 +132,7 @@ class _StopGuard:
         self._raise(exc)
 
     def _inside(self, frame: FrameType | None) -> bool:
-        codes, waits, returning = self.codes, self.waits, self.returning
+        codes, waits, returning = self.codes, self.waits, self.wrappers()
         while frame is not None:
             code = frame.f_code
             if code in codes:
@@ -142,6 +143,12 @@ class _StopGuard:
                 return True
             frame = frame.f_back
         return False
+
+    def wrappers(self) -> frozenset[CodeType]:
+        """The code of every wrapper that may defer a stop (see :data:`sim.kinds.RETURNED`)."""
+        if self._returning is None:
+            self._returning = kinds.wrapper_codes()
+        return self._returning
 
     def begin(self) -> None:
         if threading.get_ident() == self._main:
@@ -400,6 +407,8 @@ def prepare(engine_pid: int | None = None) -> None:
     # launcher keeps them blocked for good: its handlers below are only for its actors.)
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     guard = _StopGuard()
+    if engine_pid is not None:
+        guard.wrappers()  # in the launcher: once, for every actor it forks
     # Ctrl-C reaches the whole process group; the engine alone decides how to stop the run.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, guard.handler)
