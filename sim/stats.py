@@ -6,8 +6,6 @@ import math
 from array import array
 from collections.abc import Sequence
 
-import numpy as np
-
 __all__ = ["TimeWeighted", "describe", "percentile"]
 
 
@@ -31,6 +29,11 @@ def describe(
     # Sorted as one array of doubles, not a list of float objects: a run's hundreds of
     # thousands of waits then cost 8 bytes each here too. The arithmetic is the same IEEE
     # double arithmetic, in the same order, as on a sorted list of floats.
+    # Imported here, not with the module: every actor imports this module (through sim) and
+    # forks from a launcher that holds it, and numpy's ~10 MB of pages would be copied into the
+    # page tables of every fork and torn down at every exit (sim.runtime._launcher).
+    import numpy as np
+
     ordered = np.sort(np.asarray(values, dtype=np.float64))
     if scale != 1.0:
         ordered = ordered * scale

@@ -23,8 +23,6 @@ import math
 from array import array
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .history import Line, Operation, Subscriber
 
 if TYPE_CHECKING:
@@ -109,6 +107,8 @@ class TimerLateness(Subscriber):
         if not self._late:
             found["note"] = "no sleep lines in the log: nothing to measure"
             return found
+        import numpy as np  # not with the module: see sim.stats.describe
+
         late = np.sort(np.asarray(self._late, dtype=np.float64))
         mean = float(late.mean())
         found.update(

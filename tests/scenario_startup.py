@@ -1,5 +1,6 @@
 """A test scenario: each actor reports how its process was set up when its role began (stdin,
-signal dispositions and masks, its threads' masks, its name, structlog's configuration)."""
+signal dispositions and masks, its threads' masks, its name, structlog's configuration, the
+heavy modules it holds)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ def probe(ctx: Ctx[Params]) -> None:
         main_blocked=sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])),
         threads_blocked=others,
         comm=Path("/proc/self/comm").read_text(encoding="utf-8").strip(),
+        # What the engine imports for its analysis only (numpy: ~10 MB) must not be in an
+        # actor: under fork every page of it is mapped at each fork and unmapped at each exit.
+        heavy=sorted(m for m in ("numpy", "pandas", "matplotlib") if m in sys.modules),
     )
     # Scenario code may log through structlog's own entry point too.
     structlog.get_logger().info("via_structlog", n=1)

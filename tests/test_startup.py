@@ -44,6 +44,7 @@ def test_actor_process_is_set_up_alike_under_every_start_method(
         for blocked in setup["threads_blocked"]:
             assert set(STOP) <= set(blocked), blocked
         assert setup["comm"] == actor
+        assert setup["heavy"] == [], "imported by the engine for its analysis, not by actors"
     via = [e for e in events if e["event"] == "via_structlog"]
     assert sorted(e["actor"] for e in via) == sorted(setups)
     for e in via:
