@@ -1,18 +1,24 @@
 """The launcher (sim.runtime._launcher) on its own: what ``prepare`` sets up its actors inherit,
-and its reports name every actor, each start before its exit."""
+its reports name every actor, each start before its exit, and an actor's last words come before
+its exit."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import select
 import signal
+import socket
 import sys
+import time
 
 import pytest
 
 from sim.runtime import _launcher
 from sim.runtime._sink import STOP_SIGNALS
+from sim.runtime.worker import _exit_virtual
+from sim.virtual.gate import Gate
 
 
 class _State:
@@ -177,3 +183,76 @@ def test_actors_start_exit_and_report_as_multiprocessing_children(
     assert "RuntimeError: a role's bug" in err
     with open(marks) as fh:
         assert fh.read().split() == [str(os.getpid())]  # the parent's run only
+
+
+class _Exiting:
+    sock: socket.socket | None = None  # the actor's end of its connection
+
+
+def _says_its_exit() -> None:
+    # A virtual run's actor at its end: its last words close every other descriptor and say
+    # the exit status; then it lingers, as a process being torn down would.
+    assert _Exiting.sock is not None
+    gate = Gate("exiting", _Exiting.sock, lambda: b'{"event":"late"}\n')
+    sock = _Exiting.sock
+
+    def last(code: int) -> None:
+        _exit_virtual(gate, sock, code)
+        time.sleep(3.0)
+
+    assert _launcher.last_words(last)
+    sys.exit(7)
+
+
+@pytest.mark.timeout(60)
+def test_an_actors_last_words_close_its_descriptors_and_say_its_exit_before_it_exits() -> None:
+    assert not _launcher.last_words(print), "registered nowhere but in an actor"
+    mp = multiprocessing.get_context("fork")
+    ours, theirs = socket.socketpair()
+    read_end, write_end = os.pipe()
+    # Handed to the launcher as a pipe end it lets go of once its actors have their copies.
+    writer = open(write_end, "wb", buffering=0)  # noqa: SIM115 - closed by the launcher
+    _Exiting.sock = theirs
+    proc = mp.Process(target=_says_its_exit, name="exiting", daemon=True)
+    so_far: list[list[str]] = []
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        launcher = _launcher.start([proc], close=[], pipes=[writer])
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        theirs.close()
+        writer.close()
+        _Exiting.sock = None
+    try:
+        launcher.go()
+        ours.settimeout(30)
+        said = b""
+        while not said.endswith(b"\n") or b"!" not in said:
+            chunk = ours.recv(4096)
+            assert chunk, "the connection closed before the actor said its exit"
+            said += chunk
+        # Said with what was logged since the end, and with the status it exits with.
+        assert said == b'{"event":"late"}\n!{"req":"exit","code":7}\n'
+        # Its copy of the pipe's write end is closed already: the reader sees EOF...
+        ready, _, _ = select.select([read_end], [], [], 1.0)  # (sooner than the 3 s it lingers)
+        assert ready, "no EOF: the actor still holds the write end"
+        assert os.read(read_end, 1) == b""
+        # ...while the process is still there: started, not reaped.
+        so_far = _reports_so_far(launcher.reports)
+        assert [r[0] for r in so_far] == ["S", "D"]
+        os.kill(int(so_far[0][2]), 0)
+    finally:
+        reports = so_far + _reports(launcher.reports)
+        launcher.close()
+        ours.close()
+        os.close(read_end)
+    assert [(r[0], r[2]) for r in reports if r[0] == "X"] == [("X", "7")]
+
+
+def _reports_so_far(fd: int) -> list[list[str]]:
+    """The launcher's reports that have come (whole lines: each is one write)."""
+    data = b""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 1 << 16):
+            data += chunk
+    return [line.split() for line in data.decode("ascii").splitlines()]

@@ -44,7 +44,7 @@ from multiprocessing import context, process, util
 from multiprocessing.process import BaseProcess
 from typing import Any, NoReturn
 
-__all__ = ["Launcher", "start"]
+__all__ = ["Launcher", "last_words", "start"]
 
 GO = b"g"
 STOP = b"s"
@@ -52,6 +52,22 @@ STOP = b"s"
 _FAILED = 70
 # Children that exit while the launcher is still forking are reaped every this many forks.
 _REAP_EVERY = 8
+
+# In an actor forked by the launcher: True, and what :func:`last_words` registered.
+_in_actor = False
+_last_words: Callable[[int], None] | None = None
+
+
+def last_words(hook: Callable[[int], None]) -> bool:
+    """In an actor forked by the launcher: have ``hook(code)`` called just before the process
+    exits with ``code``, once multiprocessing's bootstrap has done all it does (the role, the
+    finalizers, the wait for threads, stdio flushed), and return True. Anywhere else (an actor
+    of forkserver or spawn, the engine) register nothing and return False."""
+    global _last_words
+    if not _in_actor:
+        return False
+    _last_words = hook
+    return True
 
 
 @dataclass
@@ -266,11 +282,16 @@ def _share_process_state(procs: Sequence[BaseProcess]) -> None:
 
 def _child(proc: BaseProcess, cmd: int, rep: int) -> NoReturn:  # pragma: no cover
     """An actor, just forked: run it as multiprocessing's fork start would, never return."""
+    global _in_actor
+    _in_actor = True
     code = 1
     try:
         os.close(cmd)
         os.close(rep)
         code = _bootstrap(proc)
+        if _last_words is not None:
+            with contextlib.suppress(BaseException):
+                _last_words(code)
     finally:
         os._exit(code)
 

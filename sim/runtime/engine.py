@@ -227,6 +227,8 @@ class _Supervisor:
         self.cpu: int | None = None
         self.scheduler: Scheduler | None = None
         self._exits_seen: dict[str, tuple[int, int | None]] = {}
+        # A virtual run's actors whose exit line is logged.
+        self._exit_logged: set[str] = set()
         self.coordinator: Coordinator | None = None
         self.log: Any = None
         self.t0_ns = time.monotonic_ns()
@@ -543,8 +545,10 @@ class _Supervisor:
             # A virtual run logs an actor's exit at the step it ended: the scheduler lets no
             # other task run until the exit is seen, whichever comes first, the exit or the
             # actor's last lines.
-            if name in self.scheduler.ended_at:
-                log.info("exit", target=name, target_pid=pid, code=code)
+            if name in self._exit_logged:
+                pass  # it said so before it went (_exit_said)
+            elif name in self.scheduler.ended_at:
+                self._log_exit(name, pid, code)
                 self.scheduler.exited(name)
             else:
                 self._exits_seen[name] = (pid, code)
@@ -699,6 +703,7 @@ class _Supervisor:
             on_deadlock=self._virtual_deadlock,
             on_limit=self._step_limit,
             on_end=self._ended,
+            on_exit=self._exit_said,
             on_diverge=self._diverged,
             cpu=self.cpu,
         )
@@ -719,8 +724,27 @@ class _Supervisor:
         seen = self._exits_seen.pop(name, None)
         if seen is None:
             return False
-        self.log.info("exit", target=name, target_pid=seen[0], code=seen[1])
+        self._log_exit(name, *seen)
         return True
+
+    def _exit_said(self, name: str, code: int) -> None:
+        """``name``'s process, ended, says it exits with ``code`` now, every descriptor but its
+        connection closed (sim.runtime.worker._exit_virtual): for the scheduler it has exited,
+        as if it had been reaped; the reaping is only recorded when it comes."""
+        scheduler = self.scheduler
+        record = self.records.get(name)
+        if scheduler is None or record is None or name not in scheduler.ended_at:
+            return  # (its end comes first on the same connection: this cannot be)
+        if name in self._exit_logged:
+            return  # reaped and logged already
+        self._exits_seen.pop(name, None)
+        self._log_exit(name, record.pid, code)
+        scheduler.exited(name)
+
+    def _log_exit(self, name: str, pid: int | None, code: int | None) -> None:
+        """A virtual run's exit line, once an actor: at the step it ended."""
+        self._exit_logged.add(name)
+        self.log.info("exit", target=name, target_pid=pid, code=code)
 
     def _storage_failed(self, path: Path, exc: OSError) -> None:
         """The events file cannot be written: stop the run, which can no longer be recorded."""

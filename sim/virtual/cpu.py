@@ -28,7 +28,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["claimed_cpu", "one_cpu", "pin"]
+__all__ = ["claimed_cpu", "leave", "one_cpu", "pin"]
 
 
 @contextmanager
@@ -65,6 +65,15 @@ def pin(cpu: int) -> bool:
     except (AttributeError, OSError):
         return False
     return True
+
+
+def leave(cpu: int) -> None:
+    """Move the calling thread off ``cpu``, to any other CPU it may use (none: stay)."""
+    others = set(range(os.cpu_count() or 1)) - {cpu}
+    # CPUs that a cpuset forbids are left out by the kernel; with none left it refuses.
+    with contextlib.suppress(AttributeError, OSError):
+        if others:
+            os.sched_setaffinity(0, others)
 
 
 @contextmanager

@@ -14,6 +14,7 @@ own and their ``ts`` and ``step`` are the grant's.
 from __future__ import annotations
 
 import _socket
+import contextlib
 import os
 import threading
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from .cpu import pin
+from .cpu import leave, pin
 
 __all__ = ["Gate", "Grant", "Stopped"]
 
@@ -70,6 +71,8 @@ class Gate:
         self._tasks: dict[int, int] = {threading.get_ident(): 0}
         self._next_task = 1
         self._task_of: dict[threading.Thread, int] = {}
+        # The run's CPU, once this process is pinned to it.
+        self._cpu: int | None = None
 
     # -- the points --------------------------------------------------------------------------
 
@@ -93,6 +96,17 @@ class Gate:
         task = self.task()
         line = b"!" + _encode({"req": "end", "task": task}) + b"\n"
         self._send(self._take() + line)
+
+    def exit(self, code: int) -> None:
+        """The actor's process exits with ``code`` now and has closed every descriptor but
+        this connection (see sim.runtime.worker): tell the scheduler (after anything logged
+        since the end), which takes it for the exit; then move off the run's CPU, so that the
+        kernel's teardown of the process runs beside the next steps, not in their way (after
+        the telling: waking another CPU takes a while)."""
+        with contextlib.suppress(OSError):
+            self._sock.sendall(self._take() + b"!" + _encode({"req": "exit", "code": code}) + b"\n")
+        if self._cpu is not None:
+            leave(self._cpu)
 
     def task(self) -> int:
         return self._tasks.get(threading.get_ident(), 0)
@@ -148,8 +162,9 @@ class Gate:
         self.now = grant.ts
         self.step = grant.step
         cpu = grant.extra.get("cpu")
-        if isinstance(cpu, int):
-            pin(cpu)  # the grant of the start: the run has begun, on one CPU (sim.virtual.cpu)
+        if isinstance(cpu, int) and pin(cpu):
+            # The grant of the start: the run has begun, on one CPU (sim.virtual.cpu).
+            self._cpu = cpu
         if grant.do == "stop":
             raise Stopped
         return grant

@@ -85,6 +85,7 @@ class Scheduler(Subscriber):
         on_deadlock: Callable[[list[dict[str, Any]], str, list[str]], None],
         on_limit: Callable[[int], None],
         on_end: Callable[[str], bool] | None = None,
+        on_exit: Callable[[str, int], None] | None = None,
         on_diverge: Callable[[Divergence], None] | None = None,
         cpu: int | None = None,
     ) -> None:
@@ -105,6 +106,7 @@ class Scheduler(Subscriber):
         self._on_deadlock = on_deadlock
         self._on_limit = on_limit
         self._on_end = on_end
+        self._on_exit = on_exit
         self._on_diverge = on_diverge or (lambda exc: None)
         self._fallback = Least()
         #: Set when a replayed schedule did not fit the run.
@@ -161,8 +163,15 @@ class Scheduler(Subscriber):
 
     def request(self, actor: str, msg: dict[str, Any]) -> None:
         """A request from ``actor``'s connection (after every line it logged before it)."""
-        number = int(msg.get("task", 0))
         req = str(msg.get("req", ""))
+        if req == "exit":
+            # The actor's process says it exits now, its descriptors closed: as good as the
+            # engine's seeing it exit (sim.runtime.worker._exit_virtual), and sooner.
+            code = msg.get("code")
+            if self._on_exit is not None and isinstance(code, int):
+                self._on_exit(actor, code)
+            return
+        number = int(msg.get("task", 0))
         tasks = self._by_actor.setdefault(actor, {})
         task = tasks.get(number)
         if task is None:
