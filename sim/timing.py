@@ -24,6 +24,7 @@ from array import array
 from typing import TYPE_CHECKING, Any
 
 from .history import Line, Operation, Subscriber
+from .stats import ordered, percentile
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -107,14 +108,12 @@ class TimerLateness(Subscriber):
         if not self._late:
             found["note"] = "no sleep lines in the log: nothing to measure"
             return found
-        import numpy as np  # not with the module: see sim.stats.describe
-
-        late = np.sort(np.asarray(self._late, dtype=np.float64))
-        mean = float(late.mean())
+        late = ordered(self._late)
+        mean = math.fsum(late) / len(late)
         found.update(
             late_mean_ms=mean * 1e3,
-            late_p50_ms=float(np.percentile(late, 50)) * 1e3,
-            late_p95_ms=float(np.percentile(late, 95)) * 1e3,
+            late_p50_ms=float(percentile(late, 50)) * 1e3,
+            late_p95_ms=float(percentile(late, 95)) * 1e3,
             late_max_ms=float(late[-1]) * 1e3,
             late_minutes=mean / per_minute,
         )

@@ -450,3 +450,27 @@ def test_time_batch_means_refuses_bad_input() -> None:
     ]:
         with pytest.raises(ScenarioError, match=said):
             time_batch_means([*good, bad, (2.5, 0.0)], 0.0, 3.0, lower=0.0, upper=1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# describe: a sorted list below sim.stats._ARRAY_FROM values, a numpy array from there on
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.5])
+def test_describe_gives_the_same_figures_sorted_as_a_list_or_as_an_array(
+    monkeypatch: pytest.MonkeyPatch, scale: float
+) -> None:
+    from array import array
+
+    from sim import stats
+
+    rng = random.Random(5)
+    values = array("d", (rng.expovariate(0.3) for _ in range(2_001)))
+    as_list = stats.describe(values, "wait", scale)
+    monkeypatch.setattr(stats, "_ARRAY_FROM", 1)  # the numpy path for the same values
+    as_array = stats.describe(values, "wait", scale)
+    assert as_list == as_array  # the same doubles, bit for bit
+    ordered = sorted(v * scale for v in values)
+    assert as_list["wait_max"] == ordered[-1]
+    assert as_list["wait_p50"] == ordered[1000]  # (2,001 values: the middle one exactly)
+    assert math.isclose(as_list["wait_mean"] or 0.0, statistics.fmean(ordered), rel_tol=1e-12)
