@@ -10,12 +10,14 @@ and how many schedules ``explore`` gets through per second.
    pinned to one CPU. Each figure is the median of several samples, with their range, and the
    CPUs' idle entries per handoff (``/sys/devices/system/cpu/cpu*/cpuidle``): across CPUs every
    handoff wakes a halted CPU (one entry per handoff), which is what it costs.
-2. One scheduling point: the mutex scenario in virtual mode at two sizes (``rounds``), the
-   engine phase's wall time against the steps in its schedule.json; the slope (extra wall time
-   per extra step) leaves process start-up and analysis out. Given in handoffs of (1). Once
+2. One scheduling point: the mutex scenario in virtual mode at two sizes (``rounds`` 20 and
+   320: 324 and 5,124 steps; with 120, as before 2026-12-02, the 1,600 extra steps took about
+   0.1 s and the slopes of one run spread over 48-119 µs), the engine phase's wall time against
+   the steps in its schedule.json; the slope (extra wall time per extra step) leaves process
+   start-up and analysis out. Given in handoffs of (1). Once
    with the run on one CPU (``engine.pin_cpu``, the default) and once spread over all,
    alternating.
-3. The default car park (200 cars, 3 visits) in virtual mode (on one CPU, and spread) and in
+3. The default car park (200 cars, 4 visits) in virtual mode (on one CPU, and spread) and in
    wall mode, alternating.
 4. ``explore`` throughput: philosophers-naive, one random schedule after another through the
    same ``sim._runner.run`` that ``explore`` calls, schedules per second and how many deadlocked.
@@ -246,14 +248,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="sim-bench-virtual-") as tmp:
         out = Path(tmp)
         anchor, old = report_anchors(anchors(20_000, 3 if args.quick else 9))
-        costs, rows = point_cost(out, (20, 120), reps)
+        costs, rows = point_cost(out, (20, 320), reps)
         print("\n2. one scheduling point (mutex, 4 workers, virtual; engine phase)\n")
         print(table(["CPUs", "steps", "wall s", "µs per extra step"], rows))
         for pin, cost in costs.items():
             print(f"   {'one CPU' if pin else 'all CPUs'}: median {cost:.1f} µs per scheduling "
                   f"point = {cost / anchor:.2f} handoffs of the anchor (target ≤ 2); "
                   f"{cost / old:.2f} of the old figure")  # fmt: skip
-        print("\n3. default car park (200 cars, 3 visits), virtual and wall alternating\n")
+        print("\n3. default car park (200 cars, 4 visits), virtual and wall alternating\n")
         print(table(["mode", "CPUs", "CLI wall s", "engine wall s", "status", "wait_mean min"],
                     carpark(out, 1 if args.quick else 3)))  # fmt: skip
         rate, dead, n = explore_rate(out, 10 if args.quick else 30)
