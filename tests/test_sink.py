@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from sim.runtime._sink import BatchingSink, EngineWatch, _Flag
+from sim.runtime._sink import BatchingSink, EngineWatch, HeldSink, _Flag
 
 
 def test_flag_behaves_as_an_event() -> None:
@@ -50,3 +50,20 @@ def test_close_sends_everything_and_waits_for_the_flusher() -> None:
     assert data.split(b"\n")[:-1] == [b"line %d" % i for i in range(1000)]
     assert data.endswith(b"\n")
     theirs.close()
+
+
+def test_a_sealed_held_sink_keeps_what_it_held_and_drops_what_comes_after() -> None:
+    # Under fork a virtual run's actor seals its sink where it would close it (its last words
+    # send what was held): a line logged later is dropped, as a closed sink drops it.
+    ours, theirs = socket.socketpair()
+    try:
+        sink = HeldSink(theirs)
+        sink.msg(b'{"event":"a"}\n')
+        sink.seal()
+        sink.msg(b'{"event":"late"}\n')
+        assert sink.take() == b'{"event":"a"}\n'
+        sink.msg(b'{"event":"later"}\n')
+        assert sink.take() == b""
+    finally:
+        ours.close()
+        theirs.close()

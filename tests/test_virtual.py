@@ -84,6 +84,36 @@ def test_fork_forkserver_and_spawn_give_the_same_log(config: str, tmp_path: Path
     assert logs[0] == logs[1] == logs[2]
 
 
+@pytest.mark.timeout(180)
+def test_a_crash_stops_a_virtual_run_at_the_same_step_under_every_start_method(
+    tmp_path: Path,
+) -> None:
+    # The crasher's exit is judged before another step is granted, whether its process said
+    # it (fork) or was reaped (forkserver, spawn): the other actor's ticks end at one step.
+    config = tmp_path / "crash.toml"
+    config.write_text(
+        'scenario = "tests.scenario_crash"\n'
+        "[params]\nsteady_minutes = 1.0\ncrash_after = 0.5\nticks = 1000\n",
+        encoding="utf-8",
+    )
+    runs = {m: virtual_run(tmp_path / m, str(config), f"engine.start_method={m}", timeout=150)
+            for m in ("fork", "forkserver", "spawn")}  # fmt: skip
+    runs["fork again"] = virtual_run(tmp_path / "again", str(config), "engine.start_method=fork")
+    logs = {m: normalised(run_dir) for m, run_dir in runs.items()}
+    assert logs["fork"] == logs["forkserver"] == logs["spawn"] == logs["fork again"]
+    events = events_of(runs["fork"])
+    ticks = [e for e in events if e["event"] == "tick"]
+    (stopping,) = [e for e in events if e["event"] == "stopping"]
+    assert 0 < len(ticks) < 1000, "stopped by the crash, not done"
+    assert stopping["reason"] == "crasher-000 exited with code 1"
+    assert stopping["live"] == 1
+    (crashed,) = [e for e in events if e["event"] == "actor_end" and e["actor"] == "crasher-000"]
+    # The stop comes at the step the crasher ended (its exit line's), nothing granted between.
+    (exit_line,) = [e for e in events if e["event"] == "exit" and e["target"] == "crasher-000"]
+    assert stopping["step"] == exit_line["step"] == crashed["step"]
+    assert manifest_of(runs["fork"])["status"] == "failed"
+
+
 @pytest.mark.timeout(60)
 def test_every_bundled_config_keeps_its_verdicts_in_virtual_mode(tmp_path: Path) -> None:
     # The kept wall-mode run of each config (tests/fixtures), replayed by today's checks,

@@ -44,7 +44,7 @@ from multiprocessing import context, process, util
 from multiprocessing.process import BaseProcess
 from typing import Any, NoReturn
 
-__all__ = ["Launcher", "last_words", "start"]
+__all__ = ["Launcher", "on_exit", "start"]
 
 GO = b"g"
 STOP = b"s"
@@ -53,20 +53,22 @@ _FAILED = 70
 # Children that exit while the launcher is still forking are reaped every this many forks.
 _REAP_EVERY = 8
 
-# In an actor forked by the launcher: True, and what :func:`last_words` registered.
-_in_actor = False
-_last_words: Callable[[int], None] | None = None
+# In an actor forked by the launcher: its pid (not its children's, which inherit it), and what
+# :func:`on_exit` registered.
+_actor_pid = 0
+_at_exit: Callable[[int], None] | None = None
 
 
-def last_words(hook: Callable[[int], None]) -> bool:
+def on_exit(hook: Callable[[int], None]) -> bool:
     """In an actor forked by the launcher: have ``hook(code)`` called just before the process
     exits with ``code``, once multiprocessing's bootstrap has done all it does (the role, the
     finalizers, the wait for threads, stdio flushed), and return True. Anywhere else (an actor
-    of forkserver or spawn, the engine) register nothing and return False."""
-    global _last_words
-    if not _in_actor:
+    of forkserver or spawn, a process an actor forked, the engine) register nothing and return
+    False."""
+    global _at_exit
+    if _actor_pid != os.getpid():
         return False
-    _last_words = hook
+    _at_exit = hook
     return True
 
 
@@ -282,16 +284,20 @@ def _share_process_state(procs: Sequence[BaseProcess]) -> None:
 
 def _child(proc: BaseProcess, cmd: int, rep: int) -> NoReturn:  # pragma: no cover
     """An actor, just forked: run it as multiprocessing's fork start would, never return."""
-    global _in_actor
-    _in_actor = True
+    global _actor_pid
+    _actor_pid = os.getpid()
     code = 1
     try:
         os.close(cmd)
         os.close(rep)
         code = _bootstrap(proc)
-        if _last_words is not None:
-            with contextlib.suppress(BaseException):
-                _last_words(code)
+        if _at_exit is not None:
+            try:
+                _at_exit(code)
+            except BaseException as exc:  # the process exits anyway; its parent reaps it
+                with contextlib.suppress(Exception):
+                    sys.stderr.write(f"sim: {proc.name}: at exit: {exc!r}\n")
+                    sys.stderr.flush()
     finally:
         os._exit(code)
 

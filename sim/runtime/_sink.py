@@ -297,6 +297,11 @@ class HeldSink:
         self._buf.clear()
         return data
 
+    def seal(self) -> None:
+        """From now on drop what is logged, as a closed sink would; what is held stays for
+        the next :meth:`take` (the actor's last words, under fork: see sim.runtime.worker)."""
+        self._buf = _Dropping(self._buf)
+
     def close(self) -> None:
         data = self.take()
         try:
@@ -306,3 +311,10 @@ class HeldSink:
         except OSError:
             pass
         self._sock.close()
+
+
+class _Dropping(list[bytes]):
+    """A sealed sink's buffer: it keeps what it was made with and takes nothing more."""
+
+    def append(self, line: bytes) -> None:
+        pass

@@ -215,7 +215,10 @@ class _Supervisor:
         self.reason = ""
         self.stop = anyio.Event()
         self.all_reaped = anyio.Event()
+        # Actors started and not yet exited (as the run knows it: see _judge), and those not
+        # yet reaped (a virtual run's actor may say its exit before it is reaped).
         self.live = 0
+        self.unreaped = 0
         self.started_all = False
         self.counters: LiveCounters | None = None
         self.primitives = primitives
@@ -227,8 +230,10 @@ class _Supervisor:
         self.cpu: int | None = None
         self.scheduler: Scheduler | None = None
         self._exits_seen: dict[str, tuple[int, int | None]] = {}
-        # A virtual run's actors whose exit line is logged.
+        # A virtual run's actors whose exit line is logged; actors whose exit was judged
+        # (_judge), reaped or not.
         self._exit_logged: set[str] = set()
+        self._judged: set[str] = set()
         self.coordinator: Coordinator | None = None
         self.log: Any = None
         self.t0_ns = time.monotonic_ns()
@@ -448,6 +453,7 @@ class _Supervisor:
                 self.procs[actor.name] = proc
                 self.records[actor.name].pid = proc.pid
                 self.live += 1
+                self.unreaped += 1
                 log.info("spawn", target=actor.name, target_pid=proc.pid)
                 tg.start_soon(self._reap, actor.name, proc, log)
                 if index % _START_BATCH == _START_BATCH - 1:
@@ -462,7 +468,7 @@ class _Supervisor:
         for spec, (_, raw) in zip(self.specs, self.raw.values(), strict=True):
             for end in spec.handed_over(raw):
                 end.close()
-        if self.live == 0:
+        if self.unreaped == 0:
             self.all_reaped.set()
 
     async def _follow_launcher(self, launcher: _launcher.Launcher, log: Any) -> None:
@@ -500,6 +506,7 @@ class _Supervisor:
             self.by_pid[pid] = name
             self.records[name].pid = pid
             self.live += 1
+            self.unreaped += 1
             log.info("spawn", target=name, target_pid=pid)
             if self.signalled:
                 self._send(name, self.signalled)  # forked while the run was being stopped
@@ -510,7 +517,7 @@ class _Supervisor:
         elif kind == "D":
             self.launcher_done = self.started_all = True
             self._spawned()
-            if self.live == 0:
+            if self.unreaped == 0:
                 self.all_reaped.set()
         elif kind == "F":
             name, errno = self.actors[int(record[1])].name, int(record[2])
@@ -546,7 +553,10 @@ class _Supervisor:
             # other task run until the exit is seen, whichever comes first, the exit or the
             # actor's last lines.
             if name in self._exit_logged:
-                pass  # it said so before it went (_exit_said)
+                # It said so before it went (_exit_said), and was judged on the code it said.
+                # (It exits with that code: os._exit follows; only a SIGKILL in between, the
+                # run being stopped, could change it, and the record keeps the real one.)
+                pass
             elif name in self.scheduler.ended_at:
                 self._log_exit(name, pid, code)
                 self.scheduler.exited(name)
@@ -559,18 +569,33 @@ class _Supervisor:
                 self.coordinator.kick()
         else:
             log.info("exit", target=name, target_pid=pid, code=code)
+        if name not in self._judged:
+            self._judge(name, code)
+        self.unreaped -= 1
+        if self.unreaped == 0 and self._all_started():
+            self.all_reaped.set()
+
+    def _judge(self, name: str, code: int | None) -> None:
+        """What an actor's exit means for the run, once an actor: when it is reaped, or, in a
+        virtual run under fork, when it says its exit (``_exit_said``). Either way before the
+        scheduler can grant another step: a stop it causes comes at the same step every time,
+        whatever the start method."""
+        self._judged.add(name)
+        self.live -= 1
         faulted = self.nemesis is not None and name in self.nemesis.targets
         if code != 0 and self.status == "ok" and not faulted:
             # (A fault's target dying is what the config asked for; what follows from it is
             # for the checks to say.)
             self.status = "failed"
             self.reason = f"{name} exited with code {code}"
-            if self.config.engine.stop_on_crash and self.live > 1:
+            if self.config.engine.stop_on_crash and self.live > 0:
                 # The others may be waiting for what the crashed actor will never do.
+                if self.scheduler is not None:
+                    # At this step: the watchdog's stop would come a few steps later, as
+                    # many as the event loop runs before it.
+                    self.log.info("stopping", reason=self.reason, live=self.live)
+                    self.scheduler.stop_all()
                 self.stop.set()
-        self.live -= 1
-        if self.live == 0 and self._all_started():
-            self.all_reaped.set()
 
     def _all_started(self) -> bool:
         """No more actors will be started."""
@@ -729,16 +754,17 @@ class _Supervisor:
 
     def _exit_said(self, name: str, code: int) -> None:
         """``name``'s process, ended, says it exits with ``code`` now, every descriptor but its
-        connection closed (sim.runtime.worker._exit_virtual): for the scheduler it has exited,
-        as if it had been reaped; the reaping is only recorded when it comes."""
+        connection closed (sim.runtime.worker._exit_virtual): for the run it has exited, as if
+        it had been reaped (logged, judged, the scheduler let go on); the reaping is only
+        recorded when it comes."""
         scheduler = self.scheduler
         record = self.records.get(name)
         if scheduler is None or record is None or name not in scheduler.ended_at:
-            return  # (its end comes first on the same connection: this cannot be)
+            return  # not an actor of the run that has ended: not a word to take
         if name in self._exit_logged:
             return  # reaped and logged already
-        self._exits_seen.pop(name, None)
         self._log_exit(name, record.pid, code)
+        self._judge(name, code)
         scheduler.exited(name)
 
     def _log_exit(self, name: str, pid: int | None, code: int | None) -> None:
@@ -788,7 +814,7 @@ class _Supervisor:
             for name in list(self.procs):
                 if self.records[name].exitcode is None:
                     self._send(name, sig)
-        if self.live == 0 and self._all_started():
+        if self.unreaped == 0 and self._all_started():
             self.all_reaped.set()
 
 

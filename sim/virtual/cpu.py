@@ -67,13 +67,15 @@ def pin(cpu: int) -> bool:
     return True
 
 
-def leave(cpu: int) -> None:
-    """Move the calling thread off ``cpu``, to any other CPU it may use (none: stay)."""
-    others = set(range(os.cpu_count() or 1)) - {cpu}
-    # CPUs that a cpuset forbids are left out by the kernel; with none left it refuses.
-    with contextlib.suppress(AttributeError, OSError):
-        if others:
-            os.sched_setaffinity(0, others)
+def leave(cpu: int, allowed: set[int]) -> None:
+    """Move every thread of this process off ``cpu``, to the others of ``allowed`` (what it
+    had before it was pinned); none: stay. (The process's last thread to go tears it down.)"""
+    others = allowed - {cpu}
+    if not others:
+        return
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(AttributeError, OSError):  # gone meanwhile, or a cpuset
+            os.sched_setaffinity(int(tid), others)
 
 
 @contextmanager

@@ -71,8 +71,8 @@ class Gate:
         self._tasks: dict[int, int] = {threading.get_ident(): 0}
         self._next_task = 1
         self._task_of: dict[threading.Thread, int] = {}
-        # The run's CPU, once this process is pinned to it.
-        self._cpu: int | None = None
+        # The run's CPU, once this process is pinned to it, and the CPUs it had before.
+        self._pinned: tuple[int, set[int]] | None = None
 
     # -- the points --------------------------------------------------------------------------
 
@@ -97,16 +97,24 @@ class Gate:
         line = b"!" + _encode({"req": "end", "task": task}) + b"\n"
         self._send(self._take() + line)
 
+    def only_tasks_left(self) -> bool:
+        """Every thread of the process but this one is a task of the run (waiting for a turn
+        that will not come): nothing else can act any more."""
+        tasks = sum(thread.is_alive() for thread in self._task_of)
+        return len(os.listdir("/proc/self/task")) == 1 + tasks
+
     def exit(self, code: int) -> None:
         """The actor's process exits with ``code`` now and has closed every descriptor but
-        this connection (see sim.runtime.worker): tell the scheduler (after anything logged
-        since the end), which takes it for the exit; then move off the run's CPU, so that the
-        kernel's teardown of the process runs beside the next steps, not in their way (after
-        the telling: waking another CPU takes a while)."""
+        this connection (see sim.runtime.worker): tell the scheduler (after what was held
+        when the sink was sealed), which takes it for the exit, and shut the connection
+        down (a process the actor forked may hold a copy); then move off the run's CPU, so
+        that the kernel's teardown of the process runs beside the next steps, not in their
+        way (after the telling: waking another CPU takes a while)."""
         with contextlib.suppress(OSError):
             self._sock.sendall(self._take() + b"!" + _encode({"req": "exit", "code": code}) + b"\n")
-        if self._cpu is not None:
-            leave(self._cpu)
+            self._sock.shutdown(_socket.SHUT_WR)
+        if self._pinned is not None:
+            leave(*self._pinned)
 
     def task(self) -> int:
         return self._tasks.get(threading.get_ident(), 0)
@@ -162,9 +170,11 @@ class Gate:
         self.now = grant.ts
         self.step = grant.step
         cpu = grant.extra.get("cpu")
-        if isinstance(cpu, int) and pin(cpu):
+        if isinstance(cpu, int):
             # The grant of the start: the run has begun, on one CPU (sim.virtual.cpu).
-            self._cpu = cpu
+            allowed = os.sched_getaffinity(0)
+            if pin(cpu):
+                self._pinned = (cpu, allowed)
         if grant.do == "stop":
             raise Stopped
         return grant
