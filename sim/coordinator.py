@@ -36,15 +36,31 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .errors import ProtocolError
 from .history import History, Operation
 from .history.lines import Line, decode_line
+from .history.window import ReorderWindow
 
 if TYPE_CHECKING:
     from .virtual.scheduler import Scheduler
 
-__all__ = ["Coordinator", "LiveCounters", "address_of", "bind"]
+__all__ = ["Coordinator", "LiveCounters", "address_of", "bind", "live_window_s"]
 
 # No event the engine writes comes near this; a longer line is a broken or hostile client.
 MAX_LINE = 64 * 1024
 _READ_SIZE = 256 * 1024
+
+
+def live_window_s(flush_ms: float) -> float:
+    """How long a wall-clock run's lines are held for the live history (sim.history.window):
+    two batches of ``flush_ms`` and 30 ms, 40 ms at the default 5 ms.
+
+    A line reaches the coordinator up to one batch after it was logged, plus whatever the
+    machine adds (the engine's event loop busy drawing the live view, the flusher not
+    scheduled on a loaded machine). Measured on 2 cores (docs/benchmarks.md, section 9), live
+    view on: of 13,436 actors' lines of ten bundled configs the latest came 25 ms after its
+    ``ts`` (p99.9 19 ms), of 8,928 with both CPUs kept busy besides 36 ms; the car park at
+    flush_ms 1 and 20, 26 ms and 32 ms: the delay is a batch plus up to ~30 ms. The live view
+    draws every 100 ms, so a window this long is not seen; a line later still (a machine
+    loaded far beyond that) is counted late, never dropped."""
+    return (2 * flush_ms + 30.0) / 1000.0
 
 
 class _Hello(msgspec.Struct):
@@ -56,8 +72,9 @@ class _Hello(msgspec.Struct):
 
 @dataclass
 class LiveCounters:
-    """What the transport saw, and the run's live history (what the lines mean so far), for the
-    progress display and the stall detector."""
+    """What the transport saw, and the run's live history (what the lines mean so far, read in
+    time order, a reordering window behind the transport), for the progress display and the
+    stall detector."""
 
     history: History = field(default_factory=History)
     events: int = 0
@@ -70,6 +87,8 @@ class LiveCounters:
     last_event: float = field(default_factory=time.monotonic)
     # When the run's coordinator was made: the live view's clock counts from here.
     began: float = field(default_factory=time.monotonic)
+    # The window between the transport and the history (lines received, not yet seen).
+    window: ReorderWindow | None = None
 
     def gone(self, actor: str) -> None:
         """``actor``'s process has exited."""
@@ -109,6 +128,8 @@ class LiveCounters:
         live = self.live()
         if not live or time.monotonic() - self.last_event < stall_s:
             return False
+        if self.window is not None and self.window.held:
+            return False  # the history has not seen the last lines yet (a stall_s that short)
         blocked = self.blocked()
         return all(actor in blocked for actor in live) and not self.outside()
 
@@ -140,7 +161,8 @@ class _LocalSink:
 class Coordinator:
     """Serve one run: ``async with Coordinator(path, secret=...) as c:`` then hand out
     ``c.address``. Leaving the block waits for nothing: call :meth:`drain` first to let every
-    connection finish."""
+    connection finish, then :meth:`settle` before reading the live history's final counts
+    (leaving settles it too)."""
 
     def __init__(
         self,
@@ -157,6 +179,7 @@ class Coordinator:
         scheduler: Scheduler | None = None,
         actors: Iterable[str] | None = None,
         on_write_error: Callable[[OSError], None] | None = None,
+        reorder_s: float = 0.0,
     ) -> None:
         """``listener``: a socket made by :func:`bind` (this coordinator then owns it), so that
         its address is known before the event loop runs; by default one is bound on entry.
@@ -164,10 +187,21 @@ class Coordinator:
         virtual run's scheduler, which the actors' requests go to. ``actors``: the run's actor
         names, the only ones a client may present, each once (None: any name not reserved).
         ``on_write_error``: called once if the events file cannot be written (a full disk);
-        the coordinator then reads on, discarding, so that the run can be stopped."""
+        the coordinator then reads on, discarding, so that the run can be stopped.
+        ``reorder_s``: a wall-clock run's live history sees each line this long after its
+        ``ts``, all of them in ``ts`` order (see :func:`live_window_s`); 0: as they arrive.
+        The events file is written in arrival order either way."""
         self.events_path = events_path
         self.counters = LiveCounters(history if history is not None else History())
         self.scheduler = scheduler
+        # A virtual run's lines come in step order, fed as they come; a wall run's go through
+        # the window, and a task releases them when due (see _release).
+        self._window = ReorderWindow(
+            self.counters.history, reorder_s if scheduler is None else 0.0, self._held_lines
+        )
+        self.counters.window = self._window
+        self._holding = anyio.Event()
+        self._release_scope = anyio.CancelScope()
         self._kicked = anyio.Event()
         self._dispatch_scope = anyio.CancelScope()
         self._secret = secret.encode()
@@ -213,6 +247,8 @@ class Coordinator:
         self._tg.start_soon(self._serve, self._listener)
         if self.scheduler is not None:
             self._tg.start_soon(self._dispatcher)
+        elif self._window.hold_s > 0:
+            self._tg.start_soon(self._release)
         return self
 
     async def _serve(self, listener: SocketListener) -> None:
@@ -243,12 +279,14 @@ class Coordinator:
             # actor or given up on them), then let the writer drain what was received.
             self._serve_scope.cancel()
             self._dispatch_scope.cancel()
+            self._release_scope.cancel()
             self._send.close()
             await self._tg.__aexit__(exc_type, exc, tb)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._listener.aclose()
             self._flush_remaining()
+            self.settle()
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every connection has closed (True) or ``timeout`` passes (False). Call it
@@ -291,6 +329,36 @@ class Coordinator:
             sock = bind(self._transport)
             self.address = address_of(sock)
         return await SocketListener.from_socket(sock)
+
+    # -- the live history's window ------------------------------------------------------
+
+    def settle(self) -> None:
+        """Hand every line the live history's window holds on to it: call it once every
+        actor has gone and :meth:`drain` has returned, before reading the final counts."""
+        self._window.flush()
+
+    def _held_lines(self) -> None:
+        self._holding.set()
+
+    def _now(self) -> float:
+        """The run's clock, in ``ts``'s seconds."""
+        return (time.monotonic_ns() - self._t0_ns) / 1e9
+
+    async def _release(self) -> None:
+        """Release the window's lines as they come due. Sleeps while it holds nothing, and
+        otherwise wakes at most four times per window: a line waits between one and one and a
+        quarter windows, and a busy run pays for a few wake-ups per window, not per block."""
+        window = self._window
+        tick = window.hold_s / 4
+        with self._release_scope:
+            while True:
+                due = window.due()
+                if due is None:
+                    await self._holding.wait()
+                    self._holding = anyio.Event()
+                    continue
+                await anyio.sleep(max(due - self._now(), tick))
+                window.release(self._now())
 
     # -- a virtual run's turns -----------------------------------------------------------
 
@@ -370,11 +438,12 @@ class Coordinator:
         parsed.raw = line  # its other fields (an exit's target, a deadlock's explanation)
         self.counters.lines[parsed.actor] += 1
         self.counters.events += 1
-        self.counters.history.feed((parsed,))
         if self.scheduler is not None:
+            self.counters.history.feed((parsed,))
             self._held.append(line)
             self._write_held()
             return
+        self._window.add(parsed.actor, [parsed])
         if self._overflow:
             # Lines already waiting must go first: this actor's lines stay in seq order.
             self._overflow.append(line)
@@ -535,8 +604,10 @@ class Coordinator:
         return None, bytearray()
 
     async def _pump(self, stream: SocketStream, actor: str, buf: bytearray) -> None:
-        history = self.counters.history
-        feed, feed_run = history.feed, history.feed_run
+        quiet = self.counters.history.quiet
+        # The live history sees the lines through the window (in ts order); the file gets
+        # them as they come, at once.
+        hold = self._window.add
         max_line = self._max_line
         # A connection whose blocks the history takes in one go, block after block, has them
         # decoded by a decoder of its own (see _own_decoder): made once it has sent
@@ -551,10 +622,12 @@ class Coordinator:
             )
             if whole is not None:
                 # The usual block: every line good. The history takes it in one go if nothing
-                # in it needs a look of its own, and then nobody reads its lines' raw bytes.
+                # in it needs a look of its own, and then nobody reads its lines' raw bytes
+                # (the window keeps them, in case it must feed the lines one by one after all).
                 lines, raws = whole
                 self._count(actor, len(lines))
-                if feed_run(actor, lines):
+                if quiet(actor, lines):
+                    hold(actor, lines, raws, quiet=True, own=use_own)
                     taken += len(lines)
                     if own is None and taken >= _OWN_DECODER_AFTER:
                         own = _own_decoder(actor, lines[-1].pid)
@@ -564,14 +637,14 @@ class Coordinator:
                         lines = list(map(decode_line, raws))
                     taken = 0
                     _keep_raw(lines, raws)
-                    feed(lines)
+                    hold(actor, lines)
                 await self._send.send(block)
             elif block:
                 taken = 0
                 # A bad line somewhere: line by line, to keep what came before it. (_pump serves
                 # wall-clock runs only: a request line there is bad.)
                 lines, good, error = self._take(block, actor)
-                feed(lines)
+                hold(actor, lines)
                 if good:
                     await self._send.send(block[:good] if error else block)
                 if error is not None:

@@ -2,9 +2,10 @@
 
 Shown only on a terminal. It refreshes from the engine's event loop (rich's own refresh thread
 would make the engine multi-threaded, and the engine forks). What it draws comes from the
-run's live history, fed by the coordinator with every line it receives: a gauge per primitive
-of every kind, a lane per actor (or counts per group), the deadlock explanation as soon as the
-engine finds it.
+run's live history, fed by the coordinator with every line it receives, in time order (through
+its reordering window, sim.history.window, a few tens of milliseconds behind): a gauge per
+primitive of every kind, a lane per actor (or counts per group), the deadlock explanation as
+soon as the engine finds it.
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ class LiveView:
                                 refresh=True)  # fmt: skip
                     await anyio.sleep(_REFRESH_S)
             finally:
-                # The engine stops the view as soon as the run ends, which may be within a
-                # refresh of its finding a deadlock: the explanation is drawn all the same.
+                # The engine stops the view once the run's last lines are in the history,
+                # which may be within a refresh of its finding a deadlock: the last frame
+                # draws the explanation and the final counts all the same.
                 live.update(self.render(board, counters, time.monotonic() - start), refresh=True)
 
     def render(self, board: Board, counters: LiveCounters, elapsed: float) -> RenderableType:

@@ -714,14 +714,19 @@ async def test_the_live_history_is_what_feeding_the_written_lines_gives(
 
     live = History({"lot": lot})
     live.subscribe(reader := Reader())
-    in_one_go: list[bool] = []
-    feed_run = live.feed_run
+    in_one_go: list[bool] = []  # per block: taken in one go, or fed line by line
+    take_runs, feed = live._take_runs, live.feed
 
-    def counted(actor: str, lines: Any) -> bool:
-        in_one_go.append(feed_run(actor, lines))
+    def counted(*args: Any) -> bool:
+        in_one_go.append(take_runs(*args))
         return in_one_go[-1]
 
-    monkeypatch.setattr(live, "feed_run", counted)
+    def line_by_line(lines: Any) -> None:
+        in_one_go.append(False)
+        feed(lines)
+
+    monkeypatch.setattr(live, "_take_runs", counted)
+    monkeypatch.setattr(live, "feed", line_by_line)
     async with serve(tmp_path, history=live) as coord:
         for actor, lines in sent.items():
             client = await connect(coord)

@@ -1,13 +1,14 @@
 """One history model: a single pass over a run's lines that says what they mean.
 
-A :class:`History` is fed lines in time order (at replay from the file, live from the
-coordinator's stream) and hands typed facts to its subscribers: each operation when it begins
-and when it returns (paired, with its wait), each hold when it begins and ends, transfers
-(put → got, sent → received, released → acquired, notify → woken), gauge changes, every line
-that is not an operation, and, on request, what each actor is doing. What an operation means
-is the business of its primitive's kind (sim.kinds): the history asks the kind's model and
-passes on what it says. Checks, analyses, the live view, the exports, the plot, the player and
-the Python API all read these facts; none of them pairs lines or tracks holders itself.
+A :class:`History` is fed lines in time order (at replay from the file, live through the
+coordinator's reordering window) and hands typed facts to its subscribers: each operation
+when it begins and when it returns (paired, with its wait), each hold when it begins and ends,
+transfers (put → got, sent → received, released → acquired, notify → woken), gauge changes,
+every line that is not an operation, and, on request, what each actor is doing. What an
+operation means is the business of its primitive's kind (sim.kinds): the history asks the
+kind's model and passes on what it says. Checks, analyses, the live view, the exports, the
+plot, the player and the Python API all read these facts; none of them pairs lines or tracks
+holders itself.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ class History:
         #: Completion lines whose invoke never came (a lost line, or a foreign log).
         self.orphans = 0
         #: Lines fed behind the newest time already seen, and by how much at most (seconds):
-        #: live, how out of order lines arrive; at replay, lines the reading window missed.
+        #: live, lines later than the coordinator's reordering window (sim.history.window);
+        #: at replay, lines the reading window missed.
         self.late_lines = 0
         self.late_s = 0.0
         #: Lines whose fields are not what the contract says, or that a model or a subscriber
@@ -375,44 +377,108 @@ class History:
         in one go if none of them needs a look of its own; else take none of them and return
         False, and the caller feeds them (:meth:`feed`).
 
-        One go is: ``seq`` follows on from the actor's last line without a gap, ``ts`` never
-        goes back, no alarm is due, and no line is an operation or an event that anybody (the
-        history itself, a subscriber, the states) reads. Such lines change only the counts,
-        ``now`` and ``actor_now`` and the actor's next ``seq``, and a few calls into C work
-        those out for the whole block exactly as :meth:`feed` would line by line, with no
-        Python step per line (most lines of a busy run are domain events nobody reads; see
+        One go is: the lines are :meth:`quiet`, ``seq`` follows on from the actor's last line
+        without a gap, ``ts`` never goes back and no alarm is due. Such lines change only the
+        counts, ``now`` and ``actor_now`` and the actor's next ``seq``, and a few calls into C
+        work those out for the whole block exactly as :meth:`feed` would line by line, with
+        no Python step per line (most lines of a busy run are domain events nobody reads; see
         docs/benchmarks.md, section 1)."""
-        n = len(lines)
-        if not n:
+        if not lines:
             return True
+        if not self.quiet(actor, lines):
+            return False
+        runs = ((actor, lines),)
+        stamps = self._runs_fit(runs)
+        return stamps is not None and self._take_runs(runs, stamps, self.now)
+
+    def quiet(self, actor: str, lines: Sequence[Line]) -> bool:
+        """True if no line of ``lines`` (``actor``'s) needs a look of its own: none is an
+        operation or an event that anybody (the history itself, a subscriber, the states)
+        reads, and ``actor`` is not the engine or the coordinator. Such lines change only the
+        counts and the clocks, wherever they fall among other lines. The answer holds until a
+        subscriber is added (it may read them)."""
         wanted = (self._routing or self._route_lines())[0]
         if self.track_states or wanted is _EVERYTHING or actor in _SYSTEM:
             return False
-        due = self.next_seq.get(actor, 0)
-        if list(map(_SEQ, lines)) != list(range(due, due + n)):
-            return False
-        stamps = list(map(_TS, lines))
-        if stamps[-1] >= self._next_alarm or stamps != sorted(stamps):
-            return False
         # (The events handed straight to subscribers are among those wanted.)
         events = set(map(_EVENT, lines))
-        if "op" in events or not events.isdisjoint(wanted):
+        return "op" not in events and events.isdisjoint(wanted)
+
+    def _runs_fit(self, runs: Sequence[tuple[str, Sequence[Line]]]) -> list[list[float]] | None:
+        """The times of each run's lines, if :meth:`_take_runs` can take ``runs`` (quiet
+        lines, each run one actor's, an actor's runs in its order): every actor's ``seq``
+        follows on without a gap and its ``ts`` never goes back, and no alarm is due. Else
+        None."""
+        next_seq = self.next_seq
+        alarm = self._next_alarm
+        due: dict[str, int] = {}
+        latest: dict[str, float] = {}
+        found: list[list[float]] = []
+        for actor, lines in runs:
+            n = len(lines)
+            first = due.get(actor)
+            if first is None:
+                first = next_seq.get(actor, 0)
+            if list(map(_SEQ, lines)) != list(range(first, first + n)):
+                return None
+            stamps = list(map(_TS, lines))
+            if n and (stamps[-1] >= alarm or stamps[0] < latest.get(actor, stamps[0])
+                      or stamps != sorted(stamps)):  # fmt: skip
+                return None
+            due[actor] = first + n
+            if n:
+                latest[actor] = stamps[-1]
+            found.append(stamps)
+        return found
+
+    def _take_runs(
+        self,
+        runs: Sequence[tuple[str, Sequence[Line]]],
+        stamps: list[list[float]],
+        floor: float,
+        *,
+        clocks: bool = True,
+    ) -> bool:
+        """Take quiet ``runs`` whose times :meth:`_runs_fit` found, exactly as :meth:`feed`
+        would take their lines merged in time order right after lines that brought ``now`` to
+        ``floor``: a line is late if it lies before ``floor`` (lines of one stretch of time,
+        from several actors, need no merging line by line: none of them is anybody's
+        business). False, and nothing taken, if an alarm has come due meanwhile. ``clocks``
+        False: ``now`` and ``actor_now`` are left for :meth:`_catch_up` (lines fed after
+        these, yet earlier, must not look late)."""
+        ends = [times[-1] for times in stamps if times]
+        if not ends:
+            return True
+        last = max(ends)
+        if last >= self._next_alarm:
             return False
-        # What feed's loop would do, for ts in order: a line before ``now`` is late (those are
-        # a prefix, the first the latest), and ``now`` becomes the last once it is past it.
-        now = self.now
-        late = bisect.bisect_left(stamps, now)
-        if late:
-            self.late_lines += late
-            self.late_s = max(self.late_s, now - stamps[0])
-        last = stamps[-1]
-        if last > now:
-            self.now = last
-        if last > self.actor_now:
-            self.actor_now = last
-        self.next_seq[actor] = due + n
-        self.lines += n
+        late = 0
+        late_s = self.late_s
+        lines = 0
+        for (actor, run), times in zip(runs, stamps, strict=True):
+            n = len(times)
+            if not n:
+                continue
+            # Before ``floor`` is late: a prefix of the run, the first the latest.
+            behind = bisect.bisect_left(times, floor)
+            if behind:
+                late += behind
+                late_s = max(late_s, floor - times[0])
+            self.next_seq[actor] = run[-1].seq + 1
+            lines += n
+        self.late_lines += late
+        self.late_s = late_s
+        if clocks:
+            self._catch_up(last)
+        self.lines += lines
         return True
+
+    def _catch_up(self, ts: float) -> None:
+        """``now`` and ``actor_now`` are at least ``ts`` (of an actor's quiet line)."""
+        if ts > self.now:
+            self.now = ts
+        if ts > self.actor_now:
+            self.actor_now = ts
 
     def feed_file(self, path: Any, findings: list[Finding] | None = None) -> None:
         """Read ``path`` (an events file) in time order, then :meth:`finish`."""

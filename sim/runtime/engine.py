@@ -35,7 +35,7 @@ from typing import Any, Literal, Protocol
 import anyio
 
 from sim.config import RunConfig
-from sim.coordinator import Coordinator, LiveCounters, address_of, bind
+from sim.coordinator import Coordinator, LiveCounters, address_of, bind, live_window_s
 from sim.errors import ConfigError, ScenarioError, SimError, StorageError
 from sim.faults import Fault, check_faults
 from sim.history import History
@@ -340,6 +340,7 @@ class _Supervisor:
             scheduler=self.scheduler,
             actors=[a.name for a in self.actors],
             on_write_error=lambda exc: self._storage_failed(events_path, exc),
+            reorder_s=live_window_s(engine.flush_ms),
         ) as coordinator:
             log = self.log = coordinator.logger("engine")
             self.coordinator = coordinator
@@ -367,24 +368,16 @@ class _Supervisor:
                 primitives=self.primitives,
                 actor_names=[a.name for a in self.actors],
             )
-            if self.storage_error is None:  # else nothing is started: see above
-                if self.config.faults:
-                    self._faults(history, log)
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(self._watch_signals, signals)
-                        if self.nemesis is not None and self.scheduler is None:
-                            tg.start_soon(self.nemesis.run_wall, self._seconds)
-                        tg.start_soon(self._watchdog, engine.timeout, log)
-                        if not self.virtual:
-                            # A virtual run's deadlocks are exact: its scheduler finds them.
-                            tg.start_soon(self._detect_stall, coordinator, engine.stall_s, log)
-                        if self.display is not None:
-                            tg.start_soon(self.display.run, coordinator.counters, len(self.actors))
-                        await self._start_all(coordinator, secret, t0_ns, log, tg)
-                        await self.all_reaped.wait()
-                        tg.cancel_scope.cancel()
-            drained = await coordinator.drain(5.0)
+            # The display outlives the actors: its last frame is drawn once every line has
+            # come in (drain) and the live history has all of them (settle).
+            async with anyio.create_task_group() as shown:
+                if self.storage_error is None:  # else nothing is started: see above
+                    if self.display is not None:
+                        shown.start_soon(self.display.run, coordinator.counters, len(self.actors))
+                    await self._run_actors(coordinator, history, log)
+                drained = await coordinator.drain(5.0)
+                coordinator.settle()
+                shown.cancel_scope.cancel()
             log.info(
                 "run_end",
                 status=self.status,
@@ -419,6 +412,24 @@ class _Supervisor:
             error=self.storage_error
             or (self.scheduler.diverged if self.scheduler is not None else None),
         )
+
+    async def _run_actors(self, coordinator: Coordinator, history: History, log: Any) -> None:
+        """Start every actor and watch the run until all of them have been reaped."""
+        engine = self.config.engine
+        if self.config.faults:
+            self._faults(history, log)
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_signals, signals)
+                if self.nemesis is not None and self.scheduler is None:
+                    tg.start_soon(self.nemesis.run_wall, self._seconds)
+                tg.start_soon(self._watchdog, engine.timeout, log)
+                if not self.virtual:
+                    # A virtual run's deadlocks are exact: its scheduler finds them.
+                    tg.start_soon(self._detect_stall, coordinator, engine.stall_s, log)
+                await self._start_all(coordinator, self.secret, self.t0_ns, log, tg)
+                await self.all_reaped.wait()
+                tg.cancel_scope.cancel()
 
     async def _start_all(
         self, coordinator: Coordinator, secret: str, t0_ns: int, log: Any, tg: Any

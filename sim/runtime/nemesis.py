@@ -4,9 +4,11 @@ A fault with ``at`` happens at that simulated time: in a wall run a task of the 
 until then; in a virtual run the scheduler fires it when its clock reaches that time, before
 any task runs at it. A fault with ``after`` happens right after the line that sets it off:
 the nemesis is a subscriber of the run's live history, notes the match, and the fault is done
-as soon as the line has been read (a wall run: the engine's next turn; a virtual run: before
-the next step is granted, so at an exact step). Either way the engine logs a ``fault`` line
-(what, to whom, why, with which signal) before the signal is sent.
+as soon as the history has seen the line (a wall run: the engine's next turn after the
+coordinator's reordering window has let the line through, a few tens of milliseconds after it
+was logged; a virtual run: before the next step is granted, so at an exact step). Either way
+the engine logs a ``fault`` line (what, to whom, why, with which signal) before the signal is
+sent.
 """
 
 from __future__ import annotations
