@@ -19,6 +19,7 @@ import time
 import msgspec
 
 from sim import Actor, Analysis, Ctx, Event, Lock, Scenario, Value
+from tests.scenario_late import _state  # a process's state letter (T: stopped)
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True):
@@ -28,14 +29,6 @@ class Params(msgspec.Struct, forbid_unknown_fields=True):
     settle_s: float = 0.2
     # Wall seconds from the release to the holder's continuing.
     arrive_s: float = 0.6
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "?"
 
 
 def holder(ctx: Ctx[Params]) -> None:

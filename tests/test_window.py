@@ -47,6 +47,19 @@ class _Seen(Subscriber):
                 shown.append(value)
 
 
+def _count_takes(history: History) -> list[bool]:
+    """What each of ``history``'s blocks taken whole (``_take_runs``) answered, from now on."""
+    taken: list[bool] = []
+    take = history._take_runs
+
+    def counted(*args: Any, **kwargs: Any) -> bool:
+        taken.append(take(*args, **kwargs))
+        return taken[-1]
+
+    history._take_runs = counted  # type: ignore[method-assign]
+    return taken
+
+
 def test_lines_reach_the_history_in_time_order_once_they_are_due() -> None:
     history = History()
     seen = history.subscribe(_Seen(events=None))
@@ -127,14 +140,7 @@ def test_quiet_blocks_are_taken_whole_and_counted_as_if_merged() -> None:
     # Blocks of lines nobody reads, of two actors over the same stretch of time: taken without
     # a step per line, yet the history ends as if fed them merged in time order (not one late).
     history = History()
-    taken: list[bool] = []
-    take = history._take_runs
-
-    def counted(*args: Any, **kwargs: Any) -> bool:
-        taken.append(take(*args, **kwargs))
-        return taken[-1]
-
-    history._take_runs = counted  # type: ignore[method-assign]
+    taken = _count_takes(history)
     window = ReorderWindow(history, 0.05)
     a = [_line(1.0 + i / 100, "a", i) for i in range(10)]
     b = [_line(1.005 + i / 100, "b", i) for i in range(10)]
@@ -204,14 +210,7 @@ def test_the_window_leaves_the_history_as_feeding_it_in_time_order(setup: str, s
             h.subscribe(seen)
         histories.append((h, seen))
     (live, seen_live), (ordered, seen_ordered) = histories
-    taken: list[bool] = []
-    take = live._take_runs
-
-    def counted(*args: Any, **kwargs: Any) -> bool:
-        taken.append(take(*args, **kwargs))
-        return taken[-1]
-
-    live._take_runs = counted  # type: ignore[method-assign]
+    taken = _count_takes(live)
     window = ReorderWindow(live, hold)
     rng = random.Random(seed)
     everything: list[Line] = []

@@ -113,11 +113,8 @@ class ReorderWindow:
         piece = _Piece(actor, lines, raws, quiet, own)
         if self.hold_s <= 0:
             # As they come: a block whole if the history can take it so, else line by line.
-            history = self.history
-            runs = ((actor, lines),)
-            stamps = history._runs_fit(runs) if quiet else None
-            if stamps is None or not history._take_runs(runs, stamps, history.now):
-                history.feed(piece.plain())
+            if not (quiet and self.history.feed_run(actor, lines)):
+                self.history.feed(piece.plain())
             return
         if not self._pieces and self._on_held is not None:
             self._on_held()
