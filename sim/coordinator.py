@@ -963,7 +963,11 @@ def address_of(sock: socket.socket) -> tuple[str, int] | str:
 
 def _take_over(stream: SocketStream, buf: bytearray) -> None:
     """Stop ``stream``'s transport from reading, and move what it has read into ``buf``."""
-    transport: asyncio.Transport = stream._transport  # type: ignore[attr-defined]
+    transport: asyncio.Transport | None = getattr(stream, "_transport", None)
+    if transport is None:
+        # A Unix socket's stream has no transport: it reads the raw socket only inside
+        # receive(), which is not running, so nothing has been read ahead.
+        return
     protocol: Any = stream._protocol  # type: ignore[attr-defined]
     transport.pause_reading()
     queue = protocol.read_queue

@@ -84,6 +84,23 @@ def test_fork_forkserver_and_spawn_give_the_same_log(config: str, tmp_path: Path
     assert logs[0] == logs[1] == logs[2]
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("config", ["mutex", "tcp_echo"])
+def test_a_unix_socket_transport_gives_the_same_log_as_tcp(config: str, tmp_path: Path) -> None:
+    # A virtual run over engine.transport = "unix" once failed at its first step with an
+    # AttributeError (a Unix socket's stream has no asyncio transport to take over).
+    logs = []
+    for transport in ("tcp", "unix"):
+        run_dir = virtual_run(tmp_path / transport, config, f"engine.transport={transport}")
+        lines = [json.loads(line) for line in normalised(run_dir)]
+        for line in lines:
+            if line["event"] == "run_start":
+                line["config"]["engine"].pop("transport")
+        logs.append(lines)
+    assert len(logs[0]) > 10
+    assert logs[0] == logs[1]
+
+
 @pytest.mark.timeout(180)
 def test_a_crash_stops_a_virtual_run_at_the_same_step_under_every_start_method(
     tmp_path: Path,
