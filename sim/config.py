@@ -63,7 +63,11 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     timeout: Annotated[float, msgspec.Meta(gt=0)] = 300.0
     # Worker-side batching: the longest an event may wait in an actor before it is sent.
     flush_ms: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 5.0
-    transport: Literal["tcp", "unix"] = "tcp"
+    # How actors reach the coordinator: "tcp" (127.0.0.1), "unix" (an abstract Unix socket), or
+    # "auto": unix in a virtual run, where every step is a round trip through it and the Unix
+    # socket's shorter kernel path shows (7-12 % of a car park's run), tcp in a wall run, where
+    # batching hides the difference (docs/benchmarks.md, section 2).
+    transport: Literal["auto", "tcp", "unix"] = "auto"
     live: bool = True
     # Wall seconds of silence, with every live actor blocked in an operation that has no
     # timeout, after which the run is declared deadlocked.
@@ -133,6 +137,14 @@ class RunConfig(Generic[P]):
         """The title, and the overrides that changed the config it describes: a title that
         says "130 spaces, 200 cars" after ``-s params.cars=40`` must say so."""
         return with_overrides(self.title or self.scenario, self.overrides)
+
+    @property
+    def transport(self) -> Literal["tcp", "unix"]:
+        """The socket the actors reach the coordinator by, ``engine.transport``'s "auto"
+        decided by the clock's mode."""
+        if self.engine.transport == "auto":
+            return "unix" if self.clock.mode == "virtual" else "tcp"
+        return self.engine.transport
 
     def resolved(self, seed: int) -> dict[str, Any]:
         """The config as run with ``seed``: what run.json and the log's run_start record."""

@@ -119,3 +119,17 @@ def test_an_invalid_choice_lists_the_valid_ones() -> None:
     modes = typing.get_args(typing.get_type_hints(ClockConfig)["mode"])
     with pytest.raises(ConfigError, match=f"clock.mode: .*one of: {', '.join(modes)}"):
         load_config("carpark.toml", ["clock.mode=virt"])
+
+
+def test_the_auto_transport_is_unix_in_a_virtual_run_and_tcp_in_a_wall_run() -> None:
+    assert load_config("carpark.toml").engine.transport == "auto"
+    assert load_config("carpark.toml").transport == "tcp"
+    assert load_config("carpark.toml", ["clock.mode=virtual"]).transport == "unix"
+    # An explicit choice wins over the mode.
+    assert (
+        load_config("carpark.toml", ["clock.mode=virtual", "engine.transport=tcp"]).transport
+        == "tcp"
+    )
+    assert load_config("carpark.toml", ["engine.transport=unix"]).transport == "unix"
+    with pytest.raises(ConfigError, match="transport"):
+        load_config("carpark.toml", ["engine.transport=pipe"])

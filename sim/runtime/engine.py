@@ -178,7 +178,7 @@ def execute(
     supervisor.cpu = cpu
     try:
         # Bound before the event loop runs: the launcher's actors need the address.
-        supervisor.listener = bind(config.engine.transport)
+        supervisor.listener = bind(config.transport)
         if config.engine.start_method == "fork":
             supervisor.start_launcher()
         execution = anyio.run(supervisor.run)
@@ -334,7 +334,7 @@ class _Supervisor:
             events_path,
             secret=secret,
             t0_ns=t0_ns,
-            transport=engine.transport,
+            transport=self.config.transport,
             listener=listener,
             history=history,
             scheduler=self.scheduler,
