@@ -93,8 +93,13 @@ def handoff_us(rounds: int, placement: Placement = "across") -> tuple[float, flo
 def _idle_entries() -> int:
     """How many times the CPUs have gone idle since boot (-1 where Linux does not say)."""
     total = 0
+    # A VM may have no cpuidle driver at all (no such files, as on 2026-12-02's machine):
+    # that is "Linux does not say", not "no CPU went idle".
+    counters = list(Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpuidle/state*/usage"))
+    if not counters:
+        return -1
     try:
-        for cpu in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpuidle/state*/usage"):
+        for cpu in counters:
             total += int(cpu.read_text())
     except (OSError, ValueError):
         return -1

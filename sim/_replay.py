@@ -58,7 +58,9 @@ class LoadedRun:
         with (summary, plot, player, page)."""
         if self.config is None:
             return self.events_path.parent.name
-        return with_overrides(self.config.title or self.config.scenario, self.overrides)
+        return with_overrides(
+            self.config.title or self.config.scenario, self.overrides, self.config.params
+        )
 
 
 def _locate(run: Path) -> tuple[Path, Path | None]:

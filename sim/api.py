@@ -131,9 +131,9 @@ def _run_here(config: RunConfig[Any], out: Path, progress: bool, schedule: Any) 
 
 
 def _console() -> Console:
-    from rich.console import Console
+    from ._console import console
 
-    return Console(stderr=True, highlight=False)
+    return console(stderr=True)
 
 
 def replay(path: str | Path, *, scenario: str | None = None) -> Run:

@@ -9,11 +9,10 @@ failed, 2 usage or configuration error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 import msgspec
 from rich.console import Console
@@ -21,6 +20,7 @@ from rich.markup import escape
 
 from . import api
 from . import scenario as _scenario
+from ._console import console
 from .config import bundled_configs, load_config
 from .errors import ConfigError, ReplayError, ScenarioError, SimError
 from .report import print_summary
@@ -178,46 +178,6 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument("--dir", type=Path, default=Path("."), help="where to write (default: .)")
     new.add_argument("--force", action="store_true", help="overwrite existing files")
     return parser
-
-
-# Output that is not a terminal (a pipe, a file, CI's log) is read whole or searched: a table
-# row wrapped at 80 columns is five lines of a log. Wide enough to never wrap in practice.
-_UNWRAPPED = 10_000
-
-
-def console(*, stderr: bool) -> Console:
-    """A console on stderr (human output) or stdout; off a terminal it does not wrap unless
-    COLUMNS says how wide to be, and its lines end without the padding of table cells."""
-    out = Console(stderr=stderr, highlight=False)
-    if out.is_terminal:
-        return out
-    stream = sys.stderr if stderr else sys.stdout
-    width = None if "COLUMNS" in os.environ else _UNWRAPPED
-    return Console(file=cast("IO[str]", _Trimmed(stream)), width=width, highlight=False)
-
-
-class _Trimmed:
-    """A text stream that drops the spaces at the end of each line written to it."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-        self._tail = ""
-
-    def write(self, text: str) -> int:
-        lines = (self._tail + text).split("\n")
-        self._tail = lines.pop()
-        for line in lines:
-            self._stream.write(line.rstrip(" ") + "\n")
-        return len(text)
-
-    def flush(self) -> None:
-        if self._tail:
-            self._stream.write(self._tail)
-            self._tail = ""
-        self._stream.flush()
-
-    def isatty(self) -> bool:
-        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -473,7 +433,7 @@ def _list() -> int:
     for path in sorted(folder.glob("*.toml")) if folder else []:
         try:
             config = load_config(path)
-            what = config.title or config.scenario
+            what = config.heading
         except ConfigError as exc:
             what = f"(invalid: {exc.reason})"
         lines.append(("config", path.name, "bundled", what))

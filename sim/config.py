@@ -134,9 +134,10 @@ class RunConfig(Generic[P]):
 
     @property
     def heading(self) -> str:
-        """The title, and the overrides that changed the config it describes: a title that
-        says "130 spaces, 200 cars" after ``-s params.cars=40`` must say so."""
-        return with_overrides(self.title or self.scenario, self.overrides)
+        """The title, its ``{param}`` placeholders filled, and the overrides that changed the
+        config it describes: "130 spaces, {cars} cars" after ``-s params.cars=40`` says 40 cars,
+        and a title with the number written out at least says what changed."""
+        return with_overrides(self.title or self.scenario, self.overrides, self.params)
 
     @property
     def transport(self) -> Literal["tcp", "unix"]:
@@ -163,9 +164,30 @@ class RunConfig(Generic[P]):
         } | ({"faults": msgspec.to_builtins(list(self.faults))} if self.faults else {})
 
 
-def with_overrides(title: str, overrides: Sequence[str]) -> str:
-    """``title (with a=1, b=2)``: a title, and the ``-s`` overrides that changed its config."""
+def with_overrides(title: str, overrides: Sequence[str], params: object = None) -> str:
+    """``title (with a=1, b=2)``: a title, each ``{name}`` in it filled with that parameter of
+    ``params`` (``{drive.mean}`` for a nested one; a name it lacks stays as written), and the
+    ``-s`` overrides that changed its config."""
+    if params is not None and "{" in title:
+        title = _PLACEHOLDER.sub(lambda m: _param_text(params, m.group(1), m.group(0)), title)
     return f"{title} (with {', '.join(overrides)})" if overrides else title
+
+
+# A parameter named in a title: "{cars}", "{drive.mean}".
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\}")
+_ABSENT = object()
+
+
+def _param_text(params: object, path: str, written: str) -> str:
+    value: object = params
+    for part in path.split("."):
+        if isinstance(value, Mapping):
+            value = value.get(part, _ABSENT)
+        else:
+            value = getattr(value, part, _ABSENT)
+        if value is _ABSENT:
+            return written
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _repo_configs() -> Path:

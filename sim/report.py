@@ -111,6 +111,11 @@ def print_summary(
         console.print(part)
 
 
+# The widest a metric's value is shown: one long value (why a steady window was withheld) would
+# otherwise pad every number in its column out to its width.
+_VALUE_WIDTH = 64
+
+
 def summary(
     *,
     title: str,
@@ -128,7 +133,7 @@ def summary(
     parts: list[RenderableType] = [Text.from_markup(f"[bold]{escape(title)}[/]")]
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_column(style="bold")
-    table.add_column(justify="right")
+    table.add_column(justify="right", max_width=_VALUE_WIDTH)
     theory = theory or {}
     if theory:
         table.add_column(style="dim")

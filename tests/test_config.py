@@ -133,3 +133,18 @@ def test_the_auto_transport_is_unix_in_a_virtual_run_and_tcp_in_a_wall_run() -> 
     assert load_config("carpark.toml", ["engine.transport=unix"]).transport == "unix"
     with pytest.raises(ConfigError, match="transport"):
         load_config("carpark.toml", ["engine.transport=pipe"])
+
+
+def test_a_title_names_its_params_through_placeholders() -> None:
+    from sim.config import with_overrides
+
+    config = load_config("carpark.toml", ["params.cars=40"])
+    assert (
+        config.heading
+        == "Franz-Josefs-Kai: 130 spaces, 40 cars, 4 visits each (with params.cars=40)"
+    )
+    params = {"cars": 40, "drive": {"mean": 2.5}}
+    assert with_overrides("{cars} cars, {drive.mean} min", [], params) == "40 cars, 2.5 min"
+    # A name the params lack, and braces that name nothing, stay as written.
+    assert with_overrides("{bikes} bikes {} {1}", [], params) == "{bikes} bikes {} {1}"
+    assert with_overrides("{cars} cars", ["params.cars=40"]) == "{cars} cars (with params.cars=40)"

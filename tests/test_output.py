@@ -93,13 +93,20 @@ def test_titles_name_the_overrides_everywhere(tmp_path: Path) -> None:
     assert said in result.stderr  # the run's own summary
     loaded = load_run(result.run_dir)
     assert loaded.title.endswith(said)
-    title = str(result.manifest["config"]["title"])
+    # The title's {param} placeholders are filled from the run's own params: it says 6 cars.
+    written = str(result.manifest["config"]["title"])
+    assert "{cars}" in written
+    title = written.replace("{capacity}", "2").replace("{cars}", "6").replace("{visits}", "1")
     assert loaded.title == f"{title} {said}"
+    assert f"{title} {said}" in result.stderr
     # replay's summary, the plot, the page, the player's board.
     summary = replay(str(result.run_dir), "--plot", str(tmp_path / "car.svg"), "--export",
                      "html", str(tmp_path / "car.html"))  # fmt: skip
     assert summary.returncode == 0, summary.stderr
     assert summary.stderr.splitlines()[0].startswith(f"{title} {said}")
+    # Off a terminal the run's summary and the replay's are laid out alike (they once were
+    # not: the run wrapped at 80 columns, the replay padded every value out to its longest).
+    assert _metric_rows(result.stderr, title) == _metric_rows(summary.stderr, title)
     svg = (tmp_path / "car.svg").read_text(encoding="utf-8")
     assert said in svg
     page = (tmp_path / "car.html").read_text(encoding="utf-8")
@@ -111,6 +118,16 @@ def test_titles_name_the_overrides_everywhere(tmp_path: Path) -> None:
     console = Console(file=out, width=200, force_terminal=True, color_system=None)
     console.print(render(loaded, board, 0.0, 1.0, None, console))
     assert out.getvalue().splitlines()[0].strip() == f"{title} {said}"
+
+
+def _metric_rows(text: str, title: str) -> list[str]:
+    """The summary's metric rows, from its title line to the event count."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    end = next(i for i, line in enumerate(lines) if line.startswith("  events logged"))
+    rows = lines[start + 1 : end]
+    assert len(rows) > 5
+    return rows
 
 
 @pytest.mark.timeout(120)

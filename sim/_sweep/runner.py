@@ -26,7 +26,14 @@ from rich.table import Table
 
 from sim import scenario as _scenario
 from sim._toml import dumps
-from sim.config import DATA_SOURCE, RunConfig, config_from_data, load_config, reload
+from sim.config import (
+    DATA_SOURCE,
+    RunConfig,
+    config_from_data,
+    load_config,
+    reload,
+    with_overrides,
+)
 from sim.errors import ConfigError
 from sim.timing import SIGNIFICANT
 
@@ -428,7 +435,8 @@ def plot_sweep(
     unit = declared[metric].unit
     shown = {"%": "%, 0-100"}.get(unit, unit)
     label = declared[metric].label + (f" ({shown})" if shown else "")
-    fixed = textwrap.fill(", ".join([config.title, *plan.overrides]).strip(", "), 100)
+    named = with_overrides(config.title, (), config.params)  # its {param}s filled
+    fixed = textwrap.fill(", ".join([named, *plan.overrides]).strip(", "), 100)
     title = f"{plan.scenario}: {label}" + (f"\n{fixed}" if fixed else "")
     path = path or plan.sweep_dir / f"{metric}.png"
     plot_metric(plan.grid, list(summary), metric, path, title=title, label=label, heatmap=heatmap,
