@@ -39,29 +39,37 @@ def _canonical(name: str) -> str:
 def dependencies() -> dict[str, str]:
     """Version of every installed distribution sim needs to run, directly or through another
     (its requirements, theirs, and so on), and of the optional extras that are installed."""
-    # One scan of the installed distributions: asking for each by name scans sys.path again.
-    by_name: dict[str, importlib.metadata.Distribution] = {}
-    for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            by_name.setdefault(_canonical(name), dist)
-    sim = by_name.get("sim")
-    wanted = _requirements(sim) if sim is not None else list(_FALLBACK)
+    # Each asked for by name: reading the metadata of every installed distribution to find
+    # their names cost 111 ms a run with 183 installed, against 30 ms for the 44 needed.
+    sim = _installed("sim")
+    wanted = _requirements(sim, sim.metadata) if sim is not None else list(_FALLBACK)
     found: dict[str, str] = {}
     queue = [*wanted, *_OPTIONAL]
     while queue:
         name = _canonical(queue.pop())
-        needed = by_name.get(name)
-        if name in found or needed is None:
-            continue  # seen, or optional, or left out on this platform by a marker
-        found[name] = needed.version
-        queue.extend(_requirements(needed))
+        if name in found:
+            continue
+        needed = _installed(name)
+        if needed is None:
+            continue  # optional, or left out on this platform by a marker
+        # Its metadata read once: each of .version and .requires would parse it again.
+        metadata = needed.metadata
+        found[name] = metadata["Version"]
+        queue.extend(_requirements(needed, metadata))
     return dict(sorted(found.items()))
 
 
-def _requirements(dist: importlib.metadata.Distribution) -> list[str]:
+def _installed(name: str) -> importlib.metadata.Distribution | None:
+    try:
+        return importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _requirements(dist: importlib.metadata.Distribution, metadata: Any) -> list[str]:
     names = []
-    for text in dist.requires or ():
+    # Requires-Dist, or for an egg-info install its requires.txt (which .requires reads).
+    for text in metadata.get_all("Requires-Dist") or dist.requires or ():
         if "extra ==" in text:
             continue  # an extra's requirement: only there when the extra was asked for
         match = _NAME.match(text)
@@ -100,21 +108,34 @@ def git_state(path: Path) -> dict[str, Any] | None:
 
 def _git_state(path: Path) -> dict[str, Any] | None:
     folder = path if path.is_dir() else path.parent
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True,
-                                  text=True, timeout=_GIT_TIMEOUT_S, check=False)  # fmt: skip
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout if done.returncode == 0 else None
-
-    top = git("rev-parse", "--show-toplevel")
-    commit = git("rev-parse", "HEAD")
+    questions = {
+        "top": ("rev-parse", "--show-toplevel"),
+        "commit": ("rev-parse", "HEAD"),
+        "mine": ("status", "--porcelain", "--", str(path)),
+        "tree": ("status", "--porcelain", "--untracked-files=no"),
+    }
+    # Asked all at once: one after another, the four cost 17 ms of every run's start.
+    asked: dict[str, subprocess.Popen[str]] = {}
+    try:
+        for key, args in questions.items():
+            command = ["git", "-C", str(folder), *args]
+            asked[key] = subprocess.Popen(
+                command, text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            )
+        said: dict[str, str | None] = {}
+        for key, proc in asked.items():
+            out, _ = proc.communicate(timeout=_GIT_TIMEOUT_S)
+            said[key] = out if proc.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    finally:
+        for proc in asked.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    top, commit, mine, tree = said["top"], said["commit"], said["mine"], said["tree"]
     if top is None or commit is None:
         return None
-    mine = git("status", "--porcelain", "--", str(path))
-    tree = git("status", "--porcelain", "--untracked-files=no")
     return {
         "root": top.strip(),
         "commit": commit.strip(),
