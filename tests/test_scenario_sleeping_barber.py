@@ -55,8 +55,14 @@ def test_the_barber_serves_or_turns_away_every_customer(out: Path) -> None:
     result = finished(out, "sleeping_barber", "clock.speedup=4800", timeout=60)
     assert result.code == 0
     assert_barber_invariants(result.events, customers=20, chairs=3)
-    assert {v["status"] for v in result.manifest["invariants"]} == {"pass"}
     metrics = result.manifest["metrics"]
+    verdicts = {v["name"]: v["status"] for v in result.manifest["invariants"]}
+    # A wall run's timing decides whether anybody is turned away; when nobody is, the lost
+    # update check of that counter has nothing to look at (it once failed this test so, in a
+    # full suite on a loaded machine). Every other check passes.
+    if metrics["turned_away"] == 0:
+        assert verdicts.pop("turned_away: no lost updates") == "skip"
+    assert set(verdicts.values()) == {"pass"}
     assert metrics["served"] + metrics["turned_away"] == 20
     assert metrics["waiting_max"] <= 3
 
