@@ -254,3 +254,46 @@ def test_a_wrong_plot_metric_lists_the_scenarios_metrics_also_on_resume(out: Pat
     assert resumed.returncode == 2, resumed
     assert f"one of: {', '.join(keys)}" in resumed.stderr
     assert "theory_" not in resumed.stderr
+
+
+def _children(pid: int) -> set[int]:
+    """Every live descendant of ``pid`` (from /proc)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*/children"):
+            with_kids = {int(p) for p in task.read_text().split()}
+            found |= with_kids
+            todo.extend(with_kids)
+    return found
+
+
+@pytest.mark.timeout(120)
+def test_a_sweep_killed_alone_leaves_its_run_interrupted_and_nothing_running(out: Path) -> None:
+    # The runs are forked by the sweep's zygote (sim/_sweep/zygote.py), not by the sweep: when
+    # the sweep dies by itself (SIGKILL of its process, not of its group), the zygote sees its
+    # stdin close, interrupts the run as Ctrl-C would, and exits.
+    args = ["sweep", "carpark", "-p", "params.cars=range(3,9)", *QUICK,
+            "-s", "params.visits=40", "--out", str(out), "--quiet"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "sim", *args], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not list(out.glob("sweeps/*/runs/p000-r0/*/run.json")):
+            assert time.monotonic() < deadline, "the first run never started"
+            time.sleep(0.05)
+        below = _children(proc.pid)
+        assert below  # the zygote, the run, its launcher and its actors
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        deadline = time.monotonic() + 30
+        while [p for p in below if alive(p)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in below if alive(p)]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    (manifest,) = out.glob("sweeps/*/runs/p000-r0/*/run.json")
+    assert json.loads(manifest.read_text(encoding="utf-8"))["status"] == "interrupted"

@@ -2,25 +2,24 @@
 
 The interface is deliberately small, so that a distributed engine can take over when a sweep
 outgrows one machine: anything with ``async run(task) -> Outcome`` will do. The default runs each
-task as a full, normal ``python -m sim run`` in a child process: real processes, its own run
-directory, nothing shared with the sweep but the files it writes.
+task as a full, normal ``python -m sim run`` in a child process (forked from a process that has
+sim imported already): real processes, its own run directory, nothing shared with the sweep but
+the files it writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import signal
-import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import anyio
-from anyio.streams.text import TextReceiveStream
-
 from .grid import Point
+from .zygote import Zygote, ZygoteGone
 
 __all__ = ["Executor", "LocalExecutor", "Outcome", "Task", "outcome_from_run_dir"]
 
@@ -94,43 +93,51 @@ def _timing(timing: Any) -> dict[str, Any]:
 
 
 class LocalExecutor:
-    """Runs tasks as ``python -m sim run`` child processes on this machine."""
+    """Runs tasks on this machine, each a ``python -m sim run`` of its own: forked from one
+    process that has imported sim once (:mod:`sim._sweep.zygote`), rather than started as a
+    fresh interpreter. Use it as an async context manager (the sweep does)."""
 
     def __init__(self, config: Path, overrides: list[str]) -> None:
         self._config = config
         self._overrides = overrides
+        self._zygote: Zygote | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._errors: Path | None = None
 
     def command(self, task: Task) -> list[str]:
+        """The command line of ``task``'s run (what the zygote runs, and the Dask workers)."""
+        return [sys.executable, "-m", "sim", *self._arguments(task)]
+
+    def _arguments(self, task: Task) -> list[str]:
         sets = [arg for ov in [*self._overrides, *task.point.overrides] for arg in ("-s", ov)]
-        return [sys.executable, "-m", "sim", "run", str(self._config), *sets,
-                "--seed", str(task.seed), "--out", str(task.out), "--quiet"]  # fmt: skip
+        return ["run", str(self._config), *sets, "--seed", str(task.seed), "--out",
+                str(task.out), "--quiet"]  # fmt: skip
+
+    async def __aenter__(self) -> LocalExecutor:
+        self._errors = Path(
+            self._stack.enter_context(tempfile.TemporaryDirectory(prefix="sim-sweep-"))
+        )
+        self._zygote = await self._stack.enter_async_context(Zygote(warm=self._config))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._zygote = None
+        await self._stack.aclose()
 
     async def run(self, task: Task) -> Outcome:
+        assert self._zygote is not None, "use `async with LocalExecutor(...)`"
+        assert self._errors is not None
         task.out.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        process = await anyio.open_process(
-            self.command(task), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        stderr = ""
+        # The run's stderr, kept out of its directory (which holds what the run wrote).
+        errors = self._errors / f"{task.name.replace('/', '_')}.stderr"
         try:
-            assert process.stderr is not None
-            async for chunk in TextReceiveStream(process.stderr):
-                stderr += chunk
-            code = await process.wait()
-        except BaseException:
-            # Ctrl-C or a stop of the sweep: let the run stop cleanly (it marks its manifest
-            # interrupted), and only then give up on it.
-            with anyio.CancelScope(shield=True):
-                if process.returncode is None:
-                    process.send_signal(signal.SIGINT)
-                    with anyio.move_on_after(_STOP_GRACE_S):
-                        await process.wait()
-                    if process.returncode is None:
-                        process.kill()
-                        await process.wait()
-            raise
-        finally:
-            await process.aclose()
+            _, code = await self._zygote.run(self._arguments(task), errors, _STOP_GRACE_S)
+        except ZygoteGone:
+            return Outcome(task, "error", None, None, elapsed_s=time.monotonic() - started,
+                           error="the sweep's run launcher exited")  # fmt: skip
+        stderr = errors.read_text(encoding="utf-8", errors="replace") if errors.is_file() else ""
+        errors.unlink(missing_ok=True)
         elapsed = time.monotonic() - started
         run_dir = latest_run_dir(task.out)
         if run_dir is None:
