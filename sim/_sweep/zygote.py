@@ -35,7 +35,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-__all__ = ["Zygote", "ZygoteGone"]
+__all__ = ["Zygote", "ZygoteGone", "serve"]
 
 # How long runs still going when the sweep has gone get to stop cleanly.
 _ORPHAN_GRACE_S = 15.0
@@ -65,7 +65,10 @@ class Zygote:
         self._tg: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> Zygote:
-        command = [sys.executable, "-m", "sim._sweep.zygote"]
+        # -c, not -m: the package imports this module, and runpy warns about running a
+        # module that is imported already.
+        code = "import sys; from sim._sweep.zygote import serve; sys.exit(serve(sys.argv[1:]))"
+        command = [sys.executable, "-c", code]
         if self._warm is not None:
             command.append(str(self._warm))
         self._process = await anyio.open_process(command, stderr=None)
@@ -161,7 +164,10 @@ class Zygote:
 # -- the zygote process ----------------------------------------------------------------------
 
 
-def _serve(warm: str | None) -> int:  # pragma: no cover - runs in the zygote
+def serve(argv: Sequence[str]) -> int:  # pragma: no cover - runs in the zygote
+    """The zygote's main loop; ``argv`` may name the sweep's config, to import its scenario
+    before the first fork."""
+    warm = argv[0] if argv else None
     # What every run imports, paid once (a child imports only its scenario, and only if the
     # warm-up below could not).
     import anyio._backends._asyncio  # noqa: F401  (anyio.run imports it lazily)
@@ -282,7 +288,3 @@ def _child(
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(code)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(_serve(sys.argv[1] if len(sys.argv) > 1 else None))
