@@ -168,6 +168,9 @@ def serve(argv: Sequence[str]) -> int:  # pragma: no cover - runs in the zygote
     """The zygote's main loop; ``argv`` may name the sweep's config, to import its scenario
     before the first fork."""
     warm = argv[0] if argv else None
+    # The sweep decides what an interrupt means for each run (it forwards SIGINT to them); a
+    # Ctrl-C reaches this process too (the terminal's process group), also while it imports.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # What every run imports, paid once (a child imports only its scenario, and only if the
     # warm-up below could not).
     import anyio._backends._asyncio  # noqa: F401  (anyio.run imports it lazily)
@@ -182,8 +185,6 @@ def serve(argv: Sequence[str]) -> int:  # pragma: no cover - runs in the zygote
 
             load_config(warm)  # imports the sweep's scenario and its kinds
 
-    # The sweep decides what an interrupt means for each run (it forwards SIGINT to them).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
