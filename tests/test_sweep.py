@@ -297,3 +297,37 @@ def test_a_sweep_killed_alone_leaves_its_run_interrupted_and_nothing_running(out
             proc.communicate()
     (manifest,) = out.glob("sweeps/*/runs/p000-r0/*/run.json")
     assert json.loads(manifest.read_text(encoding="utf-8"))["status"] == "interrupted"
+
+
+@pytest.mark.timeout(120)
+def test_a_sweep_whose_zygote_dies_reports_the_rest_as_errors_and_ends(out: Path) -> None:
+    args = ["sweep", "carpark", "-p", "params.cars=range(3,6)", *QUICK,
+            "-s", "params.visits=10", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "sim", *args], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not list(out.glob("sweeps/*/runs/p000-r0/*/run.json")):
+            assert time.monotonic() < deadline, "the first run never started"
+            time.sleep(0.05)
+        direct = {int(p) for t in Path(f"/proc/{proc.pid}/task").glob("*/children")
+                  for p in t.read_text().split()}  # fmt: skip
+        (zygote,) = [p for p in direct if b"zygote" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        below = _children(zygote)
+        os.kill(zygote, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=60)
+        # The run it had started goes on by itself, as any process whose parent died; it ends.
+        deadline = time.monotonic() + 60
+        while [p for p in below if alive(p)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in below if alive(p)]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert "Traceback" not in stderr
+    assert proc.returncode == 1, stderr
+    assert "the sweep's run launcher exited" in stderr
+    # No run's outcome is known any more, the one under way included: each is an error.
+    results = rows(sweep_dir(out) / "results.csv")
+    assert [r["status"] for r in results] == ["error"] * 3
