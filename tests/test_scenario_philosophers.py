@@ -28,7 +28,11 @@ def fork_holders(events: list[dict[str, Any]]) -> dict[str, int]:
 
 @pytest.mark.timeout(60)
 def test_naive_philosophers_deadlock_is_detected_and_expected(out: Path) -> None:
-    result = sim("run", "philosophers-naive", "--out", str(out), timeout=50)
+    # A 2 s pause between the forks, not the config's 0.2 s: in a wall run the deadlock needs
+    # every philosopher to take a first fork within the pause, and in one CI run on a loaded
+    # machine the five started too far apart (26 s for 25 meals, no deadlock).
+    result = sim("run", "philosophers-naive", "-s", "params.hesitate=20", "--out", str(out),
+                 timeout=50)  # fmt: skip
     assert result.returncode == 0, result.stderr
     run_dir = only_run_dir(out)
     events = events_of(run_dir)
