@@ -68,8 +68,12 @@ def _installed(name: str) -> importlib.metadata.Distribution | None:
 
 def _requirements(dist: importlib.metadata.Distribution, metadata: Any) -> list[str]:
     names = []
-    # Requires-Dist, or for an egg-info install its requires.txt (which .requires reads).
-    for text in metadata.get_all("Requires-Dist") or dist.requires or ():
+    listed = metadata.get_all("Requires-Dist")
+    if listed is None and dist.read_text("requires.txt") is not None:
+        # An egg-info install lists them there (.requires reads it, and parses the metadata
+        # again: only worth it then, not for every distribution that needs nothing).
+        listed = dist.requires
+    for text in listed or ():
         if "extra ==" in text:
             continue  # an extra's requirement: only there when the extra was asked for
         match = _NAME.match(text)

@@ -211,23 +211,57 @@ def test_measured_car_park_agrees_with_the_finite_source_model(out: Path) -> Non
         assert low <= predicted <= high, (key, point[f"{key}_mean"], low, high, predicted)
 
 
+def _children(pid: int, *, deep: bool = True) -> set[int]:
+    """The live children of ``pid`` (from /proc), and with ``deep`` theirs, and so on."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*/children"):
+            with_kids = {int(p) for p in task.read_text().split()}
+            found |= with_kids
+            if deep:
+                todo.extend(with_kids)
+    return found
+
+
+def _background_sweep(out: Path, *args: str) -> subprocess.Popen[str]:
+    """A carpark sweep over 3..8 cars in a session of its own (its pipes read at the end)."""
+    command = [sys.executable, "-m", "sim", "sweep", "carpark", "-p", "params.cars=range(3,9)",
+               *QUICK, *args, "--out", str(out)]  # fmt: skip
+    return subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _wait_for_run(out: Path, run: str) -> None:
+    deadline = time.monotonic() + 90
+    while not list(out.glob(f"sweeps/*/runs/{run}/*/run.json")):
+        assert time.monotonic() < deadline, f"run {run} never started"
+        time.sleep(0.05)
+
+
+def _wait_gone(pids: set[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while [p for p in pids if alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if alive(p)]
+
+
+def _end(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+
+
 @pytest.mark.timeout(120)
 def test_ctrl_c_stops_the_sweep_and_keeps_what_finished(out: Path) -> None:
-    args = ["sweep", "carpark", "-p", "params.cars=range(3,9)", *QUICK,
-            "-s", "params.visits=40", "--out", str(out), "--quiet"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "sim", *args], start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = _background_sweep(out, "-s", "params.visits=40", "--quiet")
     try:
-        deadline = time.monotonic() + 90
-        while not list(out.glob("sweeps/*/runs/p001-r0/*/run.json")):
-            assert time.monotonic() < deadline, "the second run never started"
-            time.sleep(0.05)
+        _wait_for_run(out, "p001-r0")
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole group
         stdout, stderr = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+        _end(proc)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     folder = sweep_dir(out)
@@ -256,78 +290,42 @@ def test_a_wrong_plot_metric_lists_the_scenarios_metrics_also_on_resume(out: Pat
     assert "theory_" not in resumed.stderr
 
 
-def _children(pid: int) -> set[int]:
-    """Every live descendant of ``pid`` (from /proc)."""
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*/children"):
-            with_kids = {int(p) for p in task.read_text().split()}
-            found |= with_kids
-            todo.extend(with_kids)
-    return found
-
-
 @pytest.mark.timeout(120)
 def test_a_sweep_killed_alone_leaves_its_run_interrupted_and_nothing_running(out: Path) -> None:
     # The runs are forked by the sweep's zygote (sim/_sweep/zygote.py), not by the sweep: when
     # the sweep dies by itself (SIGKILL of its process, not of its group), the zygote sees its
     # stdin close, interrupts the run as Ctrl-C would, and exits.
-    args = ["sweep", "carpark", "-p", "params.cars=range(3,9)", *QUICK,
-            "-s", "params.visits=40", "--out", str(out), "--quiet"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "sim", *args], start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = _background_sweep(out, "-s", "params.visits=40", "--quiet")
     try:
-        deadline = time.monotonic() + 90
-        while not list(out.glob("sweeps/*/runs/p000-r0/*/run.json")):
-            assert time.monotonic() < deadline, "the first run never started"
-            time.sleep(0.05)
+        _wait_for_run(out, "p000-r0")
         below = _children(proc.pid)
         assert below  # the zygote, the run, its launcher and its actors
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
-        deadline = time.monotonic() + 30
-        while [p for p in below if alive(p)] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [p for p in below if alive(p)]
+        _wait_gone(below, 30)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+        _end(proc)
     (manifest,) = out.glob("sweeps/*/runs/p000-r0/*/run.json")
     assert json.loads(manifest.read_text(encoding="utf-8"))["status"] == "interrupted"
 
 
 @pytest.mark.timeout(120)
 def test_a_sweep_whose_zygote_dies_reports_the_rest_as_errors_and_ends(out: Path) -> None:
-    args = ["sweep", "carpark", "-p", "params.cars=range(3,6)", *QUICK,
-            "-s", "params.visits=10", "--out", str(out)]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "sim", *args], start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = _background_sweep(out, "-s", "params.visits=10")
     try:
-        deadline = time.monotonic() + 90
-        while not list(out.glob("sweeps/*/runs/p000-r0/*/run.json")):
-            assert time.monotonic() < deadline, "the first run never started"
-            time.sleep(0.05)
-        direct = {int(p) for t in Path(f"/proc/{proc.pid}/task").glob("*/children")
-                  for p in t.read_text().split()}  # fmt: skip
+        _wait_for_run(out, "p000-r0")
+        direct = _children(proc.pid, deep=False)
         (zygote,) = [p for p in direct if b"zygote" in Path(f"/proc/{p}/cmdline").read_bytes()]
         below = _children(zygote)
         os.kill(zygote, signal.SIGKILL)
         _, stderr = proc.communicate(timeout=60)
         # The run it had started goes on by itself, as any process whose parent died; it ends.
-        deadline = time.monotonic() + 60
-        while [p for p in below if alive(p)] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [p for p in below if alive(p)]
+        _wait_gone(below, 60)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+        _end(proc)
     assert "Traceback" not in stderr
     assert proc.returncode == 1, stderr
     assert "the sweep's run launcher exited" in stderr
     # No run's outcome is known any more, the one under way included: each is an error.
     results = rows(sweep_dir(out) / "results.csv")
-    assert [r["status"] for r in results] == ["error"] * 3
+    assert [r["status"] for r in results] == ["error"] * 6
