@@ -27,7 +27,7 @@ import select
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,7 +260,7 @@ def _say(reply: dict[str, Any]) -> None:  # pragma: no cover - runs in the zygot
 
 
 def _child(
-    argv: list[str], stderr: str, close: tuple[int, int], main: Any
+    argv: list[str], stderr: str, close: tuple[int, int], main: Callable[[list[str]], int]
 ) -> None:  # pragma: no cover - runs in a run forked by the zygote
     code = 1
     try:
