@@ -14,6 +14,7 @@ the stop must still happen, at the latest with the next line.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import queue as stdlib_queue
 import signal
@@ -338,22 +339,30 @@ def _profile(case: Case, stop_at: tuple[Any, int] | None = None) -> dict[str, An
             guard.handler(signal.SIGTERM, frame)
 
     raised = None
-    with warnings.catch_warnings():
-        # A connection accepted by an accept that a stop then cut short is dropped unclosed,
-        # as it is when the actor exits.
-        warnings.simplefilter("ignore", ResourceWarning)
-        sys.setprofile(profiler)
-        try:
-            op()
-        except worker._Terminated:
-            raised = "op"
-        finally:
-            sys.setprofile(None)
-    if raised is None:
-        try:
-            log.info("after")
-        except worker._Terminated:
-            raised = "next line"
+    hook = sys.unraisablehook
+    # As in an actor (worker.prepare): a point may be inside a finalizer that the garbage
+    # collector runs (multiprocessing frees a shared-memory block in one), where Python drops
+    # what is raised.
+    sys.unraisablehook = guard.unraisable
+    try:
+        with warnings.catch_warnings():
+            # A connection accepted by an accept that a stop then cut short is dropped
+            # unclosed, as it is when the actor exits.
+            warnings.simplefilter("ignore", ResourceWarning)
+            sys.setprofile(profiler)
+            try:
+                op()
+            except worker._Terminated:
+                raised = "op"
+            finally:
+                sys.setprofile(None)
+        if raised is None:
+            try:
+                log.info("after")
+            except worker._Terminated:
+                raised = "next line"
+    finally:
+        sys.unraisablehook = hook
     close()
     sink.close()
     reader.join(timeout=10)
@@ -480,3 +489,41 @@ def test_a_stop_while_waiting_for_a_virtual_turn_is_raised_at_once() -> None:
     finally:
         ours.close()
         theirs.close()
+
+
+class _Stopped:
+    """An object whose finalizer a stop signal lands in."""
+
+    def __init__(self, guard: worker._StopGuard) -> None:
+        self.guard = guard
+
+    def __del__(self) -> None:
+        self.guard.handler(signal.SIGTERM, sys._getframe())
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("by", ["refcount", "collector"])
+def test_a_stop_that_lands_in_a_finalizer_is_raised_with_the_next_line(by: str) -> None:
+    # Python prints what a finalizer raises and goes on: the stop would be lost, and the
+    # actor would run until the engine kills it (seen in CI: a stop in multiprocessing's
+    # Heap._remove_allocated_block, called by the garbage collector during an accept).
+    log, guard, _threads, sink, got, reader = _path()
+    hook = sys.unraisablehook
+    sys.unraisablehook = guard.unraisable
+    try:
+        doomed = _Stopped(guard)
+        if by == "collector":
+            doomed.cycle = doomed  # type: ignore[attr-defined]
+            del doomed
+            gc.collect()
+        else:
+            del doomed  # the finalizer runs here; what it raised is dropped
+        with pytest.raises(worker._Terminated):
+            log.info("after")
+        # Raised once: stopping is under way, and a repeat of the signal changes nothing.
+        guard.handler(signal.SIGTERM, sys._getframe())
+    finally:
+        sys.unraisablehook = hook
+        sink.close()
+        reader.join(timeout=10)
+    assert [e["event"] for e in _lines(got)] == ["after"]

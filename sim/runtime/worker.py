@@ -118,6 +118,23 @@ class _StopGuard:
         """Serve this thread (the actor's main thread) from now on."""
         self._main = threading.get_ident()
 
+    def unraisable(self, unraisable: Any) -> None:
+        """``sys.unraisablehook``: a stop raised where Python drops exceptions is noted again.
+
+        A signal handler runs wherever the main thread is, a finalizer called by the garbage
+        collector among them (multiprocessing frees its shared-memory blocks in one). Python
+        prints an exception raised there and goes on, so the stop would be lost and the actor
+        would run until it is killed. Noted again, it is raised with the next line, as a stop
+        deferred by a line on its way is.
+        """
+        exc = unraisable.exc_value
+        if isinstance(exc, (_Terminated, FaultCrash)) and threading.get_ident() == self._main:
+            self._stopping = False
+            if not isinstance(self.requested, _Terminated):
+                self.requested = exc
+            return
+        sys.__unraisablehook__(unraisable)
+
     def handler(self, signum: int, frame: FrameType | None) -> None:
         if self._stopping:
             # A repeat: the engine sends SIGTERM again during the grace period, because a
@@ -414,6 +431,7 @@ def prepare(engine_pid: int | None = None) -> None:
     # Ctrl-C reaches the whole process group; the engine alone decides how to stop the run.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, guard.handler)
+    sys.unraisablehook = guard.unraisable
     # A declared ``crash`` fault (sim.faults): the role raises where it is, as if it had a bug.
     signal.signal(signal.SIGUSR1, guard.handler)
     # A stop signal taken by a helper thread would leave the main thread blocked in acquire.
