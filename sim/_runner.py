@@ -109,6 +109,12 @@ def run(
             scenario=spec,
             expected=config.expect,
         )
+    except KeyboardInterrupt:
+        # Stopped while reading the log back: the run itself is over, and what is recorded
+        # says how it ended rather than "running".
+        _record(run_dir, base | {"status": "interrupted", "reason": "stopped while the log was "
+                                 "analysed", "ended_at": iso(execution.ended_at)})  # fmt: skip
+        raise
     except SimError as exc:
         if execution.error is not None:
             # The log was cut short (a full disk): an analysis that cannot make sense of what

@@ -157,3 +157,37 @@ def test_losing_the_launcher_stops_the_run_and_leaves_no_actor(
     assert wait_gone(pids, 5) == []
     manifest = manifest_of(run_dir)
     assert manifest["status"] == "failed"
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_the_moment_the_manifest_appears_still_marks_it_interrupted(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    # The manifest is written once the coordinator listens, before any actor starts; a stop
+    # from then on (a Dask worker's SIGTERM as soon as it sees run.json) must end as every
+    # stop does: no process left, the manifest saying "interrupted", not "running" for ever.
+    for attempt in range(3):
+        out = tmp_path / f"try{attempt}"
+        engine = start(out)
+        try:
+            deadline = time.monotonic() + 30
+            while not list(out.glob("*/run.json")) and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            os.kill(engine.pid, sig)
+            _stdout, stderr = engine.communicate(timeout=30)
+        finally:
+            if engine.poll() is None:
+                os.killpg(engine.pid, signal.SIGKILL)
+                engine.communicate(timeout=10)
+        assert engine.returncode == 130, stderr
+        assert "Traceback" not in stderr
+        (manifest,) = out.glob("*/run.json")
+        assert json.loads(manifest.read_text(encoding="utf-8"))["status"] == "interrupted"
+        assert wait_gone(_pids(manifest.parent), 5) == []
+        assert not socket_files(out)
+
+
+def _pids(run_dir: Path) -> list[int]:
+    return [json.loads(x)["pid"] for x in (run_dir / "events.jsonl").read_bytes().splitlines()
+            if b'"actor_start"' in x]  # fmt: skip

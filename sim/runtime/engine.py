@@ -25,7 +25,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
@@ -176,6 +176,7 @@ def execute(
     supervisor.specs = list(prims.values())
     supervisor.replaying = schedule
     supervisor.cpu = cpu
+    handlers = _handlers()
     try:
         # Bound before the event loop runs: the launcher's actors need the address.
         supervisor.listener = bind(config.transport)
@@ -183,9 +184,27 @@ def execute(
             supervisor.start_launcher()
         execution = anyio.run(supervisor.run)
     finally:
+        # asyncio leaves a signal it handled at its default (SIGTERM's kills): what was there
+        # before the run (the CLI's, which stops as Ctrl-C does) goes on serving the analysis.
+        _restore_handlers(handlers)
         supervisor.close()
         _release(list(prims.values()), raw)
     return execution
+
+
+_STOPS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _handlers() -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.getsignal(signum) for signum in _STOPS}
+
+
+def _restore_handlers(handlers: dict[int, Any]) -> None:
+    for signum, handler in handlers.items():
+        if handler is not None:
+            signal.signal(signum, handler)
 
 
 class _Supervisor:
@@ -221,6 +240,8 @@ class _Supervisor:
         self.unreaped = 0
         self.started_all = False
         self.counters: LiveCounters | None = None
+        # SIGINT and SIGTERM, as they come (see run).
+        self.signals: AsyncIterator[signal.Signals] | None = None
         self.primitives = primitives
         self.states: States | None = None
         self.specs: list[PrimSpec[Any]] = []
@@ -316,6 +337,15 @@ class _Supervisor:
             self.listener.close()
 
     async def run(self) -> Execution:
+        # Listening for a stop before anything is recorded: from the moment run.json says
+        # "running", a stop (a Dask worker's SIGTERM as soon as it sees that file) ends the run
+        # as every stop does, marked "interrupted"; a signal that comes before the actors'
+        # watch has begun waits in the receiver.
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            self.signals = signals
+            return await self._run()
+
+    async def _run(self) -> Execution:
         t0_ns = self.t0_ns
         started_at = time.time()
         events_path = self.run_dir / "events.jsonl"
@@ -418,18 +448,18 @@ class _Supervisor:
         engine = self.config.engine
         if self.config.faults:
             self._faults(history, log)
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch_signals, signals)
-                if self.nemesis is not None and self.scheduler is None:
-                    tg.start_soon(self.nemesis.run_wall, self._seconds)
-                tg.start_soon(self._watchdog, engine.timeout, log)
-                if not self.virtual:
-                    # A virtual run's deadlocks are exact: its scheduler finds them.
-                    tg.start_soon(self._detect_stall, coordinator, engine.stall_s, log)
-                await self._start_all(coordinator, self.secret, self.t0_ns, log, tg)
-                await self.all_reaped.wait()
-                tg.cancel_scope.cancel()
+        async with anyio.create_task_group() as tg:
+            if self.signals is not None:
+                tg.start_soon(self._watch_signals, self.signals)
+            if self.nemesis is not None and self.scheduler is None:
+                tg.start_soon(self.nemesis.run_wall, self._seconds)
+            tg.start_soon(self._watchdog, engine.timeout, log)
+            if not self.virtual:
+                # A virtual run's deadlocks are exact: its scheduler finds them.
+                tg.start_soon(self._detect_stall, coordinator, engine.stall_s, log)
+            await self._start_all(coordinator, self.secret, self.t0_ns, log, tg)
+            await self.all_reaped.wait()
+            tg.cancel_scope.cancel()
 
     async def _start_all(
         self, coordinator: Coordinator, secret: str, t0_ns: int, log: Any, tg: Any
@@ -640,7 +670,7 @@ class _Supervisor:
             self.stop.set()
             return
 
-    async def _watch_signals(self, signals: Any) -> None:
+    async def _watch_signals(self, signals: AsyncIterator[signal.Signals]) -> None:
         async for signum in signals:
             if self.status in ("ok", "failed"):
                 self.status = "interrupted"
