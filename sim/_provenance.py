@@ -122,7 +122,10 @@ def _git_state(path: Path) -> dict[str, Any] | None:
     asked: dict[str, subprocess.Popen[str]] = {}
     try:
         for key, args in questions.items():
-            command = ["git", "-C", str(folder), *args]
+            # No optional locks: a status refreshes the index under .git/index.lock when it
+            # can, and a run killed with its process group (a test's, a sweep's SIGKILL) would
+            # kill it there and leave the lock behind, which stops the user's next commit.
+            command = ["git", "--no-optional-locks", "-C", str(folder), *args]
             asked[key] = subprocess.Popen(
                 command, text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
             )

@@ -4,6 +4,7 @@ dependency's version, the host, and the git commit and dirty flag of the scenari
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import socket
 import subprocess
@@ -105,3 +106,30 @@ def test_within_same_source_git_is_asked_once_per_path(tmp_path: Path) -> None:
     again = git_state(source)
     assert again is not None
     assert again["dirty"] is True
+
+
+@pytest.mark.timeout(60)
+def test_asking_git_leaves_the_index_alone(tmp_path: Path) -> None:
+    # git status rewrites a stale index under .git/index.lock; a run killed with its process
+    # group (Ctrl-C of a sweep, a test's SIGKILL) could kill it there and leave the lock, and
+    # the user's next commit fails. Provenance asks without taking that lock at all.
+    from sim._provenance import git_state
+
+    _git(tmp_path, "init", "-q")
+    source = tmp_path / "mine.py"
+    source.write_text("x = 1\n")
+    _git(tmp_path, "add", "mine.py")
+    _git(tmp_path, "commit", "-q", "-m", "one")
+    index = tmp_path / ".git" / "index"
+    # Same content, new times: the index's record of the file is stale, and a plain status
+    # would write it anew.
+    later = source.stat().st_mtime_ns + 5_000_000_000
+    os.utime(source, ns=(later, later))
+    before = index.read_bytes(), index.stat().st_mtime_ns
+    state = git_state(source)
+    assert state is not None
+    assert state["dirty"] is False
+    assert (index.read_bytes(), index.stat().st_mtime_ns) == before
+    # (The check can fail: a plain status does rewrite it.)
+    _git(tmp_path, "status", "--porcelain")
+    assert index.read_bytes() != before[0]

@@ -30,6 +30,10 @@ from contextlib import contextmanager
 
 __all__ = ["claimed_cpu", "leave", "one_cpu", "pin"]
 
+# Where the claims live: every run of this user on this machine claims from the same names
+# (tests that check the claiming itself take names of their own, away from other tests' runs).
+_NAMES = "sim-cpu"
+
 
 @contextmanager
 def claimed_cpu() -> Iterator[int | None]:
@@ -93,7 +97,7 @@ def _claim(allowed: set[int]) -> tuple[int, socket.socket] | None:
     for cpu in [here, *sorted(allowed - {here})]:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.bind(f"\0sim-cpu/{os.getuid()}/{cpu}")
+            sock.bind(f"\0{_NAMES}/{os.getuid()}/{cpu}")
         except OSError:
             sock.close()
             continue
