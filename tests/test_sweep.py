@@ -319,13 +319,16 @@ def test_a_sweep_whose_zygote_dies_reports_the_rest_as_errors_and_ends(out: Path
         below = _children(zygote)
         os.kill(zygote, signal.SIGKILL)
         _, stderr = proc.communicate(timeout=60)
-        # The run it had started goes on by itself, as any process whose parent died; it ends.
-        _wait_gone(below, 60)
+        # The run it had started does not go on unwatched: the kernel tells it its parent
+        # died (SIGINT), and it stops as on Ctrl-C, marked so.
+        _wait_gone(below, 30)
     finally:
         _end(proc)
     assert "Traceback" not in stderr
     assert proc.returncode == 1, stderr
     assert "the sweep's run launcher exited" in stderr
+    (manifest,) = out.glob("sweeps/*/runs/p000-r0/*/run.json")
+    assert json.loads(manifest.read_text(encoding="utf-8"))["status"] == "interrupted"
     # No run's outcome is known any more, the one under way included: each is an error.
     results = rows(sweep_dir(out) / "results.csv")
     assert [r["status"] for r in results] == ["error"] * 6

@@ -15,7 +15,9 @@ The zygote speaks JSON lines over its stdin and stdout:
   :attr:`subprocess.Popen.returncode`: negative for a signal).
 
 EOF on its stdin (the sweep is done, or gone) makes it interrupt what still runs, wait for it,
-and exit: no run outlives the sweep by more than its own clean stop.
+and exit: no run outlives the sweep by more than its own clean stop. A zygote that dies itself
+(killed alone) takes its runs along the same way: on Linux each run asks the kernel for SIGINT
+when its parent dies.
 """
 
 from __future__ import annotations
@@ -185,6 +187,8 @@ def serve(argv: Sequence[str]) -> int:  # pragma: no cover - runs in the zygote
 
             load_config(warm)  # imports the sweep's scenario and its kinds
 
+    stop_with_me = _parent_death_signal()
+    me = os.getpid()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -209,7 +213,8 @@ def serve(argv: Sequence[str]) -> int:  # pragma: no cover - runs in the zygote
                 request = json.loads(line)
                 pid = os.fork()
                 if pid == 0:
-                    _child(request["argv"], request["stderr"], (wake_r, wake_w), sim.cli.main)
+                    _child(request["argv"], request["stderr"], (wake_r, wake_w), sim.cli.main,
+                           lambda: stop_with_me(me))  # fmt: skip
                 live[pid] = request["id"]
                 _say({"id": request["id"], "pid": pid})
     # The sweep is done or gone: what still runs is stopped as Ctrl-C would stop it.
@@ -232,6 +237,31 @@ def serve(argv: Sequence[str]) -> int:  # pragma: no cover - runs in the zygote
 
 class _TooLate(Exception):
     pass
+
+
+# prctl(2)'s option: a signal for this process when the thread that forked it exits.
+_PR_SET_PDEATHSIG = 1
+
+
+def _parent_death_signal() -> Callable[[int], None]:  # pragma: no cover - in the zygote
+    """What a run calls first: ask for SIGINT when the zygote dies, so that a zygote killed
+    alone stops its runs as Ctrl-C would (each marks itself interrupted) instead of leaving
+    them to run unwatched. Linux only; elsewhere nothing (the zygote's EOF path still holds).
+    ctypes is loaded here, once, so that no run pays for it."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return lambda parent: None
+
+    def ask(parent: int) -> None:
+        if prctl(_PR_SET_PDEATHSIG, int(signal.SIGINT), 0, 0, 0) != 0:
+            return
+        if os.getppid() != parent:  # died before the request was made: nobody will signal
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return ask
 
 
 def _too_late(signum: int, frame: Any) -> None:  # pragma: no cover - in the zygote
@@ -260,13 +290,18 @@ def _say(reply: dict[str, Any]) -> None:  # pragma: no cover - runs in the zygot
 
 
 def _child(
-    argv: list[str], stderr: str, close: tuple[int, int], main: Callable[[list[str]], int]
+    argv: list[str],
+    stderr: str,
+    close: tuple[int, int],
+    main: Callable[[list[str]], int],
+    watch_parent: Callable[[], None],
 ) -> None:  # pragma: no cover - runs in a run forked by the zygote
     code = 1
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        watch_parent()  # once SIGINT stops it (the zygote ignores SIGINT)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         for fd in close:
             os.close(fd)
