@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
 import platform
 import re
 import socket
@@ -29,6 +30,11 @@ _FALLBACK = ("anyio", "structlog", "msgspec", "rich", "matplotlib", "numpy", "pa
 _OPTIONAL = ("pyarrow", "distributed")
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _GIT_TIMEOUT_S = 5.0
+# No optional locks: a status refreshes the index under .git/index.lock when it can, and a run
+# killed with its process group (a test's, a sweep's SIGKILL) would kill it there and leave
+# the lock behind, which stops the user's next commit. (The variable, not the option
+# --no-optional-locks: a git older than 2.15 ignores it rather than refusing to answer.)
+_NO_LOCKS = {"GIT_OPTIONAL_LOCKS": "0"}
 
 
 def _canonical(name: str) -> str:
@@ -120,14 +126,12 @@ def _git_state(path: Path) -> dict[str, Any] | None:
     }
     # Asked all at once: one after another, the four cost 17 ms of every run's start.
     asked: dict[str, subprocess.Popen[str]] = {}
+    env = os.environ | _NO_LOCKS
     try:
         for key, args in questions.items():
-            # No optional locks: a status refreshes the index under .git/index.lock when it
-            # can, and a run killed with its process group (a test's, a sweep's SIGKILL) would
-            # kill it there and leave the lock behind, which stops the user's next commit.
-            command = ["git", "--no-optional-locks", "-C", str(folder), *args]
+            command = ["git", "-C", str(folder), *args]
             asked[key] = subprocess.Popen(
-                command, text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+                command, text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
             )
         said: dict[str, str | None] = {}
         for key, proc in asked.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 import time
 from contextlib import nullcontext
@@ -28,6 +29,8 @@ __all__ = ["CONFIG_COPY", "RunOutcome", "new_run_id", "run"]
 
 #: The copy of the config's TOML text in the run directory.
 CONFIG_COPY = "config.toml"
+# What a manifest keeps when the disk is too full for the whole: how the run ended.
+_SHORT = ("status", "reason", "started_at", "ended_at", "wall_s")
 
 
 @dataclass(frozen=True)
@@ -96,94 +99,106 @@ def run(
         # actor and a few KiB besides in practice, kept with a margin.
         reserve(run_dir, 16384 + 256 * len(planned.actors))
 
-    pinned = config.clock.mode == "virtual" and config.engine.pin_cpu
-    with claimed_cpu() if pinned else nullcontext() as cpu:
-        execution = execute(planned, run_dir, display, seed=seed, on_started=started,
-                            schedule=schedule, cpu=cpu)  # fmt: skip
     try:
-        report = analyse(
-            execution.events_path,
-            primitives=prims,
-            actors=execution.actors,
-            config=config,
-            scenario=spec,
-            expected=config.expect,
-        )
-    except KeyboardInterrupt:
-        # Stopped while reading the log back: the run itself is over, and what is recorded
-        # says how it ended rather than "running".
-        _record(run_dir, base | {"status": "interrupted", "reason": "stopped while the log was "
-                                 "analysed", "ended_at": iso(execution.ended_at)})  # fmt: skip
-        raise
-    except SimError as exc:
-        if execution.error is not None:
-            # The log was cut short (a full disk): an analysis that cannot make sense of what
-            # is left is no news; why the run failed is.
-            _record(run_dir, base | {"status": "failed", "reason": str(execution.error),
+        pinned = config.clock.mode == "virtual" and config.engine.pin_cpu
+        with claimed_cpu() if pinned else nullcontext() as cpu:
+            execution = execute(planned, run_dir, display, seed=seed, on_started=started,
+                                schedule=schedule, cpu=cpu)  # fmt: skip
+        try:
+            report = analyse(
+                execution.events_path,
+                primitives=prims,
+                actors=execution.actors,
+                config=config,
+                scenario=spec,
+                expected=config.expect,
+            )
+        except SimError as exc:
+            if execution.error is not None:
+                # The log was cut short (a full disk): an analysis that cannot make sense of what
+                # is left is no news; why the run failed is.
+                _record(run_dir, base | {"status": "failed", "reason": str(execution.error),
+                                         "ended_at": iso(execution.ended_at)})  # fmt: skip
+                raise execution.error from None
+            # The log is complete; only reading it failed (a scenario's analysis is broken). The
+            # manifest says so rather than "running", and the error reaches the user.
+            _record(run_dir, base | {"status": "failed", "reason": f"analysis: {exc}",
                                      "ended_at": iso(execution.ended_at)})  # fmt: skip
-            raise execution.error from None
-        # The log is complete; only reading it failed (a scenario's analysis is broken). The
-        # manifest says so rather than "running", and the error reaches the user.
-        _record(run_dir, base | {"status": "failed", "reason": f"analysis: {exc}",
-                                 "ended_at": iso(execution.ended_at)})  # fmt: skip
-        raise
-    theory = dict(spec.theory(config)) if spec.theory is not None else {}
-    # The verdicts decide, so that replay reaches the same one from the log alone; only a stop
-    # from outside (Ctrl-C, the timeout) or an engine error that cut the run short (a replayed
-    # schedule that does not fit) overrides them.
-    status = execution.status
-    if execution.error is not None:
-        status = "failed"
-    elif status not in ("interrupted", "timeout"):
-        status = "ok" if report.ok else "failed"
-    manifest = base | {
-        "status": status,
-        "reason": execution.reason or report.reason,
-        "started_at": iso(execution.started_at),
-        "ended_at": iso(execution.ended_at),
-        "wall_s": round(execution.wall_s, 6),
-        "actors": {name: asdict(rec) for name, rec in execution.actors.items()},
-        "coordinator": listening
-        | {
-            "refused": execution.counters.refused,
-            "protocol_errors": execution.counters.protocol_errors,
-            "lines": execution.extra_lines,
-        },
-        "events": report.events,
-        "metrics": report.metrics,
-        "theory": theory,
-        "timing": report.timing,
-        "invariants": [asdict(v) for v in report.verdicts],
-        "findings": [asdict(f) for f in report.findings],
-    }
-    unrecorded = _record(
-        run_dir,
-        manifest,
-        base
-        | {key: manifest[key] for key in ("status", "reason", "started_at", "ended_at", "wall_s")},
-    )
-    if console is not None:
-        print_summary(
-            console,
-            title=config.heading,
-            metrics=report.metrics,
-            declared=spec.metrics,
-            verdicts=report.verdicts,
-            status=status,
-            reason=manifest["reason"],
-            wall_s=execution.wall_s,
-            run_dir=str(run_dir),
-            timing=report.timing,
-            theory=theory,
+            raise
+        theory = dict(spec.theory(config)) if spec.theory is not None else {}
+        # The verdicts decide, so that replay reaches the same one from the log alone; only a stop
+        # from outside (Ctrl-C, the timeout) or an engine error that cut the run short (a replayed
+        # schedule that does not fit) overrides them.
+        status = execution.status
+        if execution.error is not None:
+            status = "failed"
+        elif status not in ("interrupted", "timeout"):
+            status = "ok" if report.ok else "failed"
+        manifest = base | {
+            "status": status,
+            "reason": execution.reason or report.reason,
+            "started_at": iso(execution.started_at),
+            "ended_at": iso(execution.ended_at),
+            "wall_s": round(execution.wall_s, 6),
+            "actors": {name: asdict(rec) for name, rec in execution.actors.items()},
+            "coordinator": listening
+            | {
+                "refused": execution.counters.refused,
+                "protocol_errors": execution.counters.protocol_errors,
+                "lines": execution.extra_lines,
+            },
+            "events": report.events,
+            "metrics": report.metrics,
+            "theory": theory,
+            "timing": report.timing,
+            "invariants": [asdict(v) for v in report.verdicts],
+            "findings": [asdict(f) for f in report.findings],
+        }
+        unrecorded = _record(
+            run_dir,
+            manifest,
+            base | {key: manifest[key] for key in _SHORT},
         )
-    code = {"ok": 0, "interrupted": 130}.get(status, 1)
-    if unrecorded is not None:
-        # The user must hear both: why the run failed, and that run.json does not say so.
-        why = f"{execution.error}; " if execution.error is not None else ""
-        raise StorageError(f"{why}{unrecorded}")
-    if execution.error is not None:
-        raise execution.error  # the run is recorded as failed; the user must hear why
-    return RunOutcome(run_dir, status, report, code)
+        if console is not None:
+            print_summary(
+                console,
+                title=config.heading,
+                metrics=report.metrics,
+                declared=spec.metrics,
+                verdicts=report.verdicts,
+                status=status,
+                reason=manifest["reason"],
+                wall_s=execution.wall_s,
+                run_dir=str(run_dir),
+                timing=report.timing,
+                theory=theory,
+            )
+        code = {"ok": 0, "interrupted": 130}.get(status, 1)
+        if unrecorded is not None:
+            # The user must hear both: why the run failed, and that run.json does not say so.
+            why = f"{execution.error}; " if execution.error is not None else ""
+            raise StorageError(f"{why}{unrecorded}")
+        if execution.error is not None:
+            raise execution.error  # the run is recorded as failed; the user must hear why
+        return RunOutcome(run_dir, status, report, code)
+    except KeyboardInterrupt:
+        # A stop the engine did not take (while it shut down, or during the analysis): what
+        # is recorded says the run was stopped rather than "running" for ever.
+        _mark_interrupted(run_dir, base)
+        raise
+
+
+def _mark_interrupted(run_dir: Path, base: dict[str, Any]) -> None:
+    """After a stop: if run.json still says "running", make it say "interrupted" (if it was
+    never written, or already says how the run ended, it is left alone)."""
+    try:
+        status = json.loads((run_dir / "run.json").read_bytes()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return
+    if status == "running":
+        _record(run_dir, base | {"status": "interrupted", "reason": "stopped while the run was "
+                                 "ending, being analysed or recorded",
+                                 "ended_at": iso(time.time())})  # fmt: skip
 
 
 def _record(

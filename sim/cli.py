@@ -9,13 +9,9 @@ failed, 2 usage or configuration error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import msgspec
@@ -25,6 +21,7 @@ from rich.markup import escape
 from . import api
 from . import scenario as _scenario
 from ._console import console
+from ._signals import sigterm_as_ctrl_c
 from .config import bundled_configs, load_config
 from .errors import ConfigError, ReplayError, ScenarioError, SimError
 from .report import print_summary
@@ -188,26 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m sim``; returns the exit code."""
     args = _parser().parse_args(argv)
     err = console(stderr=True)
-    with _sigterm_as_ctrl_c():
+    # SIGTERM stops a command as Ctrl-C does (sim._signals): cleanup runs, exit 130.
+    with sigterm_as_ctrl_c():
         return _command(args, err)
-
-
-@contextlib.contextmanager
-def _sigterm_as_ctrl_c() -> Iterator[None]:
-    """SIGTERM stops a command as Ctrl-C does: what it began is cleaned up (shared memory
-    released, a run's manifest marked), and it exits 130 rather than dying where it was."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def _command(args: argparse.Namespace, err: Console) -> int:

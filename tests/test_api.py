@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -217,3 +218,22 @@ def test_a_process_that_cannot_host_the_engine_runs_it_in_a_child(tmp_path: Path
     assert caught.value.key == "params.cars"
     assert "(set with set=)" in str(caught.value)
     _nothing_left(run, tmp_path / "logs")
+
+
+@pytest.mark.timeout(60)
+def test_a_run_gives_back_the_callers_signal_handlers(tmp_path: Path) -> None:
+    # The engine reads SIGINT and SIGTERM through asyncio while it runs, and asyncio puts a
+    # signal it let go of back to its default (SIGTERM's kills the process): a notebook's or a
+    # program's own handlers must be there again afterwards.
+    def mine(signum: int, frame: Any) -> None:
+        raise AssertionError("not called here")
+
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        run = sim.run("mutex", set={"params.rounds": 1, "clock.mode": "virtual"}, seed=1,
+                      out=tmp_path)  # fmt: skip
+        assert run.status == "ok"
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -191,3 +191,44 @@ def test_a_stop_the_moment_the_manifest_appears_still_marks_it_interrupted(
 def _pids(run_dir: Path) -> list[int]:
     return [json.loads(x)["pid"] for x in (run_dir / "events.jsonl").read_bytes().splitlines()
             if b'"actor_start"' in x]  # fmt: skip
+
+
+@pytest.mark.timeout(90)
+def test_a_stop_while_the_log_is_analysed_marks_the_run_interrupted(tmp_path: Path) -> None:
+    # The engine's signal receiver is closed once the run has ended; asyncio then left SIGTERM
+    # at its default, which killed the command in the analysis (exit -15, run.json "running").
+    # About a second of four actors logging flat out gives an analysis long enough to land in.
+    config = tmp_path / "busy.toml"
+    config.write_text('scenario = "tests.scenario_busy"\n[engine]\ntimeout = 1\n', "utf-8")
+    out = tmp_path / "logs"
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "sim", "run", str(config), "--out", str(out), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not _ended(out) and time.monotonic() < deadline and engine.poll() is None:
+            time.sleep(0.005)
+        assert engine.poll() is None, "the analysis was over before the stop: nothing tested"
+        os.kill(engine.pid, signal.SIGTERM)
+        _stdout, stderr = engine.communicate(timeout=30)
+    finally:
+        if engine.poll() is None:
+            os.killpg(engine.pid, signal.SIGKILL)
+            engine.communicate(timeout=10)
+    assert engine.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    (manifest,) = out.glob("*/run.json")
+    recorded = json.loads(manifest.read_text(encoding="utf-8"))
+    assert recorded["status"] == "interrupted"
+    assert "analysed" in recorded["reason"]
+
+
+def _ended(out: Path) -> bool:
+    """Has the engine logged ``run_end`` (the run is over, its analysis begins)?"""
+    for events in out.glob("*/events.jsonl"):
+        with open(events, "rb") as fh:
+            fh.seek(max(0, events.stat().st_size - 4096))
+            if b'"run_end"' in fh.read():
+                return True
+    return False

@@ -343,7 +343,7 @@ def _profile(case: Case, stop_at: tuple[Any, int] | None = None) -> dict[str, An
     # As in an actor (worker.prepare): a point may be inside a finalizer that the garbage
     # collector runs (multiprocessing frees a shared-memory block in one), where Python drops
     # what is raised.
-    sys.unraisablehook = guard.unraisable
+    guard.install()
     try:
         with warnings.catch_warnings():
             # A connection accepted by an accept that a stop then cut short is dropped
@@ -509,7 +509,7 @@ def test_a_stop_that_lands_in_a_finalizer_is_raised_with_the_next_line(by: str) 
     # Heap._remove_allocated_block, called by the garbage collector during an accept).
     log, guard, _threads, sink, got, reader = _path()
     hook = sys.unraisablehook
-    sys.unraisablehook = guard.unraisable
+    guard.install()
     try:
         doomed = _Stopped(guard)
         if by == "collector":

@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import re
 import secrets
-import signal
 import sys
 import textwrap
 import time
@@ -25,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sim import scenario as _scenario
+from sim._signals import stop_signals
 from sim._toml import dumps
 from sim.config import (
     DATA_SOURCE,
@@ -288,7 +288,7 @@ async def _execute(
 
         async def watch() -> None:
             nonlocal interrupted
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with stop_signals() as signals:
                 async for _ in signals:
                     interrupted = True
                     tg.cancel_scope.cancel()

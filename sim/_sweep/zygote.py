@@ -301,7 +301,6 @@ def _child(
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        watch_parent()  # once SIGINT stops it (the zygote ignores SIGINT)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         for fd in close:
             os.close(fd)
@@ -314,9 +313,13 @@ def _child(
         os.dup2(err, 2)
         os.close(null)
         os.close(err)
+        # Once SIGINT stops it (the zygote ignores SIGINT) and stderr is its own.
+        watch_parent()
         code = main(argv)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt:
+        code = 130  # stopped before the command began (its zygote died): as sim's own exit
     except BaseException:
         traceback.print_exc()
     finally:

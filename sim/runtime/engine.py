@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol
 
 import anyio
 
+from sim._signals import stop_signals
 from sim.config import RunConfig
 from sim.coordinator import Coordinator, LiveCounters, address_of, bind, live_window_s
 from sim.errors import ConfigError, ScenarioError, SimError, StorageError
@@ -176,7 +177,6 @@ def execute(
     supervisor.specs = list(prims.values())
     supervisor.replaying = schedule
     supervisor.cpu = cpu
-    handlers = _handlers()
     try:
         # Bound before the event loop runs: the launcher's actors need the address.
         supervisor.listener = bind(config.transport)
@@ -184,27 +184,12 @@ def execute(
             supervisor.start_launcher()
         execution = anyio.run(supervisor.run)
     finally:
-        # asyncio leaves a signal it handled at its default (SIGTERM's kills): what was there
-        # before the run (the CLI's, which stops as Ctrl-C does) goes on serving the analysis.
-        _restore_handlers(handlers)
-        supervisor.close()
-        _release(list(prims.values()), raw)
+        try:
+            supervisor.close()
+        finally:
+            # Even if a stop cuts the close short: no shared-memory block outlives the run.
+            _release(list(prims.values()), raw)
     return execution
-
-
-_STOPS = (signal.SIGINT, signal.SIGTERM)
-
-
-def _handlers() -> dict[int, Any]:
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {signum: signal.getsignal(signum) for signum in _STOPS}
-
-
-def _restore_handlers(handlers: dict[int, Any]) -> None:
-    for signum, handler in handlers.items():
-        if handler is not None:
-            signal.signal(signum, handler)
 
 
 class _Supervisor:
@@ -240,8 +225,6 @@ class _Supervisor:
         self.unreaped = 0
         self.started_all = False
         self.counters: LiveCounters | None = None
-        # SIGINT and SIGTERM, as they come (see run).
-        self.signals: AsyncIterator[signal.Signals] | None = None
         self.primitives = primitives
         self.states: States | None = None
         self.specs: list[PrimSpec[Any]] = []
@@ -341,9 +324,14 @@ class _Supervisor:
         # "running", a stop (a Dask worker's SIGTERM as soon as it sees that file) ends the run
         # as every stop does, marked "interrupted"; a signal that comes before the actors'
         # watch has begun waits in the receiver.
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            self.signals = signals
-            return await self._run()
+        with stop_signals() as signals:
+            async with anyio.create_task_group() as watch:
+                # For the whole run, its end and drain included: a stop after the last actor
+                # ended still marks the run interrupted (and the command exits 130).
+                watch.start_soon(self._watch_signals, signals)
+                execution = await self._run()
+                watch.cancel_scope.cancel()
+        return execution
 
     async def _run(self) -> Execution:
         t0_ns = self.t0_ns
@@ -449,8 +437,6 @@ class _Supervisor:
         if self.config.faults:
             self._faults(history, log)
         async with anyio.create_task_group() as tg:
-            if self.signals is not None:
-                tg.start_soon(self._watch_signals, self.signals)
             if self.nemesis is not None and self.scheduler is None:
                 tg.start_soon(self.nemesis.run_wall, self._seconds)
             tg.start_soon(self._watchdog, engine.timeout, log)

@@ -113,6 +113,7 @@ class _StopGuard:
         # comes, so that no actor's start pays for it (~0.3 ms; see wrappers).
         self._returning: frozenset[CodeType] | None = None
         self._stopping = False
+        self.previous_hook: Callable[[Any], object] = sys.__unraisablehook__
 
     def rebind(self) -> None:
         """Serve this thread (the actor's main thread) from now on."""
@@ -133,7 +134,12 @@ class _StopGuard:
             if not isinstance(self.requested, _Terminated):
                 self.requested = exc
             return
-        sys.__unraisablehook__(unraisable)
+        self.previous_hook(unraisable)
+
+    def install(self) -> None:
+        """Become ``sys.unraisablehook``, passing on what is not a stop to the hook before."""
+        self.previous_hook = sys.unraisablehook
+        sys.unraisablehook = self.unraisable
 
     def handler(self, signum: int, frame: FrameType | None) -> None:
         if self._stopping:
@@ -431,7 +437,7 @@ def prepare(engine_pid: int | None = None) -> None:
     # Ctrl-C reaches the whole process group; the engine alone decides how to stop the run.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, guard.handler)
-    sys.unraisablehook = guard.unraisable
+    guard.install()
     # A declared ``crash`` fault (sim.faults): the role raises where it is, as if it had a bug.
     signal.signal(signal.SIGUSR1, guard.handler)
     # A stop signal taken by a helper thread would leave the main thread blocked in acquire.
