@@ -9,6 +9,7 @@ failed, 2 usage or configuration error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,7 +144,9 @@ def _parser() -> argparse.ArgumentParser:
         "and save it beside the run, so that `run --schedule` shows it again.",
     )
     explore.add_argument("config", metavar="CONFIG", help="a TOML file or bundled name")
-    explore.add_argument("--runs", type=int, default=100, help="schedules to try (default 100)")
+    explore.add_argument("--runs", type=int,
+                         help="schedules to try (default 100; with --strategy dfs 10,000, "
+                         "enough to finish the bundled configs' bounds)")  # fmt: skip
     explore.add_argument(
         "--strategy", choices=("random", "pct", "dfs"), default="random",
         help="random schedules, PCT (probabilistic concurrency testing), or every schedule "
@@ -185,9 +188,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m sim``; returns the exit code."""
     args = _parser().parse_args(argv)
     err = console(stderr=True)
-    # SIGTERM stops a command as Ctrl-C does (sim._signals): cleanup runs, exit 130.
-    with sigterm_as_ctrl_c():
-        return _command(args, err)
+    try:
+        # SIGTERM stops a command as Ctrl-C does (sim._signals): cleanup runs, exit 130.
+        with sigterm_as_ctrl_c():
+            code = _command(args, err)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`sim list | head -1`): what is left to print has nowhere to
+        # go, and Python's own flush at exit must not fail on it again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    return code
 
 
 def _command(args: argparse.Namespace, err: Console) -> int:
@@ -229,7 +240,7 @@ def _run(args: argparse.Namespace, err: Console) -> int:
 
 
 def _explore(args: argparse.Namespace, err: Console) -> int:
-    from .explore import explore
+    from .explore import default_runs, explore
 
     for flag, value, least in (
         ("--runs", args.runs, 1),
@@ -239,12 +250,13 @@ def _explore(args: argparse.Namespace, err: Console) -> int:
     ):
         if value is not None and value < least:
             raise ConfigError(f"must be >= {least}", source=flag)  # fmt: skip
-    progress = _Progress(err, args.runs)
+    runs = args.runs if args.runs is not None else default_runs(args.strategy)
+    progress = _Progress(err, runs)
     result = explore(
         args.config,
         overrides=args.overrides,
         seed=args.seed,
-        runs=args.runs,
+        runs=runs,
         strategy=args.strategy,
         preemptions=args.preemptions,
         max_steps=args.max_steps,

@@ -19,6 +19,7 @@ Strategies (Loom, Shuttle and CHESS search schedules of threads this way):
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +35,7 @@ from ._runner import RunOutcome, run
 from .config import RunConfig, load_config
 from .virtual.schedule import Schedule, load_schedule
 
-__all__ = ["Exploration", "Found", "explore"]
+__all__ = ["Exploration", "Found", "default_runs", "explore"]
 
 Choice = tuple[list[str], list[str], str | None, str, dict[str, str]]
 
@@ -61,6 +62,9 @@ class Exploration:
 
     config: str
     strategy: str
+    # What the command line said besides the config: a schedule replays only on top of them.
+    overrides: list[str] = field(default_factory=list)
+    seed: int | None = None
     runs: int = 0
     distinct: int = 0
     complete: bool = False
@@ -137,7 +141,7 @@ def explore(
     *,
     overrides: Sequence[str] = (),
     seed: int | None = None,
-    runs: int = 100,
+    runs: int | None = None,
     strategy: str = "random",
     preemptions: int = 2,
     max_steps: int | None = None,
@@ -146,7 +150,10 @@ def explore(
     console: Console | None = None,
     on_run: Callable[[int], None] | None = None,
 ) -> Exploration:
-    """Explore up to ``runs`` schedules of config ``name``; see the module's docstring."""
+    """Explore up to ``runs`` schedules of config ``name`` (default: :func:`default_runs`);
+    see the module's docstring."""
+    if runs is None:
+        runs = default_runs(strategy)
     started = time.monotonic()
     folder = out / "explore" / f"{Path(name).stem}-{time.strftime('%Y%m%dT%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -156,9 +163,17 @@ def explore(
     with same_source():
         result = _search(name, runner, folder, strategy, runs, preemptions, on_run)
     result.elapsed_s = time.monotonic() - started
+    result.overrides, result.seed = list(overrides), seed
     if console is not None:
         _report(console, result, runner)
     return result
+
+
+def default_runs(strategy: str) -> int:
+    """How many schedules ``explore`` tries unless told: 100 random or pct ones; for ``dfs``
+    10,000, so that a search of the bundled configs within their bound can finish (ordered
+    philosophers with 2 preemptions: a few thousand) and a larger one still stops."""
+    return 10_000 if strategy == "dfs" else 100
 
 
 def _search(name: str, runner: _Runner, folder: Path, strategy: str, runs: int,
@@ -301,5 +316,10 @@ def _report(console: Console, result: Exploration, runner: _Runner) -> None:
         console.print(f"shrunk to {_count(f.shrunk_preemptions or 0, 'preemption')}, "
                       f"{_count(f.shrunk_steps or 0, 'step')}: {escape(str(f.shrunk))}",
                       soft_wrap=True)  # fmt: skip
-        console.print(f"again: python -m sim run {escape(result.config)} --schedule "
-                      f"{escape(str(f.shrunk))}", soft_wrap=True)  # fmt: skip
+        again = ["python", "-m", "sim", "run", result.config]
+        for item in result.overrides:
+            again += ["-s", item]
+        if result.seed is not None:
+            again += ["--seed", str(result.seed)]
+        again += ["--schedule", str(f.shrunk)]
+        console.print(f"again: {escape(shlex.join(again))}", soft_wrap=True)

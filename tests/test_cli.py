@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,20 @@ def test_check_validates_without_running(out: Path) -> None:
 def test_usage_error_exits_2() -> None:
     assert sim("run").returncode == 2
     assert sim("frobnicate").returncode == 2
+
+
+@pytest.mark.timeout(60)
+def test_a_reader_that_went_away_gives_no_traceback() -> None:
+    # `sim list | head -1`: head exits after one line, and sim's next write finds the pipe
+    # closed. Here the reading end is closed before sim writes anything.
+    proc = subprocess.Popen([sys.executable, "-m", "sim", "list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    proc.wait(timeout=30)
+    proc.stderr.close()
+    assert "Traceback" not in stderr, stderr
+    assert "BrokenPipeError" not in stderr
+    assert proc.returncode == 1

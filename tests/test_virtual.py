@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import statistics
 from pathlib import Path
 from typing import Any
@@ -213,8 +214,9 @@ def test_explore_finds_the_naive_philosophers_deadlock_and_its_shrunk_schedule_r
 def test_explore_dfs_covers_every_schedule_of_ordered_philosophers_without_deadlock(
     tmp_path: Path,
 ) -> None:
+    # No --runs: a dfs search's default lets the bound be finished.
     code, _, report = _explore(tmp_path, "philosophers", "--strategy", "dfs", "--preemptions",
-                               "2", "--runs", "2000", "-s", "params.meals=2")  # fmt: skip
+                               "2", "-s", "params.meals=2")  # fmt: skip
     assert code == 0, report
     assert "every schedule within the preemption bound was explored" in report
     tried = int(report.split("no failure in ")[1].split()[0].replace(",", ""))
@@ -236,6 +238,16 @@ def test_explore_finds_lost_updates_and_none_with_the_lock(tmp_path: Path) -> No
                                "-s", "params.increments=5")  # fmt: skip
     assert code == 1
     assert "found lost_updates" in report
+    # The command it prints runs that schedule again: with the overrides it explored under.
+    (again,) = [line for line in report.splitlines() if line.startswith("again: ")]
+    argv = shlex.split(again.removeprefix("again: "))
+    assert argv[:4] == ["python", "-m", "sim", "run"]
+    assert "params.increments=5" in argv
+    replayed = sim(*argv[3:], "--out", str(tmp_path / "again"), "--quiet", timeout=60)
+    assert "does not fit" not in replayed.stderr, replayed.stderr
+    assert replayed.returncode == 0, replayed.stderr  # the config declares lost updates
+    verdicts = manifest_of(only_run_dir(tmp_path / "again"))["invariants"]
+    assert "lost_updates" in {v["phenomenon"] for v in verdicts if v["status"] == "expected"}
     code, _, report = _explore(tmp_path / "b", "shared_counter-locked", "--runs", "200",
                                "-s", "params.increments=2", "-s", "params.processes=2",
                                timeout=110)  # fmt: skip
