@@ -337,7 +337,7 @@ scenario = Scenario(
         tones={"idle": "idle", "finishing": "using"},
     ),
     metrics=(
-        Metric("items", "items got and handled"),
+        Metric("items", "items got from the queue"),
         Metric("handled_per_consumer", "items per consumer"),
         Metric("overtaken", "items handled after a later item of their producer"),
         Metric("queue_len_max", "queue length, max", "items"),

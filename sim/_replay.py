@@ -25,13 +25,15 @@ from .analysis import Report, analyse
 from .config import RunConfig, config_from_data, with_overrides
 from .errors import ConfigError, ReplayError, ScenarioError
 from .history import History
-from .history.lines import Finding, Line, ordered, read_lines
+from .history.lines import Finding, Line, decode_line, ordered, read_lines
 from .manifest import SCHEMA_VERSION
 
 __all__ = ["LoadedRun", "lines_of", "load_run", "open_history", "replay"]
 
 # run_start is the engine's first line; it arrives within the first lines of the file.
 _HEADER_LINES = 10_000
+# Lines of a file given by itself looked at for an event line (see _has_event_lines).
+_SNIFF_LINES = 100
 
 
 @dataclass
@@ -70,8 +72,33 @@ def _locate(run: Path) -> tuple[Path, Path | None]:
             raise ReplayError(f"{run}: no events.jsonl in this directory")
         return events, run
     if run.is_file():
-        return run, run.parent if (run.parent / "run.json").is_file() else None
+        beside = run.parent if (run.parent / "run.json").is_file() else None
+        if beside is None and not _has_event_lines(run):
+            raise ReplayError(f"{run}: not a run's events file (none of its first "
+                              f"{_SNIFF_LINES} lines is an event line): give a run "
+                              "directory or its events.jsonl")  # fmt: skip
+        return run, beside
     raise ReplayError(f"{run}: no such run directory or events file")
+
+
+def _has_event_lines(path: Path) -> bool:
+    """Does ``path`` start like an events file: an event line among its first lines, or
+    nothing at all (a run that logged nothing)? A file given by itself, with no run.json
+    beside it, is taken for a log only then."""
+    try:
+        with open(path, "rb") as fh:
+            head = [line for _, line in zip(range(_SNIFF_LINES), fh, strict=False)]
+    except OSError as exc:
+        raise ReplayError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    if not any(line.strip() for line in head):
+        return True
+    for line in head:
+        try:
+            decode_line(line)
+        except (msgspec.DecodeError, RecursionError):
+            continue
+        return True
+    return False
 
 
 def _manifest(run_dir: Path | None, findings: list[Finding]) -> dict[str, Any] | None:

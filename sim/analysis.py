@@ -83,7 +83,10 @@ class Report:
             if verdict.failed:
                 return f"invariant violated: {verdict.name}: {verdict.detail}"
         for finding in self.findings:
-            return f"events.jsonl line {finding.line}: {finding.problem}"
+            # The first error (a warning fails nothing); line 0 is the file as a whole.
+            if finding.severity == "error":
+                where = f"events.jsonl line {finding.line}" if finding.line else "events.jsonl"
+                return f"{where}: {finding.problem}"
         return ""
 
     @property

@@ -211,3 +211,23 @@ def test_a_release_without_an_acquire_is_found(tmp_path: Path) -> None:
     bound = found["spaces: at most 130 holders"]
     assert bound.status == "fail"
     assert "more than was ever acquired" in bound.detail
+
+
+@pytest.mark.timeout(60)
+def test_a_file_that_is_not_a_log_is_refused_with_exit_2(tmp_path: Path) -> None:
+    # "RUN is a run directory or its events file": a README given by mistake is bad input,
+    # not a replay that passes with nothing in it.
+    notes = tmp_path / "readme.txt"
+    notes.write_text("hello\nthis is not a log\n", encoding="utf-8")
+    result = sim("replay", str(notes))
+    assert result.returncode == 2, result.stderr
+    assert f"{notes}: not a run's events file" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+    # A log whose first lines are damaged is still read, and its findings say where.
+    log = tmp_path / "events.jsonl"
+    good = json.dumps({"ts": 0.1, "actor": "a", "pid": 1, "seq": 0, "event": "tick"})
+    log.write_text("not json\n" + good + "\n", encoding="utf-8")
+    result = sim("replay", str(log), "--check")
+    assert result.returncode == 1, result.stderr
+    assert "line 1: not JSON" in result.stderr
+    assert "failed: events.jsonl line 1: not JSON" in " ".join(result.stderr.split())
