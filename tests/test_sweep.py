@@ -254,11 +254,15 @@ def _end(proc: subprocess.Popen[str]) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_ctrl_c_stops_the_sweep_and_keeps_what_finished(out: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_the_sweep_and_keeps_what_finished(out: Path, sig: signal.Signals) -> None:
+    # Ctrl-C in a terminal reaches the whole group; so does a SIGTERM of the group (`timeout`,
+    # a batch system), which once killed the sweep's zygote and left the run under way an
+    # "error" although its own run.json said "interrupted".
     proc = _background_sweep(out, "-s", "params.visits=40", "--quiet")
     try:
         _wait_for_run(out, "p001-r0")
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole group
+        os.killpg(proc.pid, sig)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         _end(proc)
@@ -329,6 +333,6 @@ def test_a_sweep_whose_zygote_dies_reports_the_rest_as_errors_and_ends(out: Path
     assert "the sweep's run launcher exited" in stderr
     (manifest,) = out.glob("sweeps/*/runs/p000-r0/*/run.json")
     assert json.loads(manifest.read_text(encoding="utf-8"))["status"] == "interrupted"
-    # No run's outcome is known any more, the one under way included: each is an error.
+    # The run under way says itself how it ended; the rest never ran: each is an error.
     results = rows(sweep_dir(out) / "results.csv")
-    assert [r["status"] for r in results] == ["error"] * 6
+    assert [r["status"] for r in results] == ["interrupted"] + ["error"] * 5

@@ -134,8 +134,15 @@ class LocalExecutor:
         try:
             _, code = await self._zygote.run(self._arguments(task), errors, _STOP_GRACE_S)
         except ZygoteGone:
-            return Outcome(task, "error", None, None, elapsed_s=time.monotonic() - started,
-                           error="the sweep's run launcher exited")  # fmt: skip
+            # How the run ended is not known from its exit; its own manifest may say it.
+            elapsed = time.monotonic() - started
+            run_dir = latest_run_dir(task.out)
+            if run_dir is None:
+                return Outcome(task, "error", None, None, elapsed_s=elapsed,
+                               error="the sweep's run launcher exited")  # fmt: skip
+            outcome = outcome_from_run_dir(task, run_dir, None)
+            outcome.elapsed_s = elapsed
+            return outcome
         stderr = errors.read_text(encoding="utf-8", errors="replace") if errors.is_file() else ""
         errors.unlink(missing_ok=True)
         elapsed = time.monotonic() - started

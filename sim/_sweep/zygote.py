@@ -171,8 +171,11 @@ def serve(argv: Sequence[str]) -> int:  # pragma: no cover - runs in the zygote
     before the first fork."""
     warm = argv[0] if argv else None
     # The sweep decides what an interrupt means for each run (it forwards SIGINT to them); a
-    # Ctrl-C reaches this process too (the terminal's process group), also while it imports.
+    # Ctrl-C reaches this process too (the terminal's process group), also while it imports,
+    # and so does a SIGTERM of the group: this process must outlive its runs to say how they
+    # ended (its own stop is EOF on stdin).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # What every run imports, paid once (a child imports only its scenario, and only if the
     # warm-up below could not).
     import anyio._backends._asyncio  # noqa: F401  (anyio.run imports it lazily)
@@ -301,6 +304,7 @@ def _child(
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # sim.cli.main's own comes next
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         for fd in close:
             os.close(fd)
