@@ -206,9 +206,16 @@ def test_a_stop_while_the_log_is_analysed_marks_the_run_interrupted(tmp_path: Pa
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     try:
+        # The analysis begins once the run has ended (run_end) and the engine has reaped its
+        # launcher: then the command has no child left, and its signal receiver is closed. (A
+        # stop before that is the engine's: a run that ended by its timeout stays "timeout".)
         deadline = time.monotonic() + 60
-        while not _ended(out) and time.monotonic() < deadline and engine.poll() is None:
-            time.sleep(0.005)
+        while (
+            time.monotonic() < deadline
+            and engine.poll() is None
+            and not (_ended(out) and not _children_of(engine.pid))
+        ):
+            time.sleep(0.002)
         assert engine.poll() is None, "the analysis was over before the stop: nothing tested"
         os.kill(engine.pid, signal.SIGTERM)
         _stdout, stderr = engine.communicate(timeout=30)
@@ -222,6 +229,10 @@ def test_a_stop_while_the_log_is_analysed_marks_the_run_interrupted(tmp_path: Pa
     recorded = json.loads(manifest.read_text(encoding="utf-8"))
     assert recorded["status"] == "interrupted"
     assert "analysed" in recorded["reason"]
+
+
+def _children_of(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii").split()
 
 
 def _ended(out: Path) -> bool:
