@@ -78,6 +78,7 @@ def test_seeds_are_derived_deterministically(tmp_path: Path) -> None:
         ("params.cars=many,few", "params.cars: expected int, got str"),
         ("params.capacity=10,0", "params.capacity: expected int >= 1, got 0"),
         ("params.cars=range(1)", "range takes"),
+        ("params.cars=range(1,5", "'range(1,5': the parenthesis of range( is not closed"),
         ("params.cars=linspace(1,5,100000000)", "a sweep takes at most 100,000 runs"),
     ],
 )

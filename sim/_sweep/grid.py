@@ -29,6 +29,7 @@ __all__ = ["Axis", "Grid", "Point", "SweepTable", "expand", "parse_axis", "run_s
 # refused instead of filling memory with a grid.
 MAX_RUNS = 100_000
 _FUNC = re.compile(r"^\s*(range|linspace)\s*\((.*)\)\s*$")
+_OPENED = re.compile(r"^\s*(range|linspace)\s*\(")
 
 
 class SweepTable(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -120,6 +121,10 @@ def _values(spec: Any, key: str) -> list[Any]:
         values = spec
     elif isinstance(spec, str) and (match := _FUNC.match(spec)):
         values = _function(match.group(1), match.group(2), key)
+    elif isinstance(spec, str) and (opened := _OPENED.match(spec)):
+        # Else it would be split at its commas into "range(1" and "5": a confusing type error.
+        raise ConfigError(f"{spec.strip()!r}: the parenthesis of {opened.group(1)}( is not "
+                          f"closed", source="-p", key=key)  # fmt: skip
     elif isinstance(spec, str):
         values = [parse_value(part.strip()) for part in spec.split(",")]
     else:
