@@ -12,6 +12,7 @@ with its own analysis and checks, but a file or module the manifest names is lef
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -87,7 +88,7 @@ def _has_event_lines(path: Path) -> bool:
     beside it, is taken for a log only then."""
     try:
         with open(path, "rb") as fh:
-            head = [line for _, line in zip(range(_SNIFF_LINES), fh, strict=False)]
+            head = list(itertools.islice(fh, _SNIFF_LINES))
     except OSError as exc:
         raise ReplayError(f"{path}: cannot read it: {exc.strerror or exc}") from None
     if not any(line.strip() for line in head):

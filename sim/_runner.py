@@ -21,7 +21,7 @@ from .errors import SimError, StorageError
 from .live import LiveView
 from .manifest import drop_reserve, iso, reserve, versions, write_manifest
 from .report import print_summary
-from .runtime.engine import execute, plan
+from .runtime.engine import Execution, execute, plan
 from .virtual.cpu import claimed_cpu
 from .virtual.schedule import Schedule
 
@@ -29,8 +29,6 @@ __all__ = ["CONFIG_COPY", "RunOutcome", "new_run_id", "run"]
 
 #: The copy of the config's TOML text in the run directory.
 CONFIG_COPY = "config.toml"
-# What a manifest keeps when the disk is too full for the whole: how the run ended.
-_SHORT = ("status", "reason", "started_at", "ended_at", "wall_s")
 
 
 @dataclass(frozen=True)
@@ -104,88 +102,103 @@ def run(
         with claimed_cpu() if pinned else nullcontext() as cpu:
             execution = execute(planned, run_dir, display, seed=seed, on_started=started,
                                 schedule=schedule, cpu=cpu)  # fmt: skip
-        try:
-            report = analyse(
-                execution.events_path,
-                primitives=prims,
-                actors=execution.actors,
-                config=config,
-                scenario=spec,
-                expected=config.expect,
-            )
-        except SimError as exc:
-            if execution.error is not None:
-                # The log was cut short (a full disk): an analysis that cannot make sense of what
-                # is left is no news; why the run failed is.
-                _record(run_dir, base | {"status": "failed", "reason": str(execution.error),
-                                         "ended_at": iso(execution.ended_at)})  # fmt: skip
-                raise execution.error from None
-            # The log is complete; only reading it failed (a scenario's analysis is broken). The
-            # manifest says so rather than "running", and the error reaches the user.
-            _record(run_dir, base | {"status": "failed", "reason": f"analysis: {exc}",
-                                     "ended_at": iso(execution.ended_at)})  # fmt: skip
-            raise
-        theory = dict(spec.theory(config)) if spec.theory is not None else {}
-        # The verdicts decide, so that replay reaches the same one from the log alone; only a stop
-        # from outside (Ctrl-C, the timeout) or an engine error that cut the run short (a replayed
-        # schedule that does not fit) overrides them.
-        status = execution.status
-        if execution.error is not None:
-            status = "failed"
-        elif status not in ("interrupted", "timeout"):
-            status = "ok" if report.ok else "failed"
-        manifest = base | {
-            "status": status,
-            "reason": execution.reason or report.reason,
-            "started_at": iso(execution.started_at),
-            "ended_at": iso(execution.ended_at),
-            "wall_s": round(execution.wall_s, 6),
-            "actors": {name: asdict(rec) for name, rec in execution.actors.items()},
-            "coordinator": listening
-            | {
-                "refused": execution.counters.refused,
-                "protocol_errors": execution.counters.protocol_errors,
-                "lines": execution.extra_lines,
-            },
-            "events": report.events,
-            "metrics": report.metrics,
-            "theory": theory,
-            "timing": report.timing,
-            "invariants": [asdict(v) for v in report.verdicts],
-            "findings": [asdict(f) for f in report.findings],
-        }
-        unrecorded = _record(
-            run_dir,
-            manifest,
-            base | {key: manifest[key] for key in _SHORT},
-        )
-        if console is not None:
-            print_summary(
-                console,
-                title=config.heading,
-                metrics=report.metrics,
-                declared=spec.metrics,
-                verdicts=report.verdicts,
-                status=status,
-                reason=manifest["reason"],
-                wall_s=execution.wall_s,
-                run_dir=str(run_dir),
-                timing=report.timing,
-                theory=theory,
-            )
-        code = {"ok": 0, "interrupted": 130}.get(status, 1)
-        if unrecorded is not None:
-            # The user must hear both: why the run failed, and that run.json does not say so.
-            why = f"{execution.error}; " if execution.error is not None else ""
-            raise StorageError(f"{why}{unrecorded}")
-        if execution.error is not None:
-            raise execution.error  # the run is recorded as failed; the user must hear why
-        return RunOutcome(run_dir, status, report, code)
+        return _conclude(execution, config, spec, prims, run_dir, base, listening, console)
     except KeyboardInterrupt:
         # A stop the engine did not take (while it shut down, or during the analysis): what
         # is recorded says the run was stopped rather than "running" for ever.
         _mark_interrupted(run_dir, base)
         raise
+
+
+def _conclude(
+    execution: Execution,
+    config: RunConfig[Any],
+    spec: _scenario.Scenario[Any],
+    prims: dict[str, Any],
+    run_dir: Path,
+    base: dict[str, Any],
+    listening: dict[str, Any],
+    console: Console | None,
+) -> RunOutcome:
+    """After the engine: the analysis, the final run.json and the summary."""
+    try:
+        report = analyse(
+            execution.events_path,
+            primitives=prims,
+            actors=execution.actors,
+            config=config,
+            scenario=spec,
+            expected=config.expect,
+        )
+    except SimError as exc:
+        if execution.error is not None:
+            # The log was cut short (a full disk): an analysis that cannot make sense of what
+            # is left is no news; why the run failed is.
+            _record(run_dir, base | {"status": "failed", "reason": str(execution.error),
+                                     "ended_at": iso(execution.ended_at)})  # fmt: skip
+            raise execution.error from None
+        # The log is complete; only reading it failed (a scenario's analysis is broken). The
+        # manifest says so rather than "running", and the error reaches the user.
+        _record(run_dir, base | {"status": "failed", "reason": f"analysis: {exc}",
+                                 "ended_at": iso(execution.ended_at)})  # fmt: skip
+        raise
+    theory = dict(spec.theory(config)) if spec.theory is not None else {}
+    # The verdicts decide, so that replay reaches the same one from the log alone; only a stop
+    # from outside (Ctrl-C, the timeout) or an engine error that cut the run short (a replayed
+    # schedule that does not fit) overrides them.
+    status = execution.status
+    if execution.error is not None:
+        status = "failed"
+    elif status not in ("interrupted", "timeout"):
+        status = "ok" if report.ok else "failed"
+    manifest = base | {
+        "status": status,
+        "reason": execution.reason or report.reason,
+        "started_at": iso(execution.started_at),
+        "ended_at": iso(execution.ended_at),
+        "wall_s": round(execution.wall_s, 6),
+        "actors": {name: asdict(rec) for name, rec in execution.actors.items()},
+        "coordinator": listening
+        | {
+            "refused": execution.counters.refused,
+            "protocol_errors": execution.counters.protocol_errors,
+            "lines": execution.extra_lines,
+        },
+        "events": report.events,
+        "metrics": report.metrics,
+        "theory": theory,
+        "timing": report.timing,
+        "invariants": [asdict(v) for v in report.verdicts],
+        "findings": [asdict(f) for f in report.findings],
+    }
+    unrecorded = _record(
+        run_dir,
+        manifest,
+        base
+        | {key: manifest[key] for key in ("status", "reason", "started_at", "ended_at", "wall_s")},
+    )
+    if console is not None:
+        print_summary(
+            console,
+            title=config.heading,
+            metrics=report.metrics,
+            declared=spec.metrics,
+            verdicts=report.verdicts,
+            status=status,
+            reason=manifest["reason"],
+            wall_s=execution.wall_s,
+            run_dir=str(run_dir),
+            timing=report.timing,
+            theory=theory,
+        )
+    code = {"ok": 0, "interrupted": 130}.get(status, 1)
+    if unrecorded is not None:
+        # The user must hear both: why the run failed, and that run.json does not say so.
+        why = f"{execution.error}; " if execution.error is not None else ""
+        raise StorageError(f"{why}{unrecorded}")
+    if execution.error is not None:
+        raise execution.error  # the run is recorded as failed; the user must hear why
+    return RunOutcome(run_dir, status, report, code)
 
 
 def _mark_interrupted(run_dir: Path, base: dict[str, Any]) -> None:

@@ -62,9 +62,9 @@ class Exploration:
 
     config: str
     strategy: str
-    # What the command line said besides the config: a schedule replays only on top of them.
+    # The -s overrides explored under: a schedule replays only on top of them (it carries
+    # the seed itself).
     overrides: list[str] = field(default_factory=list)
-    seed: int | None = None
     runs: int = 0
     distinct: int = 0
     complete: bool = False
@@ -163,7 +163,7 @@ def explore(
     with same_source():
         result = _search(name, runner, folder, strategy, runs, preemptions, on_run)
     result.elapsed_s = time.monotonic() - started
-    result.overrides, result.seed = list(overrides), seed
+    result.overrides = list(overrides)
     if console is not None:
         _report(console, result, runner)
     return result
@@ -319,7 +319,5 @@ def _report(console: Console, result: Exploration, runner: _Runner) -> None:
         again = ["python", "-m", "sim", "run", result.config]
         for item in result.overrides:
             again += ["-s", item]
-        if result.seed is not None:
-            again += ["--seed", str(result.seed)]
         again += ["--schedule", str(f.shrunk)]
         console.print(f"again: {escape(shlex.join(again))}", soft_wrap=True)

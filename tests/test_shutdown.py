@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -170,22 +171,30 @@ def test_a_stop_the_moment_the_manifest_appears_still_marks_it_interrupted(
     for attempt in range(3):
         out = tmp_path / f"try{attempt}"
         engine = start(out)
-        try:
-            deadline = time.monotonic() + 30
-            while not list(out.glob("*/run.json")) and time.monotonic() < deadline:
-                time.sleep(0.0005)
-            os.kill(engine.pid, sig)
-            _stdout, stderr = engine.communicate(timeout=30)
-        finally:
-            if engine.poll() is None:
-                os.killpg(engine.pid, signal.SIGKILL)
-                engine.communicate(timeout=10)
+        stderr = _stop_when(engine, lambda folder=out: any(folder.glob("*/run.json")), sig)
         assert engine.returncode == 130, stderr
         assert "Traceback" not in stderr
         (manifest,) = out.glob("*/run.json")
         assert json.loads(manifest.read_text(encoding="utf-8"))["status"] == "interrupted"
         assert wait_gone(_pids(manifest.parent), 5) == []
         assert not socket_files(out)
+
+
+def _stop_when(engine: subprocess.Popen[str], ready: Callable[[], bool], sig: int) -> str:
+    """Signal ``engine`` as soon as ``ready()`` (polled every 0.5 ms, for up to 60 s) and
+    wait for it to end; its stderr. Whatever is left of it is killed."""
+    try:
+        deadline = time.monotonic() + 60
+        while not ready() and time.monotonic() < deadline and engine.poll() is None:
+            time.sleep(0.0005)
+        assert engine.poll() is None, "it ended before the stop: nothing tested"
+        os.kill(engine.pid, sig)
+        _stdout, stderr = engine.communicate(timeout=30)
+    finally:
+        if engine.poll() is None:
+            os.killpg(engine.pid, signal.SIGKILL)
+            engine.communicate(timeout=10)
+    return stderr
 
 
 def _pids(run_dir: Path) -> list[int]:
@@ -205,24 +214,12 @@ def test_a_stop_while_the_log_is_analysed_marks_the_run_interrupted(tmp_path: Pa
         [sys.executable, "-m", "sim", "run", str(config), "--out", str(out), "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
-    try:
-        # The analysis begins once the run has ended (run_end) and the engine has reaped its
-        # launcher: then the command has no child left, and its signal receiver is closed. (A
-        # stop before that is the engine's: a run that ended by its timeout stays "timeout".)
-        deadline = time.monotonic() + 60
-        while (
-            time.monotonic() < deadline
-            and engine.poll() is None
-            and not (_ended(out) and not _children_of(engine.pid))
-        ):
-            time.sleep(0.002)
-        assert engine.poll() is None, "the analysis was over before the stop: nothing tested"
-        os.kill(engine.pid, signal.SIGTERM)
-        _stdout, stderr = engine.communicate(timeout=30)
-    finally:
-        if engine.poll() is None:
-            os.killpg(engine.pid, signal.SIGKILL)
-            engine.communicate(timeout=10)
+    # The analysis begins once the run has ended (run_end) and the engine has reaped its
+    # launcher: then the command has no child left, and its signal receiver is closed. (A
+    # stop before that is the engine's: a run that ended by its timeout stays "timeout".)
+    stderr = _stop_when(
+        engine, lambda: _ended(out) and not _children_of(engine.pid), signal.SIGTERM
+    )
     assert engine.returncode == 130, stderr
     assert "Traceback" not in stderr
     (manifest,) = out.glob("*/run.json")

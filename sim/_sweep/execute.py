@@ -131,24 +131,19 @@ class LocalExecutor:
         started = time.monotonic()
         # The run's stderr, kept out of its directory (which holds what the run wrote).
         errors = self._errors / f"{task.name.replace('/', '_')}.stderr"
+        code: int | None
         try:
             _, code = await self._zygote.run(self._arguments(task), errors, _STOP_GRACE_S)
         except ZygoteGone:
-            # How the run ended is not known from its exit; its own manifest may say it.
-            elapsed = time.monotonic() - started
-            run_dir = latest_run_dir(task.out)
-            if run_dir is None:
-                return Outcome(task, "error", None, None, elapsed_s=elapsed,
-                               error="the sweep's run launcher exited")  # fmt: skip
-            outcome = outcome_from_run_dir(task, run_dir, None)
-            outcome.elapsed_s = elapsed
-            return outcome
+            # Its exit is not known; its own manifest, if it wrote one, says how it ended.
+            code = None
         stderr = errors.read_text(encoding="utf-8", errors="replace") if errors.is_file() else ""
         errors.unlink(missing_ok=True)
         elapsed = time.monotonic() - started
         run_dir = latest_run_dir(task.out)
         if run_dir is None:
-            last = stderr.strip().splitlines()[-1:] or [f"exit code {code}"]
+            last = (["the sweep's run launcher exited"] if code is None else
+                    stderr.strip().splitlines()[-1:] or [f"exit code {code}"])  # fmt: skip
             return Outcome(task, "error", code, None, elapsed_s=elapsed, error=last[0])
         outcome = outcome_from_run_dir(task, run_dir, code)
         outcome.elapsed_s = elapsed

@@ -190,7 +190,8 @@ def serve(argv: Sequence[str]) -> int:  # pragma: no cover - runs in the zygote
 
             load_config(warm)  # imports the sweep's scenario and its kinds
 
-    stop_with_me = _parent_death_signal()
+    import ctypes  # noqa: F401  (each run's _stop_with_parent, paid once here)
+
     me = os.getpid()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
@@ -216,8 +217,7 @@ def serve(argv: Sequence[str]) -> int:  # pragma: no cover - runs in the zygote
                 request = json.loads(line)
                 pid = os.fork()
                 if pid == 0:
-                    _child(request["argv"], request["stderr"], (wake_r, wake_w), sim.cli.main,
-                           lambda: stop_with_me(me))  # fmt: skip
+                    _child(request["argv"], request["stderr"], (wake_r, wake_w), sim.cli.main, me)
                 live[pid] = request["id"]
                 _say({"id": request["id"], "pid": pid})
     # The sweep is done or gone: what still runs is stopped as Ctrl-C would stop it.
@@ -246,25 +246,20 @@ class _TooLate(Exception):
 _PR_SET_PDEATHSIG = 1
 
 
-def _parent_death_signal() -> Callable[[int], None]:  # pragma: no cover - in the zygote
-    """What a run calls first: ask for SIGINT when the zygote dies, so that a zygote killed
-    alone stops its runs as Ctrl-C would (each marks itself interrupted) instead of leaving
-    them to run unwatched. Linux only; elsewhere nothing (the zygote's EOF path still holds).
-    ctypes is loaded here, once, so that no run pays for it."""
+def _stop_with_parent(parent: int) -> None:  # pragma: no cover - in a run
+    """Ask for SIGINT when the zygote dies, so that a zygote killed alone stops its runs as
+    Ctrl-C would (each marks itself interrupted) instead of leaving them to run unwatched.
+    Linux only; elsewhere nothing (the zygote's EOF path still holds)."""
     try:
         import ctypes
 
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (ImportError, OSError, AttributeError):
-        return lambda parent: None
-
-    def ask(parent: int) -> None:
-        if prctl(_PR_SET_PDEATHSIG, int(signal.SIGINT), 0, 0, 0) != 0:
-            return
-        if os.getppid() != parent:  # died before the request was made: nobody will signal
-            os.kill(os.getpid(), signal.SIGINT)
-
-    return ask
+        return
+    if prctl(_PR_SET_PDEATHSIG, int(signal.SIGINT), 0, 0, 0) != 0:
+        return
+    if os.getppid() != parent:  # died before the request was made: nobody will signal
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 def _too_late(signum: int, frame: Any) -> None:  # pragma: no cover - in the zygote
@@ -297,7 +292,7 @@ def _child(
     stderr: str,
     close: tuple[int, int],
     main: Callable[[list[str]], int],
-    watch_parent: Callable[[], None],
+    parent: int,
 ) -> None:  # pragma: no cover - runs in a run forked by the zygote
     code = 1
     try:
@@ -318,7 +313,7 @@ def _child(
         os.close(null)
         os.close(err)
         # Once SIGINT stops it (the zygote ignores SIGINT) and stderr is its own.
-        watch_parent()
+        _stop_with_parent(parent)
         code = main(argv)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1

@@ -113,7 +113,7 @@ class _StopGuard:
         # comes, so that no actor's start pays for it (~0.3 ms; see wrappers).
         self._returning: frozenset[CodeType] | None = None
         self._stopping = False
-        self.previous_hook: Callable[[Any], object] = sys.__unraisablehook__
+        self._previous_hook: Callable[[Any], object] = sys.__unraisablehook__
 
     def rebind(self) -> None:
         """Serve this thread (the actor's main thread) from now on."""
@@ -134,11 +134,11 @@ class _StopGuard:
             if not isinstance(self.requested, _Terminated):
                 self.requested = exc
             return
-        self.previous_hook(unraisable)
+        self._previous_hook(unraisable)
 
     def install(self) -> None:
         """Become ``sys.unraisablehook``, passing on what is not a stop to the hook before."""
-        self.previous_hook = sys.unraisablehook
+        self._previous_hook = sys.unraisablehook
         sys.unraisablehook = self.unraisable
 
     def handler(self, signum: int, frame: FrameType | None) -> None:
