@@ -274,16 +274,20 @@ def _explore(args: argparse.Namespace, err: Console) -> int:
 
 
 class _Progress:
-    """A line that counts the schedules run, on a terminal."""
+    """The schedules run so far: a line rewritten in place on a terminal; elsewhere (a log, a
+    CI job) a line at every tenth of the total, so a long search still shows it is going."""
 
     def __init__(self, console: Console, total: int) -> None:
         self._console = console
         self._total = total
+        self._every = max(1, -(-total // 10))
 
     def __call__(self, n: int) -> None:
         if self._console.is_terminal:
             self._console.file.write(f"\rschedule {n}/{self._total}")
             self._console.file.flush()
+        elif n % self._every == 0 or n == self._total:
+            self._console.file.write(f"schedule {n}/{self._total}\n")
 
     def done(self) -> None:
         if self._console.is_terminal:

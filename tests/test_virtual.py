@@ -253,6 +253,9 @@ def test_explore_finds_lost_updates_and_none_with_the_lock(tmp_path: Path) -> No
                                timeout=110)  # fmt: skip
     assert code == 0, report
     assert "no failure in 200 schedules" in report
+    # Progress, though stderr is no terminal: a line at every tenth of the search.
+    shown = [line for line in report.splitlines() if line.startswith("schedule ")]
+    assert shown == [f"schedule {n}/200" for n in range(20, 201, 20)]
 
 
 @pytest.mark.timeout(60)
