@@ -818,6 +818,39 @@ async def test_a_heavy_connections_own_decoder_takes_and_refuses_as_the_plain_on
     assert state(live) == state(again)
 
 
+def test_a_connections_own_decoder_refuses_every_line_the_plain_one_does() -> None:
+    # The own decoder leaves Line's payload fields out (its decode is the cheaper for it):
+    # a line it takes must still be one decode_line takes, with the same contract fields.
+    own = sim.coordinator._own_decoder("alice", PID)
+    base = {"ts": 1.5, "actor": "alice", "pid": PID, "seq": 3, "event": "tick"}
+    variants: list[dict[str, Any]] = [
+        {}, {"pid": PID + 1}, {"actor": "bob"}, {"ts": "1.5"}, {"ts": 2}, {"seq": 3.5},
+        {"seq": None}, {"event": 7}, {"step": 4}, {"step": "4"}, {"step": None},
+        {"~raw": "not base64!"}, {"~raw": "aGk="}, {"~number": "12"}, {"~number": 12},
+        {"~cache": [1]}, {"prim": {"a": 1}, "op": 5}, {"phase": None, "item": [1, 2]},
+    ]  # fmt: skip
+    raws = [msgspec.json.encode({**base, **change}) for change in variants]
+    raws += [msgspec.json.encode({k: v for k, v in base.items() if k != gone})
+             for gone in base]  # fmt: skip
+    raws += [b'{"ts":1.5,"actor":"alice","seq":3,"event":"tick","x":' + b"[" * 2000 + b"]" * 2000
+             + b"}", b'{"ts":1.5,"actor":"alice","seq":3,"event":"tick",}', b"[]"]  # fmt: skip
+    taken = 0
+    for raw in raws:
+        try:
+            plain = decode_line(raw)
+        except (msgspec.DecodeError, RecursionError):
+            plain = None
+        try:
+            mine = own(raw)
+        except (msgspec.DecodeError, RecursionError):
+            continue
+        taken += 1
+        assert plain is not None, raw
+        assert (mine.ts, mine.actor, mine.pid, mine.seq, mine.event, mine.step) == (
+            plain.ts, plain.actor, plain.pid, plain.seq, plain.event, plain.step), raw  # fmt: skip
+    assert taken >= 8  # it does take the good ones
+
+
 # -- shutdown -----------------------------------------------------------------------------------
 
 
