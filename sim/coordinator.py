@@ -927,7 +927,7 @@ def _own_decoder(actor: str, pid: int) -> Callable[[bytes], Line]:
         else:
             fields.append((info.name, kind, msgspec.field(default=info.default,
                                                           name=info.encode_name)))  # fmt: skip
-    own = msgspec.defstruct("OwnLine", fields, gc=False, module=Line.__module__)
+    own = msgspec.defstruct("OwnLine", fields, gc=False, kw_only=True, module=Line.__module__)
     return cast("Callable[[bytes], Line]", msgspec.json.Decoder(own).decode)
 
 

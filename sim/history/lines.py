@@ -32,7 +32,7 @@ class Finding:
     severity: str = "error"
 
 
-class Line(msgspec.Struct, gc=False):
+class Line(msgspec.Struct, gc=False, kw_only=True):
     """One line of ``events.jsonl``: the contract's fields, the fields of an ``op`` line, and
     the rest of the line on demand (``line["visit"]``, ``line.get("visit")``).
 
@@ -40,11 +40,14 @@ class Line(msgspec.Struct, gc=False):
     these names for values of its own, so only an ``op`` line's are taken as what they say.
     """
 
+    # In the order the engine writes them (keyword-only, so that pid may come before seq):
+    # msgspec looks a key up from the field after the last one found, so a line whose keys
+    # come in the fields' order decodes the faster (~0.015 µs a line of a car park run).
     ts: float
     actor: str
+    pid: int = 0
     seq: int
     event: str
-    pid: int = 0
     # The global scheduling step of a virtual run's line (see docs/log-format.md).
     step: int | None = None
     prim: Any = None
