@@ -52,6 +52,28 @@ def test_close_sends_everything_and_waits_for_the_flusher() -> None:
     theirs.close()
 
 
+@pytest.mark.timeout(60)
+def test_a_full_batch_goes_at_once_not_after_the_flush_interval() -> None:
+    # A producer that reaches the high-water mark waits for the flusher: the flusher must
+    # then send at once, not sleep out its flush interval first (here far longer than the
+    # test's timeout, so the old sleep would fail it).
+    ours, theirs = socket.socketpair()
+    sink = BatchingSink(ours, 3600.0, EngineWatch(os.getpid()))
+    # The flusher is gathering (woken by the first line) when the batch fills up.
+    sent = [b"first", *(b"line %d" % i for i in range(sink.HIGH_WATER))]
+    for line in sent:
+        sink.msg(line)  # the one that fills the batch waits until it is taken
+    data = b""
+    while data.count(b"\n") < sink.HIGH_WATER:
+        data += theirs.recv(1 << 20)
+    assert data.split(b"\n")[: sink.HIGH_WATER] == sent[: sink.HIGH_WATER]
+    sink.close()  # the line after them, without waiting out the interval either
+    while chunk := theirs.recv(1 << 20):
+        data += chunk
+    assert data.split(b"\n")[:-1] == sent
+    theirs.close()
+
+
 def test_a_sealed_held_sink_keeps_what_it_held_and_drops_what_comes_after() -> None:
     # Under fork a virtual run's actor seals its sink where it would close it (its last words
     # send what was held): a line logged later is dropped, as a closed sink drops it.

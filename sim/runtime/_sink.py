@@ -250,7 +250,14 @@ class BatchingSink:
                         self._check_engine()
                     continue
             if not self._closing and len(lines) < _HIGH_WATER:
-                time.sleep(self._flush_s)  # let a batch gather; this is the latency bound
+                # Let a batch gather (this is the latency bound), unless it fills first or
+                # the sink closes: full() and close() set _pending, which ends the wait.
+                # (Cleared before the batch is looked at again: a full() in between is
+                # seen in one or the other.) A plain sleep here held a producer at the high
+                # water mark, and an actor's close, until the sleep ended.
+                self._pending.clear()
+                if not self._closing and len(lines) < _HIGH_WATER:
+                    self._pending.wait(self._flush_s)
             n = len(lines)
             batch = lines[:n]
             del lines[:n]  # only the lines taken: producers may have appended more
