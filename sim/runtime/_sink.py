@@ -16,7 +16,6 @@ import select
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable
 
 __all__ = ["BatchingSink", "EngineWatch", "keep_stop_signals_on_main_thread"]
