@@ -50,8 +50,9 @@ def generate(path: Path, events: int, cars: int, capacity: int, seed: int) -> in
     def emit(t: float, actor: str, event: str, **fields: object) -> None:
         # One actor's clock never goes back, even when two of its events fall together here.
         t = last[actor] = max(t, last.get(actor, 0.0) + 1e-6)
+        # The engine's order: the contract's fields, the call's keywords, the event last.
         line = {"ts": t, "actor": actor, "pid": pid.get(actor, 1), "seq": seq[actor],
-                "event": event, **fields}  # fmt: skip
+                **fields, "event": event}  # fmt: skip
         seq[actor] += 1
         lines.append((t, actor, encode(line) + b"\n"))
 
