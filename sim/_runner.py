@@ -202,16 +202,26 @@ def _conclude(
 
 
 def _mark_interrupted(run_dir: Path, base: dict[str, Any]) -> None:
-    """After a stop: if run.json still says "running", make it say "interrupted" (if it was
-    never written, or already says how the run ended, it is left alone)."""
+    """After a stop: if run.json still says "running", make it say "interrupted"; if the run
+    was stopped before its actors could start (its folder made, no run.json yet), write one
+    that says so, so that no folder is left that looks like a run and says nothing. A run.json
+    that already says how the run ended is left alone."""
+    if not run_dir.is_dir():
+        return  # stopped before anything was made
     try:
         status = json.loads((run_dir / "run.json").read_bytes()).get("status")
+    except FileNotFoundError:
+        status = None
     except (OSError, ValueError, AttributeError):
         return
-    if status == "running":
-        _record(run_dir, base | {"status": "interrupted", "reason": "stopped while the run was "
-                                 "ending, being analysed or recorded",
-                                 "ended_at": iso(time.time())})  # fmt: skip
+    if status is None:
+        reason = "stopped before its actors started"
+    elif status == "running":
+        reason = "stopped while the run was ending, being analysed or recorded"
+    else:
+        return
+    _record(run_dir, base | {"status": "interrupted", "reason": reason,
+                             "ended_at": iso(time.time())})  # fmt: skip
 
 
 def _record(

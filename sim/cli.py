@@ -240,7 +240,7 @@ def _run(args: argparse.Namespace, err: Console) -> int:
 
 
 def _explore(args: argparse.Namespace, err: Console) -> int:
-    from .explore import default_runs, explore
+    from .explore import default_runs, explore, report
 
     for flag, value, least in (
         ("--runs", args.runs, 1),
@@ -252,20 +252,22 @@ def _explore(args: argparse.Namespace, err: Console) -> int:
             raise ConfigError(f"must be >= {least}", source=flag)  # fmt: skip
     runs = args.runs if args.runs is not None else default_runs(args.strategy)
     progress = _Progress(err, runs)
-    result = explore(
-        args.config,
-        overrides=args.overrides,
-        seed=args.seed,
-        runs=runs,
-        strategy=args.strategy,
-        preemptions=args.preemptions,
-        max_steps=args.max_steps,
-        out=args.out,
-        keep=args.keep,
-        console=err,
-        on_run=progress,
-    )
-    progress.done()
+    try:
+        result = explore(
+            args.config,
+            overrides=args.overrides,
+            seed=args.seed,
+            runs=runs,
+            strategy=args.strategy,
+            preemptions=args.preemptions,
+            max_steps=args.max_steps,
+            out=args.out,
+            keep=args.keep,
+            on_run=progress,
+        )
+    finally:
+        progress.done()  # the report (or "interrupted") starts a line of its own
+    report(err, result)
     if result.found is not None:
         print(result.found.shrunk or result.found.schedule)
         return EXIT_FAILED

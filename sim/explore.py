@@ -33,6 +33,7 @@ from rich.markup import escape
 from ._provenance import same_source
 from ._runner import RunOutcome, run
 from .config import RunConfig, load_config
+from .errors import ConfigError
 from .virtual.schedule import Schedule, load_schedule
 
 __all__ = ["Exploration", "Found", "default_runs", "explore"]
@@ -110,10 +111,10 @@ class _Runner:
     def __init__(self, name: str, overrides: list[str], seed: int | None, out: Path,
                  max_steps: int | None, keep: bool) -> None:  # fmt: skip
         self.name = name
+        # The step limit is part of what a found schedule replays on (see explore).
+        self.limits = [f"engine.max_steps={max_steps}"] if max_steps is not None else []
         self.overrides = [*overrides, "clock.mode=virtual", "engine.record_choices=true",
-                          "engine.live=false"]  # fmt: skip
-        if max_steps is not None:
-            self.overrides.append(f"engine.max_steps={max_steps}")
+                          "engine.live=false", *self.limits]  # fmt: skip
         self.seed = seed
         self.out = out
         self.keep = keep
@@ -127,6 +128,11 @@ class _Runner:
             ) -> tuple[RunOutcome, Schedule]:  # fmt: skip
         self.runs += 1
         outcome = run(self.config(extra), self.out, schedule=schedule)
+        if outcome.status == "interrupted":
+            # The run took the Ctrl-C (it watches for it while it runs): the search stops
+            # with it, as any command does, rather than going on to the next schedule.
+            self.discard(outcome)
+            raise KeyboardInterrupt
         recorded = load_schedule(outcome.run_dir / "schedule.json")
         self.seen.add(tuple(t for t, _ in recorded.steps))
         return outcome, recorded
@@ -155,17 +161,30 @@ def explore(
     if runs is None:
         runs = default_runs(strategy)
     started = time.monotonic()
-    folder = out / "explore" / f"{Path(name).stem}-{time.strftime('%Y%m%dT%H%M%S')}"
-    folder.mkdir(parents=True, exist_ok=True)
     base = load_config(name, list(overrides), seed=seed)  # validates before anything runs
+    folder = out / "explore" / f"{Path(name).stem}-{time.strftime('%Y%m%dT%H%M%S')}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the exploration's directory {folder}: "
+                          f"{exc.strerror}", source="--out") from None  # fmt: skip
     runner = _Runner(name, list(overrides), base.seed if base.seed is not None else 0, folder,
                      max_steps, keep)  # fmt: skip
-    with same_source():
-        result = _search(name, runner, folder, strategy, runs, preemptions, on_run)
+    try:
+        with same_source():
+            result = _search(name, runner, folder, strategy, runs, preemptions, on_run)
+    except KeyboardInterrupt:
+        if not keep:
+            # Every run it made was to be thrown away (a stop between two runs can leave one
+            # half removed): none of them is left.
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     result.elapsed_s = time.monotonic() - started
-    result.overrides = list(overrides)
+    # What a found schedule replays on top of: the step limit too, or the replay would go on
+    # where the search's run was stopped.
+    result.overrides = [*overrides, *runner.limits]
     if console is not None:
-        _report(console, result, runner)
+        report(console, result)
     return result
 
 
@@ -294,7 +313,8 @@ def _count(n: int, what: str) -> str:
     return f"{n:,} {what}" + ("" if n == 1 else "s")
 
 
-def _report(console: Console, result: Exploration, runner: _Runner) -> None:
+def report(console: Console, result: Exploration) -> None:
+    """Print what ``result`` found, and how to see it again."""
     tried = (f"{_count(result.runs, 'schedule')} ({result.distinct} distinct) in "
              f"{result.elapsed_s:.1f} s")  # fmt: skip
     if result.found is None:

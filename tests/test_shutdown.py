@@ -180,6 +180,24 @@ def test_a_stop_the_moment_the_manifest_appears_still_marks_it_interrupted(
         assert not socket_files(out)
 
 
+@pytest.mark.timeout(90)
+def test_a_stop_the_moment_the_run_folder_appears_leaves_it_marked_interrupted(
+    tmp_path: Path,
+) -> None:
+    # The run's folder is made before its manifest: a Ctrl-C in between must not leave a
+    # folder that looks like a run and has no run.json to say what became of it.
+    for attempt in range(3):
+        out = tmp_path / f"try{attempt}"
+        engine = start(out)
+        stderr = _stop_when(engine, lambda folder=out: any(folder.glob("*/")), signal.SIGINT)
+        assert engine.returncode == 130, stderr
+        assert "Traceback" not in stderr
+        (run_dir,) = out.iterdir()
+        manifest = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        assert manifest["status"] == "interrupted"
+        assert not socket_files(out)
+
+
 def _stop_when(engine: subprocess.Popen[str], ready: Callable[[], bool], sig: int) -> str:
     """Signal ``engine`` as soon as ``ready()`` (polled every 0.5 ms, for up to 60 s) and
     wait for it to end; its stderr. Whatever is left of it is killed."""

@@ -10,7 +10,10 @@ import json
 import math
 import os
 import shlex
+import signal
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +259,36 @@ def test_explore_finds_lost_updates_and_none_with_the_lock(tmp_path: Path) -> No
     # Progress, though stderr is no terminal: a line at every tenth of the search.
     shown = [line for line in report.splitlines() if line.startswith("schedule ")]
     assert shown == [f"schedule {n}/200" for n in range(20, 201, 20)]
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_an_exploration(tmp_path: Path) -> None:
+    # Each run watches for Ctrl-C while it runs and ends "interrupted": the search must stop
+    # with it (it went on to the next schedule, and finished with exit 0).
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sim", "explore", "shared_counter-locked", "--runs", "500",
+         "-s", "params.increments=2", "-s", "params.processes=2", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        # Progress off a terminal: a line at every tenth (50 schedules).
+        first = proc.stderr.readline()
+        assert first.startswith("schedule 50/500"), first
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert "Traceback" not in err
+    assert "schedule 500/500" not in err and "no failure" not in err
+    assert out == ""
+    # Nothing was found, and without --keep no run of the search is left (not even half of
+    # one that was being thrown away when the stop came).
+    assert list((tmp_path / "explore").iterdir()) == []
 
 
 @pytest.mark.timeout(60)
