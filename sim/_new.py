@@ -7,7 +7,10 @@ new scenario starts from something that works; docs/authoring.md explains each p
 
 from __future__ import annotations
 
+import importlib.machinery
 import keyword
+import os
+import sys
 from pathlib import Path
 
 from .errors import ConfigError
@@ -22,6 +25,11 @@ def write_template(name: str, folder: Path, *, force: bool = False) -> list[Path
     if not name.isidentifier() or keyword.iskeyword(name) or not name.isascii():
         raise ConfigError(f"{name!r} is not a Python identifier (letters, digits, _)",
                           source="NAME")  # fmt: skip
+    if _taken(name):
+        raise ConfigError(f"{name}.py would hide the module {name!r} of Python's or of an "
+                          f"installed package from `python -m sim` run in its folder (which "
+                          f"puts that folder first on the import path); choose another name, "
+                          f"such as {name}_demo", source="NAME")  # fmt: skip
     if not folder.is_dir():
         raise ConfigError("no such folder", source=str(folder))
     targets = [folder / f"{name}.py", folder / f"{name}.toml"]
@@ -34,3 +42,14 @@ def write_template(name: str, folder: Path, *, force: bool = False) -> list[Path
         target.write_text(text.replace("__NAME__", name).replace("__CLASS__", cls),
                           encoding="utf-8")  # fmt: skip
     return targets
+
+
+def _taken(name: str) -> bool:
+    """Is ``name`` a module Python or an installed package provides (``queue``, ``random``,
+    ``sim``, ``numpy``)? The current folder is left out of the search: a scenario written
+    here before (``--force``) is no reason to refuse its name."""
+    if name in sys.stdlib_module_names or name in sys.builtin_module_names:
+        return True
+    here = {"", ".", os.getcwd()}
+    path = [entry for entry in sys.path if entry not in here]
+    return importlib.machinery.PathFinder.find_spec(name, path) is not None

@@ -49,6 +49,14 @@ def test_sim_new_writes_a_scenario_and_a_config_that_run_and_pass(tmp_path: Path
     assert again.returncode == 2
     assert "already there (--force overwrites)" in again.stderr
     assert sim("new", "printer", "--force", cwd=tmp_path).returncode == 0
+    # A name that would shadow a module of Python's (or sim itself) for `python -m sim` run
+    # in that folder: refused, nothing written.
+    for taken in ("queue", "random", "sim"):
+        refused = sim("new", taken, cwd=tmp_path)
+        assert refused.returncode == 2, refused.stderr
+        assert f"would hide the module '{taken}'" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert not (tmp_path / f"{taken}.py").exists()
     bad = sim("new", "2-printers", cwd=tmp_path)
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: NAME: '2-printers' is not a Python identifier")
@@ -59,9 +67,15 @@ def test_sim_new_writes_a_scenario_and_a_config_that_run_and_pass(tmp_path: Path
 def test_a_scenario_file_beside_its_config_runs_under_every_start_method(
     tmp_path: Path, method: str
 ) -> None:
+    # A scenario file named like a module of Python's own: sim imports it under a name of
+    # its own (see _files), so it shadows nothing for a run started elsewhere.
     lab = tmp_path / "lab"
     lab.mkdir()
-    assert sim("new", "queue", "--dir", str(lab)).returncode == 0  # shadows nothing: see _files
+    assert sim("new", "lab_queue", "--dir", str(lab)).returncode == 0
+    (lab / "lab_queue.py").rename(lab / "queue.py")
+    config = (lab / "lab_queue.toml").read_text(encoding="utf-8")
+    (lab / "queue.toml").write_text(config.replace('"lab_queue.py"', '"queue.py"'),
+                                    encoding="utf-8")  # fmt: skip
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     ran = sim("run", str(lab / "queue.toml"), "-s", f"engine.start_method={method}",
