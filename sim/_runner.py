@@ -195,9 +195,13 @@ def _conclude(
     if unrecorded is not None:
         # The user must hear both: why the run failed, and that run.json does not say so.
         why = f"{execution.error}; " if execution.error is not None else ""
-        raise StorageError(f"{why}{unrecorded}")
+        error = StorageError(f"{why}{unrecorded}")
+        error.run_dir = run_dir
+        raise error
     if execution.error is not None:
-        raise execution.error  # the run is recorded as failed; the user must hear why
+        # The run is recorded as failed; the user must hear why, and where it is.
+        execution.error.run_dir = run_dir
+        raise execution.error
     return RunOutcome(run_dir, status, report, code)
 
 

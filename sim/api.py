@@ -113,6 +113,11 @@ def run(
             *_overrides(set, "-s"), "clock.mode=virtual"]  # fmt: skip
         if seed is None:
             seed = chosen.seed
+        elif chosen.seed is not None and seed != chosen.seed:
+            # The draws are part of what the schedule replays: another seed cannot fit it.
+            raise ConfigError(f"{seed}: the schedule was recorded with seed {chosen.seed}, and "
+                              "replays only with it (leave the seed out)",
+                              source="--seed")  # fmt: skip
     validated = _config(config, set, seed)
     folder = Path("logs") if out is None else Path(out)
     outcome = _isolated.call(_run_here, validated, folder, progress, chosen)

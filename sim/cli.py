@@ -221,6 +221,8 @@ def _command(args: argparse.Namespace, err: Console) -> int:
         return EXIT_USAGE
     except SimError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        if exc.run_dir is not None:
+            print(exc.run_dir)  # a run that failed is still a run: its path, as always
         return EXIT_FAILED
     except KeyboardInterrupt:
         err.print("interrupted")

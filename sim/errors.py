@@ -6,6 +6,8 @@ actor, the line), so that the CLI can print it as one line and exit without a tr
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = [
     "ActorCrashed",
     "ConfigError",
@@ -18,7 +20,13 @@ __all__ = [
 
 
 class SimError(Exception):
-    """Base class of every error sim raises on purpose."""
+    """Base class of every error sim raises on purpose.
+
+    ``run_dir`` is the run directory the error is recorded in, when a run got that far (its
+    run.json says it failed, and why): the CLI prints it as it prints any run's.
+    """
+
+    run_dir: Path | None = None
 
 
 class ConfigError(SimError):

@@ -184,6 +184,13 @@ def test_a_replayed_schedule_gives_the_same_log_and_a_tampered_one_names_the_ste
     assert f"the schedule does not fit this run at step {step + 1}" in result.stderr
     assert "Traceback" not in result.stderr
     assert manifest_of(only_run_dir(tmp_path / "c"))["status"] == "failed"
+    assert result.stdout.strip() == str(only_run_dir(tmp_path / "c"))  # where it is, as always
+    # A seed other than the schedule's cannot fit it: refused before anything runs.
+    result = sim("run", "queue_workers", "--schedule", str(schedule), "--seed", "4", "--out",
+                 str(tmp_path / "d"), "--quiet", timeout=60)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "--seed: 4: the schedule was recorded with seed 3" in result.stderr
+    assert not (tmp_path / "d").exists()
 
 
 def _explore(tmp_path: Path, *args: str, timeout: float = 100) -> tuple[int, str, str]:
