@@ -461,3 +461,19 @@ def test_a_block_taken_in_one_go_leaves_the_history_as_feeding_it_line_by_line(
         assert taken > 50  # most blocks went in one go
     else:
         assert taken == 0  # every line is somebody's business
+
+
+def test_asking_for_a_primitive_next_to_a_declared_one_is_a_typo() -> None:
+    # history.waits("teller", ...) for a run whose primitive is "tellers" would give empty
+    # statistics without a word; a name the run may make, or far from every declared one (a
+    # lock only some configs declare), is still fine.
+    history = History({"tellers": {"kind": "semaphore", "value": 2},
+                       "counter": {"kind": "value"}})  # fmt: skip
+    for ask in (lambda: history.waits("teller", "acquire"),
+                lambda: history.level("teller", "held")):  # fmt: skip
+        with pytest.raises(ScenarioError, match="no primitive named 'teller' \\(did you mean "
+                           "'tellers'\\?\\)"):  # fmt: skip
+            ask()
+    history.waits("tellers", "acquire")
+    history.waits("counter.lock", "acquire")
+    history.waits("mutex", "acquire")

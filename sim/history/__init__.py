@@ -738,12 +738,28 @@ class History:
     def _collect(self, prim: str) -> dict[str, list[Waits]]:
         model = self._models.get(prim)
         if model is None:
+            self._must_be_known(prim)
             # Not declared (a Value's own lock): collected once its first line says its kind.
             self._later.setdefault(prim, {})
             return self._later[prim]
         if model.collectors is None:
             model.collectors = {}
         return model.collectors
+
+    def _must_be_known(self, prim: str) -> None:
+        """A scenario asks for a primitive the log has not named yet: fine for one the run
+        may make (a Value's own lock, ``counter.lock``; a lock only some configs declare),
+        but a name next to a declared one is a typo, which would leave its statistics empty
+        without a word."""
+        declared = self.primitives
+        if prim in declared or any(prim.startswith(f"{name}.") for name in declared):
+            return
+        from sim.config import _did_you_mean
+        from sim.errors import ScenarioError
+
+        hint = _did_you_mean(prim, list(declared))
+        if hint:
+            raise ScenarioError(f"no primitive named {prim!r}{hint}")
 
     def level(self, prim: str, series: str) -> Level:
         """The time-weighted level of one of ``prim``'s gauge series, from now on."""
@@ -758,6 +774,8 @@ class History:
         on: cheaper than :meth:`Subscriber.on_gauge` for one series, since nothing is called
         when the primitive's other series change."""
         model = self._models.get(prim)
+        if model is None:
+            self._must_be_known(prim)
         if model is not None:
             model.followers.setdefault(series, []).append(callback)
         else:
