@@ -59,6 +59,10 @@ def test_the_tutorials_configs_run_as_it_says(tmp_path: Path) -> None:
     assert manifest["metrics"]["pages"] == 36
     assert manifest["metrics"]["mixed"] == 0
     assert manifest["metrics"]["wait_mean"] is not None
+    # The sample output the tutorial shows lists the checks this run has, in its order.
+    shown = [line[10:].split("  ")[0] for line in DOC.read_text().splitlines()
+             if line.startswith("  pass    ")]  # fmt: skip
+    assert shown == [v["name"] for v in manifest["invariants"]]
 
     race = sim("run", "printer-race.toml", "--out", "race", cwd=tmp_path)
     assert race.returncode == 0, race.stderr
