@@ -50,7 +50,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config value, e.g. -s params.cars=400 (repeatable)",
     )
-    run.add_argument("--seed", type=int, help="seed for every actor's RNG (default: random)")
+    run.add_argument(
+        "--seed",
+        type=int,
+        help="seed for every actor's RNG (default: the config's seed, else random)",
+    )
     run.add_argument(
         "--out", type=Path, default=Path("logs"), help="where run directories go (default: logs)"
     )
@@ -62,9 +66,13 @@ def _parser() -> argparse.ArgumentParser:
         "the schedule's seed)",
     )  # fmt: skip
 
-    check = sub.add_parser("check", help="validate a config without running it")
-    check.add_argument("config", metavar="CONFIG")
-    check.add_argument("-s", "--set", dest="overrides", action="append", default=[])
+    check = sub.add_parser("check", help="validate a config without running it",
+                           description="Validate a config (and its overrides) without running "
+                           "it: exit 0 and 'ok', or 2 and what is wrong.")  # fmt: skip
+    check.add_argument("config", metavar="CONFIG", help="a TOML file, or a bundled name")
+    check.add_argument("-s", "--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="override a config value, as run does "
+                       "(repeatable)")  # fmt: skip
 
     replay = sub.add_parser(
         "replay",
@@ -129,7 +137,8 @@ def _parser() -> argparse.ArgumentParser:
         help="with dask: OUT is the same path on every worker (a shared file system), so runs "
         "write there instead of being shipped back",
     )  # fmt: skip
-    sweep.add_argument("--seed", type=int, help="base seed of the derived run seeds (default 0)")
+    sweep.add_argument("--seed", type=int, help="base seed of the derived run seeds (default: "
+                       "the config's seed, else 0)")  # fmt: skip
     sweep.add_argument("--out", type=Path, default=Path("logs"), help="sweeps go to OUT/sweeps")
     sweep.add_argument("--resume", type=Path, metavar="DIR", help="finish an earlier sweep")
     sweep.add_argument("--quiet", action="store_true", help="no progress and no table")
@@ -170,7 +179,9 @@ def _parser() -> argparse.ArgumentParser:
         help="keep every schedule's run directory, not only the failing one",
     )  # fmt: skip
 
-    sub.add_parser("list", help="list the scenarios (bundled, installed, own) and configs")
+    sub.add_parser("list", help="list the scenarios (bundled, installed, own) and configs",
+                   description="List the scenarios sim can find (bundled, installed, and the "
+                   "files beside configs here) and the bundled configs.")  # fmt: skip
 
     new = sub.add_parser(
         "new",
