@@ -53,9 +53,10 @@ def _overrides(settings: Settings, via: str) -> list[str]:
             except TypeError as exc:
                 raise ConfigError(str(exc), source=via, key=str(key)) from None
         return texts
-    if isinstance(settings, str):
+    if isinstance(settings, (str, bytes)) or not isinstance(settings, Iterable):
+        what = f"the string {settings!r}" if isinstance(settings, str) else repr(settings)
         raise ConfigError("expected a mapping of dotted keys to values, or KEY=VALUE texts, "
-                          f"not the string {settings!r}", source=via)  # fmt: skip
+                          f"not {what}", source=via)  # fmt: skip
     return [str(item) for item in settings]
 
 

@@ -181,6 +181,8 @@ def _same(value: Any, text: str, key: str) -> None:
         (lambda o: sim.run("no-such-config", out=o), sim.ConfigError, "no such file"),
         (lambda o: sim.run(SMALL, seed=-1, out=o), sim.ConfigError, "seed: must be an int"),
         (lambda o: sim.run(42, out=o), sim.ConfigError, "not int"),
+        (lambda o: sim.run("carpark", set=42, out=o), sim.ConfigError,  # type: ignore[arg-type]
+         "expected a mapping of dotted keys to values, or KEY=VALUE texts, not 42"),
         (lambda o: sim.replay(o / "nothing"), sim.ReplayError, "no such run directory"),
         (lambda o: sim.sweep(SMALL, {"params.cars": []}, out=o), sim.ConfigError, "no values"),
         (lambda o: sim.sweep(SMALL, {"params.cars": [1]}, jobs=0, out=o), sim.ConfigError,
