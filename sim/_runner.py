@@ -20,7 +20,7 @@ from .config import RunConfig
 from .errors import SimError, StorageError
 from .live import LiveView
 from .manifest import drop_reserve, iso, reserve, versions, write_manifest
-from .report import print_summary
+from .report import print_findings, print_summary
 from .runtime.engine import Execution, execute, plan
 from .virtual.cpu import claimed_cpu
 from .virtual.schedule import Schedule
@@ -178,6 +178,8 @@ def _conclude(
         | {key: manifest[key] for key in ("status", "reason", "started_at", "ended_at", "wall_s")},
     )
     if console is not None:
+        # What replay would say about the log, the run says too: one line per finding.
+        print_findings(console, report.findings, execution.events_path)
         print_summary(
             console,
             title=config.heading,

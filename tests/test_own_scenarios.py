@@ -239,3 +239,36 @@ def test_replay_never_imports_a_file_or_module_named_only_by_the_log(tmp_path: P
     assert result.returncode == 0, result.stderr
     assert "the module 'pkg.noted' is named only by the log" in result.stderr
     assert not marker.exists()
+
+
+@pytest.mark.timeout(90)
+def test_a_run_prints_the_findings_its_replay_prints(tmp_path: Path) -> None:
+    # A scenario that logs sim's own reserved event name: the lines are findings, and the
+    # run's summary lists each of them as replay does (it showed only the first as a reason).
+    assert sim("new", "printer", cwd=tmp_path).returncode == 0
+    source = tmp_path / "printer.py"
+    text = source.read_text(encoding="utf-8")
+    start = 'ctx.log.info("start", job=job)'
+    assert start in text
+    source.write_text(text.replace(start, f'{start}\n        ctx.log.info("op", job=job)'),
+                      encoding="utf-8")  # fmt: skip
+    ran = sim("run", "printer.toml", "--out", "logs", cwd=tmp_path)
+    assert ran.returncode == 1, ran.stderr
+    run_dir = only_run_dir(tmp_path / "logs")
+    replayed = sim(
+        "replay",
+        str(run_dir.relative_to(tmp_path)),
+        "--scenario",
+        "printer.py",
+        "--check",
+        cwd=tmp_path,
+    )
+    assert replayed.returncode == 1, replayed.stderr
+
+    def errors(stderr: str) -> list[str]:
+        return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+    found = errors(ran.stderr)
+    assert len(found) == 4  # three lines named, then the count of the rest
+    assert "an op line whose prim, kind, op or phase is not a name" in found[0]
+    assert found == errors(replayed.stderr)
