@@ -24,7 +24,7 @@ from . import scenario as _scenario
 from ._console import console
 from ._signals import sigterm_as_ctrl_c
 from .config import bundled_configs, load_config
-from .errors import ConfigError, ReplayError, ScenarioError, SimError
+from .errors import ConfigError, ReplayError, ScenarioError, SimError, StorageError
 from .report import print_summary
 
 __all__ = ["main"]
@@ -309,9 +309,37 @@ class _Progress:
             self._console.file.write("\r\033[K")
 
 
+_EXPORTS = ("chrome", "csv", "html")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """What replay is asked to write, checked before it reads the log: a bad format or a
+    folder that is not there is said at once, not after the summary (or as a traceback)."""
+    targets: list[tuple[str, Path]] = []
+    for fmt, target in args.export:
+        if fmt not in _EXPORTS:
+            raise ConfigError(f"unknown format {fmt!r}; one of: {', '.join(_EXPORTS)}",
+                              source="--export")  # fmt: skip
+        targets.append(("--export", Path(target)))
+    if args.plot is not None:
+        if args.plot.suffix.lower() not in (".png", ".svg"):
+            raise ConfigError("the picture must be a .png or .svg file", source="--plot")
+        targets.append(("--plot", args.plot))
+    for option, path in targets:
+        folder = path.parent
+        if path.is_dir():
+            raise ConfigError(f"{path} is a directory; give a file name", source=option)
+        if not folder.is_dir():
+            why = "is not a directory" if folder.exists() else "does not exist"
+            raise ConfigError(f"cannot write {path}: the folder {folder} {why}", source=option)
+    if args.speed is not None and args.speed <= 0:
+        raise ConfigError("must be > 0", source="--speed")
+
+
 def _replay(args: argparse.Namespace, err: Console) -> int:
     from .report import print_findings
 
+    _check_outputs(args)
     replayed = api.replay(args.run, scenario=args.scenario)
     loaded, report, spec = replayed._loaded, replayed._report, replayed._spec
     recorded = (loaded.manifest or {}).get("status", "unknown")
@@ -356,6 +384,15 @@ def _number(value: object) -> float:
 
 def _replay_outputs(args: argparse.Namespace, loaded: Any, err: Console) -> None:
     """--export, --plot and --speed: each reads the log again, streaming."""
+    try:
+        _write_outputs(args, loaded, err)
+    except OSError as exc:
+        # Checked up front, a target can still fail to be written (no permission, disk full).
+        raise StorageError(f"{exc.filename}: {exc.strerror or exc}") from exc
+    _play(args, loaded)
+
+
+def _write_outputs(args: argparse.Namespace, loaded: Any, err: Console) -> None:
     for fmt, target in args.export:
         path = Path(target)
         if fmt == "chrome":
@@ -376,18 +413,14 @@ def _replay_outputs(args: argparse.Namespace, loaded: Any, err: Console) -> None
 
             steps = export_html(loaded, path)
             err.print(f"html: {escape(str(path))} ({steps:,} steps; open it in a browser)")
-        else:
-            raise ConfigError(f"unknown format {fmt!r}; one of: chrome, csv, html",
-                              source="--export")  # fmt: skip
     if args.plot is not None:
         from .plot import plot
 
-        if args.plot.suffix.lower() not in (".png", ".svg"):
-            raise ConfigError("the picture must be a .png or .svg file", source="--plot")
         plot(loaded, args.plot)
         err.print(f"plot: {escape(str(args.plot))}")
-    if args.speed is not None and args.speed <= 0:
-        raise ConfigError("must be > 0", source="--speed")
+
+
+def _play(args: argparse.Namespace, loaded: Any) -> None:
     if args.play:
         from .play import play_interactive
 

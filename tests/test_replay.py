@@ -231,3 +231,32 @@ def test_a_file_that_is_not_a_log_is_refused_with_exit_2(tmp_path: Path) -> None
     assert result.returncode == 1, result.stderr
     assert "line 1: not JSON" in result.stderr
     assert "failed: events.jsonl line 1: not JSON" in " ".join(result.stderr.split())
+
+
+@pytest.mark.timeout(60)
+def test_what_replay_cannot_write_is_said_before_it_reads_the_log(tmp_path: Path) -> None:
+    # A bad --export or --plot target was found after the whole summary, or was a
+    # FileNotFoundError traceback: now exit 2 at once, naming the option, nothing written.
+    log = Log()
+    visit(log, "car-000")
+    leave(log, "car-000")
+    run = str(log.write(tmp_path / "run", header(cars=1)).parent)
+    absent = tmp_path / "absent"
+    afile = tmp_path / "afile"
+    afile.write_text("", encoding="utf-8")
+    cases = {
+        ("--export", "csv", str(absent / "t.csv")): f"--export: cannot write {absent / 't.csv'}: "
+        f"the folder {absent} does not exist",
+        ("--export", "chrome", str(tmp_path)): f"--export: {tmp_path} is a directory",
+        ("--export", "html", str(afile / "p.html")): f"--export: cannot write {afile / 'p.html'}: "
+        f"the folder {afile} is not a directory",
+        ("--plot", str(absent / "p.png")): f"--plot: cannot write {absent / 'p.png'}",
+        ("--plot", str(tmp_path / "p.jpg")): "--plot: the picture must be a .png or .svg file",
+        ("--export", "pdf", str(tmp_path / "p.pdf")): "--export: unknown format 'pdf'",
+    }
+    for args, said in cases.items():
+        result = sim("replay", run, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert " ".join(result.stderr.split()).startswith(f"error: {said}"), (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "run"]
