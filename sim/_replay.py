@@ -171,7 +171,10 @@ def load_run(run: Path, scenario: str | None = None) -> LoadedRun:
                                       user=scenario is not None)  # fmt: skip
         except ConfigError as exc:
             if scenario is not None:
-                raise ReplayError(f"--scenario {scenario}: {exc.reason}") from None
+                # The key is what tells a wrong scenario from a wrong config: say it.
+                where = f"{exc.key}: " if exc.key else ""
+                raise ReplayError(f"--scenario {scenario}: the run's config does not fit it: "
+                                  f"{where}{exc.reason}") from None  # fmt: skip
             findings.append(Finding(0, f"the recorded config is not valid here: {exc}", "warning"))
         else:
             if config.skipped:

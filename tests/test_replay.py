@@ -260,3 +260,18 @@ def test_what_replay_cannot_write_is_said_before_it_reads_the_log(tmp_path: Path
         assert " ".join(result.stderr.split()).startswith(f"error: {said}"), (args, result.stderr)
         assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "run"]
+
+
+@pytest.mark.timeout(60)
+def test_a_scenario_the_run_does_not_fit_names_the_key(tmp_path: Path) -> None:
+    # `--scenario philosophers` for a car park's run said "unknown key" and not which one.
+    log = Log()
+    visit(log, "car-000")
+    leave(log, "car-000")
+    run = str(log.write(tmp_path / "run", header(cars=1)).parent)
+    result = sim("replay", run, "--scenario", "philosophers")
+    assert result.returncode == 2, result.stderr
+    assert " ".join(result.stderr.split()) == (
+        "error: --scenario philosophers: the run's config does not fit it: "
+        "params.capacity: unknown key"
+    )
