@@ -32,6 +32,7 @@ from .export import describe_params, speedup_of
 from .history import History, Operation, State, Subscriber
 from .history.lines import Line
 from .kinds import Kind
+from .stats import percentile
 from .views import color_of
 
 __all__ = ["GANTT_MAX_ACTORS", "plot"]
@@ -489,14 +490,13 @@ def _common_start(names: Sequence[str]) -> str:
 
 
 def _p95(values: Sequence[float]) -> float:
-    ordered_values = sorted(values)
-    return ordered_values[min(len(values) - 1, int(0.95 * len(values)))]
+    # The summary's percentile (interpolated), so the picture and the table give one p95.
+    return percentile(sorted(values), 95)
 
 
 def _wait_label(label: str, values: Sequence[float], unit: str) -> str:
-    ordered_values = sorted(values)
-    n = len(ordered_values)
-    mean = sum(ordered_values) / n
-    p95 = ordered_values[min(n - 1, int(0.95 * n))]
+    n = len(values)
+    mean = sum(values) / n
+    p95 = _p95(values)
     short = "min" if unit.startswith("simulated") else "ms"
     return f"{label}: n={n}, mean {mean:.3g}, p95 {p95:.3g} {short}"

@@ -57,6 +57,11 @@ def test_car_park_plot_as_png_and_svg(tmp_path: Path) -> None:
     assert "capacity 4" in svg
     assert all(f"car-{i:03d}" in svg for i in range(12))
     assert "simulated time (h)" in svg or "simulated time (min)" in svg
+    # The waits' legend gives the summary's own mean and p95 (the p95 was once the plot's
+    # own, not interpolated, and differed from the table's).
+    metrics = manifest_of(loaded.run_dir or tmp_path)["metrics"]
+    waits = f"mean {metrics['wait_mean']:.3g}, p95 {metrics['wait_p95']:.3g} min"
+    assert f"acquire spaces: n=24, {waits}" in svg
 
 
 @pytest.mark.timeout(120)
