@@ -15,6 +15,7 @@ the config's clock gives it. Matplotlib runs with the Agg backend: no screen is 
 
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -164,9 +165,12 @@ def _figure(loaded: LoadedRun, data: _Collector) -> Figure:
     speedup = speedup_of(loaded)
     actors = len(data.names) or len(data.current)
     gantt_h = max(2.2, 0.21 * actors) if data.lanes else 2.6
-    fig = plt.figure(figsize=(12, 1.0 + 3.4 + gantt_h + 3.0), layout="constrained")
-    grid = fig.add_gridspec(4, 1, height_ratios=[1.0, 3.4, gantt_h, 3.0])
-    _draw_header(fig.add_subplot(grid[0]), loaded, data, actors)
+    title, lines = _header_lines(loaded, data, actors)
+    # Room for each line of the header: 0.3 in a title line, 0.2 in a line of the rest.
+    header_h = 0.3 * (title.count("\n") + 1) + 0.2 * len(lines) + 0.15
+    fig = plt.figure(figsize=(12, header_h + 3.4 + gantt_h + 3.0), layout="constrained")
+    grid = fig.add_gridspec(4, 1, height_ratios=[header_h, 3.4, gantt_h, 3.0])
+    _draw_header(fig.add_subplot(grid[0]), title, lines)
     gauges = fig.add_subplot(grid[1])
     lanes = fig.add_subplot(grid[2], sharex=gauges)
     hist = fig.add_subplot(grid[3])
@@ -195,19 +199,28 @@ def _figure(loaded: LoadedRun, data: _Collector) -> Figure:
     return fig
 
 
-def _draw_header(ax: Axes, loaded: LoadedRun, data: _Collector, actors: int) -> None:
+def _header_lines(loaded: LoadedRun, data: _Collector, actors: int) -> tuple[str, list[str]]:
+    # Wrapped, not cut: a long title or parameter list is the teacher's own words, and a
+    # picture shown in class must carry all of them (at 12 in wide, about 90 characters of
+    # the title and 150 of the rest fit on a line).
+    scenario = loaded.config.scenario if loaded.config is not None else "unknown scenario"
+    title = "\n".join(textwrap.wrap(loaded.title, 90)) or loaded.title
+    lines = [f"scenario {scenario} · {actors} actors · {data.count:,} events · "
+             f"log {loaded.run_dir or loaded.events_path}"]  # fmt: skip
+    params = describe_params(loaded)
+    if params:
+        lines += textwrap.wrap(f"{params}   (durations in simulated minutes)", 150,
+                               break_on_hyphens=False)  # fmt: skip
+    return title, lines
+
+
+def _draw_header(ax: Axes, title: str, lines: Sequence[str]) -> None:
     # A row of its own for the title block: the layout engine then keeps it clear of the
     # panels, which a figure-level text would not be.
     ax.axis("off")
-    scenario = loaded.config.scenario if loaded.config is not None else "unknown scenario"
-    ax.text(0.5, 1.0, loaded.title, ha="center", va="top", fontsize=14, fontweight="bold",
+    ax.text(0.5, 1.0, title, ha="center", va="top", fontsize=14, fontweight="bold",
             transform=ax.transAxes)  # fmt: skip
-    lines = [f"scenario {scenario} · {actors} actors · {data.count:,} events · "
-             f"log {loaded.run_dir or loaded.events_path}"]  # fmt: skip
-    params = describe_params(loaded, width=140)
-    if params:
-        lines.append(f"{params}   (durations in simulated minutes)")
-    ax.text(0.5, 0.45, "\n".join(lines), ha="center", va="top", fontsize=9, color="#444444",
+    ax.text(0.5, 0.0, "\n".join(lines), ha="center", va="bottom", fontsize=9, color="#444444",
             transform=ax.transAxes, linespacing=1.5)  # fmt: skip
 
 

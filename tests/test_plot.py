@@ -169,3 +169,20 @@ def test_the_if_buffer_plot_shows_the_count_below_zero_beside_its_band(tmp_path:
     import matplotlib.pyplot as plt
 
     plt.close(figure)
+
+
+@pytest.mark.timeout(120)
+def test_the_header_carries_every_parameter_and_the_whole_title(tmp_path: Path) -> None:
+    # The readers-writers parameters ran past the width and were cut with an ellipsis; the
+    # header now wraps them, so the picture shown in class names all of them.
+    loaded = run(tmp_path / "logs", "readers_writers.toml", "clock.mode=virtual")
+    plot(loaded, tmp_path / "rw.svg")
+    svg = (tmp_path / "rw.svg").read_text(encoding="utf-8")
+    assert "…" not in svg
+    params = manifest_of(loaded.run_dir or tmp_path)["config"]["params"]
+    assert isinstance(params, dict)
+    assert len(params) >= 8
+    for key in params:
+        assert f"{key}=" in svg, key
+    for word in loaded.title.split():
+        assert word in svg, word
