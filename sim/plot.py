@@ -204,7 +204,7 @@ def _header_lines(loaded: LoadedRun, data: _Collector, actors: int) -> tuple[str
     # picture shown in class must carry all of them (at 12 in wide, about 90 characters of
     # the title and 150 of the rest fit on a line).
     scenario = loaded.config.scenario if loaded.config is not None else "unknown scenario"
-    title = "\n".join(textwrap.wrap(loaded.title, 90)) or loaded.title
+    title = _wrap_title(loaded.title, 90)
     lines = [f"scenario {scenario} · {actors} actors · {data.count:,} events · "
              f"log {loaded.run_dir or loaded.events_path}"]  # fmt: skip
     params = describe_params(loaded)
@@ -212,6 +212,19 @@ def _header_lines(loaded: LoadedRun, data: _Collector, actors: int) -> tuple[str
         lines += textwrap.wrap(f"{params}   (durations in simulated minutes)", 150,
                                break_on_hyphens=False)  # fmt: skip
     return title, lines
+
+
+def _wrap_title(title: str, width: int) -> str:
+    # The overrides clause "(with a=1, b=2)" is what tells this run from the config's own, so a
+    # long title breaks before it and keeps it whole on a line of its own where it fits.
+    if len(title) <= width:
+        return title
+    base, cut, clause = title.partition(" (with ")
+    if not cut:
+        return "\n".join(textwrap.wrap(title, width))
+    clause = "(with " + clause
+    tail = [clause] if len(clause) <= width else textwrap.wrap(clause, width)
+    return "\n".join([*textwrap.wrap(base, width), *tail])
 
 
 def _draw_header(ax: Axes, title: str, lines: Sequence[str]) -> None:

@@ -186,3 +186,5 @@ def test_the_header_carries_every_parameter_and_the_whole_title(tmp_path: Path) 
         assert f"{key}=" in svg, key
     for word in loaded.title.split():
         assert word in svg, word
+    # ... and the overrides clause stays whole on its line: it tells this run from the config's.
+    assert "(with clock.mode=virtual)" in svg
