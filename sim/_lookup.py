@@ -253,7 +253,13 @@ def _file(name: str, base: Path) -> Source:
 def _module(name: str) -> Source:
     if name.split(".")[0] == "sim":
         raise ScenarioError(f"{name!r}: sim's own modules are not scenarios; {_FORMS_HINT}")
-    path = _locate(name)
+    path, plain = _locate(name)
+    if plain is not None:
+        # `os.path`: `os` is found, but as a plain module; what it calls `path` is set when it
+        # runs, and there is no file of that name for sim to read without importing it.
+        raise ScenarioError(f"no module file {name!r}: {plain!r} is a module, not a package, "
+                            f"so it has no submodules to find without running it"
+                            f"{_choices(name)}")  # fmt: skip
     if path is None:
         raise ScenarioError(f"no module {name!r} importable from here (the current directory, "
                             f"PYTHONPATH, installed packages){_choices(name)}")  # fmt: skip
@@ -261,23 +267,24 @@ def _module(name: str) -> Source:
     return Source(name, "module", name, path)
 
 
-def _locate(dotted: str) -> Path | None:
+def _locate(dotted: str) -> tuple[Path | None, str | None]:
     """The source file of ``dotted``, found the way import would, without running anything
-    (not even the ``__init__`` of its packages)."""
+    (not even the ``__init__`` of its packages); or, if a leading part of it is a plain module
+    (not a package, so it has no submodules to find), that part's name."""
     parts = dotted.split(".")
     search: list[str] | None = None
     spec = None
     for i in range(len(parts)):
         spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]), search)
         if spec is None:
-            return None
+            return None, None
         if i < len(parts) - 1:
             if spec.submodule_search_locations is None:
-                return None  # not a package: it has no submodules
+                return None, ".".join(parts[: i + 1])
             search = list(spec.submodule_search_locations)
     if spec is None or not spec.has_location or spec.origin is None:
-        return None
-    return Path(spec.origin)
+        return None, None
+    return Path(spec.origin), None
 
 
 def _declares(path: Path, what: str) -> None:

@@ -170,7 +170,9 @@ def test_a_scenario_not_found_lists_the_names_and_the_other_forms(tmp_path: Path
         ('"a..b"', "'a..b' is not a scenario name"),
         ('""', "'' is not a scenario name"),
         ("5", "scenario: expected str, got int"),
-        ("this.x", "no module 'this.x' importable from here"),
+        ("nosuchpkg.x", "no module 'nosuchpkg.x' importable from here"),
+        # `os` is found but is a plain module: its `path` exists only once it runs.
+        ("os.path", "no module file 'os.path': 'os' is a module, not a package"),
         ("json.decoder", "does not define `scenario = Scenario(...)` at module level: not "
          "imported"),
         ("sim.cli", "sim's own modules are not scenarios"),
