@@ -5,23 +5,27 @@ a run's manifest marked ``interrupted``) and the command exits 130. Outside an e
 that is KeyboardInterrupt (:func:`sigterm_as_ctrl_c` makes SIGTERM raise it too); inside one,
 the engine and a sweep read both signals from anyio's receiver (:func:`stop_signals`).
 
-asyncio, under anyio's receiver, puts a signal back to its default when it lets go of it, and
-SIGTERM's default kills the process where it is: :func:`stop_signals` reinstalls the handlers
-from before it at once, so that a stop while a run ends or is analysed is still a clean one.
+asyncio puts a signal back to its default when it lets go of it, and SIGTERM's default kills
+the process where it is: :func:`stop_signals` reinstalls the handlers from before it at once,
+so that a stop while a run ends or is analysed is still a clean one. And a stop that came just
+as its reader was cancelled (the run had ended in that very step) is not lost with the reader:
+:attr:`Stops.unread` still holds it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections import deque
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
 import anyio
 
-__all__ = ["sigterm_as_ctrl_c", "stop_signals"]
+__all__ = ["Stops", "sigterm_as_ctrl_c", "stop_signals"]
 
 _STOPS = (signal.SIGINT, signal.SIGTERM)
 
@@ -60,13 +64,49 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
         _restore(saved)
 
 
+class Stops:
+    """The SIGINTs and SIGTERMs that came while :func:`stop_signals` was open, read in order by
+    ``async for``; the ones nobody read stay in :attr:`unread`."""
+
+    def __init__(self) -> None:
+        self._queue: deque[signal.Signals] = deque()
+        self._arrived = anyio.Event()
+
+    def _deliver(self, signum: signal.Signals) -> None:
+        self._queue.append(signum)
+        self._arrived.set()
+
+    @property
+    def unread(self) -> list[signal.Signals]:
+        """Stops that came but were not read: one a cancelled reader never got to."""
+        return list(self._queue)
+
+    def __aiter__(self) -> Stops:
+        return self
+
+    async def __anext__(self) -> signal.Signals:
+        while not self._queue:
+            self._arrived = anyio.Event()
+            await self._arrived.wait()
+        return self._queue.popleft()
+
+
 @contextlib.contextmanager
-def stop_signals() -> Iterator[AsyncIterator[signal.Signals]]:
-    """anyio's receiver of SIGINT and SIGTERM (in a running event loop), and the handlers from
+def stop_signals() -> Iterator[Stops]:
+    """The stops that come while the block runs (in a running asyncio loop; they are not
+    delivered outside the main thread, where no handler can be set), and the handlers from
     before it once it is closed."""
+    stops = Stops()
+    if not _main_thread():
+        yield stops
+        return
     saved = _saved()
+    loop = asyncio.get_running_loop()
     try:
-        with anyio.open_signal_receiver(*_STOPS) as signals:
-            yield signals
+        for signum in _STOPS:
+            loop.add_signal_handler(signum, stops._deliver, signal.Signals(signum))
+        yield stops
     finally:
+        for signum in _STOPS:
+            loop.remove_signal_handler(signum)
         _restore(saved)

@@ -258,3 +258,38 @@ def _ended(out: Path) -> bool:
             if b'"run_end"' in fh.read():
                 return True
     return False
+
+
+@pytest.mark.timeout(30)
+def test_a_stop_that_comes_as_its_reader_is_cancelled_is_kept() -> None:
+    # The engine reads stops in a task it cancels once the run has ended; a Ctrl-C delivered
+    # in that very step was dropped with the reader, and `explore` went on to its next run
+    # (CI saw "no failure in 500 schedules", exit 0, after the Ctrl-C).
+    import anyio
+
+    from sim._signals import stop_signals
+
+    got: list[signal.Signals] = []
+
+    async def main() -> list[signal.Signals]:
+        with stop_signals() as stops:
+            async with anyio.create_task_group() as tg:
+
+                async def read() -> None:
+                    async for signum in stops:
+                        got.append(signum)
+
+                tg.start_soon(read)
+                await anyio.sleep(0.01)  # the reader waits
+                signal.raise_signal(signal.SIGINT)
+                tg.cancel_scope.cancel()  # ... and is cancelled before it can take it
+            for _ in range(100):
+                if stops.unread:
+                    break
+                await anyio.sleep(0.01)
+            return stops.unread
+
+    before = signal.getsignal(signal.SIGINT)
+    assert anyio.run(main) == [signal.SIGINT]
+    assert got == []
+    assert signal.getsignal(signal.SIGINT) is before  # the handler from before is back

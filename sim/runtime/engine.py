@@ -25,8 +25,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -34,7 +34,7 @@ from typing import Any, Literal, Protocol
 
 import anyio
 
-from sim._signals import stop_signals
+from sim._signals import Stops, stop_signals
 from sim.config import RunConfig
 from sim.coordinator import Coordinator, LiveCounters, address_of, bind, live_window_s
 from sim.errors import ConfigError, ScenarioError, SimError, StorageError
@@ -331,6 +331,12 @@ class _Supervisor:
                 watch.start_soon(self._watch_signals, signals)
                 execution = await self._run()
                 watch.cancel_scope.cancel()
+            # A stop that came in the step the run ended in reached the watch only as it was
+            # cancelled: it is a stop all the same (it was lost, and the run said "ok").
+            for signum in signals.unread:
+                self._stopped_by(signum)
+        if (self.status, self.reason) != (execution.status, execution.reason):
+            execution = replace(execution, status=self.status, reason=self.reason)
         return execution
 
     async def _run(self) -> Execution:
@@ -656,12 +662,15 @@ class _Supervisor:
             self.stop.set()
             return
 
-    async def _watch_signals(self, signals: AsyncIterator[signal.Signals]) -> None:
+    async def _watch_signals(self, signals: Stops) -> None:
         async for signum in signals:
-            if self.status in ("ok", "failed"):
-                self.status = "interrupted"
-                self.reason = f"stopped by {signal.Signals(signum).name}"
-            self.stop.set()
+            self._stopped_by(signum)
+
+    def _stopped_by(self, signum: signal.Signals) -> None:
+        if self.status in ("ok", "failed"):
+            self.status = "interrupted"
+            self.reason = f"stopped by {signal.Signals(signum).name}"
+        self.stop.set()
 
     async def _watchdog(self, timeout: float, log: Any) -> None:
         with anyio.move_on_after(timeout) as scope:
