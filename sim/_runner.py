@@ -19,7 +19,7 @@ from .analysis import Report, analyse
 from .config import RunConfig
 from .errors import SimError, StorageError
 from .live import LiveView
-from .manifest import drop_reserve, iso, reserve, versions, write_manifest
+from .manifest import drop_reserve, exit_code, iso, reserve, versions, write_manifest
 from .report import print_findings, print_summary
 from .runtime.engine import Execution, execute, plan
 from .virtual.cpu import claimed_cpu
@@ -193,7 +193,7 @@ def _conclude(
             timing=report.timing,
             theory=theory,
         )
-    code = {"ok": 0, "interrupted": 130}.get(status, 1)
+    code = exit_code(status)
     if unrecorded is not None:
         # The user must hear both: why the run failed, and that run.json does not say so.
         why = f"{execution.error}; " if execution.error is not None else ""

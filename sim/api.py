@@ -21,6 +21,7 @@ from . import _isolated
 from . import scenario as _scenario
 from .config import RunConfig, config_from_mapping, load_config, reload
 from .errors import ConfigError, ReplayError
+from .manifest import exit_code
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -211,7 +212,7 @@ class Run:
     @property
     def exit_code(self) -> int:
         """What ``python -m sim run`` exits with: 0 ok, 1 failed, 130 interrupted."""
-        return {"ok": 0, "interrupted": 130}.get(self.status, 1)
+        return exit_code(self.status)
 
     @property
     def dir(self) -> Path:
@@ -374,6 +375,13 @@ def sweep(
     if resume is not None:
         if config is not None or grid:
             raise ConfigError("resume takes the sweep directory alone", source="resume")
+        # The resumed sweep runs as planned: its seeds, repetitions and settings are recorded.
+        changed = [name for name, given in (("--repeat", repeat is not None), ("-s", bool(set)),
+                   ("--seed", seed is not None), ("--zip", zip)) if given]  # fmt: skip
+        if changed:
+            raise ConfigError(f"{', '.join(changed)} cannot change a sweep that is resumed: it "
+                              "finishes as it was planned (see its sweep.json)",
+                              source="--resume")  # fmt: skip
         plan = load_plan(Path(resume))
     else:
         if config is None:
@@ -469,6 +477,13 @@ class Sweep:
     @property
     def axes(self) -> list[str]:
         return [axis.key for axis in self._plan.grid.axes]
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """How many of the planned runs completed ok, and how many were planned: an
+        interrupted sweep's ``(4, 6)`` is what ``resume`` has left to do."""
+        done = sum(1 for row in self._outcome.rows if row.get("status") == "ok")
+        return done, len(self._plan.tasks)
 
     @functools.cached_property
     def results(self) -> pd.DataFrame:

@@ -445,7 +445,15 @@ def _sweep(args: argparse.Namespace, err: Console) -> int:
         raise ConfigError("--resume takes the sweep directory alone", source="--resume")
     if args.resume is None and args.config is None:
         raise ConfigError("give a CONFIG, or --resume DIR", source="sweep")
+    if args.heatmap and args.plot is None:
+        raise ConfigError("draws the metric of --plot: give --plot METRIC too", source="--heatmap")
     axes = [parse_axis(text) for text in args.axes]
+    seen: set[str] = set()
+    for axis in axes:
+        if axis.key in seen:
+            # The grid is a mapping: the second -p would silently replace the first.
+            raise ConfigError("this axis is given twice", source="-p", key=axis.key)
+        seen.add(axis.key)
     if args.plot is not None:
         # Checked before hours of runs, not after them (a resumed sweep's too).
         if args.resume is not None:
@@ -465,6 +473,11 @@ def _sweep(args: argparse.Namespace, err: Console) -> int:
         done.plot(args.plot, heatmap=args.heatmap)
         if not args.quiet:
             err.print(f"plot: {escape(str(done.dir / (args.plot + '.png')))}")
+    if done.exit_code == EXIT_INTERRUPTED:
+        finished, planned = done.progress
+        again = f"python -m sim sweep --resume {escape(str(done.dir))}"
+        err.print(f"interrupted: {finished} of {planned} runs done; finish the sweep with: "
+                  f"{again}", soft_wrap=True)  # fmt: skip
     print(done.dir)
     return done.exit_code
 
@@ -486,9 +499,18 @@ def _check(args: argparse.Namespace, err: Console) -> int:
     # The same plan a run makes: a duplicate actor name is found here, not at run time.
     planned = plan(config, _scenario.of(config))
     kinds = ", ".join(f"{n} ({p.kind})" for n, p in planned.prims.items()) or "none"
+    grid = ""
+    if config.sweep:
+        # The [sweep] table is checked as `sim sweep` would, every point of it: a bad axis is
+        # found now, not after the first hour of runs.
+        from ._sweep import plan_sweep
+
+        swept = plan_sweep(config).grid
+        grid = (f"; sweep of {len(swept.points)} points x {swept.repeat} = "
+                f"{len(swept.points) * swept.repeat} runs")  # fmt: skip
     err.print(
         f"[green]ok[/] {escape(str(config.source))}: scenario {config.scenario}, "
-        f"{len(planned.actors)} actors, primitives {kinds}"
+        f"{len(planned.actors)} actors, primitives {kinds}{grid}"
     )
     print(msgspec.json.encode(config.to_dict()).decode())
     return EXIT_OK

@@ -29,6 +29,7 @@ __all__ = [
     "bundled_configs",
     "config_from_data",
     "config_from_mapping",
+    "convert_section",
     "load_config",
     "parse_value",
     "reload",
@@ -300,8 +301,9 @@ def _check_keys(data: Any, struct: type[msgspec.Struct], prefix: str) -> tuple[s
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
 
-def _convert(data: dict[str, Any], tp: type[Any], section: str) -> Any:
-    """Validate one section into ``tp``; errors name ``section.key``."""
+def convert_section(data: dict[str, Any], tp: type[Any], section: str) -> Any:
+    """Validate one section of a config (a table such as ``[sweep]``) into ``tp``; errors name
+    ``section.key`` and say what is wrong as the rest of the config's errors do."""
     unknown = _check_keys(data, tp, f"{section}." if section else "")
     if unknown:
         raise ConfigError(f"unknown key{unknown[1]}", key=unknown[0])
@@ -372,7 +374,7 @@ def _fault(raw: Any, index: int) -> Fault:
     key = f"faults[{index}]"
     if not isinstance(raw, dict):
         raise ConfigError(f"expected a table ([[faults]]), got {raw!r}", key=key)
-    fault: Fault = _convert(raw, Fault, key)
+    fault: Fault = convert_section(raw, Fault, key)
     return fault
 
 
@@ -483,7 +485,7 @@ def config_from_data(
     skipped = ""
     origin: Source | None = None
     try:
-        top = _convert(data, _Top, "")
+        top = convert_section(data, _Top, "")
         where = Path.cwd() if "scenario" in overridden else (base or path.parent)
         try:
             origin = find(top.scenario, base=where, user=user)
@@ -492,15 +494,15 @@ def config_from_data(
             skipped = str(exc)
         except ScenarioError as exc:
             raise ConfigError(str(exc), key="scenario") from None
-        clock = _convert(top.clock, ClockConfig, "clock")
-        engine = _convert(top.engine, EngineConfig, "engine")
+        clock = convert_section(top.clock, ClockConfig, "clock")
+        engine = convert_section(top.engine, EngineConfig, "engine")
         faults = tuple(_fault(raw, i) for i, raw in enumerate(top.faults))
         if skipped:
             params: Any = top.params
         else:
             from . import kinds
 
-            params = _convert(top.params, spec.params, "params")
+            params = convert_section(top.params, spec.params, "params")
             known = {"deadlock", *kinds.phenomena(), *spec.phenomena}
             for phenomenon in top.expect:
                 if phenomenon not in known:

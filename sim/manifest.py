@@ -11,7 +11,15 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["SCHEMA_VERSION", "drop_reserve", "iso", "reserve", "versions", "write_manifest"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "drop_reserve",
+    "exit_code",
+    "iso",
+    "reserve",
+    "versions",
+    "write_manifest",
+]
 
 SCHEMA_VERSION = 1
 # Room kept on disk for the final run.json (see reserve): a disk that fills up during the run
@@ -19,6 +27,12 @@ SCHEMA_VERSION = 1
 _RESERVE = ".run.json.reserve"
 # Enough for a manifest without its actors, metrics and verdicts (it is about 1.5 KiB).
 _SHORT = 8192
+
+
+def exit_code(status: str) -> int:
+    """What ``sim run`` exits with for a run whose manifest says ``status``: 0 ok, 130
+    interrupted, 1 any failure (failed, deadlock, timeout; "running" too: it never finished)."""
+    return {"ok": 0, "interrupted": 130}.get(status, 1)
 
 
 def iso(timestamp: float) -> str:

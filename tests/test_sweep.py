@@ -179,6 +179,8 @@ def test_resume_after_a_killed_sweep_runs_only_what_is_missing(out: Path) -> Non
     assert f"{len(before)} already done" in result.stderr
     results = rows(folder / "results.csv")
     assert [r["status"] for r in results] == ["ok"] * 6
+    # Rows of runs the killed sweep finished keep their exit code (they were written blank).
+    assert [r["exit_code"] for r in results] == ["0"] * 6
     # The runs that had completed were kept, not run again.
     for row in results:
         if row["run"] in before:
@@ -271,10 +273,16 @@ def test_ctrl_c_stops_the_sweep_and_keeps_what_finished(out: Path, sig: signal.S
     assert "Traceback" not in stderr
     folder = sweep_dir(out)
     assert stdout.strip() == str(folder)
-    statuses = {r["run"]: r["status"] for r in rows(folder / "results.csv")}
+    results = rows(folder / "results.csv")
+    statuses = {r["run"]: r["status"] for r in results}
     assert statuses["p000-r0"] == "ok"
     assert statuses["p001-r0"] == "interrupted"
     assert len(statuses) < 6
+    assert {r["run"]: r["exit_code"] for r in results}["p001-r0"] == "130"
+    # Even with --quiet the user is told how to finish it (nothing said so before).
+    finished = list(statuses.values()).count("ok")
+    assert (f"interrupted: {finished} of 6 runs done; finish the sweep with: python -m sim "
+            f"sweep --resume {folder}") in stderr  # fmt: skip
 
 
 @pytest.mark.timeout(120)
@@ -337,3 +345,92 @@ def test_a_sweep_whose_zygote_dies_reports_the_rest_as_errors_and_ends(out: Path
     # The run under way says itself how it ended; the rest never ran: each is an error.
     results = rows(sweep_dir(out) / "results.csv")
     assert [r["status"] for r in results] == ["interrupted"] + ["error"] * 5
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        # The grid is a mapping: the second axis silently replaced the first.
+        (["-p", "params.cars=2,3", "-p", "params.cars=4"],
+         "error: -p: params.cars: this axis is given twice"),
+        # Which value would a run take? The axis's, silently.
+        (["-p", "params.cars=2,3", "-s", "params.cars=4"],
+         "error: -s: params.cars: params.cars is both swept and fixed"),
+        (["-p", "params.cars=2,3", "--heatmap"],
+         "error: --heatmap: draws the metric of --plot: give --plot METRIC too"),
+    ],
+)  # fmt: skip
+def test_contradictory_sweep_options_are_refused_before_anything_runs(
+    out: Path, args: list[str], says: str
+) -> None:
+    result = sim("sweep", "carpark", *args, *QUICK, "--out", str(out), "--quiet")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == says or result.stderr.startswith(says), result.stderr
+    assert not (out / "sweeps").exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_resume_cannot_change_the_plan_and_an_out_that_is_a_file_is_named(out: Path) -> None:
+    # --out a file was a NotADirectoryError traceback.
+    afile = out / "afile"
+    afile.write_text("not a folder")
+    refused = sim("sweep", "carpark", "-p", "params.cars=3", *QUICK, "--out", str(afile))
+    assert refused.returncode == 2, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert refused.stderr.startswith(f"error: --out: cannot create the sweep directory {afile}/")
+    assert "Not a directory" in refused.stderr
+    done = sim("sweep", "carpark", "-p", "params.cars=3", *QUICK, "--out", str(out), "--quiet")
+    assert done.returncode == 0, done.stderr
+    folder = sweep_dir(out)
+    # --repeat, --seed, -s on a resume were ignored without a word: the plan is recorded.
+    for extra in (["--repeat", "3"], ["--seed", "9"], ["-s", "params.visits=5"]):
+        resumed = sim("sweep", "--resume", str(folder), *extra)
+        assert resumed.returncode == 2, resumed.stderr
+        assert resumed.stderr.startswith(f"error: --resume: {extra[0]} cannot change a sweep "
+                                         "that is resumed")  # fmt: skip
+    assert len(list(folder.glob("runs/*/*/run.json"))) == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_bad_sweep_table_names_the_file_and_its_key_in_check_and_sweep(tmp_path: Path) -> None:
+    config = tmp_path / "grid.toml"
+    config.write_text('scenario = "carpark"\n[sweep.axes]\n"params.cars" = "range(1,x)"\n')
+    for command in (["check"], ["sweep", "--out", str(tmp_path / "logs")]):
+        result = sim(command[0], str(config), *command[1:])
+        assert result.returncode == 2, (command, result.stderr)
+        # It was blamed on -p, an option nobody gave.
+        assert result.stderr.strip() == (f"error: {config}: sweep.axes.params.cars: 'x' is "
+                                         "not a number"), command  # fmt: skip
+    config.write_text('scenario = "carpark"\n[sweep]\naxis = {}\n')
+    result = sim("check", str(config))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (f"error: {config}: sweep.axis: unknown key (did you mean "
+                                     "'axes'?)")  # fmt: skip
+    # A good table is checked as the sweep would run it, every point of it.
+    good = sim("check", "carpark-sweep")
+    assert good.returncode == 0, good.stderr
+    assert "; sweep of 6 points x 3 = 18 runs" in good.stderr
+
+
+@pytest.mark.timeout(120)
+def test_a_file_scenarios_sweep_is_named_by_it_and_its_plot_title_says_the_swept_range(
+    tmp_path: Path,
+) -> None:
+    import sim as api
+
+    (tmp_path / "mine").mkdir()
+    assert sim("new", "bank", "--dir", str(tmp_path / "mine")).returncode == 0
+    config = tmp_path / "mine" / "bank.toml"
+    settings = ["clock.mode=virtual", "params.jobs=2", 'title="{workers} tellers"']
+    done = api.sweep(config, {"params.workers": [2, 3, 4]}, out=tmp_path / "logs", set=settings)
+    assert done.ok
+    # Named "bank.py-…" before: the config's file name, not the scenario's.
+    assert done.dir.parent == tmp_path / "logs" / "sweeps"
+    assert done.dir.name.startswith("bank-")
+    metric = api.scenario.load(str(tmp_path / "mine" / "bank.py")).metrics[0].key
+    svg = done.plot(metric, tmp_path / "m.svg").read_text(encoding="utf-8")
+    # The title said "3 tellers", the base config's value, over a picture of 2, 3 and 4.
+    assert "2…4 tellers" in svg
+    assert "3 tellers" not in svg

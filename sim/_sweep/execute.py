@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from sim.manifest import exit_code
+
 from .grid import Point
 from .zygote import Zygote, ZygoteGone
 
@@ -65,19 +67,21 @@ def latest_run_dir(folder: Path) -> Path | None:
     return max(runs, key=lambda p: p.stat().st_mtime).parent if runs else None
 
 
-def outcome_from_run_dir(task: Task, run_dir: Path, exit_code: int | None) -> Outcome:
-    """Read a finished run's manifest into an Outcome."""
+def outcome_from_run_dir(task: Task, run_dir: Path, code: int | None) -> Outcome:
+    """Read a finished run's manifest into an Outcome. Without the process's own exit
+    ``code`` (a run finished by an earlier, resumed sweep; one whose launcher went away), the
+    code is the one its recorded status stands for: ``sim run`` exits with nothing else."""
     try:
         manifest = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        return Outcome(task, "error", exit_code, run_dir, error=f"unreadable run.json: {exc}")
+        return Outcome(task, "error", code, run_dir, error=f"unreadable run.json: {exc}")
     status = str(manifest.get("status", "error"))
     if status == "running":
         status = "interrupted"  # the run never finished its manifest
     return Outcome(
         task,
         status,
-        exit_code,
+        exit_code(status) if code is None else code,
         run_dir,
         metrics=dict(manifest.get("metrics", {})) | _timing(manifest.get("timing")),
         wall_s=float(manifest.get("wall_s", 0.0)),

@@ -30,6 +30,7 @@ from sim.config import (
     DATA_SOURCE,
     RunConfig,
     config_from_data,
+    convert_section,
     load_config,
     reload,
     with_overrides,
@@ -111,17 +112,22 @@ def plan_sweep(
     else:
         base = load_config(config_name, overrides)
         label = str(config_name)
-    try:
-        table = msgspec.convert(base.sweep, SweepTable, strict=True)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(str(exc).replace("`", ""), source=label, key="sweep") from None
+    table = sweep_table(base, label)
     chosen: list[Axis] = list(axes or ()) + [parse_axis(text) for text in axis_texts]
-    chosen = chosen or table_axes(table)
-    if not chosen:
+    if chosen:
+        grid = expand(chosen, repeat=repeat or table.repeat, zipped=zipped or table.zip)
+    else:
+        grid = _table_grid(table, label, repeat)
+    if not grid.axes:
         raise ConfigError("nothing to sweep: give -p KEY=VALUES or a [sweep] table in the config",
                           source="sweep")  # fmt: skip
-    grid = expand(chosen, repeat=repeat or table.repeat, zipped=zipped or table.zip)
     unchanged = base.overrides
+    fixed = {text.partition("=")[0].strip() for text in unchanged}
+    for axis in grid.axes:
+        if axis.key in fixed:
+            # Which value would a run take? The axis's, silently: say so instead.
+            raise ConfigError(f"{axis.key} is both swept and fixed: give it as an axis or as "
+                              "-s KEY=VALUE, not both", source="-s", key=axis.key)  # fmt: skip
     base = replace(base, overrides=())
     for point in grid.points:
         try:
@@ -129,15 +135,36 @@ def plan_sweep(
         except ConfigError as exc:
             raise _axis_error(point, exc) from None
     base_seed = seed if seed is not None else (base.seed if base.seed is not None else 0)
+    # Named as its runs are: by the scenario's own name ("bank", not the "../x/bank.py" the
+    # config may give, which would even nest the folder).
+    name = _scenario.of(base).name
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    sweep_dir = out / "sweeps" / f"{base.scenario}-{stamp}-{secrets.token_hex(2)}"
+    sweep_dir = out / "sweeps" / f"{name}-{stamp}-{secrets.token_hex(2)}"
     config_file, text = base.source.resolve(), None
     if base.source.name == DATA_SOURCE:
         # Data, not a file: the runs read it from the sweep's own copy, with a scenario file
         # made absolute (the copy is not where the data's relative path starts from).
         config_file, text = sweep_dir / "config.toml", _portable(base)
     return SweepPlan(sweep_dir, config_file, list(unchanged), grid, base_seed,
-                     _tasks(grid, base_seed, sweep_dir), base.scenario, text)  # fmt: skip
+                     _tasks(grid, base_seed, sweep_dir), name, text)  # fmt: skip
+
+
+def sweep_table(config: RunConfig[Any], label: str) -> SweepTable:
+    """The config's ``[sweep]`` table, validated (an empty one if it has none)."""
+    try:
+        table: SweepTable = convert_section(dict(config.sweep), SweepTable, "sweep")
+    except ConfigError as exc:
+        raise ConfigError(exc.reason, source=label, key=exc.key) from None
+    return table
+
+
+def _table_grid(table: SweepTable, label: str, repeat: int | None) -> Grid:
+    # The axes the config's [sweep] table gives: a bad one is the file's, not a -p's.
+    try:
+        return expand(table_axes(table), repeat=repeat or table.repeat, zipped=table.zip)
+    except ConfigError as exc:
+        key = f"sweep.axes.{exc.key}" if exc.key and "," not in exc.key else "sweep.axes"
+        raise ConfigError(exc.reason, source=label, key=key) from None
 
 
 def plan_config(plan: SweepPlan) -> RunConfig[Any]:
@@ -168,7 +195,11 @@ def _tasks(grid: Grid, base_seed: int, sweep_dir: Path) -> list[Task]:
 
 
 def _save_plan(plan: SweepPlan, jobs: int, executor: str) -> None:
-    plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the sweep directory {plan.sweep_dir}: {exc.strerror}",
+                          source="--out") from None  # fmt: skip
     if plan.config_text is not None:
         plan.config.write_bytes(plan.config_text.encode("utf-8"))
     record = {
@@ -289,10 +320,14 @@ async def _execute(
         async def watch() -> None:
             nonlocal interrupted
             with stop_signals() as signals:
-                async for _ in signals:
-                    interrupted = True
-                    tg.cancel_scope.cancel()
-                    return
+                try:
+                    async for _ in signals:
+                        interrupted = True
+                        tg.cancel_scope.cancel()
+                        return
+                finally:
+                    # A stop as the last run ended reached the watch only as it was cancelled.
+                    interrupted = interrupted or bool(signals.unread)
 
         tg.start_soon(watch)
         async with anyio.create_task_group() as runs:
@@ -435,7 +470,7 @@ def plot_sweep(
     unit = declared[metric].unit
     shown = {"%": "%, 0-100"}.get(unit, unit)
     label = declared[metric].label + (f" ({shown})" if shown else "")
-    named = with_overrides(config.title, (), config.params)  # its {param}s filled
+    named = with_overrides(config.title, (), _swept_params(config, plan.grid))
     fixed = textwrap.fill(", ".join([named, *plan.overrides]).strip(", "), 100)
     title = f"{plan.scenario}: {label}" + (f"\n{fixed}" if fixed else "")
     path = path or plan.sweep_dir / f"{metric}.png"
@@ -444,6 +479,33 @@ def plot_sweep(
     if console is not None:
         console.print(f"plot: {escape(str(path))}")
     return path
+
+
+def _swept_params(config: RunConfig[Any], grid: Grid) -> dict[str, Any]:
+    """The params a sweep's title is filled from: a swept one says its range ("3…8"), not the
+    value the base config happens to hold, which no run of the picture may have had."""
+    params: dict[str, Any] = msgspec.to_builtins(config.params)
+    for axis in grid.axes:
+        head, _, path = axis.key.partition(".")
+        if head != "params" or not path:
+            continue
+        *parents, leaf = path.split(".")
+        node = params
+        for part in parents:
+            node = node.setdefault(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node[leaf] = _span(axis.values)
+    return params
+
+
+def _span(values: Sequence[Any]) -> str:
+    def text(value: Any) -> str:
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    if numbers and len(values) > 2:
+        return f"{text(min(values))}…{text(max(values))}"
+    return "/".join(text(v) for v in values)
 
 
 def _theory(plan: SweepPlan, spec: _scenario.Scenario[Any]) -> dict[int, Mapping[str, float]]:
