@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from . import _isolated
 from . import scenario as _scenario
-from .config import RunConfig, config_from_mapping, load_config, reload
+from .config import RunConfig, config_from_mapping, load_config, parse_value, reload
 from .errors import ConfigError, ReplayError
 from .manifest import exit_code
 
@@ -111,8 +111,15 @@ def run(
         from .virtual.schedule import load_schedule
 
         chosen = load_schedule(Path(schedule))
-        set = {**set, "clock.mode": "virtual"} if isinstance(set, Mapping) else [
-            *_overrides(set, "-s"), "clock.mode=virtual"]  # fmt: skip
+        texts = _overrides(set, "-s")
+        for text in texts:
+            key, _, given = text.partition("=")
+            if key.strip() == "clock.mode" and parse_value(given.strip()) != "virtual":
+                # It was replaced by "virtual" without a word: the user asked for the other.
+                raise ConfigError(f"{given.strip()}: a schedule replays a virtual run, on the "
+                                  "virtual clock only (leave clock.mode out)", source="-s",
+                                  key="clock.mode")  # fmt: skip
+        set = [*texts, "clock.mode=virtual"]
         if seed is None:
             seed = chosen.seed
         elif chosen.seed is not None and seed != chosen.seed:
