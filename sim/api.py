@@ -12,10 +12,13 @@ docs/api.md.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _isolated
 from . import scenario as _scenario
@@ -38,6 +41,58 @@ if TYPE_CHECKING:
 __all__ = ["Run", "Sweep", "replay", "run", "sweep"]
 
 Settings = Mapping[str, Any] | Iterable[str] | None
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+# The checks behind these functions are the command line's own, so their errors name its
+# options; a Python caller gave parameters, and reads those: "out: cannot create ...", not
+# "--out: ...". The CLI, calling the same functions, keeps its spelling (_cli_spelling).
+_PARAMETERS = {
+    "-s": "set", "-p": "grid", "--out": "out", "--seed": "seed", "--schedule": "schedule",
+    "--resume": "resume", "--repeat": "repeat", "--jobs": "jobs", "--executor": "executor",
+    "--scheduler": "scheduler", "--shared-out": "shared_out", "--zip": "zip",
+    "--plot": "metric", "--heatmap": "heatmap", "--scenario": "scenario",
+}  # fmt: skip
+# An option where a message names it, with the metavar that may follow (`-s KEY=VALUE`).
+_OPTION = re.compile(r"(?<![\w-])(" + "|".join(re.escape(o) for o in sorted(_PARAMETERS, key=len,
+                     reverse=True)) + r")(?![\w-])(?: [A-Z][A-Z_=:/]*\b)?")  # fmt: skip
+_CLI = contextvars.ContextVar("sim_cli_spelling", default=False)
+
+
+@contextlib.contextmanager
+def _cli_spelling() -> Iterator[None]:
+    """Within the block, errors keep the command line's option names (the CLI's own calls)."""
+    token = _CLI.set(True)
+    try:
+        yield
+    finally:
+        _CLI.reset(token)
+
+
+def _spoken(fn: Callable[_P, _T]) -> Callable[_P, _T]:
+    """``fn`` with its ConfigErrors naming parameters, not options, for a Python caller."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            if _CLI.get():
+                raise
+            raise _as_parameters(exc) from None
+
+    return wrapper
+
+
+def _as_parameters(exc: ConfigError) -> ConfigError:
+    def said(match: re.Match[str]) -> str:
+        return f"{_PARAMETERS[match.group(1)]}="
+
+    source = _PARAMETERS.get(exc.source, exc.source) if exc.source else None
+    spoken = ConfigError(_OPTION.sub(said, exc.reason), source=source, key=exc.key)
+    spoken.run_dir = exc.run_dir
+    return spoken
 
 
 def _overrides(settings: Settings, via: str) -> list[str]:
@@ -85,6 +140,7 @@ def _config(
 # -- running -----------------------------------------------------------------------------
 
 
+@_spoken
 def run(
     config: str | Path | Mapping[str, Any] | RunConfig[Any],
     *,
@@ -150,6 +206,7 @@ def _console() -> Console:
     return console(stderr=True)
 
 
+@_spoken
 def replay(path: str | Path, *, scenario: str | None = None) -> Run:
     """Read a finished run back from its log (a run directory or its events file): the same
     metrics and verdicts, recomputed, nothing re-run.
@@ -291,6 +348,7 @@ class Run:
         domain, run, done, new), detail, start_ts, end_ts, duration_s."""
         return self._frame("states")
 
+    @_spoken
     def plot(self, path: str | Path) -> Path:
         """Draw the run (PNG or SVG by the suffix): gauges, what each actor did, waits."""
         from .plot import plot
@@ -348,6 +406,7 @@ def _axes(grid: Mapping[str, Any] | None) -> list[Any]:
     return axes
 
 
+@_spoken
 def sweep(
     config: str | Path | Mapping[str, Any] | RunConfig[Any] | None,
     grid: Mapping[str, Any] | None = None,
@@ -520,6 +579,7 @@ class Sweep:
             return None
         return str(origin.path) if origin.form == "file" else origin.name
 
+    @_spoken
     def plot(self, metric: str, path: str | Path | None = None, *, heatmap: bool = False) -> Path:
         """Draw ``metric`` against the first axis, with the model's values where there are
         any (or a heatmap of two axes); PNG or SVG, by default ``<dir>/<metric>.png``."""

@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     err = console(stderr=True)
     try:
         # SIGTERM stops a command as Ctrl-C does (sim._signals): cleanup runs, exit 130.
-        with sigterm_as_ctrl_c():
+        with sigterm_as_ctrl_c(), api._cli_spelling():
             code = _command(args, err)
         sys.stdout.flush()
     except BrokenPipeError:

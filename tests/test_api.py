@@ -199,6 +199,35 @@ def test_errors_are_the_documented_classes(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("call", "source", "says"),
+    [
+        (lambda o: sim.run(SMALL, out=o / "afile"), "out", "cannot create the run directory"),
+        (lambda o: sim.run(SMALL, set=["params.cars"], out=o), "set",
+         "expected KEY=VALUE with a dotted key, got 'params.cars'"),
+        (lambda o: sim.sweep(SMALL, {"params.cars": [2, 3]}, set={"params.cars": 4}, out=o),
+         "set", "params.cars is both swept and fixed: give it as an axis or as set=, not both"),
+        (lambda o: sim.sweep(SMALL, {"params.cars": "range(1,x)"}, out=o), "grid",
+         "'x' is not a number"),
+        (lambda o: sim.sweep(None, resume=o, repeat=2, seed=1), "resume",
+         "repeat=, seed= cannot change a sweep that is resumed"),
+    ],
+)  # fmt: skip
+def test_errors_of_the_api_name_its_parameters_not_the_cli_options(
+    tmp_path: Path, call: Any, source: str, says: str
+) -> None:
+    # They said "--out: ...", "-s: ...": options a Python caller never gave.
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(sim.ConfigError) as caught:
+        call(tmp_path)
+    assert caught.value.source == source
+    assert str(caught.value).startswith(f"{source}: ")
+    assert says in str(caught.value)
+    assert " -s" not in str(caught.value)
+    assert "--" not in str(caught.value)
+
+
+@pytest.mark.timeout(60)
 def test_a_process_that_cannot_host_the_engine_runs_it_in_a_child(tmp_path: Path) -> None:
     # A thread of our own (as in a Jupyter kernel): forking here would be unsafe, so the run
     # goes to a child interpreter; the result, and an error's class and key, come back.
