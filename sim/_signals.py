@@ -3,13 +3,13 @@
 Both stop what runs as Ctrl-C does: whatever was begun is cleaned up (shared memory released,
 a run's manifest marked ``interrupted``) and the command exits 130. Outside an event loop
 that is KeyboardInterrupt (:func:`sigterm_as_ctrl_c` makes SIGTERM raise it too); inside one,
-the engine and a sweep read both signals from anyio's receiver (:func:`stop_signals`).
+the engine and a sweep read both signals from :func:`stop_signals`.
 
-asyncio puts a signal back to its default when it lets go of it, and SIGTERM's default kills
-the process where it is: :func:`stop_signals` reinstalls the handlers from before it at once,
-so that a stop while a run ends or is analysed is still a clean one. And a stop that came just
-as its reader was cancelled (the run had ended in that very step) is not lost with the reader:
-:attr:`Stops.unread` still holds it.
+:func:`stop_signals` records a stop in a Python-level handler the moment it comes and, when
+the block ends, puts back the handlers from before it at once (SIGTERM's default would kill
+the process where it is), so that a stop while a run ends or is analysed is still a clean one.
+A stop that came just as its reader was cancelled (the run had ended in that very step) is not
+lost with the reader: :attr:`Stops.unread` still holds it.
 """
 
 from __future__ import annotations
@@ -68,12 +68,21 @@ class Stops:
     """The SIGINTs and SIGTERMs that came while :func:`stop_signals` was open, read in order by
     ``async for``; the ones nobody read stay in :attr:`unread`."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self._queue: deque[signal.Signals] = deque()
         self._arrived = anyio.Event()
 
-    def _deliver(self, signum: signal.Signals) -> None:
-        self._queue.append(signum)
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        # A Python-level handler: it runs in the main thread between two bytecodes, whatever
+        # the loop is doing, so a stop is recorded the moment it comes (asyncio's own signal
+        # handling relays it through its self-pipe, and a stop still in the pipe when the
+        # handler was removed was dropped: CI saw explore run on after Ctrl-C). The reader
+        # is woken from the loop, where its event may be set.
+        self._queue.append(signal.Signals(signum))
+        self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
         self._arrived.set()
 
     @property
@@ -95,18 +104,16 @@ class Stops:
 def stop_signals() -> Iterator[Stops]:
     """The stops that come while the block runs (in a running asyncio loop; they are not
     delivered outside the main thread, where no handler can be set), and the handlers from
-    before it once it is closed."""
-    stops = Stops()
+    before it once it is closed: straight back, with no moment of the default action between
+    (SIGTERM's kills)."""
+    stops = Stops(asyncio.get_running_loop())
     if not _main_thread():
         yield stops
         return
     saved = _saved()
-    loop = asyncio.get_running_loop()
     try:
         for signum in _STOPS:
-            loop.add_signal_handler(signum, stops._deliver, signal.Signals(signum))
+            signal.signal(signum, stops._handler)
         yield stops
     finally:
-        for signum in _STOPS:
-            loop.remove_signal_handler(signum)
         _restore(saved)

@@ -54,9 +54,10 @@ _PARAMETERS = {
     "--scheduler": "scheduler", "--shared-out": "shared_out", "--zip": "zip",
     "--plot": "metric", "--heatmap": "heatmap", "--scenario": "scenario",
 }  # fmt: skip
-# An option where a message names it, with the metavar that may follow (`-s KEY=VALUE`).
-_OPTION = re.compile(r"(?<![\w-])(" + "|".join(re.escape(o) for o in sorted(_PARAMETERS, key=len,
-                     reverse=True)) + r")(?![\w-])(?: [A-Z][A-Z_=:/]*\b)?")  # fmt: skip
+# An option where a message names it, with the metavar that may follow (`-s KEY=VALUE`); not
+# inside a quoted value of the user's own ("got '-s'").
+_OPTION = re.compile(r"(?<![\w'\"-])(" + "|".join(re.escape(o) for o in sorted(_PARAMETERS,
+                     key=len, reverse=True)) + r")(?![\w'\"-])(?: [A-Z][A-Z_=:/]*\b)?")  # fmt: skip
 _CLI = contextvars.ContextVar("sim_cli_spelling", default=False)
 
 
@@ -87,7 +88,7 @@ def _spoken(fn: Callable[_P, _T]) -> Callable[_P, _T]:
 
 def _as_parameters(exc: ConfigError) -> ConfigError:
     def said(match: re.Match[str]) -> str:
-        return f"{_PARAMETERS[match.group(1)]}="
+        return _PARAMETERS[match.group(1)]
 
     source = _PARAMETERS.get(exc.source, exc.source) if exc.source else None
     spoken = ConfigError(_OPTION.sub(said, exc.reason), source=source, key=exc.key)

@@ -503,14 +503,18 @@ def _check(args: argparse.Namespace, err: Console) -> int:
     if config.sweep:
         # The [sweep] table is checked as `sim sweep` would, every point of it: a bad axis is
         # found now, not after the first hour of runs.
-        from ._sweep import plan_sweep
+        from ._sweep.runner import check_table
 
-        swept = plan_sweep(config).grid
-        grid = (f"; sweep of {len(swept.points)} points x {swept.repeat} = "
-                f"{len(swept.points) * swept.repeat} runs")  # fmt: skip
+        swept = check_table(config)
+        if swept is None:
+            grid = "; \\[sweep] table without axes (give them with sim sweep -p)"
+        else:
+            runs = len(swept.points) * swept.repeat
+            grid = f"; sweep of {len(swept.points)} points x {swept.repeat} = {runs} runs"
     err.print(
         f"[green]ok[/] {escape(str(config.source))}: scenario {config.scenario}, "
-        f"{len(planned.actors)} actors, primitives {kinds}{grid}"
+        f"{len(planned.actors)} actors, primitives {kinds}{grid}",
+        soft_wrap=True,
     )
     print(msgspec.json.encode(config.to_dict()).decode())
     return EXIT_OK

@@ -219,7 +219,8 @@ def _wrap_title(title: str, width: int) -> str:
     # long title breaks before it and keeps it whole on a line of its own where it fits.
     if len(title) <= width:
         return title
-    base, cut, clause = title.partition(" (with ")
+    # The clause is the last thing with_overrides adds: a title's own "(with ...)" stays put.
+    base, cut, clause = title.rpartition(" (with ")
     if not cut:
         return "\n".join(textwrap.wrap(title, width))
     clause = "(with " + clause

@@ -206,11 +206,12 @@ def test_errors_are_the_documented_classes(
         (lambda o: sim.run(SMALL, set=["params.cars"], out=o), "set",
          "expected KEY=VALUE with a dotted key, got 'params.cars'"),
         (lambda o: sim.sweep(SMALL, {"params.cars": [2, 3]}, set={"params.cars": 4}, out=o),
-         "set", "params.cars is both swept and fixed: give it as an axis or as set=, not both"),
+         "set", "params.cars is both swept and fixed (by the override params.cars=...): give it "
+         "as an axis or as a fixed override, not both"),
         (lambda o: sim.sweep(SMALL, {"params.cars": "range(1,x)"}, out=o), "grid",
          "'x' is not a number"),
         (lambda o: sim.sweep(None, resume=o, repeat=2, seed=1), "resume",
-         "repeat=, seed= cannot change a sweep that is resumed"),
+         "repeat, seed cannot change a sweep that is resumed"),
     ],
 )  # fmt: skip
 def test_errors_of_the_api_name_its_parameters_not_the_cli_options(

@@ -188,3 +188,12 @@ def test_the_header_carries_every_parameter_and_the_whole_title(tmp_path: Path) 
         assert word in svg, word
     # ... and the overrides clause stays whole on its line: it tells this run from the config's.
     assert "(with clock.mode=virtual)" in svg
+
+
+def test_a_title_of_its_own_with_brackets_keeps_the_overrides_clause_last() -> None:
+    from sim.plot import _wrap_title
+
+    title = "Readers (with writers) share one lock, " * 3 + "(with params.readers=4)"
+    lines = _wrap_title(title, 90).splitlines()
+    assert lines[-1] == "(with params.readers=4)"
+    assert " ".join(lines) == title

@@ -261,18 +261,24 @@ def _ended(out: Path) -> bool:
 
 
 @pytest.mark.timeout(30)
-def test_a_stop_that_comes_as_its_reader_is_cancelled_is_kept() -> None:
-    # The engine reads stops in a task it cancels once the run has ended; a Ctrl-C delivered
-    # in that very step was dropped with the reader, and `explore` went on to its next run
-    # (CI saw "no failure in 500 schedules", exit 0, after the Ctrl-C).
+def test_a_stop_is_recorded_the_moment_it_comes_and_the_handlers_come_back() -> None:
+    # Through asyncio's self-pipe a stop reached the run only once the loop had read the pipe:
+    # one that came while the run's end ran without yielding was still in the pipe when the
+    # handlers were removed, and was dropped (CI: explore ran on to its 500th schedule after
+    # Ctrl-C, exit 0). And a reader cancelled in the step a stop came lost it with itself.
     import anyio
 
     from sim._signals import stop_signals
 
     got: list[signal.Signals] = []
 
-    async def main() -> list[signal.Signals]:
+    def mine(signum: int, frame: object) -> None:
+        raise AssertionError("the stop went past stop_signals")
+
+    async def main() -> tuple[list[signal.Signals], list[signal.Signals], tuple[object, ...]]:
         with stop_signals() as stops:
+            signal.raise_signal(signal.SIGTERM)
+            at_once = stops.unread  # no await: the loop has not run since
             async with anyio.create_task_group() as tg:
 
                 async def read() -> None:
@@ -280,16 +286,21 @@ def test_a_stop_that_comes_as_its_reader_is_cancelled_is_kept() -> None:
                         got.append(signum)
 
                 tg.start_soon(read)
-                await anyio.sleep(0.01)  # the reader waits
+                await anyio.sleep(0.01)  # the reader takes the SIGTERM, then waits
                 signal.raise_signal(signal.SIGINT)
-                tg.cancel_scope.cancel()  # ... and is cancelled before it can take it
-            for _ in range(100):
-                if stops.unread:
-                    break
-                await anyio.sleep(0.01)
-            return stops.unread
+                tg.cancel_scope.cancel()  # ... and is cancelled before it can take this one
+            left = stops.unread
+        return at_once, left, (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
 
-    before = signal.getsignal(signal.SIGINT)
-    assert anyio.run(main) == [signal.SIGINT]
-    assert got == []
-    assert signal.getsignal(signal.SIGINT) is before  # the handler from before is back
+    saved = signal.signal(signal.SIGTERM, mine)
+    try:
+        at_once, left, handlers = anyio.run(main)
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    assert at_once == [signal.SIGTERM]
+    assert got == [signal.SIGTERM]
+    assert left == [signal.SIGINT]
+    # Straight back to what was there before (asyncio's Runner's own SIGINT handler, and
+    # ours for SIGTERM), with no moment of the default action, which for SIGTERM kills.
+    assert handlers[1] is mine
+    assert handlers[0] not in (signal.SIG_DFL, signal.SIG_IGN, None)

@@ -356,7 +356,8 @@ def test_a_sweep_whose_zygote_dies_reports_the_rest_as_errors_and_ends(out: Path
          "error: -p: params.cars: this axis is given twice"),
         # Which value would a run take? The axis's, silently.
         (["-p", "params.cars=2,3", "-s", "params.cars=4"],
-         "error: -s: params.cars: params.cars is both swept and fixed"),
+         "error: -s: params.cars: params.cars is both swept and fixed (by the override "
+         "params.cars=...)"),
         (["-p", "params.cars=2,3", "--heatmap"],
          "error: --heatmap: draws the metric of --plot: give --plot METRIC too"),
     ],
@@ -412,6 +413,31 @@ def test_a_bad_sweep_table_names_the_file_and_its_key_in_check_and_sweep(tmp_pat
     good = sim("check", "carpark-sweep")
     assert good.returncode == 0, good.stderr
     assert "; sweep of 6 points x 3 = 18 runs" in good.stderr
+    # ... and check refuses nothing a run takes: -s of a swept key is a run's own setting, and
+    # a table with no axes waits for them from -p.
+    assert sim("check", "carpark-sweep", "-s", "params.cars=8").returncode == 0
+    config.write_text('scenario = "carpark"\n[sweep]\nrepeat = 3\n')
+    result = sim("check", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "; [sweep] table without axes (give them with sim sweep -p)" in result.stderr
+
+
+def test_zip_pairs_the_axes_of_a_sweep_table_and_a_nested_fixed_key_clashes(
+    tmp_path: Path,
+) -> None:
+    from sim.config import load_config
+
+    config = tmp_path / "z.toml"
+    config.write_text('scenario = "carpark"\n[sweep.axes]\n"params.cars" = [3, 4]\n'
+                      '"params.capacity" = [1, 2]\n')  # fmt: skip
+    # --zip was dropped for a table's axes: the product ran, N x N runs instead of N.
+    assert len(plan_sweep(load_config(config), zipped=True).grid.points) == 2
+    assert len(plan_sweep(load_config(config)).grid.points) == 4
+    # A table that fixes the parent fixes the key: which value would a run take?
+    with pytest.raises(ConfigError, match=r"params.drive.mean is both swept and fixed \(by the "
+                       r"override params.drive=\.\.\.\)"):  # fmt: skip
+        plan_sweep("carpark", ["params.drive.mean=3,4"],
+                   overrides=['params.drive={mean=3, dist="fixed"}'])  # fmt: skip
 
 
 @pytest.mark.timeout(120)

@@ -46,6 +46,7 @@ from .results import aggregate, result_rows, write_table
 __all__ = [
     "SweepOutcome",
     "SweepPlan",
+    "check_table",
     "load_plan",
     "make_executor",
     "plan_config",
@@ -117,23 +118,23 @@ def plan_sweep(
     if chosen:
         grid = expand(chosen, repeat=repeat or table.repeat, zipped=zipped or table.zip)
     else:
-        grid = _table_grid(table, label, repeat)
+        grid = _table_grid(table, label, repeat=repeat, zipped=zipped)
     if not grid.axes:
         raise ConfigError("nothing to sweep: give -p KEY=VALUES or a [sweep] table in the config",
                           source="sweep")  # fmt: skip
     unchanged = base.overrides
-    fixed = {text.partition("=")[0].strip() for text in unchanged}
+    fixed = [text.partition("=")[0].strip() for text in unchanged]
     for axis in grid.axes:
-        if axis.key in fixed:
+        # `-s params.drive={mean=3}` fixes params.drive.mean as well.
+        clash = next((f for f in fixed if f == axis.key or axis.key.startswith(f"{f}.")
+                      or f.startswith(f"{axis.key}.")), None)  # fmt: skip
+        if clash is not None:
             # Which value would a run take? The axis's, silently: say so instead.
-            raise ConfigError(f"{axis.key} is both swept and fixed: give it as an axis or as "
-                              "-s KEY=VALUE, not both", source="-s", key=axis.key)  # fmt: skip
+            raise ConfigError(f"{axis.key} is both swept and fixed (by the override {clash}="
+                              "...): give it as an axis or as a fixed override, not both",
+                              source="-s", key=axis.key)  # fmt: skip
     base = replace(base, overrides=())
-    for point in grid.points:
-        try:
-            reload(base, [*unchanged, *point.overrides])
-        except ConfigError as exc:
-            raise _axis_error(point, exc) from None
+    _check_points(base, grid, unchanged)
     base_seed = seed if seed is not None else (base.seed if base.seed is not None else 0)
     # Named as its runs are: by the scenario's own name ("bank", not the "../x/bank.py" the
     # config may give, which would even nest the folder).
@@ -149,6 +150,28 @@ def plan_sweep(
                      _tasks(grid, base_seed, sweep_dir), name, text)  # fmt: skip
 
 
+def _check_points(base: RunConfig[Any], grid: Grid, fixed: Sequence[str]) -> None:
+    for point in grid.points:
+        try:
+            reload(base, [*fixed, *point.overrides])
+        except ConfigError as exc:
+            raise _axis_error(point, exc) from None
+
+
+def check_table(config: RunConfig[Any]) -> Grid | None:
+    """The grid of ``config``'s ``[sweep]`` table, every point of it validated as a sweep
+    would (``sim check``); None if the table gives no axes (they may come from ``-p``)."""
+    label = str(config.source)
+    table = sweep_table(config, label)
+    grid = _table_grid(table, label)
+    if not grid.axes:
+        return None
+    # A -s of the check is the run's own: here a point's value wins over it, as in a run of
+    # that point (a sweep refuses the clash, but a config is not wrong for allowing both).
+    _check_points(replace(config, overrides=()), grid, config.overrides)
+    return grid
+
+
 def sweep_table(config: RunConfig[Any], label: str) -> SweepTable:
     """The config's ``[sweep]`` table, validated (an empty one if it has none)."""
     try:
@@ -158,10 +181,13 @@ def sweep_table(config: RunConfig[Any], label: str) -> SweepTable:
     return table
 
 
-def _table_grid(table: SweepTable, label: str, repeat: int | None) -> Grid:
+def _table_grid(
+    table: SweepTable, label: str, *, repeat: int | None = None, zipped: bool = False
+) -> Grid:
     # The axes the config's [sweep] table gives: a bad one is the file's, not a -p's.
     try:
-        return expand(table_axes(table), repeat=repeat or table.repeat, zipped=table.zip)
+        return expand(table_axes(table), repeat=repeat or table.repeat,
+                      zipped=zipped or table.zip)  # fmt: skip
     except ConfigError as exc:
         key = f"sweep.axes.{exc.key}" if exc.key and "," not in exc.key else "sweep.axes"
         raise ConfigError(exc.reason, source=label, key=key) from None
