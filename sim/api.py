@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _isolated
 from . import scenario as _scenario
-from .config import RunConfig, config_from_mapping, load_config, parse_value, reload
+from .config import RunConfig, config_from_mapping, load_config, reload
 from .errors import ConfigError, ReplayError
 from .manifest import exit_code
 
@@ -78,20 +78,29 @@ def _spoken(fn: Callable[_P, _T]) -> Callable[_P, _T]:
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
             return fn(*args, **kwargs)
-        except ConfigError as exc:
+        except (ConfigError, ReplayError) as exc:
             if _CLI.get():
                 raise
-            raise _as_parameters(exc) from None
+            spoken = _as_parameters(exc)
+            if spoken is exc:
+                raise
+            raise spoken.with_traceback(exc.__traceback__) from None
 
     return wrapper
 
 
-def _as_parameters(exc: ConfigError) -> ConfigError:
+def _as_parameters(exc: ConfigError | ReplayError) -> ConfigError | ReplayError:
     def said(match: re.Match[str]) -> str:
         return _PARAMETERS[match.group(1)]
 
-    source = _PARAMETERS.get(exc.source, exc.source) if exc.source else None
-    spoken = ConfigError(_OPTION.sub(said, exc.reason), source=source, key=exc.key)
+    spoken: ConfigError | ReplayError
+    if isinstance(exc, ConfigError):
+        source = _PARAMETERS.get(exc.source, exc.source) if exc.source else None
+        spoken = ConfigError(_OPTION.sub(said, exc.reason), source=source, key=exc.key)
+    else:
+        spoken = ReplayError(_OPTION.sub(said, str(exc)))
+    if str(spoken) == str(exc):
+        return exc
     spoken.run_dir = exc.run_dir
     return spoken
 
@@ -168,15 +177,6 @@ def run(
         from .virtual.schedule import load_schedule
 
         chosen = load_schedule(Path(schedule))
-        texts = _overrides(set, "-s")
-        for text in texts:
-            key, _, given = text.partition("=")
-            if key.strip() == "clock.mode" and parse_value(given.strip()) != "virtual":
-                # It was replaced by "virtual" without a word: the user asked for the other.
-                raise ConfigError(f"{given.strip()}: a schedule replays a virtual run, on the "
-                                  "virtual clock only (leave clock.mode out)", source="-s",
-                                  key="clock.mode")  # fmt: skip
-        set = [*texts, "clock.mode=virtual"]
         if seed is None:
             seed = chosen.seed
         elif chosen.seed is not None and seed != chosen.seed:
@@ -185,9 +185,23 @@ def run(
                               "replays only with it (leave the seed out)",
                               source="--seed")  # fmt: skip
     validated = _config(config, set, seed)
+    if chosen is not None:
+        validated = _on_the_virtual_clock(validated)
     folder = Path("logs") if out is None else Path(out)
     outcome = _isolated.call(_run_here, validated, folder, progress, chosen)
     return Run._finished(validated, outcome)
+
+
+def _on_the_virtual_clock(config: RunConfig[Any]) -> RunConfig[Any]:
+    """``config`` as a schedule replays it: on the virtual clock, which an override that asks
+    for another (`clock.mode=wall`, `clock={mode="wall"}`) contradicts; it was replaced without
+    a word. A config file's own wall clock is no contradiction: a schedule implies virtual."""
+    clocked = [t for t in config.overrides if t.partition("=")[0].strip().split(".")[0] == "clock"]
+    if clocked and config.clock.mode != "virtual":
+        raise ConfigError(f"{config.clock.mode}: a schedule replays a virtual run, on the virtual "
+                          "clock only (leave clock.mode out)", source="-s",
+                          key="clock.mode")  # fmt: skip
+    return reload(config, ["clock.mode=virtual"])
 
 
 def _run_here(config: RunConfig[Any], out: Path, progress: bool, schedule: Any) -> RunOutcome:

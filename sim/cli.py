@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -475,9 +476,9 @@ def _sweep(args: argparse.Namespace, err: Console) -> int:
             err.print(f"plot: {escape(str(done.dir / (args.plot + '.png')))}")
     if done.exit_code == EXIT_INTERRUPTED:
         finished, planned = done.progress
-        again = f"python -m sim sweep --resume {escape(str(done.dir))}"
-        err.print(f"interrupted: {finished} of {planned} runs done; finish the sweep with: "
-                  f"{again}", soft_wrap=True)  # fmt: skip
+        left = (f"; finish the sweep with: python -m sim sweep --resume "
+                f"{escape(shlex.quote(str(done.dir)))}" if finished < planned else "")  # fmt: skip
+        err.print(f"interrupted: {finished} of {planned} runs done{left}", soft_wrap=True)
     print(done.dir)
     return done.exit_code
 

@@ -271,3 +271,12 @@ def test_a_run_gives_back_the_callers_signal_handlers(tmp_path: Path) -> None:
         assert signal.getsignal(signal.SIGINT) is interrupt
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+@pytest.mark.timeout(60)
+def test_replay_with_a_scenario_that_does_not_fit_names_the_parameter(small: sim.Run) -> None:
+    # "--scenario philosophers: ...": the CLI's option, which a Python caller never gave.
+    with pytest.raises(sim.ReplayError) as caught:
+        sim.replay(small.dir, scenario="philosophers")
+    assert str(caught.value).startswith("scenario philosophers: the run's config does not fit it")
+    assert caught.value.__traceback__ is not None

@@ -198,6 +198,13 @@ def test_a_replayed_schedule_gives_the_same_log_and_a_tampered_one_names_the_ste
     assert ("-s: clock.mode: wall: a schedule replays a virtual run, on the virtual clock only"
             in result.stderr)  # fmt: skip
     assert not (tmp_path / "e").exists()
+    # ... also when the whole clock table is given.
+    result = sim("run", "queue_workers", "--schedule", str(schedule), "-s",
+                 'clock={mode="wall", speedup=600}', "--out", str(tmp_path / "e"), "--quiet",
+                 timeout=60)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "-s: clock.mode: wall: a schedule replays a virtual run" in result.stderr
+    assert not (tmp_path / "e").exists()
     # Saying virtual is no contradiction.
     result = sim("run", "queue_workers", "--schedule", str(schedule), "-s", "clock.mode=virtual",
                  "--out", str(tmp_path / "f"), "--quiet", timeout=60)  # fmt: skip

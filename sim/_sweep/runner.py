@@ -220,12 +220,16 @@ def _tasks(grid: Grid, base_seed: int, sweep_dir: Path) -> list[Task]:
     ]
 
 
-def _save_plan(plan: SweepPlan, jobs: int, executor: str) -> None:
+def _make_dir(folder: Path) -> None:
     try:
-        plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create the sweep directory {plan.sweep_dir}: {exc.strerror}",
+        raise ConfigError(f"cannot create the sweep directory {folder}: {exc.strerror}",
                           source="--out") from None  # fmt: skip
+
+
+def _save_plan(plan: SweepPlan, jobs: int, executor: str) -> None:
+    _make_dir(plan.sweep_dir)
     if plan.config_text is not None:
         plan.config.write_bytes(plan.config_text.encode("utf-8"))
     record = {
@@ -423,6 +427,10 @@ def run_sweep(
     else:
         chosen = executor
     spec = _scenario.of(plan_config(plan))
+    if not resume:
+        # Where the sweep's folder goes is checked before an executor starts (a Dask cluster
+        # is seconds of start-up to find that --out is a file); the folder itself comes later.
+        _make_dir(plan.sweep_dir.parent)
     finished = {t.name: o for t in plan.tasks if resume and (o := _done(t)) is not None}
     todo = [t for t in plan.tasks if t.name not in finished]
     started = time.monotonic()
