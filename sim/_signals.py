@@ -113,7 +113,10 @@ def stop_signals() -> Iterator[Stops]:
     saved = _saved()
     try:
         for signum in _STOPS:
-            signal.signal(signum, stops._handler)
+            # A stop the process was started to ignore (a background job of a shell without
+            # job control ignores SIGINT) stays ignored, as Python leaves it outside a run.
+            if saved.get(signum) is not signal.SIG_IGN:
+                signal.signal(signum, stops._handler)
         yield stops
     finally:
         _restore(saved)

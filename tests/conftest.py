@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -14,6 +15,13 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The tests of Ctrl-C send SIGINT to the processes they start, as a terminal would. Started in
+# the background by a shell without job control (`.ci/run &`), every process inherits SIGINT
+# ignored, and sim rightly leaves an ignored stop ignored; with a handler here, the processes
+# the tests start begin with its default, as under a terminal (exec resets a caught signal).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

@@ -304,3 +304,24 @@ def test_a_stop_is_recorded_the_moment_it_comes_and_the_handlers_come_back() -> 
     # ours for SIGTERM), with no moment of the default action, which for SIGTERM kills.
     assert handlers[1] is mine
     assert handlers[0] not in (signal.SIG_DFL, signal.SIG_IGN, None)
+
+
+@pytest.mark.timeout(30)
+def test_a_stop_the_process_was_started_to_ignore_stays_ignored() -> None:
+    # A background job of a shell without job control starts with SIGINT ignored; Python
+    # leaves it so, and a run must not start taking it (it would stop some runs, not others).
+    import anyio
+
+    from sim._signals import stop_signals
+
+    async def main() -> tuple[object, object]:
+        with stop_signals():
+            return signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+
+    saved = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        term, interrupt = anyio.run(main)
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    assert term is signal.SIG_IGN
+    assert interrupt not in (signal.SIG_IGN, signal.SIG_DFL, signal.default_int_handler)
