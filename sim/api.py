@@ -91,7 +91,9 @@ def _spoken(fn: Callable[_P, _T]) -> Callable[_P, _T]:
 
 def _as_parameters(exc: ConfigError | ReplayError) -> ConfigError | ReplayError:
     def said(match: re.Match[str]) -> str:
-        return _PARAMETERS[match.group(1)]
+        # "(set with -s)" after a value: the argument it was given with, as the caller wrote it.
+        name = _PARAMETERS[match.group(1)]
+        return f"{name}=" if match.string[: match.start()].endswith("set with ") else name
 
     spoken: ConfigError | ReplayError
     if isinstance(exc, ConfigError):

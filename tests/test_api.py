@@ -205,6 +205,8 @@ def test_errors_are_the_documented_classes(
         (lambda o: sim.run(SMALL, out=o / "afile"), "out", "cannot create the run directory"),
         (lambda o: sim.run(SMALL, set=["params.cars"], out=o), "set",
          "expected KEY=VALUE with a dotted key, got 'params.cars'"),
+        (lambda o: sim.run("carpark", set=["params.cars=x"], out=o), "carpark.toml",
+         "params.cars: expected int, got str (set with set=)"),
         (lambda o: sim.sweep(SMALL, {"params.cars": [2, 3]}, set={"params.cars": 4}, out=o),
          "set", "params.cars is both swept and fixed (by the override params.cars=...): give it "
          "as an axis or as a fixed override, not both"),
