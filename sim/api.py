@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _isolated
 from . import scenario as _scenario
-from .config import RunConfig, config_from_mapping, load_config, reload
+from .config import RunConfig, config_from_mapping, load_config, override_key, reload
 from .errors import ConfigError, ReplayError
 from .manifest import exit_code
 
@@ -198,8 +198,9 @@ def _on_the_virtual_clock(config: RunConfig[Any]) -> RunConfig[Any]:
     """``config`` as a schedule replays it: on the virtual clock, which an override that asks
     for another (`clock.mode=wall`, `clock={mode="wall"}`) contradicts; it was replaced without
     a word. A config file's own wall clock is no contradiction: a schedule implies virtual."""
-    clocked = [t for t in config.overrides if t.partition("=")[0].strip().split(".")[0] == "clock"]
-    if clocked and config.clock.mode != "virtual":
+    if config.clock.mode == "virtual":
+        return config
+    if any(override_key(t).split(".")[0] == "clock" for t in config.overrides):
         raise ConfigError(f"{config.clock.mode}: a schedule replays a virtual run, on the virtual "
                           "clock only (leave clock.mode out)", source="-s",
                           key="clock.mode")  # fmt: skip

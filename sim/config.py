@@ -31,6 +31,7 @@ __all__ = [
     "config_from_mapping",
     "convert_section",
     "load_config",
+    "override_key",
     "parse_value",
     "reload",
     "resolve_config_path",
@@ -234,9 +235,15 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def override_key(item: str) -> str:
+    """The dotted key a ``KEY=VALUE`` override sets (``params.drive`` of
+    ``params.drive={mean=3}``), as the config reads it."""
+    return item.partition("=")[0].strip()
+
+
 def _apply_override(data: dict[str, Any], item: str) -> str:
-    key, sep, raw = item.partition("=")
-    key = key.strip()
+    _, sep, raw = item.partition("=")
+    key = override_key(item)
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"expected KEY=VALUE with a dotted key, got {item!r}", source="-s")
     node: Any = data

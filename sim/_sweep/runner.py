@@ -32,6 +32,7 @@ from sim.config import (
     config_from_data,
     convert_section,
     load_config,
+    override_key,
     reload,
     with_overrides,
 )
@@ -123,7 +124,7 @@ def plan_sweep(
         raise ConfigError("nothing to sweep: give -p KEY=VALUES or a [sweep] table in the config",
                           source="sweep")  # fmt: skip
     unchanged = base.overrides
-    fixed = [text.partition("=")[0].strip() for text in unchanged]
+    fixed = [override_key(text) for text in unchanged]
     for axis in grid.axes:
         # `-s params.drive={mean=3}` fixes params.drive.mean as well.
         clash = next((f for f in fixed if f == axis.key or axis.key.startswith(f"{f}.")
