@@ -89,7 +89,7 @@ def main() -> int:
             )
 
     sim._runner.execute = timed_execute  # type: ignore[assignment]
-    config = load_config(args.config, args.overrides, seed=args.seed)
+    config = load_config(args.config, args.overrides, seed=args.seed, via="-s")
     try:
         outcome = sim._runner.run(config, args.out, console=None)
     except _Stop:

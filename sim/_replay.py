@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,12 +147,20 @@ def _header(events: Path) -> dict[str, Any] | None:
     return None
 
 
-def load_run(run: Path, scenario: str | None = None) -> LoadedRun:
+def _retry(scenario: str) -> str:
+    return f"replay RUN --scenario {scenario}"
+
+
+def load_run(
+    run: Path, scenario: str | None = None, *, retry: Callable[[str], str] | None = None
+) -> LoadedRun:
     """Find a run's files and what they say about it; raises ReplayError if there is no log.
 
     ``scenario`` is the scenario to read the log with, as the user names it (a bundled or
     installed name, a file relative to the current directory, a dotted module); without it,
-    the log's own is used if it is bundled or installed (see sim._lookup)."""
+    the log's own is used if it is bundled or installed (see sim._lookup). ``retry`` says how
+    the caller would name it (default: the command line's way), in the finding that says a
+    scenario was not imported."""
     events, run_dir = _locate(run)
     findings: list[Finding] = []
     manifest = _manifest(run_dir, findings)
@@ -178,11 +186,11 @@ def load_run(run: Path, scenario: str | None = None) -> LoadedRun:
             findings.append(Finding(0, f"the recorded config is not valid here: {exc}", "warning"))
         else:
             if config.skipped:
+                how = (retry or _retry)(config.scenario)
                 findings.append(Finding(0, f"{config.skipped}, so it was not imported: the "
                                         "scenario's own analysis and checks (and any primitive "
                                         "kind it registers) were skipped, only the generic "
-                                        "checks ran (to run them: replay RUN "
-                                        f"--scenario {config.scenario})", "warning"))  # fmt: skip
+                                        f"checks ran (to run them: {how})", "warning"))  # fmt: skip
     primitives = _pick(manifest, header, "primitives", {})
     if not isinstance(primitives, dict) or not all(
         isinstance(info, dict) and isinstance(info.get("kind"), str) for info in primitives.values()

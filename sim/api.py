@@ -225,6 +225,10 @@ def _console() -> Console:
 
 
 @_spoken
+def _named_with_scenario(name: str) -> str:
+    return f"sim.replay(..., scenario={name!r})"
+
+
 def replay(path: str | Path, *, scenario: str | None = None) -> Run:
     """Read a finished run back from its log (a run directory or its events file): the same
     metrics and verdicts, recomputed, nothing re-run.
@@ -237,7 +241,8 @@ def replay(path: str | Path, *, scenario: str | None = None) -> Run:
     from ._replay import load_run
     from ._replay import replay as recompute
 
-    loaded = load_run(Path(path), scenario)
+    # The command line's own call keeps its way of naming the scenario (replay --scenario).
+    loaded = load_run(Path(path), scenario, retry=None if _CLI.get() else _named_with_scenario)
     report, spec = recompute(loaded)
     recorded = str((loaded.manifest or {}).get("status", ""))
     # As for a run: the verdicts decide, unless the run was stopped from outside.

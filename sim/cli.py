@@ -462,7 +462,7 @@ def _sweep(args: argparse.Namespace, err: Console) -> int:
 
             spec = _scenario.of(plan_config(load_plan(args.resume)))
         else:
-            spec = _scenario.of(load_config(args.config, args.overrides))
+            spec = _scenario.of(load_config(args.config, args.overrides, via="-s"))
         _check_metric(spec, args.plot)
     done = api.sweep(
         args.config, {axis.key: list(axis.values) for axis in axes} or None,
@@ -494,7 +494,7 @@ def _check_metric(spec: _scenario.Scenario[Any], metric: str | None) -> None:
 
 
 def _check(args: argparse.Namespace, err: Console) -> int:
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides, via="-s")
     from .runtime.engine import plan
 
     # The same plan a run makes: a duplicate actor name is found here, not at run time.

@@ -241,11 +241,12 @@ def override_key(item: str) -> str:
     return item.partition("=")[0].strip()
 
 
-def _apply_override(data: dict[str, Any], item: str) -> str:
+def _apply_override(data: dict[str, Any], item: str, via: str = "-s") -> str:
+    source = via.rstrip("=")  # "set=" names the parameter set
     _, sep, raw = item.partition("=")
     key = override_key(item)
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"expected KEY=VALUE with a dotted key, got {item!r}", source="-s")
+        raise ConfigError(f"expected KEY=VALUE with a dotted key, got {item!r}", source=source)
     node: Any = data
     parts = key.split(".")
     for i, part in enumerate(parts):
@@ -254,7 +255,7 @@ def _apply_override(data: dict[str, Any], item: str) -> str:
         if isinstance(node, list):
             # An array of tables (``[[faults]]``): ``faults.0.at`` is the first one's ``at``.
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"no such entry (there are {len(node)})", source="-s",
+                raise ConfigError(f"no such entry (there are {len(node)})", source=source,
                                   key=where)  # fmt: skip
             if last:
                 node[int(part)] = parse_value(raw.strip())
@@ -266,7 +267,7 @@ def _apply_override(data: dict[str, Any], item: str) -> str:
             break
         child = node.setdefault(part, {})
         if not isinstance(child, (dict, list)):
-            raise ConfigError(f"{where} is a value, not a table", source="-s", key=key)
+            raise ConfigError(f"{where} is a value, not a table", source=source, key=key)
         node = child
     return key
 
@@ -397,9 +398,16 @@ def _lookup(data: Any, path: str) -> Any:
 
 
 def load_config(
-    name: str | Path, overrides: Sequence[str] = (), seed: int | None = None, *, via: str = "-s"
+    name: str | Path,
+    overrides: Sequence[str] = (),
+    seed: int | None = None,
+    *,
+    via: str = "overrides",
 ) -> RunConfig[Any]:
-    """Read, override and validate a config. Raises ConfigError naming the file and key."""
+    """Read, override and validate a config. Raises ConfigError naming the file and key.
+
+    ``via`` is how an error names where ``overrides`` came from: the parameter, for a Python
+    caller; the command line passes ``-s``."""
     path = resolve_config_path(name)
     source = path.name if Path(name).parent == Path(".") else str(name)
     try:
@@ -487,7 +495,7 @@ def config_from_data(
     overridden: set[str] = set()
     for item in overrides:
         # As errors name it: ``faults.0.at`` is ``faults[0].at``.
-        overridden.add(re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", _apply_override(data, item)))
+        overridden.add(re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", _apply_override(data, item, via)))
 
     skipped = ""
     origin: Source | None = None

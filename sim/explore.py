@@ -122,7 +122,7 @@ class _Runner:
         self.seen: set[tuple[str, ...]] = set()
 
     def config(self, extra: Sequence[str] = ()) -> RunConfig[Any]:
-        return load_config(self.name, [*self.overrides, *extra], seed=self.seed)
+        return load_config(self.name, [*self.overrides, *extra], seed=self.seed, via="-s")
 
     def run(self, extra: Sequence[str] = (), schedule: Schedule | None = None
             ) -> tuple[RunOutcome, Schedule]:  # fmt: skip
@@ -161,7 +161,7 @@ def explore(
     if runs is None:
         runs = default_runs(strategy)
     started = time.monotonic()
-    base = load_config(name, list(overrides), seed=seed)  # validates before anything runs
+    base = load_config(name, list(overrides), seed=seed, via="-s")  # validates before anything runs
     folder = out / "explore" / f"{Path(name).stem}-{time.strftime('%Y%m%dT%H%M%S')}"
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -214,6 +214,11 @@ def test_errors_are_the_documented_classes(
          "'x' is not a number"),
         (lambda o: sim.sweep(None, resume=o, repeat=2, seed=1), "resume",
          "repeat, seed cannot change a sweep that is resumed"),
+        # sim.load_config's own parameter is overrides (it said "-s" and "(set with -s)").
+        (lambda o: sim.load_config("carpark", ["params.cars"]), "overrides",
+         "expected KEY=VALUE with a dotted key, got 'params.cars'"),
+        (lambda o: sim.load_config("carpark", ["params.cars=x"]), "carpark.toml",
+         "params.cars: expected int, got str (set with overrides)"),
     ],
 )  # fmt: skip
 def test_errors_of_the_api_name_its_parameters_not_the_cli_options(

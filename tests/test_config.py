@@ -89,11 +89,16 @@ def test_syntax_error_names_line_and_column(tmp_path: Path) -> None:
         load_config(path)
 
 
-def test_bad_override_says_it_came_from_dash_s() -> None:
-    with pytest.raises(ConfigError, match=r"params\.carz: unknown key .*'cars'.*set with -s"):
+def test_bad_override_says_where_it_came_from() -> None:
+    # A Python caller gave the parameter overrides; the command line passes via="-s".
+    with pytest.raises(ConfigError, match=r"carz: unknown key .*'cars'.*set with overrides"):
         load_config("carpark.toml", ["params.carz=1"])
-    with pytest.raises(ConfigError, match="KEY=VALUE"):
+    with pytest.raises(ConfigError, match=r"params\.carz: unknown key .*'cars'.*set with -s\)$"):
+        load_config("carpark.toml", ["params.carz=1"], via="-s")
+    with pytest.raises(ConfigError, match=r"^overrides: .*KEY=VALUE"):
         load_config("carpark.toml", ["params.cars"])
+    with pytest.raises(ConfigError, match=r"^-s: .*KEY=VALUE"):
+        load_config("carpark.toml", ["params.cars"], via="-s")
     with pytest.raises(ConfigError, match=r"params\.cars: expected int >= 0, got -1"):
         load_config("carpark.toml", ["params.cars=-1"])
 
@@ -115,7 +120,7 @@ def test_an_invalid_choice_lists_the_valid_ones() -> None:
     message = str(caught.value)
     assert "params.drive.dist: invalid value 'normal'" in message
     assert f"one of: {', '.join(dists)}" in message
-    assert message.endswith("(set with -s)")
+    assert message.endswith("(set with overrides)")
     modes = typing.get_args(typing.get_type_hints(ClockConfig)["mode"])
     with pytest.raises(ConfigError, match=f"clock.mode: .*one of: {', '.join(modes)}"):
         load_config("carpark.toml", ["clock.mode=virt"])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sim import replay as replay_run
 from tests.conftest import ROOT, manifest_of, only_run_dir, sim
 
 ZEN = "Beautiful is better than ugly"
@@ -222,6 +223,11 @@ def test_replay_never_imports_a_file_or_module_named_only_by_the_log(tmp_path: P
         result.stderr  # fmt: skip
     assert "every actor ended cleanly" in result.stdout
     assert "one worker at the resource at a time" not in result.stdout
+    # A Python caller is told its own way to name the scenario.
+    said = [f.problem for f in replay_run(run_dir).findings if "generic checks" in f.problem]
+    assert said
+    assert said[0].endswith("(to run them: sim.replay(..., scenario='noted.py'))")
+    assert not marker.exists()
 
     asked = sim("replay", str(run_dir), "--check", "--json", "--scenario", "noted.py",
                 cwd=tmp_path)  # fmt: skip

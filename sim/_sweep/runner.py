@@ -112,7 +112,7 @@ def plan_sweep(
         overrides = list(base.overrides)
         label = str(config_name.source)
     else:
-        base = load_config(config_name, overrides)
+        base = load_config(config_name, overrides, via="-s")
         label = str(config_name)
     table = sweep_table(base, label)
     chosen: list[Axis] = list(axes or ()) + [parse_axis(text) for text in axis_texts]
@@ -201,7 +201,7 @@ def plan_config(plan: SweepPlan) -> RunConfig[Any]:
         return config_from_data(tomllib.loads(plan.config_text), source=str(plan.config),
                                 path=plan.config, overrides=plan.overrides,
                                 text=plan.config_text)  # fmt: skip
-    return load_config(plan.config, plan.overrides)
+    return load_config(plan.config, plan.overrides, via="-s")
 
 
 def _portable(config: RunConfig[Any]) -> str:
