@@ -224,11 +224,11 @@ def _console() -> Console:
     return console(stderr=True)
 
 
-@_spoken
 def _named_with_scenario(name: str) -> str:
     return f"sim.replay(..., scenario={name!r})"
 
 
+@_spoken
 def replay(path: str | Path, *, scenario: str | None = None) -> Run:
     """Read a finished run back from its log (a run directory or its events file): the same
     metrics and verdicts, recomputed, nothing re-run.
