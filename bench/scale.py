@@ -67,6 +67,12 @@ ALIVE_TARGET_X = 2.0
 # --quiet-start: how long (wall seconds) every drive lasts, longer than the start window.
 QUIET_DRIVE_S = 5.0
 PSS_TARGET_MIB = 4.0
+PAGE = 4096
+# The pages an actor copies on write from its fork to its first sleep: of the 627 page faults
+# perf recorded for one actor of a 300-car quiet start (perf record -e page-faults -d, mapped
+# to /proc/PID/maps; 2026-12-03), 535 were in its writable memory (the allocator's arenas, the
+# heap, the interpreter's static data) and the rest text pages mapped, which are not copied.
+ACTOR_WRITES = 535
 
 
 def overrides(
@@ -92,16 +98,20 @@ def overrides(
 # -- the baseline: plain fork ------------------------------------------------------------------
 
 
-def plain_fork(n: int) -> dict[str, float]:
+def plain_fork(n: int, writes: int = 0) -> dict[str, float]:
     """Fork ``n`` processes from one that has imported what an actor imports (sim's worker
     and the car park scenario: structlog, anyio, msgspec and sim itself), each of which says
     it is alive on a pipe and then waits until all are; the time until the last has said so.
 
     What any engine must at least pay to have ``n`` live processes of these modules on this
-    machine: sim's all-started time is judged against it."""
+    machine: sim's all-started time is judged against it. With ``writes``, each child first
+    writes one byte to each of that many pages it shares with the parent, so that each is
+    copied: what a child that runs any Python code pays for the pages it writes (reference
+    counts), without doing anything else (see ACTOR_WRITES)."""
     import scenarios.carpark  # noqa: F401 - imported for its pages, as the engine does
     import sim.runtime.worker  # noqa: F401
 
+    shared = bytearray(b"\1" * (writes * PAGE))  # written here, so backed before the forks
     alive_r, alive_w = os.pipe()
     hold_r, hold_w = os.pipe()
     t0 = time.perf_counter()
@@ -110,6 +120,8 @@ def plain_fork(n: int) -> dict[str, float]:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
             os.close(hold_w)  # (or no child would ever see EOF)
+            for page in range(writes):
+                shared[page * PAGE] = 0
             os.write(alive_w, b"x")
             os.read(hold_r, 1)  # EOF once the parent lets go: all were alive together
             os._exit(0)
@@ -125,10 +137,17 @@ def plain_fork(n: int) -> dict[str, float]:
     return {"forked_s": forked, "alive_s": alive, "reaped_s": time.perf_counter() - t0}
 
 
-def measure_plain_fork(n: int, timeout: float = 600) -> dict[str, float]:
+def measure_plain_fork(n: int, writes: int = 0, timeout: float = 600) -> dict[str, float]:
     """:func:`plain_fork` in a fresh interpreter (as the engine is), its result."""
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--plain-fork", str(n)],
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--plain-fork",
+            str(n),
+            "--writes",
+            str(writes),
+        ],
         capture_output=True,
         text=True,
         env=env(),
@@ -364,10 +383,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 200 cars, 1 timing run")
     parser.add_argument("--json", type=Path, help="also write every measurement to this file")
     parser.add_argument("--plain-fork", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--writes", type=int, default=0, help=argparse.SUPPRESS)
     add_time_limit(parser, 2400)
     args = parser.parse_args()
     if args.plain_fork is not None:
-        print(json.dumps(plain_fork(args.plain_fork)))
+        print(json.dumps(plain_fork(args.plain_fork, args.writes)))
         return 0
     time_limit(args.time_limit)
     if args.quick:
@@ -405,6 +425,14 @@ def main() -> int:
                     f"(forked at {baseline['forked_s']:.3f} s)  # {machine().split(' · ')[-2]}",
                     flush=True,
                 )
+                bound = measure_plain_fork(args.cars, ACTOR_WRITES)
+                baseline["bound_alive_s"] = bound["alive_s"]
+                print(
+                    f"  plain fork of {args.cars}, each child writing {ACTOR_WRITES} shared "
+                    f"pages: all alive at {bound['alive_s']:.3f} s  # "
+                    f"{machine().split(' · ')[-2]}",
+                    flush=True,
+                )
             row = measure(
                 work, args.cars, args.speedup, args.start_method, memory, args.sample,
                 args.capacity, args.extra, args.run_timeout, args.quiet_start,
@@ -412,6 +440,8 @@ def main() -> int:
             if baseline:
                 row["fork_alive_s"] = baseline["alive_s"]
                 row["vs_fork"] = row["all_started"] / baseline["alive_s"]
+                row["bound_alive_s"] = baseline["bound_alive_s"]
+                row["vs_bound"] = row["all_started"] / baseline["bound_alive_s"]
             runs.append(row)
             kind = "memory" if memory else "timing"
             status = "ok" if row["ok"] else "BAD: " + "; ".join(row["problems"][:2])
@@ -421,7 +451,11 @@ def main() -> int:
                 if "pss_mean_mib" in row
                 else ""
             )
-            ratio = f" ({row['vs_fork']:.2f}x plain fork)" if "vs_fork" in row else ""
+            ratio = (
+                f" ({row['vs_fork']:.2f}x plain fork, {row['vs_bound']:.2f}x the one writing pages)"
+                if "vs_fork" in row
+                else ""
+            )
             print(
                 f"  {kind} run: all {args.cars} started at {row['all_started']:.3f} s{ratio}, "
                 f"run wall {row['run_wall_s']:.2f} s, process wall {row['wall_s']:.2f} s"
@@ -461,6 +495,17 @@ def main() -> int:
             "all started / plain fork, alive: median / worst",
             f"{vs_fork:.2f}x / {worst_vs_fork:.2f}x",
             f"<= {ALIVE_TARGET_X:g}x: " + ("met" if met_alive else "MISSED"),
+        ],
+        [
+            f"plain fork, each child writing {ACTOR_WRITES} pages, all alive (s)",
+            fmt(median(r["bound_alive_s"] for r in timing), 3),
+            "what copying an actor's pages costs",
+        ],
+        [
+            "all started / that plain fork: median / worst",
+            f"{median(r['vs_bound'] for r in timing):.2f}x / "
+            f"{max(r['vs_bound'] for r in timing):.2f}x",
+            "",
         ],
         ["  the same, in the memory run (s)", fmt(mem["all_started"], 3), "(sampling adds load)"],
         [
