@@ -344,7 +344,8 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
     replayed = api.replay(args.run, scenario=args.scenario)
     loaded, report, spec = replayed._loaded, replayed._report, replayed._spec
     recorded = (loaded.manifest or {}).get("status", "unknown")
-    verdict = "ok" if report.ok else "failed"
+    # What the run comes to, as the API says it: the verdicts, unless it was stopped.
+    verdict = replayed.status
     print_findings(err, loaded.findings, loaded.events_path)
 
     def summary() -> None:
@@ -375,7 +376,9 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
             "invariants": report.verdicts,
             "findings": report.findings,
         }).decode())  # fmt: skip
-    return EXIT_FAILED if args.check and not report.ok else EXIT_OK
+    # --check: what the run would exit with, its verdicts recomputed (an interrupted run's log
+    # is incomplete however its checks came out: 130, as sim.replay's exit_code says).
+    return replayed.exit_code if args.check else EXIT_OK
 
 
 def _number(value: object) -> float:

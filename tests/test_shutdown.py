@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import sim as sim_api
+
 from .conftest import alive, manifest_of, sim, socket_files
 
 CARS = 12
@@ -96,6 +98,14 @@ def test_interrupt_stops_every_actor_and_marks_the_manifest(
     assert len(ends) == CARS
     assert {e["status"] for e in ends} == {"terminated"}
     assert not socket_files(out)
+    # Replayed, it is still the interrupted run it was, from the command line as from Python
+    # (replay --check said "ok" and exited 0, while sim.replay's exit_code said 130).
+    replayed = sim_api.replay(run_dir)
+    assert (replayed.status, replayed.exit_code, replayed.ok) == ("interrupted", 130, False)
+    checked = sim("replay", str(run_dir), "--check", timeout=30)
+    assert checked.returncode == 130, checked.stderr
+    assert checked.stderr.rstrip().splitlines()[-1].startswith("interrupted")
+    assert sim("replay", str(run_dir), timeout=30).returncode == 0  # no --check: only shown
 
 
 @pytest.mark.timeout(60)
