@@ -259,7 +259,8 @@ def settle(
 
     ``shown``: the phenomena some check found. A declared phenomenon needs to show once (on
     one of five forks, say): the other checks for it then pass as they are. If it showed
-    nowhere, the first of its checks says so (``reported`` collects those already said)."""
+    nowhere, the first of its checks says so (``reported`` collects those already said), or,
+    in a run stopped early, says that it had not appeared yet (a skip: it might have)."""
     if stopped and check.needs_completion and verdict.status != "pass":
         return Verdict(verdict.name, "skip", f"run was stopped early; {verdict.detail}")
     phenomenon = verdict.phenomenon
@@ -273,6 +274,10 @@ def settle(
         if phenomenon in reported:
             return verdict
         reported.add(phenomenon)
+    if stopped:
+        # Cut short (a timeout, max_steps, Ctrl-C): the phenomenon may have been on its way.
+        return Verdict(verdict.name, "skip", f"run was stopped early, before {phenomenon} "
+                       f"appeared ({verdict.detail})", phenomenon)  # fmt: skip
     return Verdict(
         verdict.name,
         "fail",

@@ -234,6 +234,27 @@ def test_explore_finds_the_naive_philosophers_deadlock_and_its_shrunk_schedule_r
 
 
 @pytest.mark.timeout(120)
+def test_a_run_cut_short_by_max_steps_is_a_timeout_not_a_missing_declared_deadlock(
+    tmp_path: Path,
+) -> None:
+    # It said "found deadlock (not declared by the config) ... expected deadlock, but it did
+    # not appear": the config does declare it, and what happened was the step limit.
+    code, _, report = _explore(tmp_path, "philosophers-naive", "--runs", "5", "--max-steps",
+                               "10")  # fmt: skip
+    assert code == 1
+    assert "\nfound timeout (not declared by the config) after 1 schedule" in report
+    assert "still running after 10 steps (engine.max_steps)" in report
+    assert "did not appear" not in report
+    run = sim("run", "philosophers-naive", "-s", "clock.mode=virtual", "-s", "engine.max_steps=10",
+              "--out", str(tmp_path / "run"), "--quiet", timeout=60)  # fmt: skip
+    assert run.returncode == 1
+    verdicts = manifest_of(only_run_dir(tmp_path / "run"))["invariants"]
+    (deadlock,) = [v for v in verdicts if v["name"] == "no deadlock"]
+    assert deadlock["status"] == "skip"
+    assert deadlock["detail"].startswith("run was stopped early, before deadlock appeared")
+
+
+@pytest.mark.timeout(120)
 def test_explore_dfs_covers_every_schedule_of_ordered_philosophers_without_deadlock(
     tmp_path: Path,
 ) -> None:
