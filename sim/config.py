@@ -214,10 +214,19 @@ def resolve_config_path(name: str | Path) -> Path:
         for candidate in (folder / path.name, folder / f"{path.name}.toml"):
             if candidate.is_file():
                 return candidate
-    known = sorted(p.name for p in folder.glob("*.toml")) if folder else []
-    # A bundled name is only suggested for a bare name: a path was meant as a path.
-    hint = _did_you_mean(path.name, known) if path.parent == Path(".") else ""
-    raise ConfigError(f"no such file{hint}", source=str(name))
+    if path.is_dir():
+        raise ConfigError("is a directory, not a config file", source=str(name))
+    if path.parent != Path("."):
+        raise ConfigError("no such file", source=str(name))  # a path was meant as a path
+    # A bare name: the bundled config it is closest to, compared without ".toml" (which
+    # every name shares, and which made "missing.toml" look like "start_signal.toml"), and
+    # suggested in the form it was given in.
+    suffix = ".toml" if path.suffix == ".toml" else ""
+    known = sorted(p.stem for p in folder.glob("*.toml")) if folder else []
+    close = difflib.get_close_matches(path.stem if suffix else path.name, known, n=1)
+    hint = (f" (did you mean {close[0] + suffix!r}?)" if close
+            else "; python -m sim list shows the bundled configs")  # fmt: skip
+    raise ConfigError(f"no such file, nor a bundled config{hint}", source=str(name))
 
 
 def _did_you_mean(word: str, choices: Sequence[str]) -> str:

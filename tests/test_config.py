@@ -106,6 +106,31 @@ def test_bad_override_says_where_it_came_from() -> None:
 def test_missing_file_suggests_a_bundled_name() -> None:
     with pytest.raises(ConfigError, match=r"no such file.*carpark\.toml"):
         load_config("carpak.toml")
+    with pytest.raises(ConfigError, match=r"\(did you mean 'carpark'\?\)$"):
+        load_config("carpak")
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        # It said "no such file" with no pointer to the bundled configs.
+        ("nosuchscenario", "nosuchscenario: no such file, nor a bundled config; python -m sim "
+         "list shows the bundled configs"),
+        # It suggested 'start_signal.toml': the shared ".toml" made them look alike.
+        ("missing.toml", "missing.toml: no such file, nor a bundled config; python -m sim list "
+         "shows the bundled configs"),
+        # It said "no such file (did you mean 'pipe.toml'?)" of a folder.
+        ("dir.toml", "dir.toml: is a directory, not a config file"),
+    ],
+)  # fmt: skip
+def test_a_config_that_is_not_there_says_what_is(
+    name: str, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "dir.toml").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        load_config(name)
+    assert str(caught.value) == says
 
 
 def test_an_invalid_choice_lists_the_valid_ones() -> None:
