@@ -621,13 +621,16 @@ class Sweep:
 
     def _repr_html_(self) -> str:
         from ._display import png_of, sweep_html
+        from ._sweep import drawable
 
         declared = self._declared()
         if self._png is None:
             summary = self._outcome.summary
-            modelled = [m.key for m in declared if any(row.get(f"theory_{m.key}") is not None
-                                                      for row in summary)]  # fmt: skip
-            chosen = (modelled or [m.key for m in declared] or [""])[0]
+            # What a plot can draw: a metric some run measured, one the model predicts first.
+            measured = [m.key for m in drawable(declared, summary)]
+            modelled = [k for k in measured if any(row.get(f"theory_{k}") is not None
+                                                   for row in summary)]  # fmt: skip
+            chosen = (modelled or measured or [""])[0]
             self._png = png_of(lambda path: self.plot(chosen, path)) if chosen else ""
         return sweep_html(
             title=f"{self._plan.scenario} sweep: {len(self._outcome.rows)} runs",

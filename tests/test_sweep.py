@@ -460,3 +460,86 @@ def test_a_file_scenarios_sweep_is_named_by_it_and_its_plot_title_says_the_swept
     # The title said "3 tellers", the base config's value, over a picture of 2, 3 and 4.
     assert "2…4 tellers" in svg
     assert "3 tellers" not in svg
+
+
+@pytest.mark.timeout(120)
+def test_plot_takes_exactly_the_metrics_a_sweep_can_draw_and_refuses_one_no_run_measured(
+    tmp_path: Path,
+) -> None:
+    import sim as api
+    from sim._sweep import check_metric, plottable
+
+    metrics = api.scenario.load("carpark").metrics
+    drawable = [m.key for m in plottable(metrics)]
+    # The window's words were offered by the check before the runs, refused after them.
+    assert "steady_window" not in drawable
+    assert "steady_ci" not in drawable
+    assert {"wait_mean", "steady_wait_mean", "steady_arrivals"} <= set(drawable)
+    # ... and the list after them offered theory_steady_wait, which the check before refused,
+    # and the engine's own columns (events, wall_s), which no declaration describes.
+    assert not [k for k in drawable if k.startswith("theory_") or k in ("events", "wall_s")]
+    with pytest.raises(ConfigError) as before:
+        check_metric(metrics, "steady_window")
+    assert before.value.source == "--plot"
+    assert str(before.value) == ("--plot: no metric 'steady_window' (words, not a number); "
+                                 f"one of: {', '.join(drawable)}")  # fmt: skip
+    # Runs far too short for a steady window: every steady_* mean is empty.
+    done = api.sweep("carpark", {"params.cars": [3, 4]}, set=["clock.mode=virtual"],
+                     out=tmp_path / "logs")  # fmt: skip
+    assert done.ok
+    assert done.summary["steady_wait_mean_n"].tolist() == [0, 0]
+    for metric in ("steady_window", "steady_ci", "theory_steady_wait", "nope"):
+        with pytest.raises(ConfigError) as after:
+            done.plot(metric, tmp_path / f"{metric}.png")
+        # The same list after the runs as before them, in the API's words.
+        assert after.value.source == "metric", metric
+        assert str(after.value).endswith(f"; one of: {', '.join(drawable)}"), metric
+        assert not (tmp_path / f"{metric}.png").exists()
+    # A metric no run measured drew an empty picture ("n = 0 runs") and said nothing.
+    with pytest.raises(ConfigError, match=r"^metric: no run of this sweep measured "
+                       r"'steady_wait_mean', nothing to draw"):  # fmt: skip
+        done.plot("steady_wait_mean", tmp_path / "empty.png")
+    assert not (tmp_path / "empty.png").exists()
+    assert done.plot("wait_mean", tmp_path / "wait.png").stat().st_size > 0
+    # In Jupyter it drew the first modelled metric, measured or not: now one some run measured.
+    assert "base64" in done._repr_html_()
+    # The command line says the same after a sweep (a resume with nothing left to run).
+    resumed = sim("sweep", "--resume", str(done.dir), "--plot", "steady_wait_mean", "--quiet")
+    assert resumed.returncode == 2, resumed.stderr
+    assert resumed.stderr.strip().splitlines()[-1] == (
+        "error: --plot: no run of this sweep measured 'steady_wait_mean', nothing to draw (each "
+        "run's metrics are in results.csv)")  # fmt: skip
+    assert not (done.dir / "steady_wait_mean.png").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_point_the_config_refuses_names_the_grid_or_minus_p_or_the_table(
+    tmp_path: Path,
+) -> None:
+    import sim as api
+
+    out = tmp_path / "logs"
+    for grid, key in (({"params.carz": [1, 2]}, "params.carz"),
+                      ({"params.cars": [-1]}, "params.cars")):  # fmt: skip
+        # An unknown key's source was "sweep axis", a name neither the API nor the CLI has.
+        with pytest.raises(ConfigError) as refused:
+            api.sweep("carpark", grid, out=out)
+        assert (refused.value.source, refused.value.key) == ("grid", key)
+        assert str(refused.value).startswith(f"grid: {key}: ")
+    result = sim("sweep", "carpark", "-p", "params.carz=1,2", "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == ("error: -p: params.carz: unknown key (did you mean "
+                                     "'cars'?) (at point carz=1)")  # fmt: skip
+    # Axes from a [sweep] table are the file's: its name and the table's key.
+    config = tmp_path / "grid.toml"
+    config.write_text('scenario = "carpark"\n[sweep.axes]\n"params.carz" = [1, 2]\n')
+    says = (f"error: {config}: sweep.axes.params.carz: unknown key (did you mean 'cars'?) "
+            "(at point carz=1)")  # fmt: skip
+    for command in (["check"], ["sweep", "--out", str(out)]):
+        result = sim(command[0], str(config), *command[1:])
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr.strip() == says, command
+    with pytest.raises(ConfigError) as refused:
+        api.sweep(config, out=out)
+    assert (refused.value.source, refused.value.key) == (str(config), "sweep.axes.params.carz")
+    assert not out.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .execute import Executor, LocalExecutor, Outcome, Task
 from .grid import Axis, Grid, Point, expand, parse_axis, run_seed
+from .plot import check_metric, drawable, plottable
 from .runner import (
     SweepOutcome,
     SweepPlan,
@@ -24,12 +25,15 @@ __all__ = [
     "SweepOutcome",
     "SweepPlan",
     "Task",
+    "check_metric",
+    "drawable",
     "expand",
     "load_plan",
     "make_executor",
     "parse_axis",
     "plan_sweep",
     "plot_sweep",
+    "plottable",
     "run_seed",
     "run_sweep",
 ]

@@ -14,10 +14,55 @@ from typing import Any
 
 from sim.errors import ConfigError
 from sim.scenario import Metric
+from sim.steady import steady_metrics
 
 from .grid import Grid
 
-__all__ = ["plot_metric"]
+__all__ = ["check_metric", "drawable", "plot_metric", "plottable"]
+
+
+def _words(metrics: Sequence[Metric]) -> set[str]:
+    """The keys of declared metrics that are words in every run, never numbers: a steady
+    window's description and the words on its intervals (``{prefix}_window``, ``{prefix}_ci``),
+    recognised by being the declarations :func:`sim.steady.steady_metrics` makes for them."""
+    words: set[str] = set()
+    for metric in metrics:
+        prefix = metric.key.removesuffix("_window")
+        if prefix != metric.key:
+            # Declared with no estimated metrics, the window's own two come first.
+            own = steady_metrics(prefix=prefix)[:2]
+            if own[0] == metric:
+                words.update(m.key for m in own if m in metrics)
+    return words
+
+
+def plottable(metrics: Sequence[Metric]) -> list[Metric]:
+    """The declared metrics a sweep can draw, in declaration order: the one list ``--plot`` is
+    checked against, before the runs and after them (``theory_*`` is drawn beside its metric,
+    never alone)."""
+    words = _words(metrics)
+    return [m for m in metrics if m.key not in words]
+
+
+def drawable(metrics: Sequence[Metric], summary: Sequence[Mapping[str, Any]]) -> list[Metric]:
+    """Those of :func:`plottable` that some point of a finished sweep's ``summary`` measured."""
+    return [m for m in plottable(metrics) if _measured(summary, m.key)]
+
+
+def _measured(summary: Sequence[Mapping[str, Any]], metric: str) -> bool:
+    return any(_finite(row.get(f"{metric}_mean")) for row in summary)
+
+
+def check_metric(metrics: Sequence[Metric], metric: str) -> Metric:
+    """The declaration of ``metric`` if a sweep of a scenario declaring ``metrics`` can draw
+    it; a ConfigError of ``--plot`` listing those it can otherwise."""
+    known = plottable(metrics)
+    for declared in known:
+        if declared.key == metric:
+            return declared
+    words = " (words, not a number)" if metric in _words(metrics) else ""
+    raise ConfigError(f"no metric {metric!r}{words}; one of: {', '.join(m.key for m in known)}",
+                      source="--plot")  # fmt: skip
 
 
 def _finite(value: Any) -> bool:
@@ -44,10 +89,10 @@ def plot_metric(
 ) -> Path:
     """Draw ``metric`` of a sweep's summary into ``path`` (PNG or SVG by its suffix);
     ``declared`` is the metric's declaration (its unit and bounds)."""
-    if not any(f"{metric}_mean" in row for row in summary):
-        known = sorted({k[: -len("_mean")] for row in summary for k in row if k.endswith("_mean")})
-        raise ConfigError(f"no metric {metric!r} in this sweep; one of: {', '.join(known)}",
-                          source="--plot")  # fmt: skip
+    if not _measured(summary, metric):
+        # An empty picture ("n = 0 runs") says nothing the error does not say better.
+        raise ConfigError(f"no run of this sweep measured {metric!r}, nothing to draw (each "
+                          "run's metrics are in results.csv)", source="--plot")  # fmt: skip
     from sim._backend import plt
 
     axes = [a.key for a in grid.axes]

@@ -41,7 +41,7 @@ from sim.timing import SIGNIFICANT
 
 from .execute import Executor, LocalExecutor, Outcome, Task, latest_run_dir, outcome_from_run_dir
 from .grid import Axis, Grid, Point, SweepTable, expand, parse_axis, run_seed, table_axes
-from .plot import plot_metric
+from .plot import check_metric, plot_metric
 from .results import aggregate, result_rows, write_table
 
 __all__ = [
@@ -86,10 +86,15 @@ class SweepOutcome:
     summary: list[dict[str, Any]]
 
 
-def _axis_error(point: Point, exc: ConfigError) -> ConfigError:
+def _axis_error(point: Point, exc: ConfigError, table: str | None) -> ConfigError:
+    """A point the config refuses, blamed on where its axes came from: ``-p`` (the API's
+    ``grid``), or the file of a ``[sweep]`` table and the table's key."""
     key = exc.key or ", ".join(k for k, _ in point.values)
-    reason = exc.reason.replace(" (set with -s)", "")
-    return ConfigError(f"{reason} (at point {point.label})", source="sweep axis", key=key)
+    reason = f"{exc.reason.replace(' (set with -s)', '')} (at point {point.label})"
+    if table is None:
+        return ConfigError(reason, source="-p", key=key)
+    swept = any(key == k or key.startswith(f"{k}.") for k, _ in point.values)
+    return ConfigError(reason, source=table, key=f"sweep.axes.{key}" if swept else key)
 
 
 def plan_sweep(
@@ -135,7 +140,7 @@ def plan_sweep(
                               "...): give it as an axis or as a fixed override, not both",
                               source="-s", key=axis.key)  # fmt: skip
     base = replace(base, overrides=())
-    _check_points(base, grid, unchanged)
+    _check_points(base, grid, unchanged, None if chosen else label)
     base_seed = seed if seed is not None else (base.seed if base.seed is not None else 0)
     # Named as its runs are: by the scenario's own name ("bank", not the "../x/bank.py" the
     # config may give, which would even nest the folder).
@@ -151,12 +156,16 @@ def plan_sweep(
                      _tasks(grid, base_seed, sweep_dir), name, text)  # fmt: skip
 
 
-def _check_points(base: RunConfig[Any], grid: Grid, fixed: Sequence[str]) -> None:
+def _check_points(
+    base: RunConfig[Any], grid: Grid, fixed: Sequence[str], table: str | None = None
+) -> None:
+    """Every point of ``grid`` validated; ``table`` is the config file whose ``[sweep]``
+    table gave the axes, None for axes given with ``-p`` (or the API's grid)."""
     for point in grid.points:
         try:
             reload(base, [*fixed, *point.overrides])
         except ConfigError as exc:
-            raise _axis_error(point, exc) from None
+            raise _axis_error(point, exc, table) from None
 
 
 def check_table(config: RunConfig[Any]) -> Grid | None:
@@ -169,7 +178,7 @@ def check_table(config: RunConfig[Any]) -> Grid | None:
         return None
     # A -s of the check is the run's own: here a point's value wins over it, as in a run of
     # that point (a sweep refuses the clash, but a config is not wrong for allowing both).
-    _check_points(replace(config, overrides=()), grid, config.overrides)
+    _check_points(replace(config, overrides=()), grid, config.overrides, label)
     return grid
 
 
@@ -499,18 +508,16 @@ def plot_sweep(
     where there are any), or as a heatmap of two axes; return the picture's path."""
     config = plan_config(plan)
     spec = _scenario.of(config)
-    declared = {m.key: m for m in spec.metrics}
-    if metric not in declared:
-        raise ConfigError(f"no metric {metric!r}; one of: {', '.join(declared)}", source="--plot")
-    unit = declared[metric].unit
+    declared = check_metric(spec.metrics, metric)
+    unit = declared.unit
     shown = {"%": "%, 0-100"}.get(unit, unit)
-    label = declared[metric].label + (f" ({shown})" if shown else "")
+    label = declared.label + (f" ({shown})" if shown else "")
     named = with_overrides(config.title, (), _swept_params(config, plan.grid))
     fixed = textwrap.fill(", ".join([named, *plan.overrides]).strip(", "), 100)
     title = f"{plan.scenario}: {label}" + (f"\n{fixed}" if fixed else "")
     path = path or plan.sweep_dir / f"{metric}.png"
     plot_metric(plan.grid, list(summary), metric, path, title=title, label=label, heatmap=heatmap,
-                declared=declared[metric])  # fmt: skip
+                declared=declared)  # fmt: skip
     if console is not None:
         console.print(f"plot: {escape(str(path))}")
     return path
