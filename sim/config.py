@@ -462,6 +462,40 @@ def config_from_mapping(
     )  # fmt: skip
 
 
+def _as_named(key: str) -> str:
+    """A dotted key as errors name it: ``faults.0.at`` is ``faults[0].at``."""
+    return re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)
+
+
+def _blamed(exc: ConfigError, source: str, overridden: set[str], via: str) -> ConfigError:
+    """``exc`` from ``source``, saying ``(set with -s)`` if an override set what it is about:
+    its key, a table holding it (``-s params.drive={...}``), or part of it (``-s
+    nosuch.key=1``: "nosuch: unknown key"; ``-s faults.0.for=3``: "faults[0]: for is for
+    pause only")."""
+    key = exc.key or ""
+    by_override = key in overridden or any(
+        key.startswith(f"{o}.") or o.startswith((f"{key}.", f"{key}[")) for o in overridden
+    )
+    how = f" (set with {via})" if key and by_override else ""
+    return ConfigError(exc.reason + how, source=source, key=exc.key)
+
+
+def named(config: RunConfig[Any]) -> str:
+    """How errors name ``config``'s file: a bundled config (or a mapping) by its name, any
+    other by its path as the user gave it."""
+    name = config.source.name
+    if name == DATA_SOURCE or config.source.parent == bundled_configs():
+        return name
+    return str(config.source)
+
+
+def refused(config: RunConfig[Any], exc: ConfigError, via: str = "-s") -> ConfigError:
+    """``exc``, found once the run is planned (a fault's target), as the loader would have
+    said it: naming the config's file, and the override that set the key."""
+    overridden = {_as_named(override_key(item)) for item in config.overrides}
+    return _blamed(exc, named(config), overridden, via)
+
+
 def reload(
     config: RunConfig[Any],
     overrides: Sequence[str] = (),
@@ -473,10 +507,8 @@ def reload(
     if not config.text:
         raise ConfigError("this config has no text to read again (make it with load_config)",
                           source=str(config.source))  # fmt: skip
-    name = config.source.name
-    source = name if name == DATA_SOURCE or config.source.parent == bundled_configs() else None
     return config_from_data(
-        tomllib.loads(config.text), source=source or str(config.source), path=config.source,
+        tomllib.loads(config.text), source=named(config), path=config.source,
         overrides=[*config.overrides, *overrides], seed=config.seed if seed is None else seed,
         text=config.text, via=via,
     )  # fmt: skip
@@ -501,10 +533,7 @@ def config_from_data(
     recorded: its scenario is imported only if it is bundled or installed (see sim._lookup);
     otherwise the config comes back with ``skipped`` saying why and its params unvalidated.
     """
-    overridden: set[str] = set()
-    for item in overrides:
-        # As errors name it: ``faults.0.at`` is ``faults[0].at``.
-        overridden.add(re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", _apply_override(data, item, via)))
+    overridden = {_as_named(_apply_override(data, item, via)) for item in overrides}
 
     skipped = ""
     origin: Source | None = None
@@ -540,8 +569,7 @@ def config_from_data(
                     raise ConfigError(f"scenario {top.scenario!r} cannot run under the virtual "
                                       f"clock: {why}", key="clock.mode")  # fmt: skip
     except ConfigError as exc:
-        how = f" (set with {via})" if exc.key in overridden else ""
-        raise ConfigError(exc.reason + how, source=source, key=exc.key) from None
+        raise _blamed(exc, source, overridden, via) from None
 
     return RunConfig(
         source=path,

@@ -101,6 +101,20 @@ def test_bad_override_says_where_it_came_from() -> None:
         load_config("carpark.toml", ["params.cars"], via="-s")
     with pytest.raises(ConfigError, match=r"params\.cars: expected int >= 0, got -1"):
         load_config("carpark.toml", ["params.cars=-1"])
+    # A key an override made up, and a table it set whose content is wrong.
+    with pytest.raises(ConfigError, match=r"^carpark\.toml: nosuch: unknown key \(set with -s\)$"):
+        load_config("carpark.toml", ["nosuch.key=1"], via="-s")
+    with pytest.raises(ConfigError, match=r"params\.drive\.mean: .* \(set with -s\)$"):
+        load_config("carpark.toml", ['params.drive={mean="x"}'], via="-s")
+
+
+def test_an_error_in_the_file_is_not_blamed_on_an_override(tmp_path: Path) -> None:
+    path = write(tmp_path, 'scenario = "carpark"\n[params]\ncars = -1\n[params.drive]\nmean = 3\n')
+    # Overrides beside the bad key, and of the table that holds it: none of them set it.
+    for override in ("params.capacity=5", "params.drive.mean=4", "params.drive.dist=fixed"):
+        with pytest.raises(ConfigError) as caught:
+            load_config(path, [override], via="-s")
+        assert str(caught.value).endswith("params.cars: expected int >= 0, got -1"), override
 
 
 def test_missing_file_suggests_a_bundled_name() -> None:

@@ -56,6 +56,12 @@ def test_a_fault_that_cannot_happen_is_a_config_error(
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "logs").exists()  # nothing started, nothing written
+    # Named as every config error names it: the bundled file by its name (it gave the whole
+    # path of the bundled file), and the override that set the key.
+    (line,) = result.stderr.strip().splitlines()
+    if not message.startswith("-s: "):
+        assert line.startswith(f"error: carpark.toml: {message}")
+        assert line.endswith(" (set with -s)")
 
 
 @pytest.mark.timeout(90)

@@ -35,7 +35,7 @@ from typing import Any, Literal, Protocol
 import anyio
 
 from sim._signals import Stops, stop_signals
-from sim.config import RunConfig
+from sim.config import RunConfig, refused
 from sim.coordinator import Coordinator, LiveCounters, address_of, bind, live_window_s
 from sim.errors import ConfigError, ScenarioError, SimError, StorageError
 from sim.faults import Fault, check_faults
@@ -138,7 +138,7 @@ def plan(config: RunConfig[Any], scenario: Scenario[Any]) -> Plan:
         try:
             check_faults(config, [a.name for a in actors], prims)
         except ConfigError as exc:
-            raise ConfigError(exc.reason, source=str(config.source), key=exc.key) from None
+            raise refused(config, exc) from None
     return Plan(config, prims, actors, described, scenario.states)
 
 
