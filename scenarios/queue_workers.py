@@ -338,7 +338,7 @@ scenario = Scenario(
     ),
     metrics=(
         Metric("items", "items got from the queue"),
-        Metric("handled_per_consumer", "items per consumer"),
+        Metric("handled_per_consumer", "items per consumer", words=True),
         Metric("overtaken", "items handled after a later item of their producer"),
         Metric("queue_len_max", "queue length, max", "items"),
         Metric("queue_len_mean", "queue length, mean", "items"),

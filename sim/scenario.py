@@ -57,7 +57,9 @@ class Metric:
     a probability stays in [0, 1]; a ``%`` metric is a fraction in [0, 1] unless told
     otherwise): confidence intervals and a sweep's bands are clipped to them. ``interval=True``
     says the analysis may give a confidence interval of its own (batch means within one run) as
-    ``{key}_low`` and ``{key}_high``, which need no declaration of their own.
+    ``{key}_low`` and ``{key}_high``, which need no declaration of their own. ``words=True``
+    says its value is text, never a number (``"12 / 9 / 11"``): shown in the table, never
+    averaged or drawn by a sweep.
     """
 
     key: str
@@ -67,6 +69,7 @@ class Metric:
     lower: float | None = None
     upper: float | None = None
     interval: bool = False
+    words: bool = False
 
     @property
     def bounds(self) -> tuple[float | None, float | None]:

@@ -300,9 +300,9 @@ def steady_metrics(*estimated: Metric, prefix: str = "steady") -> tuple[Metric, 
     and the window's own (``{prefix}_window`` and ``{prefix}_ci`` in the table; its start,
     length and arrivals as numbers for sweeps)."""
     return (
-        Metric(f"{prefix}_window", "steady state: window"),
+        Metric(f"{prefix}_window", "steady state: window", words=True),
         *(dataclasses.replace(m, interval=True) for m in estimated),
-        Metric(f"{prefix}_ci", "steady state: intervals"),
+        Metric(f"{prefix}_ci", "steady state: intervals", words=True),
         Metric(f"{prefix}_from", "steady state: window opens", "sim min", show=False, lower=0.0),
         Metric(
             f"{prefix}_minutes", "steady state: window length", "sim min", show=False, lower=0.0

@@ -288,13 +288,22 @@ def test_ctrl_c_stops_the_sweep_and_keeps_what_finished(out: Path, sig: signal.S
 @pytest.mark.timeout(120)
 def test_a_wrong_plot_metric_lists_the_scenarios_metrics_also_on_resume(out: Path) -> None:
     from sim import scenario
+    from sim._sweep import plottable
 
-    keys = [m.key for m in scenario.load("carpark").metrics]
+    keys = [m.key for m in plottable(scenario.load("carpark").metrics)]
     fresh = sim("sweep", "carpark", "-p", "params.cars=3", *QUICK, "--out", str(out),
                 "--plot", "steady_wait")  # fmt: skip
     assert fresh.returncode == 2, fresh
     assert f"no metric 'steady_wait'; one of: {', '.join(keys)}" in fresh.stderr
     assert not (out / "sweeps").exists()  # refused before anything ran
+    # The window's words were let through, to be refused after every run was done.
+    for words in ("steady_window", "steady_ci"):
+        refused = sim("sweep", "carpark", "-p", "params.cars=3", *QUICK, "--out", str(out),
+                      "--plot", words)  # fmt: skip
+        assert refused.returncode == 2, refused
+        assert refused.stderr.strip() == (f"error: --plot: no metric {words!r} (words, not a "
+                                          f"number); one of: {', '.join(keys)}")  # fmt: skip
+        assert not (out / "sweeps").exists()
     done = sim("sweep", "carpark", "-p", "params.cars=3", *QUICK, "--out", str(out), "--quiet")
     assert done.returncode == 0, done.stderr
     resumed = sim("sweep", "--resume", str(sweep_dir(out)), "--plot", "steady_wait")

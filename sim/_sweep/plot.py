@@ -14,34 +14,17 @@ from typing import Any
 
 from sim.errors import ConfigError
 from sim.scenario import Metric
-from sim.steady import steady_metrics
 
 from .grid import Grid
 
 __all__ = ["check_metric", "drawable", "plot_metric", "plottable"]
 
 
-def _words(metrics: Sequence[Metric]) -> set[str]:
-    """The keys of declared metrics that are words in every run, never numbers: a steady
-    window's description and the words on its intervals (``{prefix}_window``, ``{prefix}_ci``),
-    recognised by being the declarations :func:`sim.steady.steady_metrics` makes for them."""
-    words: set[str] = set()
-    for metric in metrics:
-        prefix = metric.key.removesuffix("_window")
-        if prefix != metric.key:
-            # Declared with no estimated metrics, the window's own two come first.
-            own = steady_metrics(prefix=prefix)[:2]
-            if own[0] == metric:
-                words.update(m.key for m in own if m in metrics)
-    return words
-
-
 def plottable(metrics: Sequence[Metric]) -> list[Metric]:
     """The declared metrics a sweep can draw, in declaration order: the one list ``--plot`` is
     checked against, before the runs and after them (``theory_*`` is drawn beside its metric,
     never alone)."""
-    words = _words(metrics)
-    return [m for m in metrics if m.key not in words]
+    return [m for m in metrics if not m.words]
 
 
 def drawable(metrics: Sequence[Metric], summary: Sequence[Mapping[str, Any]]) -> list[Metric]:
@@ -60,7 +43,7 @@ def check_metric(metrics: Sequence[Metric], metric: str) -> Metric:
     for declared in known:
         if declared.key == metric:
             return declared
-    words = " (words, not a number)" if metric in _words(metrics) else ""
+    words = " (words, not a number)" if any(m.key == metric for m in metrics) else ""
     raise ConfigError(f"no metric {metric!r}{words}; one of: {', '.join(m.key for m in known)}",
                       source="--plot")  # fmt: skip
 
