@@ -123,8 +123,13 @@ class CarparkAnalysis(Analysis[Params]):
         # after the *last* car has started, and closes when the first car has made its last
         # visit (from then on fewer cars come back).
         warm = p.warmup if p.warmup is not None else p.drive.mean + p.park.mean
+        # A car's cycle, over which its waits stay correlated: drive and park, or, when the
+        # spaces are the bottleneck, what it takes all cars to park once (cars x park /
+        # capacity), a lower bound of the model's cars / throughput.
+        cycle = max(p.drive.mean + p.park.mean, p.cars * p.park.mean / max(p.capacity, 1))
         self._window = Window(cars, warm * 60.0 / config.clock.speedup,
-                              per_second=self.minutes(1.0), what="arrivals")  # fmt: skip
+                              per_second=self.minutes(1.0), what="arrivals",
+                              correlated=cycle)  # fmt: skip
         # The occupancy's changes, for the window's utilisation.
         history.follow("spaces", "held", partial(self._window.level, "held"))
         # Cars that found the car park full (or others waiting) and wait for a space now. A

@@ -308,3 +308,36 @@ def test_the_default_car_park_withholds_its_steady_metrics_and_says_why(tmp_path
     assert metrics["steady_arrivals"] == 23
     assert metrics["steady_wait_mean"] is None
     assert metrics["steady_utilisation_low"] is None
+
+
+@pytest.mark.timeout(90)
+def test_a_window_shorter_than_ten_cycles_gives_the_mean_without_an_interval(
+    tmp_path: Path,
+) -> None:
+    # The default car park's window is under one cycle (92 min: 200 cars x 60 min / 130
+    # spaces): cut into ten batches of a few minutes each, it printed 7.95 [7.34, 8.57] beside
+    # a model of 12.31, an interval that held the model in 67 % of such windows, not 95 %.
+    short = sim("run", "carpark", *VIRTUAL, "--seed", "3", "--out", str(tmp_path / "a"),
+                timeout=80)  # fmt: skip
+    assert short.returncode == 0, short.stderr
+    metrics = manifest_of(only_run_dir(tmp_path / "a"))["metrics"]
+    assert metrics["steady_wait_mean"] > 0  # the mean is still there
+    assert metrics["steady_wait_mean_low"] is None
+    assert metrics["steady_wait_mean_high"] is None
+    batch = metrics["steady_minutes"] / 10
+    assert metrics["steady_ci"] == (
+        f"no interval: its batches of {batch:.3g} min are shorter than the 92.3 min a sample "
+        "stays correlated; a window of 923.1 min would give one"
+    )
+    # Ten cycles of 160 min (40 cars x 60 min / 15 spaces) and more: an interval, holding the
+    # model (80.00 min) on this seed.
+    long = sim("run", "carpark", *VIRTUAL, "-s", "params.cars=40", "-s", "params.capacity=15",
+               "-s", "params.visits=20", "--seed", "3", "--out", str(tmp_path / "b"),
+               timeout=80)  # fmt: skip
+    assert long.returncode == 0, long.stderr
+    manifest = manifest_of(only_run_dir(tmp_path / "b"))
+    metrics = manifest["metrics"]
+    assert metrics["steady_minutes"] >= 1600
+    assert metrics["steady_ci"].startswith("95 %, batch means of 10 batches")
+    low, high = metrics["steady_wait_mean_low"], metrics["steady_wait_mean_high"]
+    assert low <= manifest["theory"]["steady_wait_mean"] <= high
