@@ -17,13 +17,26 @@ _UNWRAPPED = 10_000
 def console(*, stderr: bool) -> Console:
     """A console on stderr (human output) or stdout; off a terminal it does not wrap unless
     COLUMNS says how wide to be, and its lines end without the padding of table cells."""
-    out = Console(stderr=stderr, highlight=False)
+    out = _Console(stderr=stderr, highlight=False)
     if out.is_terminal or out.is_jupyter:
         # A notebook renders what it is given (its own width and colours): nothing to trim.
         return out
     stream = sys.stderr if stderr else sys.stdout
     width = None if "COLUMNS" in os.environ else _UNWRAPPED
-    return Console(file=cast("IO[str]", _Trimmed(stream)), width=width, highlight=False)
+    return _Console(file=cast("IO[str]", _Trimmed(stream)), width=width, highlight=False,
+                    stderr=stderr)  # fmt: skip
+
+
+class _Console(Console):
+    """rich's Console, but a reader that has gone is sim's to handle: rich's own answer is
+    to exit with status 1 on the spot, which reads as a failed run (`replay --speed 10 |
+    head`). On stdout the error goes on to the command, which stops writing and exits with
+    what it came to; on stderr the human output stops and the work goes on."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        if not self.stderr:
+            raise BrokenPipeError
 
 
 class _Trimmed:

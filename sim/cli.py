@@ -9,6 +9,7 @@ failed, 2 usage or configuration error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
@@ -204,13 +205,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         # SIGTERM stops a command as Ctrl-C does (sim._signals): cleanup runs, exit 130.
         with sigterm_as_ctrl_c(), api._cli_spelling():
             code = _command(args, err)
+    except BrokenPipeError:
+        # Somewhere no command expected it: the reader has gone, and the outcome with it.
+        _reader_gone()
+        return EXIT_FAILED
+    try:
         sys.stdout.flush()
     except BrokenPipeError:
-        # The reader went away (`sim list | head -1`): what is left to print has nowhere to
-        # go, and Python's own flush at exit must not fail on it again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILED
+        _reader_gone()
     return code
+
+
+def _reader_gone() -> None:
+    """The reader of stdout went away (``sim list | head -1``): what is left to print has
+    nowhere to go, and Python's own flush at exit must not fail on it again. No failure of
+    the command: it exits with what it came to (the README's exit codes)."""
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _emit(text: object) -> None:
+    """A line on stdout, for a script to read; a reader that has gone is no error."""
+    try:
+        print(text)
+    except BrokenPipeError:
+        _reader_gone()
 
 
 def _command(args: argparse.Namespace, err: Console) -> int:
@@ -234,7 +253,7 @@ def _command(args: argparse.Namespace, err: Console) -> int:
     except SimError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         if exc.run_dir is not None:
-            print(exc.run_dir)  # a run that failed is still a run: its path, as always
+            _emit(exc.run_dir)  # a run that failed is still a run: its path, as always
         return EXIT_FAILED
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -247,9 +266,9 @@ def _run(args: argparse.Namespace, err: Console) -> int:
     finished = api.run(args.config, set=args.overrides, seed=args.seed, out=args.out,
                        progress=not args.quiet, schedule=args.schedule)  # fmt: skip
     if args.json:
-        sys.stdout.write((finished.dir / "run.json").read_text(encoding="utf-8") + "\n")
+        _emit((finished.dir / "run.json").read_text(encoding="utf-8"))
     else:
-        print(finished.dir)
+        _emit(finished.dir)
     return finished.exit_code
 
 
@@ -283,9 +302,9 @@ def _explore(args: argparse.Namespace, err: Console) -> int:
         progress.done()  # the report (or "interrupted") starts a line of its own
     report(err, result)
     if result.found is not None:
-        print(result.found.shrunk or result.found.schedule)
+        _emit(result.found.shrunk or result.found.schedule)
         return EXIT_FAILED
-    print(result.out)
+    _emit(result.out)
     return EXIT_OK
 
 
@@ -363,22 +382,29 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
             theory=spec.theory(loaded.config) if spec and spec.theory and loaded.config else None,
         )
 
+    # --check: what the run would exit with, its verdicts recomputed (an interrupted run's log
+    # is incomplete however its checks came out: 130, as sim.replay's exit_code says).
+    code = replayed.exit_code if args.check else EXIT_OK
     # Played, the run keeps its ending for the end: the summary would give it away.
     playing = args.play or args.speed is not None
     if not playing:
         summary()
-    _replay_outputs(args, loaded, err)
+    try:
+        _replay_outputs(args, loaded, err)
+    except BrokenPipeError:
+        # The timeline or an export to stdout was piped into a reader that has read enough
+        # (`| head`): playing on, to nobody, would take the rest of the run's time.
+        _reader_gone()
+        return code
     if playing:
         summary()
     if args.json:
-        print(msgspec.json.encode({
+        _emit(msgspec.json.encode({
             "metrics": report.metrics,
             "invariants": report.verdicts,
             "findings": report.findings,
         }).decode())  # fmt: skip
-    # --check: what the run would exit with, its verdicts recomputed (an interrupted run's log
-    # is incomplete however its checks came out: 130, as sim.replay's exit_code says).
-    return replayed.exit_code if args.check else EXIT_OK
+    return code
 
 
 def _number(value: object) -> float:
@@ -390,6 +416,8 @@ def _replay_outputs(args: argparse.Namespace, loaded: Any, err: Console) -> None
     """--export, --plot and --speed: each reads the log again, streaming."""
     try:
         _write_outputs(args, loaded, err)
+    except BrokenPipeError:
+        raise  # a reader that has gone (stdout as the target), not a storage failure
     except OSError as exc:
         # Checked up front, a target can still fail to be written (no permission, disk full).
         raise StorageError(f"{exc.filename}: {exc.strerror or exc}") from exc
@@ -482,7 +510,7 @@ def _sweep(args: argparse.Namespace, err: Console) -> int:
         left = (f"; finish the sweep with: python -m sim sweep --resume "
                 f"{escape(shlex.quote(str(done.dir)))}" if finished < planned else "")  # fmt: skip
         err.print(f"interrupted: {finished} of {planned} runs done{left}", soft_wrap=True)
-    print(done.dir)
+    _emit(done.dir)
     return done.exit_code
 
 
@@ -520,7 +548,7 @@ def _check(args: argparse.Namespace, err: Console) -> int:
         f"{len(planned.actors)} actors, primitives {kinds}{grid}",
         soft_wrap=True,
     )
-    print(msgspec.json.encode(config.to_dict()).decode())
+    _emit(msgspec.json.encode(config.to_dict()).decode())
     return EXIT_OK
 
 
@@ -540,8 +568,8 @@ def _list() -> int:
         lines.append(("config", path.name, "bundled", what))
     width = max((len(name) for _, name, _, _ in lines), default=0)
     source = max((len(where) for _, _, where, _ in lines), default=0)
-    for kind, name, where, what in lines:
-        print(f"{kind:<9} {name:<{width}}  {where:<{source}}  {what}")
+    _emit("\n".join(f"{kind:<9} {name:<{width}}  {where:<{source}}  {what}"
+                     for kind, name, where, what in lines))  # fmt: skip
     return EXIT_OK
 
 
@@ -549,8 +577,7 @@ def _new(args: argparse.Namespace, err: Console) -> int:
     from ._new import write_template
 
     written = write_template(args.name, args.dir, force=args.force)
-    for path in written:
-        print(path)
+    _emit("\n".join(map(str, written)))
     config = written[-1]
     err.print(f"[green]written[/]: run it with python -m sim run {escape(str(config))}")
     return EXIT_OK
