@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .checks import Check, Verdict, generic_checks, settle
+from .checks import Check, SeqContiguous, Verdict, generic_checks, settle
 from .errors import ScenarioError, SimError
 from .history import History, Subscriber
 from .history.lines import Finding, Line, lateness, ordered, read_lines
@@ -78,16 +78,22 @@ class Report:
 
     @property
     def reason(self) -> str:
-        """The first violated invariant or broken line, in words (empty when there is none)."""
+        """The first violated invariant or broken line, in words (empty when there is none).
+
+        A gap in ``seq`` where the file has a line it cannot read is that line's doing, not
+        the run's: the damaged file is the reason then."""
+        # The first error (a warning fails nothing); line 0 is the file as a whole.
+        damage = next((f for f in self.findings if f.severity == "error"), None)
+        broken = ""
+        if damage is not None:
+            where = f"events.jsonl line {damage.line}" if damage.line else "events.jsonl"
+            broken = f"{where}: {damage.problem}"
         for verdict in self.verdicts:
             if verdict.failed:
+                if broken and verdict.name == SeqContiguous.name:
+                    return f"the log is damaged: {broken} (so {verdict.name} fails)"
                 return f"invariant violated: {verdict.name}: {verdict.detail}"
-        for finding in self.findings:
-            # The first error (a warning fails nothing); line 0 is the file as a whole.
-            if finding.severity == "error":
-                where = f"events.jsonl line {finding.line}" if finding.line else "events.jsonl"
-                return f"{where}: {finding.problem}"
-        return ""
+        return broken
 
     @property
     def stopped(self) -> bool:

@@ -128,6 +128,24 @@ def test_a_torn_last_line_and_a_broken_line_are_findings_with_line_numbers(
     assert not report.ok
 
 
+def test_a_gap_left_by_an_unreadable_line_is_put_down_to_the_damaged_file(
+    tmp_path: Path,
+) -> None:
+    log = Log()
+    visit(log, "car-000")
+    path = log.write(tmp_path / "run", header(cars=1))
+    text = path.read_bytes().split(b"\n")
+    text[3] = b"this is not json"  # a line of car-000's, gone: its seq has a gap
+    path.write_bytes(b"\n".join(text))
+    report, _ = replay(load_run(path))
+    assert report.verdicts[0].name == "seq contiguous"
+    assert report.verdicts[0].status == "fail"
+    # It said "invariant violated: seq contiguous: car-000: seq 3 ...", as if the run had lost
+    # a line: the file is what is damaged.
+    assert report.reason.startswith("the log is damaged: events.jsonl line 4: not JSON")
+    assert report.reason.endswith("(so seq contiguous fails)")
+
+
 def test_a_missing_manifest_and_a_newer_schema_are_warnings(tmp_path: Path) -> None:
     log = Log()
     visit(log, "car-000")
