@@ -70,6 +70,8 @@ class Report:
     history: History | None = None
     #: How late the run's timers fired (see :mod:`sim.timing`); empty without a config.
     timing: dict[str, Any] = field(default_factory=dict)
+    #: What the engine's ``stopping`` line said the run came to ("" if it stopped none).
+    stopped_as: str = ""
 
     @property
     def ok(self) -> bool:
@@ -80,8 +82,8 @@ class Report:
     def reason(self) -> str:
         """The first violated invariant or broken line, in words (empty when there is none).
 
-        A gap in ``seq`` where the file has a line it cannot read is that line's doing, not
-        the run's: the damaged file is the reason then."""
+        Gaps in ``seq`` that the file's unreadable lines account for are their doing, not the
+        run's: the damaged file is the reason then."""
         # The first error (a warning fails nothing); line 0 is the file as a whole.
         damage = next((f for f in self.findings if f.severity == "error"), None)
         broken = ""
@@ -90,10 +92,23 @@ class Report:
             broken = f"{where}: {damage.problem}"
         for verdict in self.verdicts:
             if verdict.failed:
-                if broken and verdict.name == SeqContiguous.name:
+                if verdict.name == SeqContiguous.name and self._gaps_are_damage():
                     return f"the log is damaged: {broken} (so {verdict.name} fails)"
                 return f"invariant violated: {verdict.name}: {verdict.detail}"
         return broken
+
+    def _gaps_are_damage(self) -> bool:
+        """Every gap in ``seq`` may be an unreadable line of the file: there are at least as
+        many of those as lines missing, and each gap (of those kept) has one before it in the
+        file. (A torn last line never does: a gap shows on a later line of the actor.)"""
+        history = self.history
+        unread = [f.line for f in self.findings if f.severity == "error" and f.line > 0]
+        if history is None or not history.gaps or not unread:
+            return False
+        missing = sum(line.seq - due for line, due in history.gaps)
+        if history.gap_count > len(history.gaps) or missing > len(unread):
+            return False  # more gaps than were kept, or than the damage can explain
+        return all(min(unread) < line.number for line, _ in history.gaps)
 
     @property
     def stopped(self) -> bool:
@@ -102,16 +117,26 @@ class Report:
 
 
 class _Stopped(Subscriber):
-    """Notes the engine's ``stopping`` event: the actors were stopped before their end."""
+    """Notes the engine's ``stopping`` event: the actors were stopped before their end, and
+    what the run came to (``status``: a log written before it was said has none)."""
 
     events = frozenset({"stopping"})
 
     def __init__(self) -> None:
         self.seen = False
+        self.status = ""
 
     def on_line(self, line: Line) -> None:
-        if line.actor == "engine":
+        if line.actor == "engine" and not self.seen:
             self.seen = True
+            status = line.get("status")
+            self.status = status if isinstance(status, str) else ""
+
+    @property
+    def cut_short(self) -> bool:
+        """Stopped while it could still have gone on (Ctrl-C, a timeout, the step limit), not
+        at the end of its story (a deadlock, a crash)."""
+        return self.status in ("interrupted", "timeout")
 
 
 def analyse(
@@ -221,8 +246,9 @@ def _analyse(
     shown = frozenset(v.phenomenon for _, v in raw if v.status == "fail" and v.phenomenon)
     reported: set[str] = set()
     verdicts = [settle(c, v, expected=declared, stopped=stopped.seen, shown=shown,
-                       reported=reported) for c, v in raw]  # fmt: skip
-    return Report(metrics, verdicts, findings, history.lines, history, timers.summary())
+                       reported=reported, cut_short=stopped.cut_short) for c, v in raw]  # fmt: skip
+    return Report(metrics, verdicts, findings, history.lines, history, timers.summary(),
+                  stopped.status)  # fmt: skip
 
 
 T = TypeVar("T")

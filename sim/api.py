@@ -244,7 +244,8 @@ def replay(path: str | Path, *, scenario: str | None = None) -> Run:
     # The command line's own call keeps its way of naming the scenario (replay --scenario).
     loaded = load_run(Path(path), scenario, retry=None if _CLI.get() else _named_with_scenario)
     report, spec = recompute(loaded)
-    recorded = str((loaded.manifest or {}).get("status", ""))
+    # The manifest's word, else (a bare events file) what the engine's stopping line said.
+    recorded = str((loaded.manifest or {}).get("status", "")) or report.stopped_as
     # As for a run: the verdicts decide, unless the run was stopped from outside.
     status = recorded if recorded in ("interrupted", "timeout") else (
         "ok" if report.ok else "failed")  # fmt: skip

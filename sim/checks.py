@@ -254,13 +254,16 @@ def settle(
     stopped: bool,
     shown: frozenset[str] = frozenset(),
     reported: set[str] | None = None,
+    cut_short: bool = False,
 ) -> Verdict:
     """A verdict in the light of the run: what the config expects, and whether it completed.
 
     ``shown``: the phenomena some check found. A declared phenomenon needs to show once (on
     one of five forks, say): the other checks for it then pass as they are. If it showed
     nowhere, the first of its checks says so (``reported`` collects those already said), or,
-    in a run stopped early, says that it had not appeared yet (a skip: it might have)."""
+    in a run ``cut_short`` (Ctrl-C, a timeout, the step limit: it could have gone on), says
+    that it had not appeared yet (a skip: it might have). A run stopped by a deadlock or a
+    crash is at its end: what did not appear by then never will."""
     if stopped and check.needs_completion and verdict.status != "pass":
         return Verdict(verdict.name, "skip", f"run was stopped early; {verdict.detail}")
     phenomenon = verdict.phenomenon
@@ -274,8 +277,7 @@ def settle(
         if phenomenon in reported:
             return verdict
         reported.add(phenomenon)
-    if stopped:
-        # Cut short (a timeout, max_steps, Ctrl-C): the phenomenon may have been on its way.
+    if cut_short:
         return Verdict(verdict.name, "skip", f"run was stopped early, before {phenomenon} "
                        f"appeared ({verdict.detail})", phenomenon)  # fmt: skip
     return Verdict(

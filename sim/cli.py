@@ -82,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Read a run back from its events file, without re-running anything.",
     )
     replay.add_argument("run", metavar="RUN", type=Path, help="a run directory or its events file")
-    replay.add_argument("--check", action="store_true", help="exit 1 if any invariant is violated")
+    replay.add_argument("--check", action="store_true",
+                        help="exit as the run would with these verdicts: 1 if an invariant is "
+                        "violated (or it timed out), 130 if it was interrupted")  # fmt: skip
     replay.add_argument("--json", action="store_true", help="print metrics and verdicts as JSON")
     replay.add_argument(
         "--speed", type=float, metavar="X",
@@ -393,8 +395,11 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
         _replay_outputs(args, loaded, err)
     except BrokenPipeError:
         # The timeline or an export to stdout was piped into a reader that has read enough
-        # (`| head`): playing on, to nobody, would take the rest of the run's time.
+        # (`| head`): playing on, to nobody, would take the rest of the run's time. The
+        # verdicts still go where the human reads them.
         _reader_gone()
+        if playing:
+            summary()
         return code
     if playing:
         summary()

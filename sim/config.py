@@ -469,15 +469,29 @@ def _as_named(key: str) -> str:
 
 def _blamed(exc: ConfigError, source: str, overridden: set[str], via: str) -> ConfigError:
     """``exc`` from ``source``, saying ``(set with -s)`` if an override set what it is about:
-    its key, a table holding it (``-s params.drive={...}``), or part of it (``-s
-    nosuch.key=1``: "nosuch: unknown key"; ``-s faults.0.for=3``: "faults[0]: for is for
-    pause only")."""
+    its key, a table holding it (``-s params.drive={...}``, ``-s 'faults=[...]'``), or the
+    part of it the error names (``-s faults.0.for=3``: "faults[0]: for is for pause only";
+    ``-s nosuch.key=1``: "nosuch: unknown key", a table the override made up). Another
+    override inside that table is not blamed for what the file says there."""
     key = exc.key or ""
-    by_override = key in overridden or any(
-        key.startswith(f"{o}.") or o.startswith((f"{key}.", f"{key}[")) for o in overridden
+    if not key:
+        return ConfigError(exc.reason, source=source, key=exc.key)
+    by_override = any(
+        o == key or key.startswith((f"{o}.", f"{o}[")) or _names_part(exc.reason, o, key)
+        for o in overridden
     )
-    how = f" (set with {via})" if key and by_override else ""
+    how = f" (set with {via})" if by_override else ""
     return ConfigError(exc.reason + how, source=source, key=exc.key)
+
+
+def _names_part(reason: str, override: str, key: str) -> bool:
+    """``override`` sets a part of the table ``key`` that the error ``reason`` is about."""
+    if not override.startswith((f"{key}.", f"{key}[")):
+        return False
+    if reason.startswith("unknown key"):
+        return True
+    part = re.split(r"[.\[]", override[len(key) :].lstrip("."), maxsplit=1)[0]
+    return bool(part) and re.search(rf"\b{re.escape(part)}\b", reason) is not None
 
 
 def named(config: RunConfig[Any]) -> str:

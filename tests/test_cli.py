@@ -89,13 +89,20 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["replay", "RUN", "--speed", "10"], 2),  # the timeline, as docs/replay.md pipes it
         (["replay", "RUN", "--export", "csv", "/dev/stdout"], 1),
         (["replay", "RUN", "--check", "--speed", "10"], 2),
+        (["replay", "FAILED", "--check", "--speed", "10"], 2),  # still exits 1
     ],
 )
 def test_a_reader_that_went_away_is_no_failure(args: list[str], read: int, small_run: Path) -> None:
     # rich's console exited 1 on a broken pipe (and sim's own handler returned 1): a failed
     # run, by the README's exit codes. The reader has read what it wanted; sim exits with what
     # the command came to, and stops (a timeline played on to nobody would take the run's time).
-    argv = [str(small_run) if a == "RUN" else a for a in args]
+    failed = small_run.parent / "failed"
+    if "FAILED" in args and not failed.exists():
+        # The same log with one of its lines gone: seq contiguous fails, so --check exits 1.
+        failed.mkdir()
+        lines = (small_run / "events.jsonl").read_bytes().splitlines(keepends=True)
+        (failed / "events.jsonl").write_bytes(b"".join(lines[:40] + lines[41:]))
+    argv = [{"RUN": str(small_run), "FAILED": str(failed)}.get(a, a) for a in args]
     proc = subprocess.Popen([sys.executable, "-m", "sim", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)  # fmt: skip
     assert proc.stdout is not None
@@ -109,4 +116,7 @@ def test_a_reader_that_went_away_is_no_failure(args: list[str], read: int, small
     assert "Traceback" not in stderr, stderr
     assert "BrokenPipeError" not in stderr
     assert "Broken pipe" not in stderr
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == (1 if "FAILED" in args else 0), stderr
+    if "--speed" in args:
+        # Played to a reader that went away, the verdicts still reach stderr.
+        assert ("failed:" if "FAILED" in args else "ok ") in stderr

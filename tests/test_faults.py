@@ -298,3 +298,23 @@ def test_every_crash_demo_leaves_its_kill_a_tenth_of_a_second() -> None:
             minutes = _shortest(config["params"][_GRACE[path.stem]])
             assert minutes * 60 / config["clock"]["speedup"] >= 0.1, path.stem
     assert demos == sorted(_GRACE)
+
+
+@pytest.mark.timeout(60)
+def test_an_override_is_blamed_only_for_what_it_set(tmp_path: Path) -> None:
+    config = tmp_path / "f.toml"
+    config.write_text('scenario = "carpark"\n[params]\ncars = 4\n[[faults]]\naction = "kill"\n'
+                      'for = 3\nat = 5\ntarget = "car-001"\n', encoding="utf-8")  # fmt: skip
+    # The file's own contradiction, with an override of another key of the same fault: it
+    # said "(set with -s)".
+    other = sim("check", str(config), "-s", "faults.0.target=car-002")
+    assert other.returncode == 2
+    assert other.stderr.strip() == f"error: {config}: faults[0]: for is for pause only, not kill"
+    # The override of the key the error names is blamed.
+    same = sim("check", str(config), "-s", "faults.0.for=4")
+    assert same.stderr.strip().endswith("for is for pause only, not kill (set with -s)")
+    # So is an override of the whole list that holds the bad target (it was not).
+    whole = sim("check", "carpark", "-s", 'faults=[{action="kill", at=5, target="nosuch"}]')
+    assert whole.returncode == 2
+    assert whole.stderr.strip().startswith("error: carpark.toml: faults[0].target: no actor")
+    assert whole.stderr.strip().endswith(" (set with -s)")

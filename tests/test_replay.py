@@ -146,6 +146,17 @@ def test_a_gap_left_by_an_unreadable_line_is_put_down_to_the_damaged_file(
     assert report.reason.endswith("(so seq contiguous fails)")
 
 
+def test_a_line_really_lost_is_not_put_down_to_a_torn_last_line(tmp_path: Path) -> None:
+    # A torn last line is what a killed run leaves; it cannot explain a gap in the middle.
+    log = Log()
+    log.add("car-000", "actor_start")
+    log.add("car-000", "arrive", visit=0, seq=3)  # seq 1 and 2 are lost
+    path = log.write(tmp_path / "run", header(cars=1), tail=b'{"ts": 9.0, "actor": "car-0')
+    report, _ = replay(load_run(path))
+    assert any("torn" in f.problem for f in report.findings)
+    assert report.reason.startswith("invariant violated: seq contiguous: car-000: seq 3")
+
+
 def test_a_missing_manifest_and_a_newer_schema_are_warnings(tmp_path: Path) -> None:
     log = Log()
     visit(log, "car-000")

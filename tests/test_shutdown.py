@@ -106,6 +106,11 @@ def test_interrupt_stops_every_actor_and_marks_the_manifest(
     assert checked.returncode == 130, checked.stderr
     assert checked.stderr.rstrip().splitlines()[-1].startswith("interrupted")
     assert sim("replay", str(run_dir), timeout=30).returncode == 0  # no --check: only shown
+    # The events file alone (no run.json beside it) says so too, by its stopping line.
+    bare = out / "bare" / "events.jsonl"
+    bare.parent.mkdir()
+    bare.write_bytes((run_dir / "events.jsonl").read_bytes())
+    assert sim("replay", str(bare), "--check", timeout=30).returncode == 130
 
 
 @pytest.mark.timeout(60)

@@ -252,6 +252,17 @@ def test_a_run_cut_short_by_max_steps_is_a_timeout_not_a_missing_declared_deadlo
     (deadlock,) = [v for v in verdicts if v["name"] == "no deadlock"]
     assert deadlock["status"] == "skip"
     assert deadlock["detail"].startswith("run was stopped early, before deadlock appeared")
+    # A run the engine stopped at its end (the deadlock) is no run cut short: a declared
+    # phenomenon that did not appear by then still fails it.
+    ended = sim("run", "philosophers-naive", "-s", 'expect=["deadlock","leaked_unit"]',
+                "-s", "clock.mode=virtual", "--out", str(tmp_path / "ended"), "--quiet",
+                timeout=60)  # fmt: skip
+    assert ended.returncode == 1
+    verdicts = manifest_of(only_run_dir(tmp_path / "ended"))["invariants"]
+    leaked = [v for v in verdicts if v["phenomenon"] == "leaked_unit" and v["status"] == "fail"]
+    assert leaked
+    assert leaked[0]["detail"].startswith("expected leaked_unit, but it did not appear")
+    assert [v["status"] for v in verdicts if v["name"] == "no deadlock"] == ["expected"]
 
 
 @pytest.mark.timeout(120)

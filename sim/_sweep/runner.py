@@ -32,6 +32,7 @@ from sim.config import (
     config_from_data,
     convert_section,
     load_config,
+    named,
     override_key,
     reload,
     with_overrides,
@@ -115,7 +116,7 @@ def plan_sweep(
     if isinstance(config_name, RunConfig):
         base = reload(config_name, overrides)
         overrides = list(base.overrides)
-        label = str(config_name.source)
+        label = named(config_name)
     else:
         base = load_config(config_name, overrides, via="-s")
         label = str(config_name)
@@ -171,7 +172,7 @@ def _check_points(
 def check_table(config: RunConfig[Any]) -> Grid | None:
     """The grid of ``config``'s ``[sweep]`` table, every point of it validated as a sweep
     would (``sim check``); None if the table gives no axes (they may come from ``-p``)."""
-    label = str(config.source)
+    label = named(config)
     table = sweep_table(config, label)
     grid = _table_grid(table, label)
     if not grid.axes:
