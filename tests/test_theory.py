@@ -264,3 +264,18 @@ def test_sweep_intervals_stay_in_bounds_and_say_how_many_runs_they_rest_on() -> 
     assert second["wait_n"] == 1
     assert (second["steady_low"], second["steady_high"]) == (0.495, 0.9999)
     assert second["steady_ci"] == "1 run, its own batch means"
+
+
+def test_a_metric_in_words_is_never_averaged_even_when_it_reads_as_a_number() -> None:
+    # One consumer's share is "12": read back from results.csv it is a number, and it was
+    # averaged as one, while "12 / 9" of two consumers was not.
+    grid = expand([parse_axis("params.consumers=1,2")], repeat=2, zipped=False)
+    declared = [Metric("handled_per_consumer", "items per consumer", words=True),
+                Metric("taken", "items taken")]  # fmt: skip
+    rows = [{"point": point, "rep": rep, "status": "ok", "params.consumers": point + 1,
+             "handled_per_consumer": share, "taken": 12 + rep}
+            for point, shares in ((0, (12, 13)), (1, ("12 / 9", "10 / 11")))
+            for rep, share in enumerate(shares)]  # fmt: skip
+    for point in aggregate(grid, rows, declared):
+        assert "handled_per_consumer_mean" not in point
+        assert point["taken_mean"] == 12.5

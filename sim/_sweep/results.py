@@ -77,6 +77,7 @@ def aggregate(
     fixed = {"run", "point", "rep", "seed", "status", "exit_code", "run_dir", *axis_keys}
     declared = {m.key: m for m in metrics}
     companions = {c: m.key for m in metrics for c in m.companions}
+    words = {m.key for m in metrics if m.words}
     summary = []
     for point in grid.points:
         mine = [r for r in rows if r["point"] == point.index]
@@ -86,8 +87,11 @@ def aggregate(
         keys = [k for k in (mine[0] if mine else {}) if k not in fixed and k not in companions]
         for key in keys:
             values = [float(r[key]) for r in ok if _number(r.get(key))]
-            if not values and any(isinstance(r.get(key), str) for r in ok):
-                continue  # words (a window described, a share per consumer): nothing to average
+            # Words (a window described, a share per consumer): nothing to average, even where
+            # one run's words read as a number ("12" items for a single consumer). Undeclared
+            # metrics are known by their values.
+            if key in words or (not values and any(isinstance(r.get(key), str) for r in ok)):
+                continue
             if key.startswith("theory_"):
                 out[key] = values[0] if values else None
                 continue
