@@ -294,7 +294,8 @@ def test_the_config_loader_raises_only_config_errors(
         path = Path(tmp) / "fuzzed.toml"
         path.write_bytes(body)
         try:
-            config = load_config(path, overrides, seed=seed)
+            # As the command line calls it: the overrides are its -s options.
+            config = load_config(path, overrides, seed=seed, via="-s")
         except ConfigError as exc:
             message = str(exc)
             event(f"config error: {exc.reason.split(':')[0][:30]}")
