@@ -551,4 +551,16 @@ def test_a_point_the_config_refuses_names_the_grid_or_minus_p_or_the_table(
     with pytest.raises(ConfigError) as refused:
         api.sweep(config, out=out)
     assert (refused.value.source, refused.value.key) == (str(config), "sweep.axes.params.carz")
+    # An override of another key of the table is not blamed; one that set the axes is, and a
+    # bundled config is named by its name (it was its full path).
+    for command in (["check"], ["sweep", "--out", str(out)]):
+        other = sim(command[0], str(config), "-s", "sweep.repeat=2", *command[1:])
+        assert other.stderr.strip() == says, command
+        table = sim(command[0], "carpark-sweep", "-s", 'sweep.axes={"params.carz"=[1,2]}',
+                    *command[1:])  # fmt: skip
+        assert table.returncode == 2, table.stderr
+        assert table.stderr.strip() == (
+            "error: carpark-sweep.toml: sweep.axes.params.carz: unknown key (did you mean "
+            "'cars'?) (at point carz=1) (set with -s)"
+        ), command
     assert not out.exists()

@@ -87,15 +87,22 @@ class SweepOutcome:
     summary: list[dict[str, Any]]
 
 
-def _axis_error(point: Point, exc: ConfigError, table: str | None) -> ConfigError:
+def _axis_error(
+    point: Point, exc: ConfigError, table: str | None, fixed: Sequence[str] = ()
+) -> ConfigError:
     """A point the config refuses, blamed on where its axes came from: ``-p`` (the API's
-    ``grid``), or the file of a ``[sweep]`` table and the table's key."""
+    ``grid``), or the file of a ``[sweep]`` table and the table's key, and the override that
+    set the table, if one did (``-s 'sweep.axes={...}'``: ``fixed`` are the overrides)."""
     key = exc.key or ", ".join(k for k, _ in point.values)
     reason = f"{exc.reason.replace(' (set with -s)', '')} (at point {point.label})"
     if table is None:
         return ConfigError(reason, source="-p", key=key)
     swept = any(key == k or key.startswith(f"{k}.") for k, _ in point.values)
-    return ConfigError(reason, source=table, key=f"sweep.axes.{key}" if swept else key)
+    where = f"sweep.axes.{key}" if swept else key
+    set_by = (override_key(o) for o in fixed)
+    if swept and any(where == k or where.startswith(f"{k}.") for k in set_by):
+        reason += " (set with -s)"
+    return ConfigError(reason, source=table, key=where)
 
 
 def plan_sweep(
@@ -166,7 +173,7 @@ def _check_points(
         try:
             reload(base, [*fixed, *point.overrides])
         except ConfigError as exc:
-            raise _axis_error(point, exc, table) from None
+            raise _axis_error(point, exc, table, fixed) from None
 
 
 def check_table(config: RunConfig[Any]) -> Grid | None:
