@@ -108,7 +108,8 @@ class Report:
         missing = sum(line.seq - due for line, due in history.gaps)
         if history.gap_count > len(history.gaps) or missing > len(unread):
             return False  # more gaps than were kept, or than the damage can explain
-        return all(min(unread) < line.number for line, _ in history.gaps)
+        first = min(unread)
+        return all(first < line.number for line, _ in history.gaps)
 
     @property
     def stopped(self) -> bool:

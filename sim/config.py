@@ -11,7 +11,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -476,12 +476,18 @@ def _blamed(exc: ConfigError, source: str, overridden: set[str], via: str) -> Co
     key = exc.key or ""
     if not key:
         return ConfigError(exc.reason, source=source, key=exc.key)
-    by_override = any(
-        o == key or key.startswith((f"{o}.", f"{o}[")) or _names_part(exc.reason, o, key)
-        for o in overridden
+    by_override = set_by(key, overridden) or any(
+        _names_part(exc.reason, o, key) for o in overridden
     )
     how = f" (set with {via})" if by_override else ""
     return ConfigError(exc.reason + how, source=source, key=exc.key)
+
+
+def set_by(key: str, overridden: Iterable[str]) -> bool:
+    """One of the ``overridden`` keys (as errors name them) set ``key``: it is that key, or a
+    table that holds it (``params.drive`` holds ``params.drive.mean``, ``faults`` holds
+    ``faults[0].at``)."""
+    return any(o == key or key.startswith((f"{o}.", f"{o}[")) for o in overridden)
 
 
 def _names_part(reason: str, override: str, key: str) -> bool:
@@ -506,8 +512,12 @@ def named(config: RunConfig[Any]) -> str:
 def refused(config: RunConfig[Any], exc: ConfigError, via: str = "-s") -> ConfigError:
     """``exc``, found once the run is planned (a fault's target), as the loader would have
     said it: naming the config's file, and the override that set the key."""
-    overridden = {_as_named(override_key(item)) for item in config.overrides}
-    return _blamed(exc, named(config), overridden, via)
+    return _blamed(exc, named(config), overridden_keys(config.overrides), via)
+
+
+def overridden_keys(overrides: Iterable[str]) -> set[str]:
+    """The keys ``overrides`` (``KEY=VALUE`` texts) set, as errors name them."""
+    return {_as_named(override_key(item)) for item in overrides}
 
 
 def reload(

@@ -33,8 +33,10 @@ from sim.config import (
     convert_section,
     load_config,
     named,
+    overridden_keys,
     override_key,
     reload,
+    set_by,
     with_overrides,
 )
 from sim.errors import ConfigError
@@ -99,8 +101,7 @@ def _axis_error(
         return ConfigError(reason, source="-p", key=key)
     swept = any(key == k or key.startswith(f"{k}.") for k, _ in point.values)
     where = f"sweep.axes.{key}" if swept else key
-    set_by = (override_key(o) for o in fixed)
-    if swept and any(where == k or where.startswith(f"{k}.") for k in set_by):
+    if swept and set_by(where, overridden_keys(fixed)):
         reason += " (set with -s)"
     return ConfigError(reason, source=table, key=where)
 

@@ -626,8 +626,7 @@ class _Supervisor:
                 if self.scheduler is not None:
                     # At this step: the watchdog's stop would come a few steps later, as
                     # many as the event loop runs before it.
-                    self.log.info("stopping", reason=self.reason, status=self.status,
-                                  live=self.live)  # fmt: skip
+                    self._say_stopping()
                     self.scheduler.stop_all()
                 self.stop.set()
 
@@ -689,7 +688,7 @@ class _Supervisor:
         if self.scheduler is not None and self.scheduler.stopping:
             pass  # logged at the step it happened (a deadlock, the step limit)
         else:
-            log.info("stopping", reason=self.reason, status=self.status, live=self.live)
+            self._say_stopping()
         if self.scheduler is not None and self.coordinator is not None:
             # A virtual run stops its tasks in turn, each at its scheduling point; a signal
             # only for one that does not come back in time.
@@ -825,20 +824,25 @@ class _Supervisor:
         if self.status == "ok":
             self.status = "deadlock"
             self.reason = f"deadlock: {words}"
-        self.log.info("stopping", reason=self.reason, status=self.status, live=self.live)
+        self._say_stopping()
         self.stop.set()
+
+    def _say_stopping(self) -> None:
+        """The engine's ``stopping`` line: why, what the run comes to (a replay tells a run cut
+        short from one at its end by it), and how many actors are still running."""
+        self.log.info("stopping", reason=self.reason, status=self.status, live=self.live)
 
     def _diverged(self, exc: Exception) -> None:
         self.status = "failed"
         self.reason = str(exc)
-        self.log.info("stopping", reason=self.reason, status=self.status, live=self.live)
+        self._say_stopping()
         self.stop.set()
 
     def _step_limit(self, steps: int) -> None:
         if self.status == "ok":
             self.status = "timeout"
             self.reason = f"still running after {steps:,} steps (engine.max_steps)"
-        self.log.info("stopping", reason=self.reason, status=self.status, live=self.live)
+        self._say_stopping()
         assert self.scheduler is not None
         self.scheduler.stop_all()
         self.stop.set()
