@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._sweep.grid import axis_names
 from .checks import Verdict
 from .report import format_value
 from .scenario import Metric
@@ -107,7 +108,7 @@ def sweep_html(
     modelled = [m for m in present if any(row.get(f"theory_{m.key}") is not None
                                           for row in summary)]  # fmt: skip
     shown = (modelled + [m for m in present if m not in modelled])[:5]
-    head = "".join(_cell(a.rsplit(".", 1)[-1], "right", True) for a in axes)
+    head = "".join(_cell(name, "right", True) for name in axis_names(axes))
     head += _cell("ok", "right", True)
     head += "".join(_cell(m.label + (f" ({m.unit})" if m.unit else ""), "right", True)
                     for m in shown)  # fmt: skip

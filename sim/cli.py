@@ -506,17 +506,25 @@ def _sweep(args: argparse.Namespace, err: Console) -> int:
         set=args.overrides, seed=args.seed, zip=args.zip, scheduler=args.scheduler,
         shared_out=args.shared_out, progress=not args.quiet,
     )  # fmt: skip
+    code = done.exit_code
     if args.plot is not None:
-        done.plot(args.plot, heatmap=args.heatmap)
-        if not args.quiet:
-            err.print(f"plot: {escape(str(done.dir / (args.plot + '.png')))}")
+        try:
+            done.plot(args.plot, heatmap=args.heatmap)
+        except ConfigError as exc:
+            # The sweep happened: a picture it cannot give does not hide where it is or how
+            # its runs ended (a failed or interrupted sweep keeps its own exit code).
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            code = code or EXIT_USAGE
+        else:
+            if not args.quiet:
+                err.print(f"plot: {escape(str(done.dir / (args.plot + '.png')))}")
     if done.exit_code == EXIT_INTERRUPTED:
         finished, planned = done.progress
         left = (f"; finish the sweep with: python -m sim sweep --resume "
                 f"{escape(shlex.quote(str(done.dir)))}" if finished < planned else "")  # fmt: skip
         err.print(f"interrupted: {finished} of {planned} runs done{left}", soft_wrap=True)
     _emit(done.dir)
-    return done.exit_code
+    return code
 
 
 def _check_metric(spec: _scenario.Scenario[Any], metric: str | None) -> None:

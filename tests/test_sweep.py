@@ -564,3 +564,50 @@ def test_a_point_the_config_refuses_names_the_grid_or_minus_p_or_the_table(
             "'cars'?) (at point carz=1) (set with -s)"
         ), command
     assert not out.exists()
+
+
+def test_axes_with_the_same_last_name_are_told_apart() -> None:
+    from sim._sweep.grid import axis_names
+
+    keys = ["params.drive.mean", "params.park.mean", "params.cars"]
+    assert axis_names(keys) == ["drive.mean", "park.mean", "cars"]
+    assert axis_names(["a.b", "x.a.b"]) == ["a.b", "x.a.b"]
+    grid = expand([parse_axis("params.drive.mean=20"), parse_axis("params.park.mean=10")],
+                  repeat=1, zipped=False)  # fmt: skip
+    # Was "mean=20, mean=10".
+    assert grid.points[0].label == "drive.mean=20, park.mean=10"
+
+
+@pytest.mark.timeout(120)
+def test_a_sweep_whose_runs_all_failed_says_so_for_its_plot_and_keeps_its_outcome(
+    out: Path,
+) -> None:
+    done = sim("sweep", "carpark-crash", "-s", "expect=[]", "-s", "clock.mode=virtual",
+               "-p", "params.cars=12", "-p", "params.drive.mean=20", "-p", "params.park.mean=60",
+               "--plot", "wait_mean", "--out", str(out), timeout=110)  # fmt: skip
+    # It exited 2 ("no run of this sweep measured 'wait_mean'", which results.csv belied) and
+    # printed no sweep directory.
+    assert done.returncode == 1, done.stderr
+    assert Path(done.stdout.strip().splitlines()[-1]) == sweep_dir(out)
+    assert ("error: --plot: no run of this sweep ended ok, so none has a 'wait_mean' to draw "
+            "(the failed runs' metrics are in results.csv)") in done.stderr  # fmt: skip
+    (row,) = rows(sweep_dir(out) / "results.csv")
+    assert row["status"] == "failed"
+    assert row["wait_mean"] != ""
+    # The table and the progress lines name both nested axes, not "mean" twice.
+    assert "cars=12, drive.mean=20, park.mean=60: failed" in done.stderr
+    assert "┃ drive.mean ┃ park.mean ┃" in done.stderr
+
+
+@pytest.mark.timeout(120)
+def test_the_bundled_sweeps_plot_title_says_the_grid_that_was_swept(tmp_path: Path) -> None:
+    import sim as api
+
+    done = api.sweep("carpark-sweep", {"params.cars": [6, 10], "params.capacity": [3, 5]},
+                     set=["clock.mode=virtual", "params.visits=3"], repeat=1,
+                     out=tmp_path / "logs")  # fmt: skip
+    assert done.ok
+    svg = done.plot("wait_mean", tmp_path / "w.svg").read_text(encoding="utf-8")
+    # The title was the literal "6 to 16 cars on 5 spaces" over any grid.
+    assert "6/10 cars on 3/5 spaces" in svg
+    assert "on 5 spaces" not in svg

@@ -62,7 +62,25 @@ class Point:
 
     @property
     def label(self) -> str:
-        return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in self.values)
+        names = axis_names([key for key, _ in self.values])
+        values = [value for _, value in self.values]
+        return ", ".join(f"{name}={value}" for name, value in zip(names, values, strict=True))
+
+
+def axis_names(keys: Sequence[str]) -> list[str]:
+    """What a table or a progress line calls each swept key: its last part, or as many of its
+    last parts as it takes to tell it from the others (``drive.mean`` and ``park.mean``, never
+    ``mean`` twice)."""
+    parts = [key.split(".") for key in keys]
+    names = []
+    for mine in parts:
+        depth = 1
+        while depth < len(mine) and any(
+            other is not mine and other[-depth:] == mine[-depth:] for other in parts
+        ):
+            depth += 1
+        names.append(".".join(mine[-depth:]))
+    return names
 
 
 @dataclass(frozen=True)

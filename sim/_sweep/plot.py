@@ -73,7 +73,12 @@ def plot_metric(
     """Draw ``metric`` of a sweep's summary into ``path`` (PNG or SVG by its suffix);
     ``declared`` is the metric's declaration (its unit and bounds)."""
     if not _measured(summary, metric):
-        # An empty picture ("n = 0 runs") says nothing the error does not say better.
+        # An empty picture ("n = 0 runs") says nothing the error does not say better. The
+        # summary holds the runs that ended ok: a failed run's metrics are no measurement.
+        if not any(row.get("ok") for row in summary):
+            raise ConfigError(f"no run of this sweep ended ok, so none has a {metric!r} to draw "
+                              "(the failed runs' metrics are in results.csv)",
+                              source="--plot")  # fmt: skip
         raise ConfigError(f"no run of this sweep measured {metric!r}, nothing to draw (each "
                           "run's metrics are in results.csv)", source="--plot")  # fmt: skip
     from sim._backend import plt

@@ -43,7 +43,17 @@ from sim.errors import ConfigError
 from sim.timing import SIGNIFICANT
 
 from .execute import Executor, LocalExecutor, Outcome, Task, latest_run_dir, outcome_from_run_dir
-from .grid import Axis, Grid, Point, SweepTable, expand, parse_axis, run_seed, table_axes
+from .grid import (
+    Axis,
+    Grid,
+    Point,
+    SweepTable,
+    axis_names,
+    expand,
+    parse_axis,
+    run_seed,
+    table_axes,
+)
 from .plot import check_metric, plot_metric
 from .results import aggregate, result_rows, write_table
 
@@ -582,8 +592,8 @@ def _print_summary(
     console: Console, plan: SweepPlan, spec: _scenario.Scenario[Any], summary: list[dict[str, Any]]
 ) -> None:
     table = Table(title=f"{plan.scenario} sweep", title_justify="left")
-    for axis in plan.grid.axes:
-        table.add_column(axis.key.rsplit(".", 1)[-1], justify="right")
+    for name in axis_names([axis.key for axis in plan.grid.axes]):
+        table.add_column(name, justify="right")
     table.add_column("ok", justify="right")
     present = [m for m in spec.metrics if any(f"{m.key}_mean" in row for row in summary)]
     # What a model predicts comes first: measured beside predicted is what a sweep is for.
