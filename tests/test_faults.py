@@ -318,3 +318,20 @@ def test_an_override_is_blamed_only_for_what_it_set(tmp_path: Path) -> None:
     assert whole.returncode == 2
     assert whole.stderr.strip().startswith("error: carpark.toml: faults[0].target: no actor")
     assert whole.stderr.strip().endswith(" (set with -s)")
+
+
+@pytest.mark.timeout(120)
+def test_a_run_whose_every_car_is_killed_lasts_until_they_died(out: Path) -> None:
+    # The cars are killed while they drive or park, silent since their last line: the run's
+    # simulated time and the steady window's "the log ended at" stopped at that last line
+    # (minute 18.4), before the deaths the same summary reported (minute 20.8-21.0).
+    run = finished(out, "carpark-crash", 'faults=[{at = 20, action = "kill", target = "car-*"}]',
+                   "expect=[]")  # fmt: skip
+    assert run.code == 1, run.stderr
+    speedup = run.manifest["config"]["clock"]["speedup"]
+    deaths = [e["ts"] for e in run.events if e["event"] == "exit" and e.get("code") == -9]
+    assert len(deaths) == run.manifest["config"]["params"]["cars"]
+    metrics = run.manifest["metrics"]
+    assert metrics["sim_minutes"] == pytest.approx(max(deaths) * speedup / 60, abs=1e-6)
+    last_car_line = max(e["ts"] for e in run.events if e["actor"].startswith("car-"))
+    assert max(deaths) > last_car_line

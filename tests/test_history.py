@@ -477,3 +477,22 @@ def test_asking_for_a_primitive_next_to_a_declared_one_is_a_typo() -> None:
     history.waits("tellers", "acquire")
     history.waits("counter.lock", "acquire")
     history.waits("mutex", "acquire")
+
+
+def test_a_fault_and_a_death_move_the_actors_time_and_a_late_line_does_not_take_it_back() -> None:
+    lines = [line_of(e) for e in _with_seq([
+        {"ts": 0.5, "actor": "a", "pid": 1, "event": "actor_start"},
+        {"ts": 0.6, "actor": "b", "pid": 2, "event": "actor_start"},
+        {"ts": 1.0, "actor": "a", "pid": 1, "event": "arrive"},
+        {"ts": 2.0, "actor": "engine", "pid": 9, "event": "fault", "action": "kill",
+         "target": "a"},
+        {"ts": 3.0, "actor": "engine", "pid": 9, "event": "exit", "target": "a", "code": -9},
+        # Late (behind the newest time already fed): still b's, but not the run's end.
+        {"ts": 2.5, "actor": "b", "pid": 2, "event": "arrive"},
+        {"ts": 4.0, "actor": "engine", "pid": 9, "event": "run_end"},
+    ])]  # fmt: skip
+    history = History(actors=["a", "b"])
+    history.feed(lines)
+    assert history.ended["a"] == "died"
+    assert history.actor_now == 3.0
+    assert history.now == 4.0

@@ -118,7 +118,8 @@ class History:
         self._base_key = _Model.key
         self.primitives: dict[str, Mapping[str, Any]] = dict(primitives or {})
         self.actors: list[str] = list(actors)
-        #: The latest ``ts`` seen, and the latest of an actor's own lines (not the engine's).
+        #: The latest ``ts`` seen, and the latest of an actor's own lines or of a fault done to
+        #: an actor (not the engine's other lines): where the run's simulated time ends.
         self.now = 0.0
         self.actor_now = 0.0
         self.lines = 0
@@ -313,6 +314,7 @@ class History:
                                 hook(line)
                         elif track or event in wanted:
                             self._line(line)
+                            actor_now = self.actor_now  # a fault or a death may move it
                         continue
                     if ts > actor_now:
                         actor_now = self.actor_now = ts
@@ -570,6 +572,7 @@ class History:
             # No end line of its own: the actor died (SIGKILL, a crash that could not unwind).
             if isinstance(target, str) and target not in self.ended:
                 self._end_actor(target, line.ts, "died")
+                self._reached(line.ts)
         elif event == "run_start" and actor == "engine":
             config = line.get("config")
             clock = config.get("clock") if isinstance(config, dict) else None
@@ -580,6 +583,7 @@ class History:
             target, action = line.get("target"), line.get("action")
             if isinstance(target, str) and action != "resume" and target not in self.faulted:
                 self.faulted[target] = (str(action), line.ts)
+            self._reached(line.ts)
         for hook in self._lines_every:
             hook(line)
         hooks = self._lines_by_event.get(event)
@@ -593,6 +597,12 @@ class History:
                 if named is not None:
                     a.domain = named
             self._restate(a)
+
+    def _reached(self, ts: float) -> None:
+        # A fault done to an actor and its death are the engine's lines but the actor's story:
+        # a car killed at minute 20 was there until minute 20, whenever it last spoke.
+        if ts > self.actor_now:
+            self.actor_now = ts
 
     def _end_actor(self, actor: str, ts: float, status: str) -> None:
         self.ended[actor] = status
