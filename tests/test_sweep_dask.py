@@ -303,11 +303,13 @@ def test_ctrl_c_of_a_dask_sweep_stops_the_runs_on_the_workers_and_resume_finishe
 @needs_distributed
 @pytest.mark.timeout(120)
 def test_executor_dask_runs_the_sweep_on_a_local_cluster(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "sim", "sweep", "carpark", "-p", "params.capacity=3,4", *SMALL,
-         "--out", str(tmp_path), "--executor", "dask", "--jobs", "2"],
+         "--out", str(tmp_path / "logs"), "--executor", "dask", "--jobs", "2"],
         start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", "TMPDIR": str(scratch)},
     )  # fmt: skip
     try:
         stdout, stderr = proc.communicate(timeout=100)
@@ -317,7 +319,9 @@ def test_executor_dask_runs_the_sweep_on_a_local_cluster(tmp_path: Path) -> None
     assert "2 at a time on a Dask LocalCluster of 2 worker processes" in stderr
     assert "[2/2]" in stderr
     assert "distributed" not in stderr  # none of the cluster's log lines
-    folder = sweep_dir(tmp_path)
+    # The workers' scratch went with the cluster (a dask-scratch-space with its locks stayed).
+    assert list(scratch.iterdir()) == []
+    folder = sweep_dir(tmp_path / "logs")
     assert stdout.strip() == str(folder)
     results = rows(folder / "results.csv")
     assert [r["status"] for r in results] == ["ok", "ok"]
@@ -352,6 +356,7 @@ def test_ctrl_c_at_the_terminal_stops_a_local_cluster_sweep(tmp_path: Path) -> N
     assert session_ends(proc.pid) == []
     statuses = {r["run"]: r["status"] for r in rows(sweep_dir(tmp_path / "logs") / "results.csv")}
     assert statuses == {"p000-r0": "interrupted", "p001-r0": "interrupted"}
+    assert list(scratch.iterdir()) == []
 
 
 @pytest.mark.timeout(60)

@@ -37,6 +37,7 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 
 import anyio
+import dask.config
 import distributed
 
 from sim.errors import ConfigError
@@ -254,6 +255,10 @@ class DaskExecutor:
         self._token = secrets.token_hex(4)
         self._stop_name = f"sim-sweep-stop-{self._token}"
         self._cluster: distributed.LocalCluster | None = None
+        # A LocalCluster's workers' scratch folders (and the locks Dask keeps beside them):
+        # in a folder of the sweep's own, removed with the cluster, not in the shared
+        # dask-scratch-space of the temporary directory, which Dask leaves behind.
+        self._scratch: Path | None = None
         self._client: distributed.Client | None = None
         self._stop: distributed.Event | None = None
         self._stopping = False
@@ -268,12 +273,17 @@ class DaskExecutor:
             if self._scheduler is None:
                 # No dashboard; the scheduler's HTTP server (health checks) on a free port of
                 # this host, not on 8787, which another cluster may hold.
-                self._cluster = await distributed.LocalCluster(
-                    n_workers=self._workers, threads_per_worker=1, processes=True,
-                    host="127.0.0.1", dashboard_address=None,
-                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                    silence_logs=logging.ERROR, asynchronous=True,
-                )  # fmt: skip
+                self._scratch = Path(tempfile.mkdtemp(prefix="sim-dask-"))
+                # The scheduler and the nannies keep their locks in the temporary directory
+                # of the config, the workers their folders in local_directory.
+                with dask.config.set({"temporary-directory": str(self._scratch)}):
+                    self._cluster = await distributed.LocalCluster(
+                        n_workers=self._workers, threads_per_worker=1, processes=True,
+                        local_directory=str(self._scratch),
+                        host="127.0.0.1", dashboard_address=None,
+                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                        silence_logs=logging.ERROR, asynchronous=True,
+                    )  # fmt: skip
                 self._client = await distributed.Client(self._cluster, asynchronous=True)
                 # Registered for every worker the cluster will have, restarted ones too.
                 await self._client.register_plugin(_IgnoreCtrlC(), name="sim-ignore-ctrl-c")
@@ -318,6 +328,9 @@ class DaskExecutor:
         if self._cluster is not None:
             await self._cluster.close()
             self._cluster = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     async def _request_stop(self) -> None:
         if not self._stopping and self._stop is not None:
