@@ -395,3 +395,27 @@ def test_executor_options_are_checked_before_anything_runs(
     assert words in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.dask
+@needs_distributed
+@pytest.mark.timeout(120)
+def test_a_dask_run_stopped_before_it_began_leaves_no_empty_folder(tmp_path: Path) -> None:
+    # Ctrl-C soon after a sweep's start left runs/p002-r0/ and p002-r1/ empty: made when the
+    # runs were submitted, never filled, since they had not begun on their workers.
+    import anyio
+
+    from sim._sweep.dask import DaskExecutor
+    from sim._sweep.runner import plan_sweep
+
+    plan = plan_sweep("carpark", ["params.cars=3,4"], overrides=LONG[1::2], out=tmp_path)
+
+    async def stopped_at_once() -> None:
+        async with DaskExecutor(plan.config, plan.overrides, workers=1) as executor:
+            for task in plan.tasks:
+                with anyio.move_on_after(0):  # cancelled at its first wait, once submitted
+                    await executor.run(task)
+
+    anyio.run(stopped_at_once)
+    assert [t.name for t in plan.tasks] == ["p000-r0", "p001-r0"]
+    assert [t.out for t in plan.tasks if t.out.exists()] == []

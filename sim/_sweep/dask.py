@@ -22,6 +22,7 @@ This module imports ``distributed``; ``sim._sweep.runner`` imports it only for
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -373,6 +374,10 @@ class DaskExecutor:
             await self._client.cancel([future])
         elif shipped.started:
             await anyio.to_thread.run_sync(_land, task, shipped)
+        # A run stopped before it began on its worker left nothing: no folder either, as the
+        # local pool's runs that never started (rmdir takes only an empty one).
+        with contextlib.suppress(OSError):
+            task.out.rmdir()
 
     async def _outcome(self, task: Task, shipped: _Shipped) -> Outcome:
         if not shipped.started:
