@@ -249,3 +249,27 @@ def test_kind_checks_catch_a_stale_write_and_a_shared_lock() -> None:
     assert "b acquired v.lock at 0.600000 s while a still owned it" in owner.detail
     # Nothing to look at is a skip, never a pass.
     assert all(v.status == "skip" for v in kind_verdicts("w", {"kind": "array", "lock": True}, []))
+
+
+@pytest.mark.timeout(120)
+def test_a_virtual_run_counts_its_lost_updates_exactly_on_the_value_itself(tmp_path: Path) -> None:
+    # With every worker reading before any writes (the fifo schedule), the counter's own check
+    # passed ("each wrote over the value it had read") while 300 of 400 increments were lost:
+    # no write replaced a value other than the one its process read, and lines of one virtual
+    # time were compared by time alone, so the final read never came "after" the last write.
+    import sim as api
+
+    settings = {"clock.mode": "virtual", "engine.schedule": "fifo"}
+    run = api.run("shared_counter", set=settings, seed=1, out=tmp_path / "a")
+    (own,) = [v for v in run.verdicts if v.name == "counter: no lost updates"]
+    assert own.status == "expected"  # printed "shown": the phenomenon the config declares
+    assert own.detail.startswith("lost 75 % of updates (300 of 400 increments); ")
+    # Not declared, it fails the run; a random schedule counts exactly too.
+    bare = api.run("shared_counter", set={**settings, "expect": []}, seed=1, out=tmp_path / "b")
+    assert not bare.ok
+    assert [v.status for v in bare.verdicts if v.name == own.name] == ["fail"]
+    shuffled = api.run("shared_counter", set={"clock.mode": "virtual"}, seed=1,
+                       out=tmp_path / "c")  # fmt: skip
+    (counted,) = [v for v in shuffled.verdicts if v.name == own.name]
+    lost = shuffled.metrics["lost_updates"]
+    assert counted.detail.startswith(f"lost {100 * lost / 400:.0f} % of updates ({lost} of 400 ")
