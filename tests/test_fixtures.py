@@ -90,3 +90,11 @@ def test_the_fault_demos_table_quotes_what_a_virtual_run_with_seed_1_says(tmp_pa
             assert any(quote in d for d in details), (row.group(1), quote, details)
             quoted += 1
     assert quoted == 2
+    # The scenario pages quote the same verdicts, wrapped in a block.
+    for page, config in (("carpark", "carpark-crash"), ("queue_workers", "queue_workers-crash")):
+        text = (RUNS.parents[2] / "docs" / "scenarios" / f"{page}.md").read_text(encoding="utf-8")
+        blocks = [" ".join(b.split()) for b in re.findall(r"```\n(shown .*?)```", text, re.S)]
+        assert "`--seed 1 -s clock.mode=virtual`" in text, page
+        run = api.run(config, set={"clock.mode": "virtual"}, seed=1, out=tmp_path / page)
+        shown = [" ".join(v.detail.split()) for v in run.verdicts if v.status == "expected"]
+        assert any(d in b for d in shown for b in blocks), (page, blocks, shown)
