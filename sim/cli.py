@@ -13,7 +13,7 @@ import contextlib
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -378,7 +378,7 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
             verdicts=report.verdicts,
             status=verdict,
             reason=report.reason,
-            wall_s=_number((loaded.manifest or {}).get("wall_s")),
+            wall_s=_wall_s(loaded.manifest, loaded.config, report.history),
             run_dir=str(loaded.run_dir or loaded.events_path),
             timing=report.timing,
             theory=spec.theory(loaded.config) if spec and spec.theory and loaded.config else None,
@@ -410,6 +410,18 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
             "findings": report.findings,
         }).decode())  # fmt: skip
     return code
+
+
+def _wall_s(manifest: Mapping[str, Any] | None, config: Any, history: Any) -> float | None:
+    """The run's wall time: the manifest's, or (no run.json, or an engine killed before it
+    wrote its end) the time of the log's last line, which counts wall seconds from the start
+    in a wall-clock run; None if neither says (a virtual run's times are its own)."""
+    recorded = _number((manifest or {}).get("wall_s"))
+    if recorded > 0:
+        return recorded
+    if history is None or config is None or config.clock.mode != "wall":
+        return None
+    return float(history.now)
 
 
 def _number(value: object) -> float:

@@ -98,7 +98,7 @@ def print_summary(
     verdicts: Sequence[Verdict],
     status: str,
     reason: str,
-    wall_s: float,
+    wall_s: float | None,
     run_dir: str,
     timing: Mapping[str, Any] | None = None,
     theory: Mapping[str, float] | None = None,
@@ -124,7 +124,7 @@ def summary(
     verdicts: Sequence[Verdict],
     status: str,
     reason: str,
-    wall_s: float,
+    wall_s: float | None,
     run_dir: str,
     timing: Mapping[str, Any] | None = None,
     theory: Mapping[str, float] | None = None,
@@ -144,7 +144,7 @@ def summary(
                 row.append("model " + format_value(theory[metric.key], metric.unit))
             table.add_row(*row)
     table.add_row("events logged", format_value(metrics.get("events", 0)))
-    table.add_row("wall time", f"{wall_s:.2f} s")
+    table.add_row("wall time", "-" if wall_s is None else f"{wall_s:.2f} s")
     parts.append(table)
     if timing:
         parts.extend(timing_lines(timing))

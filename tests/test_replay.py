@@ -304,3 +304,27 @@ def test_a_scenario_the_run_does_not_fit_names_the_key(tmp_path: Path) -> None:
         "error: --scenario philosophers: the run's config does not fit it: "
         "params.capacity: unknown key"
     )
+
+
+@pytest.mark.timeout(120)
+def test_without_its_manifest_a_replay_takes_the_wall_time_from_the_log(tmp_path: Path) -> None:
+    # It said "wall time 0.00 s" for a run without run.json, or with an engine killed before
+    # it wrote its end; a wall-clock log counts wall seconds from the start in every line.
+    import re
+
+    from tests.fixtures.record import RUNS, unpack
+
+    run_dir = unpack(RUNS / "carpark", tmp_path)
+    (run_dir / "run.json").unlink()
+    lines = (run_dir / "events.jsonl").read_bytes().splitlines()
+    last = max(json.loads(line)["ts"] for line in lines)
+    done = sim("replay", str(run_dir))
+    assert done.returncode == 0, done.stderr
+    assert re.search(rf"wall time +{last:.2f} s\n", done.stderr), done.stderr
+    # A virtual run's times are its own, not wall seconds: nothing is made up for it.
+    sim("run", "philosophers-naive", "-s", "clock.mode=virtual", "--seed", "3", "--quiet",
+        "--out", str(tmp_path / "v"))  # fmt: skip
+    virtual = only_run_dir(tmp_path / "v")
+    (virtual / "run.json").unlink()
+    replayed = sim("replay", str(virtual))
+    assert re.search(r"wall time +-\n", replayed.stderr), replayed.stderr
