@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -611,3 +612,25 @@ def test_the_bundled_sweeps_plot_title_says_the_grid_that_was_swept(tmp_path: Pa
     # The title was the literal "6 to 16 cars on 5 spaces" over any grid.
     assert "6/10 cars on 3/5 spaces" in svg
     assert "on 5 spaces" not in svg
+
+
+@pytest.mark.timeout(120)
+def test_the_table_of_an_interrupted_sweep_says_which_runs_were_interrupted(out: Path) -> None:
+    # Its row read "0/1" ok, as if the run had failed, while results.csv said interrupted.
+    command = [sys.executable, "-m", "sim", "sweep", "carpark", "-p", "params.cars=range(3,9)",
+               *QUICK, "-s", "params.visits=40", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    try:
+        _wait_for_run(out, "p001-r0")
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        _end(proc)
+    assert proc.returncode == 130, stderr
+    statuses = {r["run"]: r["status"] for r in rows(sweep_dir(out) / "results.csv")}
+    assert statuses["p001-r0"] == "interrupted"
+    table = [line for line in stderr.splitlines() if line.startswith("│")]
+    assert any(re.match(r"│ +4 │ +0/1, 1 interrupted │", line) for line in table), table
+    assert not any(re.match(r"│ +3 │ +1/1, ", line) for line in table), table
