@@ -23,6 +23,9 @@ _REWORDED = {
     "no acquire without an earlier release": "a signal semaphore: each acquire after a release",
     "counter.lock: one owner at a time": "the RLock check of sim.kinds.rlock",
     "done.lock: one owner at a time": "the RLock check of sim.kinds.rlock",
+    # A deadlocked run's pass said "every holder gave its units back" of forks the stopped
+    # philosophers still held: it now names them, stopped, not lost.
+    ": no unit lost with its holder": "holders the engine stopped are named",
 }
 
 

@@ -103,3 +103,22 @@ def test_a_declared_deadlock_that_does_not_happen_fails(out: Path, tmp_path: Pat
     failed = [v for v in verdicts if v["status"] == "fail"]
     assert failed
     assert "expected deadlock, but it did not appear" in failed[0]["detail"]
+
+
+@pytest.mark.timeout(120)
+def test_a_deadlocks_leak_checks_say_who_still_held_a_fork_when_it_was_stopped(
+    tmp_path: Path,
+) -> None:
+    # Each said "every holder gave its units back" of a fork its philosopher held until the
+    # engine stopped the deadlocked run: true of no one.
+    import re
+
+    import sim as api
+
+    run = api.run("philosophers-naive", set={"clock.mode": "virtual"}, seed=3, out=tmp_path)
+    leaks = [v for v in run.verdicts if v.name.endswith(": no unit lost with its holder")]
+    assert len(leaks) == 5
+    for verdict in leaks:
+        assert verdict.status == "pass"
+        assert re.fullmatch(r"no unit lost: phil-00\d still held its unit when the engine "
+                            r"stopped the run \(stopped, not lost\)", verdict.detail)  # fmt: skip

@@ -369,6 +369,9 @@ class LeakedUnits(Check):
         self._after: list[Operation] = []
         self._end = 0.0
         self._stop: float | None = None
+        # Holders the engine stopped at the end of the run (a deadlock, Ctrl-C): not counted,
+        # but said, so that a pass does not read as "everybody gave their units back".
+        self._stopped: set[str] = set()
 
     def on_line(self, line: Line) -> None:
         if line.actor == "engine" and self._stop is None:
@@ -377,6 +380,8 @@ class LeakedUnits(Check):
     def on_hold(self, hold: Hold) -> None:
         if hold.cut == "died" or (hold.cut == "ended" and self._counts(hold)):
             self._gone.append(hold)
+        elif hold.cut == "ended":
+            self._stopped.add(hold.actor)
 
     def _counts(self, hold: Hold) -> bool:
         # An actor the engine stopped (after its "stopping") is not to blame for what it held.
@@ -392,6 +397,13 @@ class LeakedUnits(Check):
 
     def verdict(self) -> Verdict:
         if not self._gone:
+            if self._stopped:
+                names = sorted(self._stopped)
+                who = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3
+                                              else "")  # fmt: skip
+                units = "its unit" if len(names) == 1 else "their units"
+                return self.result(f"no unit lost: {who} still held {units} when the engine "
+                                   "stopped the run (stopped, not lost)")  # fmt: skip
             return self.result("every holder gave its units back")
         model = self.history.model(self.prim)
         left = getattr(model, "left", None)
