@@ -30,6 +30,12 @@ def write_template(name: str, folder: Path, *, force: bool = False) -> list[Path
                           f"installed package from `python -m sim` run in its folder (which "
                           f"puts that folder first on the import path); choose another name, "
                           f"such as {name}_demo", source="NAME")  # fmt: skip
+    if _bundled_config(name):
+        # A config path comes before a bundled name: `python -m sim run carpark.toml` in this
+        # folder would run the template instead of the car park, and nothing would say so.
+        raise ConfigError(f"{name}.toml would hide the bundled config {name!r} from "
+                          f"`python -m sim run {name}.toml` in its folder; choose another "
+                          f"name, such as {name}_demo", source="NAME")  # fmt: skip
     if not folder.is_dir():
         raise ConfigError("no such folder", source=str(folder))
     targets = [folder / f"{name}.py", folder / f"{name}.toml"]
@@ -42,6 +48,13 @@ def write_template(name: str, folder: Path, *, force: bool = False) -> list[Path
         target.write_text(text.replace("__NAME__", name).replace("__CLASS__", cls),
                           encoding="utf-8")  # fmt: skip
     return targets
+
+
+def _bundled_config(name: str) -> bool:
+    from .config import bundled_configs
+
+    folder = bundled_configs()
+    return folder is not None and (folder / f"{name}.toml").is_file()
 
 
 def _taken(name: str) -> bool:

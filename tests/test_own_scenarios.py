@@ -58,6 +58,12 @@ def test_sim_new_writes_a_scenario_and_a_config_that_run_and_pass(tmp_path: Path
         assert f"would hide the module '{taken}'" in refused.stderr
         assert "Traceback" not in refused.stderr
         assert not (tmp_path / f"{taken}.py").exists()
+    # A bundled config's name: `run carpark.toml` in that folder ran the template instead.
+    shadow = sim("new", "carpark", cwd=tmp_path)
+    assert shadow.returncode == 2, shadow.stderr
+    assert "carpark.toml would hide the bundled config 'carpark'" in shadow.stderr
+    assert not (tmp_path / "carpark.toml").exists()
+    assert not (tmp_path / "carpark.py").exists()
     bad = sim("new", "2-printers", cwd=tmp_path)
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: NAME: '2-printers' is not a Python identifier")
