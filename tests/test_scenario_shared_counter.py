@@ -273,3 +273,21 @@ def test_a_virtual_run_counts_its_lost_updates_exactly_on_the_value_itself(tmp_p
     (counted,) = [v for v in shuffled.verdicts if v.name == own.name]
     lost = shuffled.metrics["lost_updates"]
     assert counted.detail.startswith(f"lost {100 * lost / 400:.0f} % of updates ({lost} of 400 ")
+
+
+@pytest.mark.timeout(120)
+def test_a_virtual_run_whose_lines_share_one_time_still_counts_its_collisions(
+    tmp_path: Path,
+) -> None:
+    # With no work between read and write every line of the run has ts 0.0: two workers that
+    # read the same value before either wrote were counted 0 times (compared by time alone),
+    # beside 11 lost increments. Each lost increment takes a pair of such cycles.
+    import sim as api
+
+    settings = {"clock.mode": "virtual", "params.increments": 5, "params.work": 0}
+    run = api.run("shared_counter", set=settings, seed=2, out=tmp_path)
+    lost, collisions = run.metrics["lost_updates"], run.metrics["collisions"]
+    assert lost > 0
+    assert collisions >= lost
+    (own,) = [v for v in run.verdicts if v.name == "counter: no lost updates"]
+    assert f"; {collisions} times two processes read the same value" in own.detail

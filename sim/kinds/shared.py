@@ -266,7 +266,8 @@ class _Cycle:
     actor: str
     read_ok: float
     read_value: Any
-    write_invoke: float
+    # As lines are ordered (time, then a virtual run's step: its lines may all share a time).
+    write_invoke: tuple[float, int]
 
 
 @dataclass
@@ -311,7 +312,7 @@ class ReadModifyWrite(Model):
         self.writes = 0
         self._slots: dict[Hashable, _Slot] = defaultdict(_Slot)
         # Per (slot, actor): when its read began, and its latest read since it last wrote.
-        self._reads: dict[tuple[Hashable, str], tuple[float, Any]] = {}
+        self._reads: dict[tuple[Hashable, str], tuple[float, Any, tuple[float, int]]] = {}
 
     @property
     def bounds(self) -> tuple[float, float] | None:
@@ -356,7 +357,7 @@ class ReadModifyWrite(Model):
         slot = self._slots[index]
         value = done.value
         if line.op == "read":
-            self._reads[(index, line.actor)] = (done.ts, value)
+            self._reads[(index, line.actor)] = (done.ts, value, done.at)
             slot.latest_read = (line.at, value)
             if slot.last is None and not slot.writing and slot.initial is None:
                 slot.initial = value
@@ -368,10 +369,14 @@ class ReadModifyWrite(Model):
                 self.set_gauge(**{"value" if index is None else f"value[{index}]": value})
 
     def _cycle(
-        self, key: tuple[Hashable, str], slot: _Slot, op: Operation, read: tuple[float, Any]
+        self,
+        key: tuple[Hashable, str],
+        slot: _Slot,
+        op: Operation,
+        read: tuple[float, Any, tuple[float, int]],
     ) -> None:
-        actor, now, written = key[1], op.start, op.invoke.value
-        read_ts, read_value = read
+        actor, now, written = key[1], op.invoke.at, op.invoke.value
+        read_ts, read_value, read_at = read
         self.cycles += 1
         self.counter = self.counter and _is_number(read_value) and written == read_value + 1
         # The value this write replaces is the one the last completed write left. If that is
@@ -388,7 +393,7 @@ class ReadModifyWrite(Model):
         # Earlier cycles that read the same value before this one wrote, and whose write began
         # after this one's read: two processes read the same value before either wrote.
         for c in reversed(slot.cycles):
-            if c.write_invoke <= read_ts:
+            if c.write_invoke <= read_at:
                 break
             if c.actor != actor and c.read_value == read_value:
                 self.collisions += 1
