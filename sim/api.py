@@ -246,9 +246,12 @@ def replay(path: str | Path, *, scenario: str | None = None) -> Run:
     report, spec = recompute(loaded)
     # The manifest's word, else (a bare events file) what the engine's stopping line said.
     recorded = str((loaded.manifest or {}).get("status", "")) or report.stopped_as
-    # As for a run: the verdicts decide, unless the run was stopped from outside.
+    # As for a run: the verdicts decide, unless the run was stopped from outside, or the
+    # scenario's own checks did not run here (a file the log names is not imported unasked):
+    # then the generic ones passing cannot make a failed run ok.
+    partial = spec is None and recorded == "failed"
     status = recorded if recorded in ("interrupted", "timeout") else (
-        "ok" if report.ok else "failed")  # fmt: skip
+        "ok" if report.ok and not partial else "failed")  # fmt: skip
     return Run(loaded, report, spec, status)
 
 

@@ -286,3 +286,21 @@ def test_a_run_prints_the_findings_its_replay_prints(tmp_path: Path) -> None:
     assert len(found) == 4  # three lines named, then the count of the rest
     assert "an op line whose prim, kind, op or phase is not a name" in found[0]
     assert found == errors(replayed.stderr)
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_run_of_a_file_scenario_replayed_without_it_stays_failed(tmp_path: Path) -> None:
+    # The log names printer.py, which replay does not import unasked: only the generic checks
+    # ran, they passed, and `replay --check` said "ok" and exited 0 for a run that failed.
+    assert sim("new", "printer", cwd=tmp_path).returncode == 0
+    failed = sim("run", "printer.toml", "-s", "params.locked=false", "--out", "logs",
+                 cwd=tmp_path)  # fmt: skip
+    assert failed.returncode == 1, failed.stderr
+    (run_dir,) = (tmp_path / "logs").iterdir()
+    replayed = sim("replay", str(run_dir), "--check", cwd=tmp_path)
+    assert replayed.returncode == 1, replayed.stderr
+    assert "failed: as recorded: the scenario's own checks did not run here" in replayed.stderr
+    # A run that passed still replays ok without its scenario: the generic checks decide.
+    assert sim("run", "printer.toml", "--out", "ok", cwd=tmp_path).returncode == 0
+    (passed,) = (tmp_path / "ok").iterdir()
+    assert sim("replay", str(passed), "--check", cwd=tmp_path).returncode == 0
