@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._sweep.grid import axis_names
+from ._sweep.results import ok_cell
 from .checks import Verdict
 from .report import format_value
 from .scenario import Metric
@@ -115,7 +116,7 @@ def sweep_html(
     rows = []
     for row in summary:
         cells = [_cell(str(row.get(a)), "right") for a in axes]
-        cells.append(_cell(f"{row.get('ok')}/{row.get('runs')}", "right"))
+        cells.append(_cell(ok_cell(row), "right"))
         for metric in shown:
             text = _number(row.get(f"{metric.key}_mean"), metric.unit)
             half = row.get(f"{metric.key}_ci95")

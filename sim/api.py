@@ -249,10 +249,12 @@ def replay(path: str | Path, *, scenario: str | None = None) -> Run:
     # As for a run: the verdicts decide, unless the run was stopped from outside, or the
     # scenario's own checks did not run here (a file the log names is not imported unasked):
     # then the generic ones passing cannot make a failed run ok.
-    partial = spec is None and recorded == "failed"
+    partial = spec is None and recorded == "failed" and report.ok
     status = recorded if recorded in ("interrupted", "timeout") else (
         "ok" if report.ok and not partial else "failed")  # fmt: skip
-    return Run(loaded, report, spec, status)
+    reason = ("as recorded: the scenario's own checks did not run here (the findings say how "
+              "to run them)") if partial and status == "failed" else report.reason  # fmt: skip
+    return Run(loaded, report, spec, status, reason)
 
 
 # -- the result of a run -----------------------------------------------------------------
@@ -271,12 +273,15 @@ class Run:
         report: Report,
         spec: Scenario[Any] | None,
         status: str,
+        reason: str | None = None,
     ) -> None:
         self._loaded = loaded
         self._report = report
         self._spec = spec
         #: ``ok``, ``failed``, ``interrupted`` or ``timeout``.
         self.status = status
+        #: Why it is not ok, in words ("" if it is).
+        self.reason = report.reason if reason is None else reason
         self._frames: dict[str, pd.DataFrame] = {}
         self._png: str | None = None
 

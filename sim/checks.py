@@ -71,9 +71,10 @@ class Problems:
         for text in texts:
             self.add(text)
 
-    def detail(self) -> str:
+    def detail(self, sep: str = "; ") -> str:
+        """The problems shown, joined by ``sep``, and how many more there are."""
         more = f" (and {self.count - len(self.shown)} more)" if self.count > len(self.shown) else ""
-        return "; ".join(self.shown) + more
+        return sep.join(self.shown) + more
 
 
 class Check(Subscriber):

@@ -377,12 +377,7 @@ def _replay(args: argparse.Namespace, err: Console) -> int:
             declared=spec.metrics if spec is not None else (),
             verdicts=report.verdicts,
             status=verdict,
-            reason=report.reason
-            or (
-                "as recorded: the scenario's own checks did not run here (see the warning above)"
-                if verdict == "failed"
-                else ""
-            ),
+            reason=replayed.reason,
             wall_s=_wall_s(loaded.manifest, loaded.config, report.history),
             run_dir=str(loaded.run_dir or loaded.events_path),
             timing=report.timing,

@@ -83,7 +83,8 @@ def aggregate(
         mine = [r for r in rows if r["point"] == point.index]
         ok = [r for r in mine if r["status"] == "ok"]
         out: dict[str, Any] = {"point": point.index, **dict(point.values)}
-        out.update(runs=len(mine), ok=len(ok))
+        interrupted = sum(1 for r in mine if r["status"] == "interrupted")
+        out.update(runs=len(mine), ok=len(ok), interrupted=interrupted)
         keys = [k for k in (mine[0] if mine else {}) if k not in fixed and k not in companions]
         for key in keys:
             values = [float(r[key]) for r in ok if _number(r.get(key))]
@@ -145,3 +146,10 @@ def write_table(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         return
     table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
     pq.write_table(table, path.with_suffix(".parquet"))
+
+
+def ok_cell(row: Mapping[str, Any]) -> str:
+    """A summary row's runs as a table shows them: ``2/3``, and ``0/1, 1 interrupted`` (a run
+    stopped by Ctrl-C is no failure of its point)."""
+    cell = f"{row.get('ok')}/{row.get('runs')}"
+    return cell + (f", {row['interrupted']} interrupted" if row.get("interrupted") else "")

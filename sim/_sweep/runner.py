@@ -55,7 +55,7 @@ from .grid import (
     table_axes,
 )
 from .plot import check_metric, plot_metric
-from .results import aggregate, result_rows, write_table
+from .results import aggregate, ok_cell, result_rows, write_table
 
 __all__ = [
     "SweepOutcome",
@@ -500,7 +500,7 @@ def run_sweep(
     elapsed = time.monotonic() - started
     _record_timing(plan.sweep_dir, elapsed, fresh, slots)
     if console is not None:
-        _print_summary(console, plan, spec, summary, rows)
+        _print_summary(console, plan, spec, summary)
     if plot is not None:
         plot_sweep(plan, summary, plot, heatmap=heatmap, console=console)
     if interrupted:
@@ -589,17 +589,8 @@ def _record_timing(sweep_dir: Path, elapsed: float, fresh: list[Outcome], jobs: 
 
 
 def _print_summary(
-    console: Console,
-    plan: SweepPlan,
-    spec: _scenario.Scenario[Any],
-    summary: list[dict[str, Any]],
-    rows: Sequence[Mapping[str, Any]] = (),
+    console: Console, plan: SweepPlan, spec: _scenario.Scenario[Any], summary: list[dict[str, Any]]
 ) -> None:
-    # A run stopped by Ctrl-C is no failure of its point: the table says which they were.
-    stopped: dict[int, int] = {}
-    for row in rows:
-        if row.get("status") == "interrupted":
-            stopped[row["point"]] = stopped.get(row["point"], 0) + 1
     table = Table(title=f"{plan.scenario} sweep", title_justify="left")
     for name in axis_names([axis.key for axis in plan.grid.axes]):
         table.add_column(name, justify="right")
@@ -612,10 +603,7 @@ def _print_summary(
         unit = f" ({metric.unit})" if metric.unit else ""
         table.add_column(metric.label + unit, justify="right")
     for row in summary:
-        ok = f"{row['ok']}/{row['runs']}"
-        if stopped.get(row["point"]):
-            ok += f", {stopped[row['point']]} interrupted"
-        cells = [str(row[a.key]) for a in plan.grid.axes] + [ok]
+        cells = [str(row[a.key]) for a in plan.grid.axes] + [ok_cell(row)]
         for metric in shown:
             cells.append(_cell(row, metric.key, metric.unit))
         table.add_row(*cells)

@@ -20,7 +20,7 @@ from multiprocessing.context import BaseContext
 from types import TracebackType
 from typing import Any, ClassVar
 
-from sim.checks import Check, Verdict
+from sim.checks import Check, Problems, Verdict
 from sim.history.facts import Hold, Operation
 from sim.history.lines import Line
 
@@ -398,12 +398,11 @@ class LeakedUnits(Check):
     def verdict(self) -> Verdict:
         if not self._gone:
             if self._stopped:
-                names = sorted(self._stopped)
-                who = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3
-                                              else "")  # fmt: skip
-                units = "its unit" if len(names) == 1 else "their units"
-                return self.result(f"no unit lost: {who} still held {units} when the engine "
-                                   "stopped the run (stopped, not lost)")  # fmt: skip
+                who = Problems()
+                who.extend(sorted(self._stopped))
+                units = "its unit" if len(who) == 1 else "their units"
+                return self.result(f"no unit lost: {who.detail(', ')} still held {units} when "
+                                   "the engine stopped the run (stopped, not lost)")  # fmt: skip
             return self.result("every holder gave its units back")
         model = self.history.model(self.prim)
         left = getattr(model, "left", None)

@@ -254,20 +254,17 @@ class ShmHandle:
 @dataclass(frozen=True)
 class _Write:
     actor: str
-    ok: float
+    # When it completed, as lines are ordered (time, then step): in a virtual run lines of
+    # many steps share a time, and only the step says which came first.
+    ok: tuple[float, int]
     value: Any
-    # When it completed, as lines are ordered: in a virtual run lines of many steps share a
-    # time, and only the step says which came first.
-    ok_at: tuple[float, int] = (0.0, 0)
 
 
 @dataclass(frozen=True)
 class _Cycle:
     actor: str
-    read_ok: float
     read_value: Any
-    # As lines are ordered (time, then a virtual run's step: its lines may all share a time).
-    write_invoke: tuple[float, int]
+    write_invoke: tuple[float, int]  # as lines are ordered (time, then step)
 
 
 @dataclass
@@ -311,8 +308,8 @@ class ReadModifyWrite(Model):
         self.counter = True  # every cycle so far wrote what it read plus one
         self.writes = 0
         self._slots: dict[Hashable, _Slot] = defaultdict(_Slot)
-        # Per (slot, actor): when its read began, and its latest read since it last wrote.
-        self._reads: dict[tuple[Hashable, str], tuple[float, Any, tuple[float, int]]] = {}
+        # Per (slot, actor): its latest read since it last wrote (when it completed, the value).
+        self._reads: dict[tuple[Hashable, str], tuple[tuple[float, int], Any]] = {}
 
     @property
     def bounds(self) -> tuple[float, float] | None:
@@ -357,14 +354,14 @@ class ReadModifyWrite(Model):
         slot = self._slots[index]
         value = done.value
         if line.op == "read":
-            self._reads[(index, line.actor)] = (done.ts, value, done.at)
+            self._reads[(index, line.actor)] = (done.at, value)
             slot.latest_read = (line.at, value)
             if slot.last is None and not slot.writing and slot.initial is None:
                 slot.initial = value
         elif line.op == "write":
             self.writes += 1
             slot.writing -= 1
-            slot.last = _Write(line.actor, done.ts, value, done.at)
+            slot.last = _Write(line.actor, done.at, value)
             if _is_number(value):
                 self.set_gauge(**{"value" if index is None else f"value[{index}]": value})
 
@@ -373,10 +370,10 @@ class ReadModifyWrite(Model):
         key: tuple[Hashable, str],
         slot: _Slot,
         op: Operation,
-        read: tuple[float, Any, tuple[float, int]],
+        read: tuple[tuple[float, int], Any],
     ) -> None:
         actor, now, written = key[1], op.invoke.at, op.invoke.value
-        read_ts, read_value, read_at = read
+        read_at, read_value = read
         self.cycles += 1
         self.counter = self.counter and _is_number(read_value) and written == read_value + 1
         # The value this write replaces is the one the last completed write left. If that is
@@ -387,7 +384,7 @@ class ReadModifyWrite(Model):
             if not self.example:
                 self.example = (
                     f"{actor} read {read_value!r} from {slot_label(self.name, key[0])} at "
-                    f"{read_ts:.4f} s, {last.actor} wrote {last.value!r} at {last.ok:.4f} s, "
+                    f"{read_at[0]:.4f} s, {last.actor} wrote {last.value!r} at {last.ok[0]:.4f} s, "
                     f"then {actor} wrote {written!r} over it"
                 )
         # Earlier cycles that read the same value before this one wrote, and whose write began
@@ -397,7 +394,7 @@ class ReadModifyWrite(Model):
                 break
             if c.actor != actor and c.read_value == read_value:
                 self.collisions += 1
-        slot.cycles.append(_Cycle(actor, read_ts, read_value, now))
+        slot.cycles.append(_Cycle(actor, read_value, now))
 
     def lost(self) -> int | None:
         """Increments lost, exactly, if every slot was used as a counter and the log shows its
@@ -409,7 +406,7 @@ class ReadModifyWrite(Model):
             if not slot.cycles:
                 continue
             final = slot.latest_read
-            settled = final is not None and slot.last is not None and final[0] > slot.last.ok_at
+            settled = final is not None and slot.last is not None and final[0] > slot.last.ok
             if slot.blind or slot.writing or slot.initial is None or not settled:
                 return None
             assert final is not None
